@@ -1,0 +1,594 @@
+"""Deformable 3D convolution (DCN v1/v2 in time, height and width), in TensorFlow ops.
+
+`deform_conv3d` is the op: a Conv3D whose kd*kh*kw sampling points move by fractional
+offsets, sampled by trilinear interpolation. `DeformConv3D` is the Keras layer around it,
+a drop-in for `keras.layers.Conv3D` that predicts its own offsets (and mask).
+
+Memory is bounded by walking the kernel points one at a time (a `tf.while_loop`) and by a
+hand-written gradient that recomputes the samples in the backward pass instead of keeping
+the B*D'*H'*W'*K*C sampled values alive between the two passes.
+"""
+
+import keras
+import tensorflow as tf
+from keras import activations, constraints, initializers, regularizers
+
+_PADDINGS = ("valid", "same")
+
+
+def _standardize_triple(value, name):
+    """An int or 3 ints -> a tuple of 3 positive ints (Keras' `standardize_tuple` rule)."""
+    if isinstance(value, int):
+        values = (value,) * 3
+    else:
+        try:
+            values = tuple(value)
+        except TypeError:
+            values = ()
+        if len(values) != 3 or not all(isinstance(v, int) for v in values):
+            raise ValueError(
+                f"The `{name}` argument must be an int or a tuple of 3 ints. "
+                f"Received: {name}={value}"
+            )
+    if any(v <= 0 for v in values):
+        raise ValueError(
+            f"The `{name}` argument must be strictly positive. Received: {name}={value}"
+        )
+    return values
+
+
+def _standardize_padding(padding):
+    normalized = padding.lower() if isinstance(padding, str) else padding
+    if normalized not in _PADDINGS:
+        raise ValueError(
+            "The `padding` argument must be one of 'valid', 'same'. "
+            f"Received: padding={padding}"
+        )
+    return normalized
+
+
+def conv_output_size_and_pad(size, kernel, stride, dilation, padding):
+    """Output length and leading pad of one axis, by TF/Keras Conv3D's rule.
+
+    Works for Python ints and for scalar int tensors (dynamic sizes). 'same' pads
+    `total // 2` before and the rest after, as TF does, so an odd total puts the extra
+    pixel at the end.
+    """
+    span = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        return (size - span) // stride + 1, 0
+    out = (size + stride - 1) // stride
+    total = (out - 1) * stride + span - size
+    if isinstance(total, int):
+        total = max(total, 0)
+    else:
+        total = tf.maximum(total, 0)
+    return out, total // 2
+
+
+def _interp_dtype(dtype):
+    """Coordinates, weights and sums are float32 under float16/bfloat16, else the input's."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+class _Geometry:
+    """Static and dynamic sizes shared by the forward and backward passes."""
+
+    def __init__(self, inputs, kernel_shape, num_groups, strides, padding, dilation_rate):
+        self.kernel_size = tuple(int(k) for k in kernel_shape[:3])
+        self.in_channels = int(kernel_shape[3])
+        self.filters = int(kernel_shape[4])
+        self.num_points = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
+        self.num_groups = num_groups
+        self.group_channels = self.in_channels // num_groups
+        self.strides = strides
+        self.dilation_rate = dilation_rate
+        shape = tf.shape(inputs)
+        self.batch = shape[0]
+        self.in_sizes = (shape[1], shape[2], shape[3])
+        outs, pads = [], []
+        for axis in range(3):
+            out, pad = conv_output_size_and_pad(
+                shape[axis + 1], self.kernel_size[axis], strides[axis],
+                dilation_rate[axis], padding,
+            )
+            outs.append(out)
+            pads.append(pad)
+        self.out_sizes = tuple(outs)
+        self.pads = tuple(pads)
+        self.num_outputs = self.batch * outs[0] * outs[1] * outs[2]
+
+
+def _point_corners(geometry, offsets_k, point, coord_dtype):
+    """Trilinear corners of kernel point `point` for every output position and group.
+
+    Args:
+        offsets_k: (B, D', H', W', G, 3) offsets of this kernel point, `coord_dtype`.
+        point: scalar int32 tensor, the kernel point index in row-major (kd, kh, kw) order.
+
+    Returns:
+        A list of 8 (rows, weight, weight_grads) for corners (a, b, c) in {0,1}^3: `rows`
+        int32 (B, D', H', W', G) row indices into the (B*D*H*W*G, C/G) input view, clamped
+        to a valid row; `weight` the interpolation weight, zero for a corner outside the
+        input; `weight_grads` the 3 derivatives of `weight` w.r.t. (t, y, x).
+    """
+    kd, kh, kw = geometry.kernel_size
+    point_index = (point // (kh * kw), (point // kw) % kh, point % kw)
+    shape_5d = [(1, -1, 1, 1, 1), (1, 1, -1, 1, 1), (1, 1, 1, -1, 1)]
+    axis_terms = []
+    for axis in range(3):
+        size = geometry.in_sizes[axis]
+        base = (
+            tf.range(geometry.out_sizes[axis]) * geometry.strides[axis]
+            - geometry.pads[axis]
+            + point_index[axis] * geometry.dilation_rate[axis]
+        )
+        base = tf.reshape(tf.cast(base, coord_dtype), shape_5d[axis])
+        size_f = tf.cast(size, coord_dtype)
+        # Far-away samples are clipped to a place whose 2 corners are both outside, so
+        # they read zeros with a zero gradient, and huge offsets cannot overflow int32.
+        coord = tf.clip_by_value(base + offsets_k[..., axis], -2.0, size_f + 1.0)
+        low = tf.floor(coord)
+        frac = coord - low
+        low_i = tf.cast(low, tf.int32)
+        terms = []
+        # Corners are floor and floor + 1 (never ceil): at an integer coordinate the
+        # weight of floor + 1 still moves, so the offset gradient is the one-sided
+        # difference toward floor + 1 instead of zero.
+        for side, (index, weight, sign) in enumerate(
+            ((low_i, 1.0 - frac, -1.0), (low_i + 1, frac, 1.0))
+        ):
+            valid = tf.cast((index >= 0) & (index < size), coord_dtype)
+            clamped = tf.clip_by_value(index, 0, size - 1)
+            terms.append((clamped, weight * valid, sign * valid))
+        axis_terms.append(terms)
+
+    height, width = geometry.in_sizes[1], geometry.in_sizes[2]
+    groups = geometry.num_groups
+    batch_rows = tf.reshape(
+        tf.range(geometry.batch) * geometry.in_sizes[0], (-1, 1, 1, 1, 1)
+    )
+    group_index = tf.reshape(tf.range(groups), (1, 1, 1, 1, -1))
+    corners = []
+    for t_index, t_weight, t_grad in axis_terms[0]:
+        t_rows = (batch_rows + t_index) * height
+        for y_index, y_weight, y_grad in axis_terms[1]:
+            ty_rows = (t_rows + y_index) * width
+            ty_weight = t_weight * y_weight
+            for x_index, x_weight, x_grad in axis_terms[2]:
+                rows = (ty_rows + x_index) * groups + group_index
+                weight = ty_weight * x_weight
+                weight_grads = (
+                    t_grad * y_weight * x_weight,
+                    t_weight * y_grad * x_weight,
+                    ty_weight * x_grad,
+                )
+                corners.append((rows, weight, weight_grads))
+    return corners
+
+
+def _point_offsets(geometry, offsets, point):
+    """(B, D', H', W', G, K, 3) offsets -> those of one kernel point, (B, D', H', W', G, 3)."""
+    return tf.gather(offsets, point, axis=5)
+
+
+def _sample_point(geometry, input_rows, corners):
+    """Trilinear samples of one kernel point: (B, D', H', W', G, C/G), interp dtype."""
+    sample = None
+    for rows, weight, _ in corners:
+        values = tf.gather(input_rows, rows)
+        term = values * weight[..., None]
+        sample = term if sample is None else sample + term
+    return sample
+
+
+def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
+    """Loop over kernel points: sample (B, D', H', W', C), matmul with kernel[k], add."""
+    coord_dtype = inputs.dtype
+    input_rows = tf.reshape(inputs, (-1, geometry.group_channels))
+    kernel_points = tf.reshape(
+        kernel, (geometry.num_points, geometry.in_channels, geometry.filters)
+    )
+
+    def body(point, outputs):
+        corners = _point_corners(
+            geometry, _point_offsets(geometry, offsets, point), point, coord_dtype
+        )
+        sample = _sample_point(geometry, input_rows, corners)
+        if mask is not None:
+            sample = sample * tf.gather(mask, point, axis=5)[..., None]
+        sample = tf.reshape(sample, (geometry.num_outputs, geometry.in_channels))
+        return point + 1, outputs + tf.matmul(sample, kernel_points[point])
+
+    outputs = tf.zeros((geometry.num_outputs, geometry.filters), coord_dtype)
+    _, outputs = tf.while_loop(
+        lambda point, _: point < geometry.num_points,
+        body,
+        (tf.constant(0), outputs),
+        parallel_iterations=1,
+    )
+    return outputs
+
+
+def deform_conv3d(
+    inputs, offsets, kernel, mask=None, strides=1, padding="valid", dilation_rate=1
+):
+    """Deformable 3D convolution, channels-last, no bias.
+
+    For output position o and kernel point k (row-major over (kd, kh, kw)), the input is
+    sampled at p = o * strides - pad_before + k * dilation_rate + offset, per axis (t, y, x),
+    by trilinear interpolation over the 8 corners floor(p) and floor(p) + 1; a corner
+    outside the input contributes zero. The samples of offset group g (input channels
+    [g*C/G, (g+1)*C/G)) use that group's offsets, are multiplied by the mask when given,
+    and are contracted with `kernel` exactly as Conv3D does. With zero offsets (and a mask
+    of ones) this is `tf.nn.conv3d` with the same strides, padding and dilation.
+
+    Args:
+        inputs: (B, D, H, W, C) float tensor.
+        offsets: (B, D', H', W', G*K*3) offsets in input pixels, ordered
+            [group g][kernel point k][(dt, dy, dx)], K = kd*kh*kw.
+        kernel: (kd, kh, kw, C, F), the layout of Keras Conv3D's kernel.
+        mask: optional (B, D', H', W', G*K) modulation (DCNv2), ordered [g][k].
+        strides: int or 3 ints.
+        padding: "valid" or "same", with TF's rule (pad_before = total // 2).
+        dilation_rate: int or 3 ints.
+
+    Returns:
+        (B, D', H', W', F) tensor of the inputs' dtype. Under float16/bfloat16 the
+        coordinates, interpolation weights, sums and the contraction run in float32.
+
+    Raises:
+        ValueError: for a kernel whose channels do not match the input, or offsets/mask
+            whose last axis is not a multiple of 3*K / K dividing the channels.
+    """
+    strides = _standardize_triple(strides, "strides")
+    dilation_rate = _standardize_triple(dilation_rate, "dilation_rate")
+    padding = _standardize_padding(padding)
+    inputs = tf.convert_to_tensor(inputs)
+    offsets = tf.convert_to_tensor(offsets)
+    kernel = tf.convert_to_tensor(kernel)
+    kernel_shape = kernel.shape
+    if kernel_shape.rank != 5 or None in kernel_shape.as_list():
+        raise ValueError(
+            "Expected `kernel` of static shape (kd, kh, kw, C, F). "
+            f"Received: kernel.shape={kernel_shape}"
+        )
+    in_channels = int(kernel_shape[3])
+    num_points = int(kernel_shape[0] * kernel_shape[1] * kernel_shape[2])
+    if inputs.shape.rank != 5 or inputs.shape[-1] != in_channels:
+        raise ValueError(
+            f"Expected `inputs` of shape (B, D, H, W, {in_channels}) to match the "
+            f"kernel. Received: inputs.shape={inputs.shape}"
+        )
+    offset_channels = offsets.shape[-1]
+    if (
+        offsets.shape.rank != 5
+        or offset_channels is None
+        or offset_channels % (3 * num_points)
+        or in_channels % (offset_channels // (3 * num_points) or 1)
+        or offset_channels == 0
+    ):
+        raise ValueError(
+            f"Expected `offsets` of shape (B, D', H', W', G*{3 * num_points}) with G "
+            f"dividing the {in_channels} input channels. "
+            f"Received: offsets.shape={offsets.shape}"
+        )
+    num_groups = offset_channels // (3 * num_points)
+    if mask is not None:
+        mask = tf.convert_to_tensor(mask)
+        if mask.shape.rank != 5 or mask.shape[-1] != num_groups * num_points:
+            raise ValueError(
+                f"Expected `mask` of shape (B, D', H', W', {num_groups * num_points}) "
+                f"for {num_groups} offset group(s). Received: mask.shape={mask.shape}"
+            )
+
+    out_dtype = inputs.dtype
+    compute_dtype = _interp_dtype(out_dtype)
+    inputs = tf.cast(inputs, compute_dtype)
+    kernel = tf.cast(kernel, compute_dtype)
+    offsets = tf.cast(offsets, compute_dtype)
+    geometry = _Geometry(inputs, kernel_shape, num_groups, strides, padding, dilation_rate)
+    out_shape = (geometry.batch, *geometry.out_sizes)
+    offsets = tf.reshape(offsets, (*out_shape, num_groups, num_points, 3))
+    if mask is not None:
+        mask = tf.reshape(tf.cast(mask, compute_dtype), (*out_shape, num_groups, num_points))
+
+    outputs = _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry)
+    outputs = tf.reshape(outputs, (*out_shape, geometry.filters))
+    outputs.set_shape(_static_output_shape(inputs.shape, kernel_shape, strides, padding,
+                                           dilation_rate))
+    return tf.cast(outputs, out_dtype)
+
+
+def _static_output_shape(input_shape, kernel_shape, strides, padding, dilation_rate):
+    dims = [input_shape[0]]
+    for axis in range(3):
+        size = input_shape[axis + 1]
+        if size is None:
+            dims.append(None)
+        else:
+            dims.append(
+                conv_output_size_and_pad(
+                    int(size), int(kernel_shape[axis]), strides[axis],
+                    dilation_rate[axis], padding,
+                )[0]
+            )
+    return tf.TensorShape(dims + [int(kernel_shape[4])])
+
+
+@keras.saving.register_keras_serializable(package="video_models")
+class DeformConv3D(keras.layers.Layer):
+    """Deformable 3D convolution layer, a drop-in for `keras.layers.Conv3D`.
+
+    Each of the kd*kh*kw kernel points samples the input at its regular Conv3D place plus
+    a learned fractional offset (dt, dy, dx), read by trilinear interpolation; the samples
+    are then contracted with the kernel exactly as Conv3D does (see `deform_conv3d` for the
+    op's full semantics). The offsets, and with `modulated=True` a per-point mask (DCNv2),
+    are predicted by the layer's own Conv3D branch (`offset_conv`) over the same input,
+    with the same kernel size, strides, padding and dilation.
+
+    The offset branch starts with zero weights and bias, so a new layer computes exactly a
+    plain Conv3D and `from_conv3d` keeps a trained Conv3D's output. For the same reason the
+    mask is `2 * sigmoid(logits)`, in (0, 2), which starts at 1: DCNv2's plain sigmoid
+    starts at 0.5 and would halve every activation of a converted network at creation.
+
+    Args:
+        filters: int, the number of output channels.
+        kernel_size: int or tuple of 3 ints, (kd, kh, kw).
+        strides: int or tuple of 3 ints. `strides > 1` is incompatible with
+            `dilation_rate > 1`, as in Conv3D. Defaults to 1.
+        padding: `"valid"` or `"same"` (TF's rule: pad_before = total // 2).
+            Defaults to `"valid"`.
+        dilation_rate: int or tuple of 3 ints. Defaults to 1.
+        offset_groups: int, the number of channel groups that get their own offsets
+            (G); must divide the input channels. Defaults to 1.
+        modulated: bool, whether to predict and apply a mask per kernel point and group
+            (DCNv2). Defaults to `False`.
+        use_bias: bool, whether to add a bias. Defaults to `True`.
+        activation: activation applied to the output, or `None`.
+        kernel_initializer: initializer for the kernel. Defaults to `"glorot_uniform"`.
+        bias_initializer: initializer for the bias. Defaults to `"zeros"`.
+        kernel_regularizer: optional regularizer for the kernel.
+        bias_regularizer: optional regularizer for the bias.
+        activity_regularizer: optional regularizer for the output.
+        kernel_constraint: optional constraint for the kernel.
+        bias_constraint: optional constraint for the bias.
+
+    Input shape:
+        5D tensor `(batch_size, frames, height, width, channels)`.
+
+    Output shape:
+        5D tensor `(batch_size, new_frames, new_height, new_width, filters)`, the same as
+        Conv3D's.
+
+    Returns:
+        `activation(deform_conv3d(inputs, offsets, kernel, mask) + bias)`.
+
+    Raises:
+        ValueError: for bad arguments, or when `offset_groups` does not divide the input
+            channels.
+
+    Example:
+
+    >>> x = np.random.rand(2, 8, 16, 16, 4).astype("float32")
+    >>> y = DeformConv3D(8, 3, padding="same", modulated=True)(x)
+    >>> print(y.shape)
+    (2, 8, 16, 16, 8)
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="valid",
+        dilation_rate=1,
+        offset_groups=1,
+        modulated=False,
+        use_bias=True,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        **kwargs,
+    ):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
+        if not isinstance(filters, int) or filters <= 0:
+            raise ValueError(
+                "Invalid value for argument `filters`. Expected a strictly positive "
+                f"int. Received: filters={filters}"
+            )
+        if not isinstance(offset_groups, int) or offset_groups <= 0:
+            raise ValueError(
+                "Invalid value for argument `offset_groups`. Expected a strictly "
+                f"positive int. Received: offset_groups={offset_groups}"
+            )
+        self.filters = filters
+        self.kernel_size = _standardize_triple(kernel_size, "kernel_size")
+        self.strides = _standardize_triple(strides, "strides")
+        self.padding = _standardize_padding(padding)
+        self.dilation_rate = _standardize_triple(dilation_rate, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides > 1` not supported in conjunction with `dilation_rate > 1`. "
+                f"Received: strides={self.strides} and dilation_rate={self.dilation_rate}"
+            )
+        self.offset_groups = offset_groups
+        self.modulated = bool(modulated)
+        self.use_bias = use_bias
+        self.activation = activations.get(activation)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self.num_points = self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2]
+        self.input_spec = keras.layers.InputSpec(ndim=5)
+        offset_channels = offset_groups * self.num_points * (4 if self.modulated else 3)
+        # Zero weights and bias: a new layer samples the regular grid (and a mask of
+        # 2 * sigmoid(0) = 1), so it starts as exactly a Conv3D.
+        self.offset_conv = keras.layers.Conv3D(
+            offset_channels,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="offset_conv",
+        )
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None or in_channels % self.offset_groups:
+            raise ValueError(
+                "The input channels must be known and divisible by `offset_groups`. "
+                f"Received: offset_groups={self.offset_groups}, "
+                f"input_shape={tuple(input_shape)}"
+            )
+        self.input_spec = keras.layers.InputSpec(ndim=5, axes={-1: in_channels})
+        self.compute_output_shape(input_shape)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self.kernel_size + (in_channels, self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+        self.offset_conv.build(input_shape)
+
+    def compute_offsets(self, inputs):
+        """The offsets (and mask) this layer predicts for `inputs`.
+
+        Returns:
+            `(offsets, mask)`: offsets (B, D', H', W', G*K*3) in input pixels, ordered
+            [group][kernel point][(dt, dy, dx)]; mask (B, D', H', W', G*K) in (0, 2), or
+            `None` when the layer is not modulated.
+        """
+        predicted = self.offset_conv(inputs)
+        split = self.offset_groups * self.num_points * 3
+        offsets = predicted[..., :split]
+        if not self.modulated:
+            return offsets, None
+        return offsets, 2.0 * keras.ops.sigmoid(predicted[..., split:])
+
+    def call(self, inputs):
+        offsets, mask = self.compute_offsets(inputs)
+        outputs = deform_conv3d(
+            inputs,
+            offsets,
+            self.kernel,
+            mask=mask,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+        )
+        if self.use_bias:
+            outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        dims = [input_shape[0]]
+        for axis in range(3):
+            size = input_shape[axis + 1]
+            if size is None:
+                dims.append(None)
+                continue
+            out = conv_output_size_and_pad(
+                size, self.kernel_size[axis], self.strides[axis],
+                self.dilation_rate[axis], self.padding,
+            )[0]
+            if out <= 0:
+                raise ValueError(
+                    "The input is too small for the kernel: the output would have a "
+                    f"non-positive size on axis {axis + 1}. "
+                    f"Received: input_shape={tuple(input_shape)}"
+                )
+            dims.append(out)
+        return tuple(dims) + (self.filters,)
+
+    @classmethod
+    def from_conv3d(cls, conv, offset_groups=1, modulated=False, **kwargs):
+        """A DeformConv3D with a built Conv3D's weights: the same output at creation.
+
+        Args:
+            conv: a built `keras.layers.Conv3D`, channels-last, `groups=1`.
+            offset_groups: int, see the constructor.
+            modulated: bool, see the constructor.
+            **kwargs: overrides of the constructor arguments taken from `conv` (e.g.
+                `name`).
+
+        Raises:
+            ValueError: when `conv` is not a built channels-last Conv3D with groups=1.
+        """
+        if not isinstance(conv, keras.layers.Conv3D) or isinstance(conv, cls):
+            raise ValueError(
+                f"Expected a keras.layers.Conv3D. Received: conv={conv!r}"
+            )
+        config = conv.get_config()
+        if not conv.built or config["groups"] != 1 or config["data_format"] != "channels_last":
+            raise ValueError(
+                "Expected a built channels-last Conv3D with groups=1. Received: "
+                f"built={conv.built}, groups={config['groups']}, "
+                f"data_format={config['data_format']}"
+            )
+        arguments = {
+            key: config[key]
+            for key in (
+                "filters", "kernel_size", "strides", "padding", "dilation_rate",
+                "use_bias", "activation", "kernel_initializer", "bias_initializer",
+                "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                "kernel_constraint", "bias_constraint", "dtype", "trainable",
+            )
+        }
+        arguments.update(offset_groups=offset_groups, modulated=modulated)
+        arguments.update(kwargs)
+        layer = cls(**arguments)
+        kernel = conv.kernel
+        layer.build((None, None, None, None, kernel.shape[3]))
+        layer.kernel.assign(kernel)
+        if layer.use_bias:
+            layer.bias.assign(conv.bias)
+        return layer
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "strides": self.strides,
+                "padding": self.padding,
+                "dilation_rate": self.dilation_rate,
+                "offset_groups": self.offset_groups,
+                "modulated": self.modulated,
+                "use_bias": self.use_bias,
+                "activation": activations.serialize(self.activation),
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": regularizers.serialize(self.bias_regularizer),
+                "activity_regularizer": regularizers.serialize(self.activity_regularizer),
+                "kernel_constraint": constraints.serialize(self.kernel_constraint),
+                "bias_constraint": constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
