@@ -1,0 +1,536 @@
+"""A synthetic demo dataset: textured shapes whose eight classes differ only in how they move.
+
+Each video shows one textured shape on a cluttered, static background. The classes are
+motions: `move_left`, `move_right`, `move_up`, `move_down`, `rotate_cw`, `rotate_ccw`,
+`grow`, `shrink`. Shape, colours, texture, size, start position, start angle, speed and
+background are drawn per video from one distribution shared by every class, and the first
+frame depends on that appearance only (never on the class), so one frame cannot tell the
+class while a clip can.
+
+Every shape starts fully inside the frame. Moving shapes wrap around the frame edges (they
+leave on one side and come back on the other) rather than stop or bounce, which would let a
+frame near an edge hint at the direction; a grown shape near an edge is clipped by it.
+
+The videos are real files written with `cv2.VideoWriter`, alternating MJPG `.avi` and mp4v
+`.mp4`, in the `folders` layout `OUT/<class>/<class>_<index>.<ext>`, with `OUT/train.csv`
+and `OUT/test.csv` in the `csv` layout (rows `path,label`, no header row, paths relative to
+OUT, labels are class names). Everything is deterministic for a seed: each video draws from
+its own random stream seeded by (seed, class, index), so a rerun that skips the videos an
+interrupted run already finished gives the same files as one uninterrupted run.
+
+    python -m data_prep synth --out data/synth_motion --seed 0
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data_prep.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CLASSES = (
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "rotate_cw",
+    "rotate_ccw",
+    "grow",
+    "shrink",
+)
+SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "arrow", "l_shape", "cross")
+# (fourcc, extension) by video index: a mix of the two codecs OpenCV's writer always has.
+CONTAINERS = (("MJPG", ".avi"), ("mp4v", ".mp4"))
+FRAMES_PER_SECOND = 25
+TEMP_PREFIX = ".tmp-"
+PARAMETERS_FILE = "synth.json"
+
+# Ranges of the motion per video, for the whole video; one "amount" in [0, 1] per video
+# sets all three so that every class draws its speed from the same distribution.
+TRAVEL_FRACTION = (0.45, 0.75)  # of the frame's width or height
+SPIN_DEGREES = (150.0, 240.0)  # stays below 45 degrees per step even at 8 of 32 frames
+SCALE_FACTOR = (1.7, 2.2)  # grow: radius x factor; shrink: radius / factor
+# Circumscribed radius of the shape at the first frame, as a fraction of the short side;
+# at most 0.2 x 2.2 = 0.44 after growing, so a shape always fits in the frame.
+RADIUS_FRACTION = (0.12, 0.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Appearance:
+    """Everything about one video except its motion: what the first frame shows.
+
+    Attributes:
+        background: uint8 (H, W, 3) RGB, static clutter.
+        outline: float (N, 2) polygon in unit coordinates (inside the unit circle).
+        stripe_colours: float (2, 3) RGB, the two colours of the stripe texture.
+        stripe_period: stripe period in unit coordinates.
+        stripe_angle: stripe direction in radians, in the shape's own frame.
+        marker: (u, v) centre of a small dark disc in unit coordinates; it makes the
+            orientation of even a symmetric outline visible.
+        center: (x, y) position of the shape at the first frame, in pixels.
+        radius: circumscribed radius at the first frame, in pixels.
+        angle: orientation at the first frame, in degrees, clockwise on screen.
+        amount: in [0, 1], how far/fast the shape moves, turns or scales over the video.
+        noise_seed: seed of the per-frame sensor noise.
+    """
+
+    background: np.ndarray
+    outline: np.ndarray
+    stripe_colours: np.ndarray
+    stripe_period: float
+    stripe_angle: float
+    marker: tuple
+    center: tuple
+    radius: float
+    angle: float
+    amount: float
+    noise_seed: int
+
+
+def parse_frame_size(text):
+    """Parses `"WxH"` or `"S"` (square) into `(width, height)`.
+
+    Raises:
+        UserError: if the text is not of that form.
+    """
+    parts = str(text).lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise UserError(
+            f"Expected a frame size `WxH` (e.g. 64x64) or `S`. Received: size={text!r}"
+        )
+    return values[0], values[1]
+
+
+def _random_colour(rng, saturation, value):
+    hue = rng.uniform(0.0, 180.0)
+    hsv = np.array([[[hue, rng.uniform(*saturation) * 255, rng.uniform(*value) * 255]]])
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _outline_polygon(kind, rng):
+    """A polygon inside the unit circle, as float (N, 2) in (u, v), v pointing down."""
+    if kind == "ellipse":
+        aspect = rng.uniform(0.45, 0.75)
+        theta = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)
+        return np.stack([np.cos(theta), aspect * np.sin(theta)], axis=1)
+    if kind == "rectangle":
+        aspect = rng.uniform(0.4, 0.75)
+        half_w = 1.0 / math.sqrt(1.0 + aspect**2)
+        half_h = aspect * half_w
+        return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]])
+    if kind == "triangle":
+        # Isosceles, not equilateral, so a third of a turn does not look like no turn.
+        base = rng.uniform(0.45, 0.7)
+        return np.array([[1.0, 0.0], [-0.8, -base], [-0.8, base]])
+    if kind == "arrow":
+        return np.array(
+            [[1.0, 0.0], [0.3, -0.6], [0.3, -0.25], [-0.9, -0.25], [-0.9, 0.25], [0.3, 0.25], [0.3, 0.6]]
+        )
+    if kind == "l_shape":
+        return np.array([[-0.7, -0.7], [-0.2, -0.7], [-0.2, 0.2], [0.7, 0.2], [0.7, 0.7], [-0.7, 0.7]])
+    if kind == "cross":
+        # A long arm on one side breaks the four-fold symmetry.
+        return np.array(
+            [[-0.2, -0.6], [0.2, -0.6], [0.2, -0.2], [0.95, -0.2], [0.95, 0.2], [0.2, 0.2],
+             [0.2, 0.6], [-0.2, 0.6], [-0.2, 0.2], [-0.5, 0.2], [-0.5, -0.2], [-0.2, -0.2]]
+        )
+    raise ValueError(f"Unknown shape kind. Received: kind={kind!r}")
+
+
+def _cluttered_background(rng, width, height):
+    """Low-saturation clutter: blurred noise plus random rectangles, discs and lines."""
+    base = _random_colour(rng, (0.0, 0.25), (0.3, 0.7))
+    noise = rng.normal(0.0, 1.0, size=(height // 4 + 2, width // 4 + 2, 1)).astype(np.float32)
+    noise = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)[..., None]
+    image = np.clip(base + 18.0 * noise, 0, 255).astype(np.uint8)
+    scale = min(width, height)
+    for _ in range(rng.integers(8, 16)):
+        colour = tuple(float(c) for c in _random_colour(rng, (0.0, 0.3), (0.15, 0.85)))
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        size = rng.uniform(0.04, 0.2) * scale
+        kind = rng.integers(3)
+        if kind == 0:
+            p0 = (int(x - size), int(y - size * rng.uniform(0.3, 1.0)))
+            p1 = (int(x + size), int(y + size * rng.uniform(0.3, 1.0)))
+            cv2.rectangle(image, p0, p1, colour, thickness=-1, lineType=cv2.LINE_AA)
+        elif kind == 1:
+            cv2.circle(image, (int(x), int(y)), max(1, int(size * 0.7)), colour, -1, cv2.LINE_AA)
+        else:
+            angle = rng.uniform(0, np.pi)
+            dx, dy = 2 * size * np.cos(angle), 2 * size * np.sin(angle)
+            cv2.line(image, (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy)), colour,
+                     int(rng.integers(1, 3)), cv2.LINE_AA)
+    return image
+
+
+def draw_appearance(rng, frame_size):
+    """Draws one video's appearance; the same distribution for every class.
+
+    Args:
+        rng: `np.random.Generator`.
+        frame_size: `(width, height)` in pixels.
+
+    Returns:
+        An `Appearance`.
+    """
+    width, height = frame_size
+    background = _cluttered_background(rng, width, height)
+    kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+    outline = _outline_polygon(kind, rng)
+    # Saturated shape colours on a low-saturation background keep the shape visible after
+    # downscaling to 32 px; two hues far apart make the stripes visible too.
+    first = _random_colour(rng, (0.7, 1.0), (0.75, 1.0))
+    second = _random_colour(rng, (0.7, 1.0), (0.35, 0.6))
+    marker_angle = rng.uniform(0, 2 * np.pi)
+    short_side = min(width, height)
+    radius = float(rng.uniform(*RADIUS_FRACTION) * short_side)
+    return Appearance(
+        background=background,
+        outline=outline,
+        stripe_colours=np.stack([first, second]),
+        stripe_period=float(rng.uniform(0.45, 0.8)),
+        stripe_angle=float(rng.uniform(0, np.pi)),
+        marker=(0.35 * math.cos(marker_angle), 0.2 * math.sin(marker_angle)),
+        # Inside the frame at the start, so the first frame is the same for every class.
+        center=(float(rng.uniform(radius, width - radius)),
+                float(rng.uniform(radius, height - radius))),
+        radius=radius,
+        angle=float(rng.uniform(0, 360)),
+        amount=float(rng.uniform(0, 1)),
+        noise_seed=int(rng.integers(2**31)),
+    )
+
+
+def pose_at(appearance, motion, progress, frame_size):
+    """Where the shape is at `progress` in [0, 1] through the video.
+
+    Returns:
+        `(x, y, angle_degrees_clockwise, radius_pixels)`; x and y are not wrapped.
+    """
+    width, height = frame_size
+    x, y = appearance.center
+    angle, radius = appearance.angle, appearance.radius
+    amount = appearance.amount
+    travel = np.interp(amount, (0, 1), TRAVEL_FRACTION) * progress
+    spin = np.interp(amount, (0, 1), SPIN_DEGREES) * progress
+    log_scale = math.log(np.interp(amount, (0, 1), SCALE_FACTOR)) * progress
+    if motion == "move_left":
+        x -= travel * width
+    elif motion == "move_right":
+        x += travel * width
+    elif motion == "move_up":
+        y -= travel * height
+    elif motion == "move_down":
+        y += travel * height
+    elif motion == "rotate_cw":
+        angle += spin
+    elif motion == "rotate_ccw":
+        angle -= spin
+    elif motion == "grow":
+        radius *= math.exp(log_scale)
+    elif motion == "shrink":
+        radius *= math.exp(-log_scale)
+    else:
+        raise ValueError(f"Expected a motion in {CLASSES}. Received: motion={motion!r}")
+    return x, y, angle, radius
+
+
+def render_frame(appearance, pose, frame_index, wrap):
+    """Renders one RGB frame: the shape at `pose` over the background, plus sensor noise.
+
+    Args:
+        appearance: an `Appearance`.
+        pose: `(x, y, angle_degrees_clockwise, radius_pixels)`, see `pose_at`.
+        frame_index: int, seeds this frame's noise.
+        wrap: bool, draw the shape on a torus (what leaves on one side comes back on the
+            other) rather than clipped at the frame edges.
+
+    Returns:
+        uint8 (H, W, 3) RGB.
+    """
+    background = appearance.background
+    height, width = background.shape[:2]
+    x, y, angle_degrees, radius = pose
+    if wrap:
+        x, y = x % width, y % height
+    angle = math.radians(angle_degrees)
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+
+    # Coverage mask: the outline polygon, anti-aliased, at 1/16 pixel precision, plus its
+    # copies one frame away on each side when wrapping (cv2 clips what falls outside).
+    unit = appearance.outline
+    points = np.stack(
+        [x + radius * (cos_a * unit[:, 0] - sin_a * unit[:, 1]),
+         y + radius * (sin_a * unit[:, 0] + cos_a * unit[:, 1])],
+        axis=1,
+    )
+    offsets = [(0, 0)]
+    if wrap:
+        offsets = [(ox, oy) for ox in (-width, 0, width) for oy in (-height, 0, height)]
+    polygons = [np.round((points + offset) * 16).astype(np.int32) for offset in offsets]
+    mask = np.zeros((height, width), np.uint8)
+    for polygon in polygons:
+        cv2.fillPoly(mask, [polygon], 255, lineType=cv2.LINE_AA, shift=4)
+    coverage = mask.astype(np.float32)[..., None] / 255.0
+
+    # Texture evaluated in the shape's own coordinates, so it turns and scales with it;
+    # smooth stripes (a clipped sine) do not alias when the shape is small.
+    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    delta_x, delta_y = grid_x + 0.5 - x, grid_y + 0.5 - y
+    if wrap:  # relative to the nearest copy
+        delta_x = (delta_x + width / 2) % width - width / 2
+        delta_y = (delta_y + height / 2) % height - height / 2
+    rel_x, rel_y = delta_x / radius, delta_y / radius
+    u = cos_a * rel_x + sin_a * rel_y
+    v = -sin_a * rel_x + cos_a * rel_y
+    phase = u * math.cos(appearance.stripe_angle) + v * math.sin(appearance.stripe_angle)
+    mix = np.clip(0.5 + 1.5 * np.sin(2 * np.pi * phase / appearance.stripe_period), 0, 1)[..., None]
+    first, second = appearance.stripe_colours
+    texture = mix * first + (1 - mix) * second
+    marker_distance = np.hypot(u - appearance.marker[0], v - appearance.marker[1])
+    marker = np.clip((0.22 - marker_distance) * radius + 0.5, 0, 1)[..., None]
+    texture = texture * (1 - marker) + marker * (0.25 * second)
+
+    frame = background.astype(np.float32) * (1 - coverage) + texture * coverage
+    noise_rng = np.random.default_rng([appearance.noise_seed, frame_index])
+    frame += noise_rng.normal(0.0, 2.0, size=frame.shape).astype(np.float32)
+    return np.clip(np.round(frame), 0, 255).astype(np.uint8)
+
+
+def render_clip(appearance, motion, num_frames):
+    """Renders a whole video.
+
+    Args:
+        appearance: an `Appearance` (see `draw_appearance`).
+        motion: one of `CLASSES`.
+        num_frames: number of frames, at least 2.
+
+    Returns:
+        uint8 array (num_frames, H, W, 3), RGB. Frame 0 is the same for every motion.
+    """
+    height, width = appearance.background.shape[:2]
+    frames = []
+    for index in range(num_frames):
+        pose = pose_at(appearance, motion, index / (num_frames - 1), (width, height))
+        frames.append(render_frame(appearance, pose, index, wrap=motion.startswith("move_")))
+    return np.stack(frames)
+
+
+def video_rng(seed, class_index, video_index):
+    """The random stream of one video: independent of every other video's."""
+    return np.random.default_rng([seed, class_index, video_index])
+
+
+def write_video_atomically(path, frames_rgb, fourcc):
+    """Writes RGB frames to `path` via a hidden temporary name, renamed when complete.
+
+    An interrupted write leaves only a `.tmp-*` file, which the next run removes.
+    """
+    path = Path(path)
+    temp_path = path.with_name(TEMP_PREFIX + path.name)  # keeps the extension for the muxer
+    height, width = frames_rgb.shape[1:3]
+    writer = cv2.VideoWriter(
+        str(temp_path), cv2.VideoWriter_fourcc(*fourcc), FRAMES_PER_SECOND, (width, height)
+    )
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV could not open a {fourcc} writer for {temp_path}")
+    try:
+        for frame in frames_rgb:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    os.replace(temp_path, path)
+
+
+def _write_text_atomically(path, text):
+    temp_path = path.with_name(TEMP_PREFIX + path.name)
+    temp_path.write_text(text)
+    os.replace(temp_path, path)
+
+
+def _validate(videos_per_class, num_frames, frame_size, test_fraction):
+    width, height = frame_size
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise UserError(
+            "Expected an even frame width and height of at least 16 pixels (the video "
+            f"codecs round odd sizes down). Received: frame_size={width}x{height}"
+        )
+    if num_frames < 2:
+        raise UserError(f"Expected at least 2 frames per video. Received: num_frames={num_frames}")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(
+            f"Expected a test fraction between 0 and 1. Received: test_fraction={test_fraction}"
+        )
+    num_test = round(videos_per_class * test_fraction)
+    if not 1 <= num_test < videos_per_class:
+        raise UserError(
+            "Expected enough videos per class for at least one train and one test video "
+            f"per class. Received: videos_per_class={videos_per_class}, "
+            f"test_fraction={test_fraction}"
+        )
+    return num_test
+
+
+def generate_dataset(
+    out,
+    *,
+    seed=0,
+    videos_per_class=48,
+    num_frames=32,
+    frame_size=(64, 64),
+    test_fraction=0.25,
+    show_progress=True,
+):
+    """Writes the synthetic motion dataset to `out`, resuming an interrupted run.
+
+    Args:
+        out: output directory (created if missing).
+        seed: int, the dataset is a function of the seed and the other arguments.
+        videos_per_class: int, videos per class, split between train and test.
+        num_frames: int, frames per video.
+        frame_size: `(width, height)` in pixels, both even.
+        test_fraction: float in (0, 1), the share of each class held out for `test.csv`.
+        show_progress: bool, show a progress bar.
+
+    Returns:
+        A dict summary: `out`, `classes`, `videos`, `train`, `test`, `written`,
+        `already_present`, `seconds`, and the generation parameters.
+
+    Raises:
+        UserError: for bad arguments, or if `out` holds a synthetic dataset made with
+            other parameters (delete it or pick another directory).
+    """
+    start = time.perf_counter()
+    frame_size = tuple(int(v) for v in frame_size)
+    num_test = _validate(videos_per_class, num_frames, frame_size, test_fraction)
+    out = Path(out)
+    parameters = {
+        "seed": int(seed),
+        "videos_per_class": int(videos_per_class),
+        "num_frames": int(num_frames),
+        "frame_size": list(frame_size),
+        "test_fraction": float(test_fraction),
+        "classes": list(CLASSES),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    parameters_path = out / PARAMETERS_FILE
+    # Skipping finished videos is only right if they were made with the same parameters.
+    if parameters_path.exists():
+        previous = json.loads(parameters_path.read_text())
+        if previous != parameters:
+            raise UserError(
+                f"Expected {out} to be empty or to hold a synthetic dataset made with the same "
+                f"parameters ({PARAMETERS_FILE} records {previous}); delete it or choose another "
+                f"directory. Received: {parameters}"
+            )
+    else:
+        _write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
+
+    jobs = []
+    rows = {"train": [], "test": []}
+    for class_index, class_name in enumerate(CLASSES):
+        class_dir = out / class_name
+        class_dir.mkdir(exist_ok=True)
+        for stale in class_dir.glob(TEMP_PREFIX + "*"):
+            stale.unlink()
+        # A seeded choice of test videos per class (the videos are i.i.d., this only
+        # keeps the split from following the codec alternation).
+        test_indices = set(
+            np.random.default_rng([seed, class_index]).permutation(videos_per_class)[:num_test]
+        )
+        for video_index in range(videos_per_class):
+            fourcc, extension = CONTAINERS[video_index % len(CONTAINERS)]
+            relative = f"{class_name}/{class_name}_{video_index:03d}{extension}"
+            split = "test" if video_index in test_indices else "train"
+            rows[split].append(f"{relative},{class_name}")
+            jobs.append((class_index, class_name, video_index, fourcc, out / relative))
+
+    written = 0
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(jobs), desc="synth", unit="video")
+    for class_index, class_name, video_index, fourcc, path in jobs:
+        if not path.exists():
+            appearance = draw_appearance(video_rng(seed, class_index, video_index), frame_size)
+            write_video_atomically(path, render_clip(appearance, class_name, num_frames), fourcc)
+            written += 1
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+
+    # The lists go last: their presence means every video they name is complete.
+    for split, split_rows in rows.items():
+        _write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
+    seconds = time.perf_counter() - start
+    logger.info("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
+    return {
+        "out": str(out),
+        "classes": list(CLASSES),
+        "videos": len(jobs),
+        "train": len(rows["train"]),
+        "test": len(rows["test"]),
+        "written": written,
+        "already_present": len(jobs) - written,
+        "seconds": seconds,
+        **parameters,
+    }
+
+
+def _run(args):
+    summary = generate_dataset(
+        args.out,
+        seed=args.seed,
+        videos_per_class=args.videos_per_class,
+        num_frames=args.frames,
+        frame_size=parse_frame_size(args.size),
+        test_fraction=args.test_fraction,
+        show_progress=not args.no_progress,
+    )
+    width, height = summary["frame_size"]
+    print(
+        f"wrote {summary['videos']} videos ({summary['written']} new, "
+        f"{summary['already_present']} already there) of {summary['num_frames']} frames at "
+        f"{width}x{height}, {len(summary['classes'])} classes, to {summary['out']} "
+        f"in {summary['seconds']:.1f} s"
+    )
+    print(f"train.csv: {summary['train']} videos, test.csv: {summary['test']} videos")
+    return 0
+
+
+def register(subparsers):
+    """Adds the `synth` sub-command to an argparse `subparsers` object."""
+    parser = subparsers.add_parser(
+        "synth",
+        help="write the synthetic motion demo dataset (videos + train/test lists)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--videos-per-class", type=int, default=48, help="videos per class")
+    parser.add_argument("--frames", type=int, default=32, help="frames per video")
+    parser.add_argument("--size", default="64x64", help="frame size WxH (both even)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.25, help="share of each class in test.csv"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run)
+    return parser
