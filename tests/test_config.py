@@ -1,0 +1,211 @@
+"""Tests for training.config: merging, overrides, validation and every error path."""
+
+import dataclasses
+import glob
+import os
+import textwrap
+
+import pytest
+
+from data_prep.errors import UserError
+from training import config as config_lib
+from training.config import ConfigError, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINIMAL = "data:\n  prepared_dir: prepared\n"
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(textwrap.dedent(text))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))), ids=os.path.basename
+)
+def test_shipped_configs_validate_and_round_trip(path, tmp_path):
+    config = load_config(path)
+    assert config.name == os.path.splitext(os.path.basename(path))[0]
+    dumped = str(tmp_path / "config.yaml")
+    config_lib.dump_config(config, dumped)
+    assert load_config(dumped) == config
+    # Configs open with a comment saying what they run.
+    with open(path, encoding="utf-8") as f:
+        assert f.readline().startswith("# python train.py --config configs/")
+
+
+def test_shipped_base_pieces_are_one_level_deep():
+    for path in glob.glob(os.path.join(REPO, "configs", "_base_", "*.yaml")):
+        assert "_base_" not in config_lib.read_yaml_file(path), path
+
+
+def test_defaults_fill_missing_keys(tmp_path):
+    config = load_config(write(tmp_path / "c.yaml", MINIMAL))
+    assert config.train == config_lib.TrainConfig()
+    assert config.data.prepared_dir == "prepared"
+    assert config.name == "c"
+
+
+def test_bases_merge_depth_first_and_later_wins(tmp_path):
+    write(tmp_path / "_base_" / "a.yaml", """\
+        data:
+          prepared_dir: from_a
+          frames: 4
+        train:
+          epochs: 5
+          batch_size: 2
+    """)
+    write(tmp_path / "_base_" / "b.yaml", """\
+        train:
+          epochs: 7
+        model:
+          options: {width: 8, dropout: 0.5}
+    """)
+    path = write(tmp_path / "top.yaml", """\
+        _base_: [_base_/a.yaml, _base_/b.yaml]
+        data:
+          frames: 6
+        model:
+          options: {width: 16}
+    """)
+    config = load_config(path)
+    assert config.data.prepared_dir == "from_a"
+    assert config.data.frames == 6  # own key beats the base
+    assert config.train.epochs == 7  # the later base beats the earlier
+    assert config.train.batch_size == 2
+    assert config.model.options == {"width": 16, "dropout": 0.5}  # mappings merge by key
+
+
+def test_single_base_as_string(tmp_path):
+    write(tmp_path / "base.yaml", MINIMAL + "train:\n  epochs: 3\n")
+    config = load_config(write(tmp_path / "top.yaml", "_base_: base.yaml\n"))
+    assert config.train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "override, attribute, expected",
+    [
+        ("train.epochs=3", ("train", "epochs"), 3),
+        ("augment.horizontal_flip=false", ("augment", "horizontal_flip"), False),
+        ("train.learning_rate=1e-3", ("train", "learning_rate"), 0.001),
+        ("train.learning_rate=2", ("train", "learning_rate"), 2.0),
+        ("model.name=r3d_18", ("model", "name"), "r3d_18"),
+        ("augment.crop_size=null", ("augment", "crop_size"), None),
+        ("data.resize_short=", ("data", "resize_short"), None),
+        ("train.step_epochs=[10, 20]", ("train", "step_epochs"), [10, 20]),
+        ("model.options.deformable_stages=[3, 4]", ("model", "options"),
+         {"deformable_stages": [3, 4]}),
+    ],
+)
+def test_overrides_are_parsed_as_yaml(tmp_path, override, attribute, expected):
+    config = load_config(write(tmp_path / "c.yaml", MINIMAL + "train:\n  epochs: 30\n"),
+                         overrides=[override])
+    section, name = attribute
+    assert getattr(getattr(config, section), name) == expected
+
+
+def test_later_override_wins(tmp_path):
+    config = load_config(write(tmp_path / "c.yaml", MINIMAL),
+                         overrides=["train.epochs=3", "train.epochs=4"])
+    assert config.train.epochs == 4
+
+
+@pytest.mark.parametrize(
+    "files, overrides, message",
+    [
+        ({"c.yaml": MINIMAL + "train:\n  epochz: 3\n"}, [],
+         "c.yaml: unknown key train.epochz — did you mean train.epochs?"),
+        ({"c.yaml": MINIMAL + "trian:\n  epochs: 3\n"}, [],
+         "c.yaml: unknown key trian — did you mean train?"),
+        ({"c.yaml": MINIMAL + "augment:\n  zoom: true\n"}, [],
+         "c.yaml: unknown key augment.zoom — valid keys in augment: horizontal_flip"),
+        ({"base.yaml": "data:\n  prepared_dir: p\n  frams: 3\n", "c.yaml": "_base_: base.yaml\n"}, [],
+         "base.yaml: unknown key data.frams — did you mean data.frames?"),
+        ({"c.yaml": MINIMAL + "train:\n  horizontal_flip: false\n"}, [],
+         "c.yaml: unknown key train.horizontal_flip — did you mean augment.horizontal_flip?"),
+        ({"c.yaml": MINIMAL}, ["train.batchsize=4"],
+         "--set: unknown key train.batchsize — did you mean train.batch_size?"),
+        ({"c.yaml": MINIMAL + "train:\n  epochs: ten\n"}, [],
+         "c.yaml: train.epochs expects an integer >= 1. Received: train.epochs='ten'"),
+        ({"c.yaml": MINIMAL + "train:\n  epochs: 0\n"}, [],
+         "train.epochs expects an integer >= 1. Received: train.epochs=0"),
+        ({"c.yaml": MINIMAL + "train:\n  epochs: 2.5\n"}, [], "train.epochs expects an integer"),
+        ({"c.yaml": MINIMAL + "augment:\n  horizontal_flip: 1\n"}, [],
+         "augment.horizontal_flip expects true or false. Received: augment.horizontal_flip=1"),
+        ({"c.yaml": MINIMAL}, ["train.optimizer=rmsprop"],
+         "--set: train.optimizer expects one of sgd, adam, adamw. "
+         "Received: train.optimizer='rmsprop'"),
+        ({"c.yaml": MINIMAL}, ["train.label_smoothing=1.0"],
+         "train.label_smoothing expects a number >= 0.0 and < 1.0"),
+        ({"c.yaml": MINIMAL}, ["data.layout=youtube"], "data.layout expects one of synth, folders"),
+        ({"c.yaml": MINIMAL}, ["data.split=4"], "data.split expects an integer >= 1 and <= 3"),
+        ({"c.yaml": MINIMAL + "train: 3\n"}, [], "c.yaml: train expects a mapping of keys"),
+        ({"c.yaml": "- a\n- b\n"}, [], "c.yaml: expected a mapping of sections at the top"),
+        ({"c.yaml": "train:\n  epochs: 3\n"}, [], "data.prepared_dir is required"),
+        ({"c.yaml": MINIMAL + "train:\n  epochs: 2\n  warmup_epochs: 3\n"}, [],
+         "train.warmup_epochs expects a value <= train.epochs"),
+        ({"c.yaml": MINIMAL + "train:\n  schedule: step\n"}, [],
+         "train.step_epochs expects increasing integers"),
+        ({"c.yaml": "data:\n  prepared_dir: p\n  size: 16\naugment:\n  crop_size: 20\n"}, [],
+         "augment.crop_size expects a value <= data.size"),
+        ({"c.yaml": MINIMAL + "train:\n  epochs: 3\n  epochs: 4\n"}, [],
+         "c.yaml: duplicate key 'epochs' at line 5 (first at line 4)"),
+        ({"c.yaml": MINIMAL + "train:\n\tepochs: 3\n"}, [], "c.yaml: tab character at line 4"),
+        ({"c.yaml": MINIMAL + "train: [1, 2\n"}, [], "c.yaml: invalid YAML"),
+        ({"c.yaml": "_base_: missing.yaml\n"}, [], "c.yaml: _base_ file not found"),
+        ({"c.yaml": "_base_: 3\n"}, [], "c.yaml: _base_ expects a path or a list of paths"),
+        ({"c.yaml": "_base_: d.yaml\n", "d.yaml": "_base_: c.yaml\n"}, [], "_base_ cycle:"),
+        ({"c.yaml": "_base_: c.yaml\n"}, [], "c.yaml: _base_ cycle:"),
+        ({"c.yaml": MINIMAL}, ["train.epochs"], "--set expects key.path=value"),
+        ({"c.yaml": MINIMAL}, ["train..epochs=3"], "--set expects key.path=value"),
+        ({"c.yaml": MINIMAL}, ["train.epochs.x=3"], "--set: train.epochs expects an integer"),
+        ({"c.yaml": MINIMAL}, ["data.prepared_dir.x=3"],
+         "--set: data.prepared_dir is a value, not a section"),
+    ],
+)
+def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overrides, message):
+    for name, text in files.items():
+        write(tmp_path / name, text)
+    with pytest.raises(ConfigError) as info:
+        # Run from tmp_path so the file names in messages are short and predictable.
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            load_config("c.yaml", overrides=overrides)
+        finally:
+            os.chdir(cwd)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)  # the CLI prints it as one line
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="Config file not found. Received: path="):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_config_error_is_a_user_error():
+    assert issubclass(ConfigError, UserError) and issubclass(ConfigError, ValueError)
+
+
+def test_dump_round_trip_keeps_overrides_and_name(tmp_path):
+    config = load_config(write(tmp_path / "exp.yaml", MINIMAL),
+                         overrides=["train.epochs=2", "model.options.width=4"])
+    dumped = str(tmp_path / "run" / "config.yaml")
+    os.makedirs(os.path.dirname(dumped))
+    config_lib.dump_config(config, dumped)
+    again = load_config(dumped)
+    assert again == config and again.name == "exp"
+
+
+def test_config_reference_lists_every_leaf_key():
+    keys = [row[0] for row in config_lib.config_reference()]
+    assert "train.epochs" in keys and "data.layout" in keys and "distribute.strategy" in keys
+    assert len(keys) == len(set(keys))
+    defaults = config_lib.ExperimentConfig()
+    assert len(keys) == sum(
+        len(dataclasses.fields(getattr(defaults, f.name)))
+        if dataclasses.is_dataclass(getattr(defaults, f.name)) else 1
+        for f in dataclasses.fields(defaults)
+    )

@@ -1,0 +1,525 @@
+"""Experiment configuration: YAML files, `_base_` inheritance, `--set` overrides, dataclasses.
+
+A config file is plain YAML (`yaml.safe_load` rules, plus: no tabs, no duplicate keys). It may
+name one or more `_base_` files, relative to itself, merged depth-first before its own keys
+(later wins; mappings merge key by key, everything else is replaced). `--set key.path=value`
+overrides come last, each value parsed as YAML (`--set train.epochs=3`). The merged mapping is
+validated into the dataclasses below: an unknown key, a wrong type or an out-of-range value
+raises `ConfigError` naming the file (or `--set`) and the dotted key, with the closest valid key
+when one is near.
+
+Example:
+
+>>> config = load_config("configs/demo.yaml", overrides=["train.epochs=3"])
+>>> config.train.epochs
+3
+"""
+
+import copy
+import dataclasses
+import difflib
+import os
+import types
+import typing
+
+import yaml
+
+from data_prep.errors import UserError
+
+LAYOUTS = ("synth", "folders", "ucf101", "hmdb51", "csv", "list", "kinetics")
+OVERRIDE_SOURCE = "--set"
+
+
+class ConfigError(UserError):
+    """A mistake in a config file or a `--set` override (file and key named in the message)."""
+
+
+def _option(default, *, choices=None, minimum=None, maximum=None, below=None, help=""):
+    """A dataclass field with its allowed values recorded for validation and for the docs."""
+    if isinstance(default, (dict, list)):
+        factory = lambda value=default: copy.deepcopy(value)  # noqa: E731
+        return dataclasses.field(
+            default_factory=factory,
+            metadata={"choices": choices, "minimum": minimum, "maximum": maximum,
+                      "below": below, "help": help},
+        )
+    return dataclasses.field(
+        default=default,
+        metadata={"choices": choices, "minimum": minimum, "maximum": maximum,
+                  "below": below, "help": help},
+    )
+
+
+@dataclasses.dataclass
+class DataConfig:
+    layout: str = _option("folders", choices=LAYOUTS,
+                          help="how data.root is organised; synth generates the demo videos")
+    root: str | None = _option(None, help="videos (or frame folders, .npy arrays) to prepare")
+    split_dir: str | None = _option(None, help="official split files (ucf101, hmdb51)")
+    split: int = _option(1, minimum=1, maximum=3, help="official split number")
+    lists: dict | None = _option(None, help="{split name: list file} for csv/list/kinetics")
+    classes_file: str | None = _option(None, help="class names, one a line (ucf101 classInd)")
+    prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
+    frames: int = _option(16, minimum=1, help="frames per clip")
+    size: int = _option(112, minimum=4, help="stored clip height and width")
+    resize_short: int | None = _option(None, minimum=1, help="resize short side before the crop")
+    clips_per_video: int = _option(1, minimum=1, help="clips stored per video")
+    sampling: str = _option("uniform", choices=("uniform", "stride"), help="frame sampling")
+    frame_stride: int = _option(1, minimum=1, help="frame step for sampling: stride")
+    encoding: str = _option("raw", choices=("raw", "png", "jpeg"), help="clip storage")
+    workers: int | None = _option(None, minimum=1, help="decode processes when preparing")
+    train_split: str = _option("train", help="split trained on")
+    test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
+    synth: dict = _option({}, help="keyword arguments of data_prep.synth.generate_dataset")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    name: str = _option("small3d", help="a models.build_model name")
+    options: dict = _option({}, help="keyword arguments of that builder")
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    horizontal_flip: bool = _option(True, help="random left-right flip (off for direction labels)")
+    random_crop: bool = _option(True, help="random crop_size crop in training (centre otherwise)")
+    crop_size: int | None = _option(None, minimum=4, help="model input size; null = data.size")
+    temporal_jitter: bool = _option(True, help="a random stored clip per item each epoch")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = _option(30, minimum=1)
+    batch_size: int = _option(8, minimum=1)
+    eval_batch_size: int | None = _option(None, minimum=1, help="null = batch_size")
+    steps_per_epoch: int | None = _option(None, minimum=1, help="null = one pass over train")
+    optimizer: str = _option("sgd", choices=("sgd", "adam", "adamw"))
+    learning_rate: float = _option(0.01, minimum=0.0, below=None, help="peak learning rate")
+    momentum: float = _option(0.9, minimum=0.0, below=1.0, help="sgd momentum")
+    nesterov: bool = _option(False)
+    schedule: str = _option("cosine", choices=("cosine", "step", "constant"))
+    warmup_epochs: float = _option(0.0, minimum=0.0, help="linear warmup from 0")
+    step_epochs: list = _option([], help="epochs at which step multiplies the rate by step_gamma")
+    step_gamma: float = _option(0.1, minimum=0.0)
+    min_learning_rate: float = _option(0.0, minimum=0.0, help="cosine floor")
+    weight_decay: float = _option(0.0, minimum=0.0, help="decoupled, not on biases or norms")
+    label_smoothing: float = _option(0.0, minimum=0.0, below=1.0)
+    gradient_clip_norm: float | None = _option(None, minimum=0.0)
+    mixed_precision: bool = _option(False, help="mixed_float16 compute, float32 variables")
+    seed: int = _option(0, minimum=0)
+    shuffle_buffer: int = _option(256, minimum=1, help="items held by the shuffle")
+
+
+@dataclasses.dataclass
+class DistributeConfig:
+    strategy: str = _option("none", choices=("none", "mirrored", "multi_worker"))
+
+
+@dataclasses.dataclass
+class TensorBoardConfig:
+    histograms: bool = _option(True, help="weight histograms each epoch")
+    graph: bool = _option(True, help="the training graph")
+    clip_images: int = _option(3, minimum=0, help="input clips per split drawn as frame strips")
+    confusion_matrix: bool = _option(True, help="validation confusion matrix image each epoch")
+    deform_offsets: bool = _option(True, help="DeformConv3D offset scalars, histograms, image")
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    name: str | None = _option(None, help="run name; null = the config file's stem")
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+    tensorboard: TensorBoardConfig = dataclasses.field(default_factory=TensorBoardConfig)
+
+    @property
+    def input_size(self):
+        """Height and width the model sees: the crop, or the stored size."""
+        return self.augment.crop_size or self.data.size
+
+
+# --- reading YAML -------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping_without_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f"{loader.name}: duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first at line {seen[key] + 1}). Each key may appear once per mapping."
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_without_duplicates
+)
+
+
+def read_yaml_file(path):
+    """Reads one YAML file into a dict, rejecting tabs and duplicate keys.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not a mapping, or not valid YAML.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found. Received: path={path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e})") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if "\t" in line:
+            raise ConfigError(f"{path}: tab character at line {number}; YAML indents with spaces")
+    loader = _StrictLoader(text)
+    loader.name = path
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections at the top. "
+            f"Received: a {type(data).__name__}"
+        )
+    return data
+
+
+def _merge_into(target, source, origin, origins, prefix=""):
+    """Deep-merges `source` into `target` (mappings key by key, the rest replaced)."""
+    for key, value in source.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            origins[dotted] = origin
+            _merge_into(target[key], value, origin, origins, prefix=f"{dotted}.")
+        else:
+            target[key] = copy.deepcopy(value)
+            origins[dotted] = origin
+            if isinstance(value, dict):
+                for sub in _dotted_keys(value, prefix=f"{dotted}."):
+                    origins[sub] = origin
+
+
+def _dotted_keys(mapping, prefix=""):
+    for key, value in mapping.items():
+        yield f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, prefix=f"{prefix}{key}.")
+
+
+def merge_config_files(path, *, _chain=()):
+    """Reads `path` and its `_base_` files into one dict.
+
+    Returns:
+        (merged dict, origins) where origins maps each dotted key to the file it came from.
+
+    Raises:
+        ConfigError: a `_base_` file is missing, `_base_` has the wrong type, or bases cycle.
+    """
+    absolute = os.path.abspath(path)
+    if absolute in _chain:
+        cycle = " -> ".join([*(os.path.relpath(p) for p in _chain), os.path.relpath(absolute)])
+        raise ConfigError(f"{path}: _base_ cycle: {cycle}")
+    data = read_yaml_file(path)
+    bases = data.pop("_base_", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(
+            f"{path}: _base_ expects a path or a list of paths. Received: _base_={bases!r}"
+        )
+    merged, origins = {}, {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        if not os.path.isfile(base_path):
+            raise ConfigError(f"{path}: _base_ file not found: {base_path}. Received: _base_={base!r}")
+        base_data, base_origins = merge_config_files(base_path, _chain=(*_chain, absolute))
+        for key in base_origins:
+            origins[key] = base_origins[key]
+        _merge_into(merged, base_data, None, {})
+    own_origins = {}
+    _merge_into(merged, data, path, own_origins)
+    origins.update(own_origins)
+    return merged, origins
+
+
+def apply_overrides(merged, origins, overrides):
+    """Applies `key.path=value` strings (values parsed as YAML) to the merged dict in place."""
+    for override in overrides or ():
+        key, sep, text = override.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"{OVERRIDE_SOURCE} expects key.path=value. Received: {OVERRIDE_SOURCE} {override}"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # an unparsable value stays a string; validation judges it
+        parts = key.split(".")
+        node = merged
+        for depth, part in enumerate(parts[:-1]):
+            if part not in node:
+                origins[".".join(parts[: depth + 1])] = OVERRIDE_SOURCE
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                parent = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"{OVERRIDE_SOURCE}: {parent} is a value, not a section. "
+                    f"Received: {OVERRIDE_SOURCE} {override}"
+                )
+            node = child
+        node[parts[-1]] = value
+        origins[key] = OVERRIDE_SOURCE
+        if isinstance(value, dict):
+            for sub in _dotted_keys(value, prefix=f"{key}."):
+                origins[sub] = OVERRIDE_SOURCE
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _schema_keys(cls, prefix=""):
+    """All dotted keys of the schema, for did-you-mean suggestions."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        dotted = f"{prefix}{field.name}"
+        yield dotted
+        if dataclasses.is_dataclass(hints[field.name]):
+            yield from _schema_keys(hints[field.name], prefix=f"{dotted}.")
+
+
+def _describe(annotation, meta):
+    """Human wording of what a field accepts, e.g. 'an integer >= 1'."""
+    args = typing.get_args(annotation)
+    optional = isinstance(annotation, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+             dict: "a mapping", list: "a list"}[base]
+    if meta.get("choices"):
+        words = "one of " + ", ".join(meta["choices"])
+    bounds = []
+    if meta.get("minimum") is not None:
+        bounds.append(f">= {meta['minimum']}")
+    if meta.get("maximum") is not None:
+        bounds.append(f"<= {meta['maximum']}")
+    if meta.get("below") is not None:
+        bounds.append(f"< {meta['below']}")
+    if bounds:
+        words += " " + " and ".join(bounds)
+    if optional:
+        words += " (or null)"
+    return words
+
+
+def _coerce(value, annotation, meta):
+    """Returns the value as the field's type, or raises ValueError."""
+    args = typing.get_args(annotation)
+    if isinstance(annotation, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError
+    elif annotation is float:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        if not isinstance(value, (int, float)):
+            raise ValueError
+        value = float(value)
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise ValueError
+    elif annotation is dict:
+        if not isinstance(value, dict):
+            raise ValueError
+    elif annotation is list:
+        if not isinstance(value, list):
+            raise ValueError
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ValueError
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise ValueError
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise ValueError
+        if meta.get("below") is not None and value >= meta["below"]:
+            raise ValueError
+    return value
+
+
+def _source_of(dotted, origins, default_source):
+    """The file (or --set) a key came from; a missing key falls back to its parent's source."""
+    while dotted:
+        if origins.get(dotted):
+            return origins[dotted]
+        dotted = dotted.rpartition(".")[0]
+    return default_source
+
+
+def _build(cls, data, origins, default_source, all_keys, prefix=""):
+    section = prefix.rstrip(".") or "the top level"
+    if not isinstance(data, dict):
+        source = _source_of(prefix.rstrip("."), origins, default_source)
+        raise ConfigError(
+            f"{source}: {section} expects a mapping of keys. "
+            f"Received: {prefix.rstrip('.')}={data!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}{key}"
+            source = _source_of(dotted, origins, default_source)
+            # Compare the key's own name with its siblings' (a shared `augment.` prefix would
+            # make every sibling look close); then the same name in another section.
+            close = [f"{prefix}{c}" for c in difflib.get_close_matches(str(key), fields, n=1)]
+            close = close or [k for k in all_keys if k.rpartition(".")[2] == str(key)]
+            hint = f" — did you mean {close[0]}?" if close else (
+                f" — valid keys in {section}: {', '.join(fields)}"
+            )
+            raise ConfigError(f"{source}: unknown key {dotted}{hint}")
+    values = {}
+    for name, field in fields.items():
+        if name not in data:
+            continue
+        dotted = f"{prefix}{name}"
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            section_data = data[name] if data[name] is not None else {}
+            values[name] = _build(annotation, section_data, origins, default_source, all_keys,
+                                  prefix=f"{dotted}.")
+            continue
+        try:
+            values[name] = _coerce(data[name], annotation, field.metadata)
+        except (ValueError, TypeError):
+            source = _source_of(dotted, origins, default_source)
+            raise ConfigError(
+                f"{source}: {dotted} expects {_describe(annotation, field.metadata)}. "
+                f"Received: {dotted}={data[name]!r}"
+            ) from None
+    return cls(**values)
+
+
+def _check_consistency(config, origins, default_source):
+    """Checks between keys that no single field can check alone."""
+
+    def fail(dotted, message):
+        raise ConfigError(f"{_source_of(dotted, origins, default_source)}: {message}")
+
+    train = config.train
+    if train.warmup_epochs > train.epochs:
+        fail("train.warmup_epochs", "train.warmup_epochs expects a value <= train.epochs. "
+             f"Received: train.warmup_epochs={train.warmup_epochs}, train.epochs={train.epochs}")
+    if train.schedule == "step":
+        if not train.step_epochs or not all(
+            isinstance(e, int) and not isinstance(e, bool) and 0 < e < train.epochs
+            for e in train.step_epochs
+        ) or sorted(train.step_epochs) != train.step_epochs:
+            fail("train.step_epochs", "train.step_epochs expects increasing integers between 1 "
+                 f"and train.epochs - 1 for schedule: step. Received: "
+                 f"train.step_epochs={train.step_epochs!r}")
+    if train.min_learning_rate > train.learning_rate:
+        fail("train.min_learning_rate", "train.min_learning_rate expects a value <= "
+             f"train.learning_rate. Received: train.min_learning_rate={train.min_learning_rate}")
+    crop = config.augment.crop_size
+    if crop is not None and crop > config.data.size:
+        fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "
+             f"Received: augment.crop_size={crop}, data.size={config.data.size}")
+    if not config.data.prepared_dir:
+        fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
+             "(or will be prepared). Received: data.prepared_dir=None")
+    if config.data.lists is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in config.data.lists.items()
+    ):
+        fail("data.lists", "data.lists expects {split name: list file path}. "
+             f"Received: data.lists={config.data.lists!r}")
+
+
+def config_from_dict(data, *, origins=None, source="<config>"):
+    """Validates a merged dict into an ExperimentConfig (errors name `source` or the origin)."""
+    origins = origins or {}
+    all_keys = list(_schema_keys(ExperimentConfig))
+    config = _build(ExperimentConfig, data, origins, source, all_keys)
+    _check_consistency(config, origins, source)
+    return config
+
+
+def load_config(path, overrides=()):
+    """Reads, merges, overrides and validates a config file.
+
+    Args:
+        path: str, the YAML file.
+        overrides: iterable of `key.path=value` strings, applied after the files.
+
+    Returns:
+        ExperimentConfig, with `name` set to the file's stem when the file gives none.
+
+    Raises:
+        ConfigError: anything wrong with the files or the overrides, naming file and key.
+    """
+    merged, origins = merge_config_files(path)
+    apply_overrides(merged, origins, overrides)
+    config = config_from_dict(merged, origins=origins, source=path)
+    if config.name is None:
+        config.name = os.path.splitext(os.path.basename(path))[0]
+    return config
+
+
+def config_to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def dump_config(config, path):
+    """Writes the resolved config as YAML; `load_config(path)` gives back an equal config."""
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# Resolved config of this run: python train.py --config THIS_FILE reproduces it.\n")
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def config_reference():
+    """Rows (key, default, accepts, help) for every key, for docs/TRAINING.md."""
+    rows = []
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        for field in dataclasses.fields(cls):
+            dotted = f"{prefix}{field.name}"
+            if dataclasses.is_dataclass(hints[field.name]):
+                walk(hints[field.name], f"{dotted}.")
+                continue
+            rows.append((dotted, getattr(defaults, field.name),
+                         _describe(hints[field.name], field.metadata),
+                         field.metadata.get("help", "")))
+
+    walk(ExperimentConfig, "")
+    return rows
