@@ -1,0 +1,311 @@
+"""Decode an item (video file, folder of frame images, or .npy array) to uint8 RGB frames.
+
+Every function returns channels-last uint8 arrays shaped (T, H, W, band) and resizes each
+frame as soon as it is decoded, so a long video never sits in memory at full resolution.
+
+Item kinds:
+- video file: anything OpenCV's FFmpeg backend decodes (avi, mp4, mkv, webm, mov; h264,
+  hevc, mpeg4, mjpeg, ffv1, ...). Always 3 bands, RGB order. The frame count is what actually
+  decodes; `CAP_PROP_FRAME_COUNT` is only a hint (see `load_clips`).
+- folder of frame images (png, jpg, bmp, tif, webp): natural sort order (2.png before
+  10.png). Grey images keep 1 band, colour images are RGB (3 bands), with alpha RGBA (4).
+  16-bit images are scaled to 8 bits (value / 257).
+- `.npy` array shaped (T, H, W, band) (or (T, H, W), read as one band), any band count:
+  uint8 is used as is; floats whose finite values all lie in [0, 1] are multiplied by 255;
+  any other float or integer array is min-max scaled per band over the whole item to
+  [0, 255]; NaN becomes 0. Values are rounded to the nearest integer.
+
+Broken items raise `DecodeError` with a short reason; `data_prep.prepare` skips them.
+This module never imports TensorFlow: it runs in the worker processes.
+"""
+
+import os
+import re
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DecodeError(Exception):
+    """An item that cannot be decoded (zero-byte, truncated, not a video, ...)."""
+
+
+def item_kind(path):
+    """`"frames"` for a directory, `"array"` for a .npy file, otherwise `"video"`."""
+    if os.path.isdir(path):
+        return "frames"
+    if path.lower().endswith(".npy"):
+        return "array"
+    return "video"
+
+
+def natural_sort_key(name):
+    """Sort key that orders digit runs by value: `2.png` before `10.png`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def resized_shape(height, width, size, resize_short=None):
+    """(height, width) after the resize step, before the centre crop."""
+    if size is None:
+        return height, width
+    if resize_short is None:
+        return size, size
+    scale = resize_short / min(height, width)
+    # The short side is exactly resize_short; the long side rounds but never drops below it.
+    if height <= width:
+        return resize_short, max(resize_short, int(round(width * scale)))
+    return max(resize_short, int(round(height * scale))), resize_short
+
+
+def resize_frame(frame, size, resize_short=None):
+    """Resize one (H, W, band) frame: short side to `resize_short` then centre crop
+    `size`×`size`, or straight to `size`×`size` when `resize_short` is None.
+
+    `size=None` returns the frame unchanged. INTER_AREA when shrinking (no aliasing),
+    INTER_LINEAR when enlarging. Works for any band count (OpenCV's INTER_AREA handles at
+    most 4 channels, so wider frames are resized in groups of 4 bands).
+    """
+    if size is None:
+        return frame
+    height, width = frame.shape[:2]
+    new_height, new_width = resized_shape(height, width, size, resize_short)
+    if (new_height, new_width) != (height, width):
+        shrinking = new_height * new_width < height * width
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        bands = frame.shape[2]
+        groups = [frame[:, :, start:start + 4] for start in range(0, bands, 4)]
+        resized = [cv2.resize(group, (new_width, new_height), interpolation=interpolation)
+                   for group in groups]
+        # cv2.resize drops a channel axis of length 1.
+        resized = [r[:, :, None] if r.ndim == 2 else r for r in resized]
+        frame = resized[0] if len(resized) == 1 else np.concatenate(resized, axis=2)
+    top = (new_height - size) // 2
+    left = (new_width - size) // 2
+    return np.ascontiguousarray(frame[top:top + size, left:left + size])
+
+
+def _check_readable_file(path):
+    try:
+        file_size = os.path.getsize(path)
+    except OSError as error:
+        raise DecodeError(f"cannot read file ({error.strerror})") from None
+    if file_size == 0:
+        raise DecodeError("zero-byte file")
+
+
+def _open_video(path):
+    _check_readable_file(path)
+    # One decoding thread per worker: the workers are the parallelism.
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if not capture.isOpened():
+        capture.release()
+        raise DecodeError("not a video OpenCV/FFmpeg can open")
+    return capture
+
+
+def _bgr_to_rgb(frame):
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def _decode_video_pass(path, size, resize_short, keep):
+    """Decode every frame; retrieve, resize and keep those for which `keep(i)` is true.
+
+    Returns (frames that decoded, {index: frame}). `grab()` decodes; `retrieve()` adds the
+    colour conversion, so frames nobody needs cost only the decode.
+    """
+    capture = _open_video(path)
+    kept = {}
+    count = 0
+    try:
+        while capture.grab():
+            if keep(count):
+                ok, frame = capture.retrieve()
+                if not ok or frame is None:
+                    break
+                kept[count] = _bgr_to_rgb(resize_frame(frame, size, resize_short))
+            count += 1
+    finally:
+        capture.release()
+    if count == 0:
+        raise DecodeError("no frame decodes (truncated or not a video)")
+    return count, kept
+
+
+def decode_video(path, *, size=None, resize_short=None):
+    """Decode every frame of a video file.
+
+    Args:
+        path: str, the video file.
+        size: int or None, output side S (frames are resized as they decode); None keeps the
+            native size. Defaults to None.
+        resize_short: int or None, resize the short side to this then centre-crop S×S; None
+            resizes straight to S×S. Defaults to None.
+
+    Returns:
+        uint8 array shaped (T, H, W, 3), RGB, T = the frames that actually decode.
+
+    Raises:
+        DecodeError: the file is empty, cannot be opened, or no frame decodes.
+
+    Example:
+
+    >>> frames = decode_video("v_ApplyEyeMakeup_g08_c01.avi", size=112, resize_short=128)
+    >>> frames.shape, frames.dtype
+    ((164, 112, 112, 3), dtype('uint8'))
+    """
+    count, kept = _decode_video_pass(path, size, resize_short, keep=lambda index: True)
+    return np.stack([kept[index] for index in range(count)])
+
+
+def _frame_files(path):
+    names = [name for name in os.listdir(path)
+             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
+    if not names:
+        raise DecodeError("folder holds no frame images")
+    return [os.path.join(path, name) for name in sorted(names, key=natural_sort_key)]
+
+
+def _read_image(path):
+    _check_readable_file(path)
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DecodeError(f"cannot decode image {os.path.basename(path)}")
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DecodeError(f"unsupported image dtype {image.dtype} in {os.path.basename(path)}")
+    if image.ndim == 2:
+        return image[:, :, None]
+    if image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def decode_frame_folder(path, *, size=None, resize_short=None, indices=None):
+    """Read a folder of frame images in natural sort order.
+
+    Args:
+        path: str, the folder.
+        size, resize_short: as in `decode_video`.
+        indices: optional sequence of frame indices to read (others are not opened).
+
+    Returns:
+        uint8 array shaped (T or len(indices), H, W, band).
+
+    Raises:
+        DecodeError: no images, an image does not decode, or the frames differ in shape.
+    """
+    files = _frame_files(path)
+    if indices is None:
+        indices = range(len(files))
+    frames = [resize_frame(_read_image(files[index]), size, resize_short) for index in indices]
+    if len({frame.shape for frame in frames}) > 1:
+        raise DecodeError("frame images differ in size or band count")
+    return np.stack(frames)
+
+
+def scale_array_to_uint8(array):
+    """Scale a (T, H, W, band) array to uint8 (rules in the module docstring)."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating)
+                                       or np.issubdtype(array.dtype, np.integer)):
+        raise DecodeError(f"unsupported array dtype {array.dtype}")
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    values = np.where(finite, values, np.nan)
+    if np.issubdtype(array.dtype, np.floating) and np.nanmin(values, initial=0.0) >= 0.0 \
+            and np.nanmax(values, initial=0.0) <= 1.0:
+        scaled = values * 255.0
+    else:
+        axes = tuple(range(values.ndim - 1))
+        low = np.nanmin(values, axis=axes, initial=np.inf, where=finite)
+        high = np.nanmax(values, axis=axes, initial=-np.inf, where=finite)
+        low = np.where(np.isfinite(low), low, 0.0)
+        spread = np.where(high > low, high - low, 1.0)
+        scaled = (values - low) / spread * 255.0
+    scaled = np.nan_to_num(scaled, nan=0.0)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def load_array(path):
+    """Open a .npy item memory-mapped, checked to be (T, H, W, band) (or (T, H, W))."""
+    _check_readable_file(path)
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DecodeError(f"not a readable .npy array ({error})") from None
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or min(array.shape) == 0:
+        raise DecodeError(f"expected an array shaped (T, H, W, band); got shape {array.shape}")
+    return array
+
+
+def decode_array(path, *, size=None, resize_short=None, indices=None):
+    """Read a .npy item as uint8 (T or len(indices), H, W, band) (scaling in module docs)."""
+    array = load_array(path)
+    # Scale over the whole item, so a clip's values do not depend on which frames it holds.
+    scaled = scale_array_to_uint8(np.asarray(array))
+    if indices is not None:
+        scaled = scaled[np.asarray(indices)]
+    return np.stack([resize_frame(frame, size, resize_short) for frame in scaled])
+
+
+def count_frames(path):
+    """Frames in a frame folder or .npy item (videos are counted by decoding them)."""
+    kind = item_kind(path)
+    if kind == "frames":
+        return len(_frame_files(path))
+    if kind == "array":
+        return load_array(path).shape[0]
+    count, _ = _decode_video_pass(path, None, None, keep=lambda index: False)
+    return count
+
+
+def load_clips(path, select_indices, *, size=None, resize_short=None):
+    """Decode only the frames an item's clips need.
+
+    Args:
+        path: str, a video file, frame folder or .npy file.
+        select_indices: callable(T) -> int array of frame indices (any shape), e.g.
+            `functools.partial(sample_frame_indices, num_frames=16, num_clips=3)`.
+        size, resize_short: as in `decode_video`.
+
+    Returns:
+        (T, frames) with T the frames that decode and frames a uint8 array shaped
+        `select_indices(T).shape + (H, W, band)`.
+
+    For videos, `CAP_PROP_FRAME_COUNT` guesses T so one decoding pass keeps just the frames
+    the clips need; when the frames that really decode differ from the guess (OpenCV is off
+    by a few frames for many files), a second pass decodes again with the true indices. An
+    unusable guess (0 or -1) keeps every resized frame instead, still in one pass.
+    """
+    kind = item_kind(path)
+    if kind != "video":
+        total = count_frames(path)
+        indices = np.asarray(select_indices(total))
+        needed = np.unique(indices)
+        decode = decode_frame_folder if kind == "frames" else decode_array
+        frames = decode(path, size=size, resize_short=resize_short, indices=needed)
+        return total, frames[np.searchsorted(needed, indices)]
+
+    capture = _open_video(path)
+    guess = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    if guess > 0:
+        wanted = set(np.unique(select_indices(guess)).tolist())
+        total, kept = _decode_video_pass(path, size, resize_short, keep=wanted.__contains__)
+        if total != guess:
+            wanted = set(np.unique(select_indices(total)).tolist())
+            total, kept = _decode_video_pass(path, size, resize_short,
+                                             keep=wanted.__contains__)
+    else:
+        total, kept = _decode_video_pass(path, size, resize_short, keep=lambda index: True)
+    indices = np.asarray(select_indices(total))
+    frames = np.stack([kept[index] for index in indices.ravel().tolist()])
+    return total, frames.reshape(indices.shape + frames.shape[1:])

@@ -1,0 +1,93 @@
+"""Tiny real item files for the data_prep tests: encoded videos, frame folders, .npy arrays.
+
+Frame t of every fixture is one solid colour, RGB (255, 12 * t, 0): frame 0 is pure red
+(catches BGR/RGB mix-ups) and the green level tells which frame a clip holds.
+"""
+
+import os
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+
+WIDTH, HEIGHT = 32, 24
+FFMPEG = shutil.which("ffmpeg")
+
+
+def frame_rgb(index, height=HEIGHT, width=WIDTH):
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[..., 0] = 255
+    frame[..., 1] = (12 * index) % 256
+    return frame
+
+
+def frame_index_of(frames):
+    """Recover the frame index from the green level of (..., H, W, 3) RGB frames."""
+    return np.rint(frames[..., 1].astype(np.float64).mean(axis=(-1, -2)) / 12).astype(int)
+
+
+def write_video(path, num_frames, *, codec=None, height=HEIGHT, width=WIDTH):
+    """Write a real encoded video; `.avi` MJPG and `.mp4` mp4v via cv2, `.mkv` ffv1 and
+    `.h264.mp4` libx264 via ffmpeg."""
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if path.endswith(".mkv") or path.endswith(".h264.mp4"):
+        codec_args = ["-c:v", "ffv1"] if path.endswith(".mkv") else \
+            ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "10"]
+        frames = b"".join(frame_rgb(t, height, width).tobytes() for t in range(num_frames))
+        subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo",
+                        "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "25", "-i", "-",
+                        *codec_args, path], input=frames, check=True)
+        return path
+    fourcc = codec or ("MJPG" if path.endswith(".avi") else "mp4v")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 25, (width, height))
+    assert writer.isOpened(), path
+    for t in range(num_frames):
+        writer.write(cv2.cvtColor(frame_rgb(t, height, width), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def write_frame_folder(path, num_frames, *, grey=False, extension=".png"):
+    os.makedirs(path, exist_ok=True)
+    for t in range(num_frames):
+        image = frame_rgb(t)
+        if grey:
+            image = image[..., 1]
+        else:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        # No zero padding: natural sort must put 2.png before 10.png.
+        cv2.imwrite(os.path.join(str(path), f"{t}{extension}"), image)
+    return str(path)
+
+
+def write_array(path, num_frames, bands, dtype=np.uint8):
+    """A (T, H, W, band) array whose band b of frame t is 12 * t + b (as uint8 values)."""
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    values = (12 * np.arange(num_frames)[:, None, None, None]
+              + np.arange(bands)[None, None, None, :])
+    array = np.broadcast_to(values, (num_frames, HEIGHT, WIDTH, bands)).astype(dtype)
+    np.save(str(path), array)
+    return str(path)
+
+
+def write_broken(path, kind):
+    """A broken item: `zero-byte`, `garbage` (random bytes) or `truncated` (half an mp4)."""
+    path = str(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if kind == "zero-byte":
+        open(path, "wb").close()
+    elif kind == "garbage":
+        with open(path, "wb") as file:
+            file.write(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    elif kind == "truncated":
+        whole = write_video(path + ".whole.mp4", 12)
+        with open(whole, "rb") as file:
+            data = file.read()
+        os.remove(whole)
+        with open(path, "wb") as file:
+            file.write(data[: len(data) // 2])
+    else:
+        raise ValueError(kind)
+    return path
