@@ -1,0 +1,162 @@
+"""`build_model`: the one entry point from a model name and options to a `keras.Model`.
+
+The YAML `model:` section maps onto it directly: `name` plus options. Every model takes raw
+uint8 clips `(batch, frames, height, width, bands)`, normalises them in its first layer
+(`ClipNormalization`) and returns logits `(batch, num_classes)` (no softmax).
+"""
+
+import logging
+
+import keras
+
+from models.frames_as_channels import frames_as_channels
+from models.preprocessing import ClipNormalization, _per_band, default_mean_std
+from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
+from models.small3d import small3d
+
+logger = logging.getLogger(__name__)
+
+
+class _Architecture:
+    """How to build one named model: its builder, default dropout and deformable units.
+
+    `deformable_units` is how many 1-based `deformable_stages` exist (residual stages or conv
+    groups); `None` means the model has no deformable variant.
+    """
+
+    def __init__(self, builder, default_dropout, deformable_units):
+        self.builder = builder
+        self.default_dropout = default_dropout
+        self.deformable_units = deformable_units
+
+    def option_names(self):
+        names = ["mean", "std", "dropout"]
+        if self.deformable_units is not None:
+            names += ["deformable_stages", "offset_groups", "modulated"]
+        return names
+
+
+ARCHITECTURES = {
+    "small3d": _Architecture(small3d, 0.2, SMALL3D_NUM_GROUPS),
+    "frames_as_channels": _Architecture(frames_as_channels, 0.2, None),
+}
+MODEL_NAMES = tuple(ARCHITECTURES)
+
+
+def _check_input_shape(input_shape):
+    if (
+        not isinstance(input_shape, (list, tuple))
+        or len(input_shape) != 4
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_shape)
+    ):
+        raise ValueError(
+            "`input_shape` must be 4 positive ints (frames, height, width, bands). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return tuple(input_shape)
+
+
+def _check_deformable_options(options, units):
+    stages = options.get("deformable_stages") or ()
+    if isinstance(stages, int) and not isinstance(stages, bool):
+        stages = (stages,)
+    if not isinstance(stages, (list, tuple)) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= units for s in stages
+    ):
+        raise ValueError(
+            f"`deformable_stages` must be a list of 1-based stage numbers in 1..{units}. "
+            f"Received: deformable_stages={options.get('deformable_stages')!r}"
+        )
+    offset_groups = options.get("offset_groups", 1)
+    if not isinstance(offset_groups, int) or isinstance(offset_groups, bool) or offset_groups < 1:
+        raise ValueError(
+            f"`offset_groups` must be a positive int. Received: offset_groups={offset_groups!r}"
+        )
+    modulated = options.get("modulated", False)
+    if not isinstance(modulated, bool):
+        raise ValueError(f"`modulated` must be true or false. Received: modulated={modulated!r}")
+    return {
+        "deformable_stages": tuple(sorted(set(stages))),
+        "offset_groups": offset_groups,
+        "modulated": modulated,
+    }
+
+
+def build_model(name, num_classes, input_shape, **options):
+    """Builds the named video classifier.
+
+    Args:
+        name: str, one of `MODEL_NAMES`: `"small3d"`, `"frames_as_channels"`, `"c3d"`,
+            `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`.
+        num_classes: int, number of output logits.
+        input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count.
+        **options: model options; every model accepts
+            - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
+              band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
+              `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
+            - `dropout`: float in [0, 1), dropout before the classifier (model default).
+            and every model except `frames_as_channels` accepts
+            - `deformable_stages`: list of 1-based residual stages (resnets) or conv groups
+              (`c3d`, `small3d`) whose 3x3x3 convolutions become `DeformConv3D`. Default: none.
+            - `offset_groups`: int, offset groups of those layers. Default: 1.
+            - `modulated`: bool, modulated (DCNv2) deformable convolutions. Default: false.
+
+    Returns:
+        A `keras.Model` named `name`: input uint8 `(batch, frames, height, width, bands)`,
+        output float logits `(batch, num_classes)`.
+
+    Raises:
+        ValueError: for an unknown name or option, or an invalid value; the message lists
+            what exists.
+
+    Example:
+
+    >>> model = build_model("small3d", 8, (16, 64, 64, 3))
+    >>> model(np.zeros((2, 16, 64, 64, 3), "uint8")).shape
+    (2, 8)
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown model name. Expected one of {list(MODEL_NAMES)}. Received: name={name!r}"
+        )
+    architecture = ARCHITECTURES[name]
+    unknown = sorted(set(options) - set(architecture.option_names()))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for model {name!r}. Expected any of "
+            f"{architecture.option_names()}. Received: options={options!r}"
+        )
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={num_classes!r}")
+    input_shape = _check_input_shape(input_shape)
+    bands = input_shape[-1]
+
+    default_mean, default_std = default_mean_std(bands)
+    mean = _per_band(options.get("mean", default_mean), bands, "mean")
+    std = _per_band(options.get("std", default_std), bands, "std")
+    if any(v <= 0 for v in std):
+        raise ValueError(f"Every `std` must be > 0. Received: std={list(std)}")
+    dropout = options.get("dropout", architecture.default_dropout)
+    if (
+        not isinstance(dropout, (int, float))
+        or isinstance(dropout, bool)
+        or not 0 <= dropout < 1
+    ):
+        raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
+    builder_options = {"dropout": float(dropout)}
+    if architecture.deformable_units is not None:
+        builder_options.update(_check_deformable_options(options, architecture.deformable_units))
+
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="clip")
+    x = ClipNormalization(mean, std, name="normalize")(inputs)
+    logits = architecture.builder(x, num_classes, **builder_options)
+    model = keras.Model(inputs, logits, name=name)
+    logger.info(
+        "Built %s: input %s, %d classes, %d parameters, options %s",
+        name,
+        input_shape,
+        num_classes,
+        model.count_params(),
+        builder_options,
+    )
+    return model
