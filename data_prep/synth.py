@@ -57,11 +57,11 @@ PARAMETERS_FILE = "synth.json"
 # Ranges of the motion per video, for the whole video; one "amount" in [0, 1] per video
 # sets all three so that every class draws its speed from the same distribution.
 TRAVEL_FRACTION = (0.45, 0.75)  # of the frame's width or height
-SPIN_DEGREES = (150.0, 240.0)  # stays below 45 degrees per step even at 8 of 32 frames
+SPIN_DEGREES = (200.0, 320.0)  # under 90 degrees (half a turn of a 2-fold outline) per step at 8 of 32 frames
 SCALE_FACTOR = (1.7, 2.2)  # grow: radius x factor; shrink: radius / factor
 # Circumscribed radius of the shape at the first frame, as a fraction of the short side;
-# at most 0.2 x 2.2 = 0.44 after growing, so a shape always fits in the frame.
-RADIUS_FRACTION = (0.12, 0.2)
+# at most 0.22 x 2.2 = 0.48 after growing, so a shape always fits in the frame.
+RADIUS_FRACTION = (0.14, 0.22)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +207,8 @@ def draw_appearance(rng, frame_size):
         stripe_angle=float(rng.uniform(0, np.pi)),
         marker=(0.35 * math.cos(marker_angle), 0.2 * math.sin(marker_angle)),
         # Inside the frame at the start, so the first frame is the same for every class.
-        center=(float(rng.uniform(radius, width - radius)),
-                float(rng.uniform(radius, height - radius))),
+        center=(float(rng.uniform(radius + 1, width - radius - 1)),
+                float(rng.uniform(radius + 1, height - radius - 1))),
         radius=radius,
         angle=float(rng.uniform(0, 360)),
         amount=float(rng.uniform(0, 1)),
@@ -247,7 +247,12 @@ def pose_at(appearance, motion, progress, frame_size):
         radius *= math.exp(-log_scale)
     else:
         raise ValueError(f"Expected a motion in {CLASSES}. Received: motion={motion!r}")
-    return x, y, angle, radius
+    return float(x), float(y), float(angle), float(radius)
+
+
+def _to_nearest_copy(delta, period):
+    delta = np.where(delta > period / 2, delta - period, delta)
+    return np.where(delta < -period / 2, delta + period, delta)
 
 
 def render_frame(appearance, pose, frame_index, wrap):
@@ -290,11 +295,11 @@ def render_frame(appearance, pose, frame_index, wrap):
 
     # Texture evaluated in the shape's own coordinates, so it turns and scales with it;
     # smooth stripes (a clipped sine) do not alias when the shape is small.
-    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float64)
     delta_x, delta_y = grid_x + 0.5 - x, grid_y + 0.5 - y
-    if wrap:  # relative to the nearest copy
-        delta_x = (delta_x + width / 2) % width - width / 2
-        delta_y = (delta_y + height / 2) % height - height / 2
+    if wrap:  # relative to the nearest copy; values already in range stay bit-identical
+        delta_x = _to_nearest_copy(delta_x, width)
+        delta_y = _to_nearest_copy(delta_y, height)
     rel_x, rel_y = delta_x / radius, delta_y / radius
     u = cos_a * rel_x + sin_a * rel_y
     v = -sin_a * rel_x + cos_a * rel_y
@@ -376,13 +381,13 @@ def _validate(videos_per_class, num_frames, frame_size, test_fraction):
         raise UserError(
             f"Expected a test fraction between 0 and 1. Received: test_fraction={test_fraction}"
         )
-    num_test = round(videos_per_class * test_fraction)
-    if not 1 <= num_test < videos_per_class:
+    if videos_per_class < 2:
         raise UserError(
-            "Expected enough videos per class for at least one train and one test video "
-            f"per class. Received: videos_per_class={videos_per_class}, "
-            f"test_fraction={test_fraction}"
+            "Expected at least 2 videos per class (one for train.csv, one for test.csv). "
+            f"Received: videos_per_class={videos_per_class}"
         )
+    # At least one of each, so that both lists name every class.
+    num_test = min(max(round(videos_per_class * test_fraction), 1), videos_per_class - 1)
     return num_test
 
 

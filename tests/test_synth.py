@@ -1,0 +1,280 @@
+"""Tests for data_prep.synth: the synthetic motion dataset, checked on the decoded files."""
+
+import argparse
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import synth
+from data_prep.errors import UserError
+
+SMALL = dict(videos_per_class=2, num_frames=6, frame_size=(32, 32), show_progress=False)
+
+
+def decode(path):
+    """All frames of a video as uint8 (T, H, W, 3) RGB, counted by decoding."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return np.stack(frames)
+
+
+def read_list(path):
+    lines = path.read_text().splitlines()
+    return [tuple(line.split(",")) for line in lines]
+
+
+def shape_mask(frame_rgb):
+    """Pixels of the shape: saturated colour (the background clutter is low-saturation)."""
+    hsv = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2HSV)
+    mask = ((hsv[..., 1] > 120) & (hsv[..., 2] > 40)).astype(np.uint8)
+    # Where the two stripe hues blend, saturation dips; closing fills those seams.
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def circular_centroid(mask, axis):
+    """Centroid of a mask along an axis of a torus (moving shapes wrap around the edges)."""
+    size = mask.shape[1 - axis]
+    weights = mask.sum(axis=axis).astype(np.float64)
+    angles = 2 * np.pi * (np.arange(size) + 0.5) / size
+    angle = math.atan2((weights * np.sin(angles)).sum(), (weights * np.cos(angles)).sum())
+    return (angle % (2 * np.pi)) * size / (2 * np.pi)
+
+
+def total_displacement(frames, axis):
+    """Sum of frame-to-frame centroid steps, each unwrapped to the shortest way round."""
+    size = frames.shape[2 - axis]
+    centroids = [circular_centroid(shape_mask(frame), axis) for frame in frames]
+    steps = np.diff(centroids)
+    return float(((steps + size / 2) % size - size / 2).sum())
+
+
+def orientation_change(frames):
+    """Summed change of the mask's principal-axis angle, in degrees; + is clockwise on screen."""
+    angles = []
+    for frame in frames:
+        moments = cv2.moments(shape_mask(frame).astype(np.uint8), binaryImage=True)
+        angles.append(0.5 * math.degrees(math.atan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"])))
+    steps = np.diff(angles)
+    return float(((steps + 90) % 180 - 90).sum())
+
+
+@pytest.fixture(scope="module")
+def motion_dataset(tmp_path_factory):
+    """The default frame size at fewer, shorter videos: enough to measure the motions."""
+    out = tmp_path_factory.mktemp("synth_motion")
+    summary = synth.generate_dataset(
+        out, seed=3, videos_per_class=10, num_frames=16, frame_size=(64, 64), show_progress=False
+    )
+    return out, summary
+
+
+def videos_of(out, class_name):
+    return sorted(p for p in (out / class_name).iterdir() if p.suffix in (".avi", ".mp4"))
+
+
+def test_same_seed_gives_identical_decoded_frames_and_another_seed_does_not(tmp_path):
+    synth.generate_dataset(tmp_path / "a", seed=7, **SMALL)
+    synth.generate_dataset(tmp_path / "b", seed=7, **SMALL)
+    synth.generate_dataset(tmp_path / "c", seed=8, **SMALL)
+    for class_name in synth.CLASSES:
+        for path_a in videos_of(tmp_path / "a", class_name):
+            relative = path_a.relative_to(tmp_path / "a")
+            np.testing.assert_array_equal(decode(path_a), decode(tmp_path / "b" / relative))
+            assert not np.array_equal(decode(path_a), decode(tmp_path / "c" / relative))
+    assert read_list(tmp_path / "a" / "train.csv") == read_list(tmp_path / "b" / "train.csv")
+
+
+def test_writes_class_folders_and_headerless_csv_lists(motion_dataset):
+    out, summary = motion_dataset
+    class_dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert class_dirs == sorted(synth.CLASSES)
+    train, test = read_list(out / "train.csv"), read_list(out / "test.csv")
+    assert (summary["train"], summary["test"]) == (len(train), len(test)) == (8 * 8, 8 * 2)
+    for path, label in train + test:  # no header row: every row names a real video
+        assert (out / path).is_file()
+        assert path.split("/")[0] == label
+    listed = {path for path, _ in train + test}
+    assert len(listed) == len(train) + len(test)  # disjoint
+    on_disk = {str(p.relative_to(out)) for c in synth.CLASSES for p in videos_of(out, c)}
+    assert listed == on_disk
+    for class_name in synth.CLASSES:
+        assert sum(label == class_name for _, label in test) == 2
+    assert {p.suffix for p in map(out.joinpath, listed)} == {".avi", ".mp4"}
+
+
+@pytest.mark.parametrize("frame_size", [(48, 32), (32, 48)])
+def test_videos_decode_to_the_expected_frame_count_and_size(tmp_path, frame_size):
+    synth.generate_dataset(tmp_path, **{**SMALL, "num_frames": 10, "frame_size": frame_size})
+    width, height = frame_size
+    for class_name in synth.CLASSES:
+        for path in videos_of(tmp_path, class_name):
+            assert decode(path).shape == (10, height, width, 3), path
+
+
+def test_video_writer_keeps_rgb_order(tmp_path):
+    red = np.zeros((4, 32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    for fourcc, extension in synth.CONTAINERS:
+        path = tmp_path / f"red{extension}"
+        synth.write_video_atomically(path, red, fourcc)
+        mean = decode(path).reshape(-1, 3).mean(axis=0)
+        assert mean[0] > 200 and mean[1] < 40 and mean[2] < 40, (fourcc, mean)
+        assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_first_frame_is_the_same_for_every_motion(seed):
+    appearance = synth.draw_appearance(np.random.default_rng(seed), (64, 48))
+    first_frames = [synth.render_clip(appearance, motion, 4)[0] for motion in synth.CLASSES]
+    for motion, frame in zip(synth.CLASSES[1:], first_frames[1:]):
+        np.testing.assert_array_equal(frame, first_frames[0], err_msg=motion)
+    last_frames = [synth.render_clip(appearance, motion, 4)[-1] for motion in synth.CLASSES]
+    assert len({frame.tobytes() for frame in last_frames}) == len(synth.CLASSES)
+
+
+def welch_t(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return abs(a.mean() - b.mean()) / math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+
+
+@pytest.mark.parametrize(
+    "class_a, class_b, statistic",
+    [
+        ("move_left", "move_right", lambda frame: circular_centroid(shape_mask(frame), axis=0)),
+        ("move_up", "move_down", lambda frame: circular_centroid(shape_mask(frame), axis=1)),
+        ("grow", "shrink", lambda frame: shape_mask(frame).sum()),
+    ],
+)
+def test_first_frame_statistics_do_not_separate_opposite_motions(
+    motion_dataset, class_a, class_b, statistic
+):
+    out, _ = motion_dataset
+    first_a = [statistic(decode(p)[0]) for p in videos_of(out, class_a)]
+    first_b = [statistic(decode(p)[0]) for p in videos_of(out, class_b)]
+    last_a = [statistic(decode(p)[-1]) for p in videos_of(out, class_a)]
+    last_b = [statistic(decode(p)[-1]) for p in videos_of(out, class_b)]
+    assert welch_t(first_a, first_b) < 2.5
+    if class_a == "grow":  # the clip does separate them
+        assert welch_t(last_a, last_b) > 4
+
+
+@pytest.mark.parametrize(
+    "class_name, axis, sign",
+    [("move_left", 0, -1), ("move_right", 0, 1), ("move_up", 1, -1), ("move_down", 1, 1)],
+)
+def test_shape_moves_in_the_labelled_direction(motion_dataset, class_name, axis, sign):
+    out, _ = motion_dataset
+    for path in videos_of(out, class_name):
+        frames = decode(path)
+        size = frames.shape[2 - axis]
+        along = total_displacement(frames, axis) / size
+        across = total_displacement(frames, 1 - axis) / frames.shape[1 + axis]
+        low, high = synth.TRAVEL_FRACTION
+        assert low - 0.05 < sign * along < high + 0.05, (path.name, along)
+        assert abs(across) < 0.05, (path.name, across)
+
+
+@pytest.mark.parametrize("class_name, sign", [("grow", 1), ("shrink", -1)])
+def test_shape_area_grows_or_shrinks(motion_dataset, class_name, sign):
+    out, _ = motion_dataset
+    low, high = synth.SCALE_FACTOR
+    for path in videos_of(out, class_name):
+        areas = np.array([shape_mask(frame).sum() for frame in decode(path)], np.float64)
+        ratio = (areas[-3:].mean() / areas[:3].mean()) ** sign
+        # Area goes with the square of the scale (frames 1 and 14 of 16 are 13/15 apart);
+        # a grown shape may be clipped by an edge, and the mask is noisy frame to frame.
+        assert 0.8 * low ** (2 * 13 / 15) < ratio < 1.25 * high**2, (path.name, areas)
+        assert sign * np.corrcoef(np.arange(len(areas)), areas)[0, 1] > 0.9, (path.name, areas)
+
+
+@pytest.mark.parametrize("class_name, sign", [("rotate_cw", 1), ("rotate_ccw", -1)])
+def test_shape_turns_in_the_labelled_direction(motion_dataset, class_name, sign):
+    out, _ = motion_dataset
+    turns = [orientation_change(decode(path)) for path in videos_of(out, class_name)]
+    # The principal axis of a near-round mask is noisy, so ask most videos, not all.
+    low, high = synth.SPIN_DEGREES
+    assert sum(low * 0.6 < sign * turn < high * 1.4 for turn in turns) >= 0.8 * len(turns), turns
+    for path in videos_of(out, class_name):
+        # It turns about a point of the outline, not its centroid: the centroid moves a
+        # little, far less than the smallest travel of a move_* class.
+        frames = decode(path)
+        for axis in (0, 1):
+            assert abs(total_displacement(frames, axis)) < 0.15 * 64, path.name
+
+
+def test_rerun_finishes_an_interrupted_run_without_redoing_finished_videos(tmp_path):
+    reference = tmp_path / "reference"
+    synth.generate_dataset(reference, **SMALL)
+    out = tmp_path / "out"
+    synth.generate_dataset(out, **SMALL)
+    # An interrupted run: one video unfinished (only its temporary file), lists not written.
+    missing = out / "grow" / "grow_001.mp4"
+    missing.rename(missing.with_name(".tmp-grow_001.mp4"))
+    (out / "train.csv").unlink()
+    (out / "test.csv").unlink()
+    kept = out / "move_up" / "move_up_000.avi"
+    kept_mtime = kept.stat().st_mtime_ns
+
+    summary = synth.generate_dataset(out, **SMALL)
+
+    assert summary["written"] == 1 and summary["already_present"] == 8 * 2 - 1
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert not list(out.rglob(".tmp-*"))
+    for path in sorted(reference.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (out / path.relative_to(reference)).read_bytes(), path
+
+
+def test_rerun_with_other_parameters_into_the_same_directory_is_an_error(tmp_path):
+    synth.generate_dataset(tmp_path, **SMALL)
+    with pytest.raises(UserError, match="same parameters"):
+        synth.generate_dataset(tmp_path, **{**SMALL, "num_frames": 7})
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"frame_size": (33, 32)}, "even frame width and height"),
+        ({"frame_size": (8, 8)}, "at least 16 pixels"),
+        ({"num_frames": 1}, "at least 2 frames"),
+        ({"test_fraction": 0.0}, "test fraction between 0 and 1"),
+        ({"test_fraction": 1.0}, "test fraction between 0 and 1"),
+        ({"videos_per_class": 1}, "at least 2 videos per class"),
+    ],
+)
+def test_bad_arguments_raise_user_error(tmp_path, overrides, match):
+    with pytest.raises(UserError, match=match):
+        synth.generate_dataset(tmp_path, **{**SMALL, **overrides})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("text, expected", [("64x48", (64, 48)), ("80", (80, 80)), ("32X32", (32, 32))])
+def test_parse_frame_size(text, expected):
+    assert synth.parse_frame_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "64x", "ax64", "64x48x3"])
+def test_parse_frame_size_rejects_malformed_text(text):
+    with pytest.raises(UserError, match="Received: size="):
+        synth.parse_frame_size(text)
+
+
+def test_registered_subcommand_writes_the_dataset(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="data_prep")
+    synth.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["synth", "--out", str(tmp_path), "--videos-per-class", "2", "--frames", "5",
+         "--size", "32x32", "--seed", "1", "--no-progress"]
+    )
+    assert args.func(args) == 0
+    assert "16 videos" in capsys.readouterr().out
+    assert len(read_list(tmp_path / "train.csv")) == 8
+    assert decode(tmp_path / "shrink" / "shrink_001.mp4").shape == (5, 32, 32, 3)
