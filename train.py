@@ -1,0 +1,96 @@
+"""Train a video classifier from one YAML experiment.
+
+    python train.py --config configs/demo.yaml [--set key.path=value ...] [--run-dir DIR]
+    python train.py --run-dir runs/demo/20260101-120000 --resume
+
+The run directory (default runs/<config name>/<timestamp>) receives the resolved config,
+checkpoints, TensorBoard logs, train.log, model.keras and metrics.json; see docs/TRAINING.md.
+Mistakes in the config or data print one line `error: ...` and exit 2; a diverged run
+(NaN loss) prints one line and exits 1.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Train a video classifier from a YAML experiment config.")
+    parser.add_argument("--config", help="experiment YAML (optional with --resume: the run's "
+                                         "own config.yaml is used)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE",
+                        help="override a config key, value parsed as YAML (repeatable)")
+    parser.add_argument("--run-dir", help="run directory (default runs/<name>/<timestamp>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in --run-dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an existing --run-dir and start again")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    args = parser.parse_args(argv)
+    if not args.resume and not args.config:
+        parser.error("--config is required (unless --resume with --run-dir)")
+    return args
+
+
+def _resolve_config(args):
+    from data_prep.errors import UserError
+    from training.config import config_to_dict, load_config
+    from training.run_dir import RunDir, default_run_path, open_run_dir
+
+    if args.resume:
+        run_path = args.run_dir
+        if run_path is None and args.config and os.path.basename(args.config) == "config.yaml":
+            run_path = os.path.dirname(args.config) or "."
+        if run_path is None:
+            raise UserError("--resume needs the run to continue. Received: --run-dir not given")
+        run_dir = open_run_dir(run_path, resume=True)
+        config = load_config(run_dir.config)
+        if args.config or args.overrides:
+            asked = load_config(args.config or run_dir.config, overrides=args.overrides)
+            asked.name = config.name
+            if asked != config:
+                saved, wanted = config_to_dict(config), config_to_dict(asked)
+                changed = [f"{s}.{k}" for s in saved if isinstance(saved[s], dict)
+                           for k in saved[s] if saved[s][k] != wanted[s][k]]
+                raise UserError(f"--resume continues the run with its own config.yaml; these keys "
+                                f"differ: {', '.join(changed) or 'name'}. Received: --config "
+                                f"{args.config}")
+        return config, run_dir
+    config = load_config(args.config, overrides=args.overrides)
+    run_dir = open_run_dir(args.run_dir or default_run_path(config.name),
+                           overwrite=args.overwrite)
+    return config, run_dir
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Imported after argument parsing so that --help and config errors answer at once.
+    from data_prep.errors import UserError
+    from training.trainer import TrainingError, run_experiment
+
+    try:
+        config, run_dir = _resolve_config(args)
+        print(f"run directory: {run_dir.path}", flush=True)
+        metrics = run_experiment(config, run_dir, resume=args.resume,
+                                 show_progress=sys.stderr.isatty(),
+                                 verbose=0 if args.quiet else 2)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "loss",
+                                              "clips", "videos")}))
+    print(f"tensorboard --logdir {run_dir.tensorboard}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

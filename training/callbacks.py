@@ -1,0 +1,277 @@
+"""Callbacks for model.fit: NaN stop, best/last checkpoints, a resumable backup, and TensorBoard.
+
+TensorBoard records are written by `training.summaries` (core TensorFlow ops), in the same
+layout `keras.callbacks.TensorBoard` uses: `train/` and `validation/` runs with `epoch_*`
+scalars, plus learning rate, epoch time, clips/s, weight histograms, the graph, input clips
+as frame strips, the validation confusion matrix, and DeformConv3D offsets.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import summaries, visuals
+
+logger = logging.getLogger(__name__)
+
+
+class NanLossStop(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where (the trainer raises).
+
+    Keras's TerminateOnNaN only prints; this one records epoch, batch and value so the run ends
+    with a message that says what happened, and lets the checkpoint callbacks skip saving
+    the broken weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.stopped_at = {"epoch": self._epoch + 1, "batch": batch + 1, "loss": float(loss)}
+            self.model.stop_training = True
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore (with its double checkpoint) that never backs up NaN weights."""
+
+    def __init__(self, backup_dir, nan_stop):
+        # double_checkpoint keeps the previous backup, so a kill while writing the new one
+        # (a truncated .h5) falls back to the epoch before instead of failing to resume.
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False,
+                         double_checkpoint=True)
+        self.nan_stop = nan_stop
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_stop.stopped_at is None:
+            super().on_epoch_end(epoch, logs)
+
+
+def save_model_atomically(model, path):
+    """model.save to a temporary name, then rename: a kill never leaves half a file."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def write_json_atomically(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """`last.keras` every epoch and `best.keras` when validation top-1 improves.
+
+    The best value lives in `best.json` beside it, so a resumed run only replaces the best
+    checkpoint with a better one (a fresh ModelCheckpoint would forget the old best).
+    """
+
+    def __init__(self, directory, nan_stop, monitor="val_top1"):
+        super().__init__()
+        self.directory = directory
+        self.nan_stop = nan_stop
+        self.monitor = monitor
+        self.best_path = os.path.join(directory, "best.keras")
+        self.last_path = os.path.join(directory, "last.keras")
+        self.best_info_path = os.path.join(directory, "best.json")
+        self.best = None
+        if os.path.exists(self.best_info_path):
+            with open(self.best_info_path, encoding="utf-8") as f:
+                self.best = json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_stop.stopped_at is not None:
+            return
+        logs = logs or {}
+        os.makedirs(self.directory, exist_ok=True)
+        save_model_atomically(self.model, self.last_path)
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if self.best is None or value > self.best["value"]:
+            save_model_atomically(self.model, self.best_path)
+            self.best = {"monitor": self.monitor, "value": value, "epoch": epoch + 1}
+            write_json_atomically(self.best_info_path, self.best)
+            logger.info("epoch %d: new best %s %.4f -> %s", epoch + 1, self.monitor, value,
+                        self.best_path)
+
+
+def current_learning_rate(optimizer):
+    """The rate the optimizer applies at its current step (schedules are called with it)."""
+    rate = optimizer.learning_rate
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Adds `learning_rate`, `epoch_seconds` and `clips_per_second` to the epoch logs (so the
+    CSV history and TensorBoard get them) and writes one line per epoch to the log."""
+
+    def __init__(self, clips_per_epoch):
+        super().__init__()
+        self.clips_per_epoch = clips_per_epoch
+        self._start = None
+        self._last_train_batch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._last_train_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_train_batch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        now = time.perf_counter()
+        train_seconds = (self._last_train_batch or now) - self._start
+        logs["learning_rate"] = current_learning_rate(self.model.optimizer)
+        logs["epoch_seconds"] = now - self._start
+        logs["clips_per_second"] = self.clips_per_epoch / max(train_seconds, 1e-9)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
+        logger.info("epoch %d/%d: %s", epoch + 1, self.params.get("epochs", 0), shown)
+
+
+def _offset_feature_models(model):
+    """(layer, model from the clip to that layer's input) for every DeformConv3D in `model`."""
+    from models.deform_conv3d import DeformConv3D
+
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, DeformConv3D):
+            try:
+                feature_model = keras.Model(model.inputs, layer.input)
+            except (ValueError, AttributeError) as e:  # a layer inside a nested sub-model
+                logger.warning("no offset view for %s: %s", layer.name, e)
+                continue
+            found.append((layer, feature_model))
+    return found
+
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """Writes the run's TensorBoard records (see the module docstring).
+
+    Args:
+        log_dir: str, RUN_DIR/tensorboard.
+        class_names: list of str, for the confusion matrix.
+        sample_clips: {split: list of uint8 (F, H, W, band) clips} drawn once as frame strips.
+        confusion_metric: the compiled MeanClassAccuracy (its matrix holds validation counts
+            at epoch end) or None.
+        histograms, graph, deform_offsets: bool, from the config's tensorboard section.
+        offset_sample: uint8 (1, F, H, W, band) clip the offset views are computed on.
+    """
+
+    def __init__(self, log_dir, *, class_names, sample_clips, confusion_metric, histograms=True,
+                 graph=True, deform_offsets=True, offset_sample=None):
+        super().__init__()
+        self.log_dir = log_dir
+        self.class_names = list(class_names)
+        self.sample_clips = sample_clips
+        self.confusion_metric = confusion_metric
+        self.histograms = histograms
+        self.graph = graph
+        self.deform_offsets = deform_offsets
+        self.offset_sample = offset_sample
+        self._writers = {}
+        self._offset_views = None
+
+    def writer(self, run):
+        if run not in self._writers:
+            path = os.path.join(self.log_dir, run) if run else self.log_dir
+            self._writers[run] = tf.summary.create_file_writer(path)
+        return self._writers[run]
+
+    def on_train_begin(self, logs=None):
+        step = self._initial_epoch()  # BackupAndRestore (earlier in the list) has set it
+        for split, clips in self.sample_clips.items():
+            run = "train" if split == "train" else "validation"
+            if not clips:
+                continue
+            strips = [visuals.frame_strip(clip) for clip in clips]
+            width = max(s.shape[1] for s in strips)
+            padded = np.stack([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)),
+                                      constant_values=255) for s in strips])
+            with self.writer(run).as_default():
+                summaries.image(f"input_clips/{split}", padded, step=step)
+        if self.graph and step == 0:
+            self._write_graph()
+        if self.deform_offsets and self.offset_sample is not None:
+            self._offset_views = _offset_feature_models(self.model)
+            if step == 0:
+                self._write_offsets(step)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def _initial_epoch(self):
+        return int(getattr(self.model, "_initial_epoch", 0) or 0)
+
+    def _write_graph(self):
+        spec = tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype)
+        forward = tf.function(lambda clips: self.model(clips, training=False))
+        with self.writer("train").as_default():
+            tf.summary.graph(forward.get_concrete_function(spec).graph)
+
+    def _write_offsets(self, step):
+        for layer, feature_model in self._offset_views or ():
+            features = feature_model(self.offset_sample, training=False)
+            offsets, _ = layer.compute_offsets(features)
+            offsets = keras.ops.convert_to_numpy(offsets).astype(np.float64)
+            # [group][kernel point][(dt, dy, dx)] on the last axis.
+            points = offsets.reshape(*offsets.shape[:-1], -1, 3)
+            magnitude = np.sqrt((points ** 2).sum(axis=-1))
+            time_index = points.shape[1] // 2
+            frames = self.offset_sample.shape[1]
+            frame = self.offset_sample[0, min(frames - 1, time_index * frames // points.shape[1])]
+            with self.writer("train").as_default():
+                summaries.scalar(f"offsets/{layer.name}/mean_magnitude", magnitude.mean(), step)
+                summaries.scalar(f"offsets/{layer.name}/max_magnitude", magnitude.max(), step)
+                summaries.histogram(f"offsets/{layer.name}/magnitude", magnitude, step)
+                summaries.image(f"offsets/{layer.name}/field",
+                                visuals.offset_field_image(frame, points[0, time_index]), step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = epoch + 1  # epoch 1 is the state after one epoch; step 0 is the initial model
+        with self.writer("train").as_default():
+            for key, value in logs.items():
+                if key.startswith("val_") or not isinstance(value, (int, float)):
+                    continue
+                name = key if key in ("learning_rate", "epoch_seconds",
+                                      "clips_per_second") else f"epoch_{key}"
+                summaries.scalar(name, value, step)
+            if self.histograms:
+                for weight in self.model.weights:
+                    summaries.histogram(weight.path, keras.ops.convert_to_numpy(weight), step)
+        with self.writer("validation").as_default():
+            for key, value in logs.items():
+                if key.startswith("val_"):
+                    summaries.scalar(f"epoch_{key[4:]}", value, step)
+            if self.confusion_metric is not None and "val_loss" in logs:
+                matrix = keras.ops.convert_to_numpy(self.confusion_metric.confusion)
+                summaries.image("confusion_matrix",
+                                visuals.confusion_matrix_image(matrix, self.class_names), step)
+        if self.deform_offsets and self.offset_sample is not None:
+            self._write_offsets(step)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}

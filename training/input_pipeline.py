@@ -1,0 +1,165 @@
+"""The tf.data input pipeline: prepared shards in, (clips, one-hot labels) batches out.
+
+Training reads shards in parallel (data_prep.load_split interleaves them), shuffles items,
+takes a random stored clip of each item per epoch (temporal jitter), a random crop and an
+optional horizontal flip, then batches and prefetches. Evaluation reads every stored clip
+through the same reader with a centre crop and no randomness. All randomness is stateless
+and derived from one seed, so a seeded run sees the same batches again.
+
+Shapes: clips (F, H, W, band) uint8 in, (B, F, crop, crop, band) uint8 out; normalisation
+happens inside the model.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import data_prep
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def center_crop(clip, crop_size):
+    """The centre `crop_size` x `crop_size` window of every frame of a (F, H, W, band) clip."""
+    height, width = tf.shape(clip)[1], tf.shape(clip)[2]
+    top = (height - crop_size) // 2
+    left = (width - crop_size) // 2
+    return clip[:, top:top + crop_size, left:left + crop_size, :]
+
+
+def random_crop(clip, crop_size, seed):
+    """One random `crop_size` window, the same for every frame (a crop per frame would jitter).
+
+    Args:
+        clip: (F, H, W, band) tensor.
+        crop_size: int, output height and width.
+        seed: int32 tensor of shape (2,), for the stateless random offsets.
+    """
+    height, width = tf.shape(clip)[1], tf.shape(clip)[2]
+    top = tf.random.stateless_uniform((), seed, 0, height - crop_size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform(
+        (), seed + tf.constant([0, 1], seed.dtype), 0, width - crop_size + 1, dtype=tf.int32
+    )
+    return clip[:, top:top + crop_size, left:left + crop_size, :]
+
+
+def random_horizontal_flip(clip, seed):
+    """Mirrors every frame of the clip left-right with probability 1/2 (all frames together)."""
+    flip = tf.random.stateless_uniform((), seed + tf.constant([1, 0], seed.dtype)) < 0.5
+    return tf.cond(flip, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
+
+
+def augment_clip(clip, seed, *, crop_size, random_crop_enabled, horizontal_flip):
+    """Training-time transform of one clip; `seed` is an int32/int64 (2,) tensor."""
+    if random_crop_enabled:
+        clip = random_crop(clip, crop_size, seed)
+    else:
+        clip = center_crop(clip, crop_size)
+    if horizontal_flip:
+        clip = random_horizontal_flip(clip, seed)
+    return clip
+
+
+def _with_static_shape(clip, clip_shape, crop_size):
+    frames, _, _, bands = clip_shape
+    return tf.ensure_shape(clip, (frames, crop_size, crop_size, bands))
+
+
+def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
+                  random_crop_enabled=True, horizontal_flip=False, temporal_jitter=True,
+                  shuffle_buffer=256, seed=0, repeat=False):
+    """The training dataset: shuffled, augmented (clips, one-hot labels) batches.
+
+    Args:
+        prepared_dir: str, a prepared dataset (manifest.json inside).
+        split: str, e.g. "train".
+        clip_shape: (F, H, W, band) of the stored clips (the manifest's clip_shape).
+        num_classes: int, labels become one-hot vectors of this length (label smoothing needs
+            them).
+        batch_size: int.
+        crop_size: int <= H, W: the model's input height and width.
+        random_crop_enabled: bool, random crop window (else centre).
+        horizontal_flip: bool, random left-right flips (off for direction-sensitive labels).
+        temporal_jitter: bool, a random stored clip of each item per epoch; without it every
+            stored clip is used every epoch.
+        shuffle_buffer: int, items held by the shuffle.
+        seed: int, for shard order, shuffle, clip choice, crops and flips.
+        repeat: bool, repeat forever (for a fixed steps_per_epoch).
+
+    Returns:
+        tf.data.Dataset of (uint8 (B, F, crop, crop, band), float32 (B, num_classes)).
+    """
+    dataset = data_prep.load_split(
+        prepared_dir, split,
+        clip_selection="random" if temporal_jitter else "all",
+        shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
+    )
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    # One stateless seed pair per element: reproducible, and independent of map parallelism.
+    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    dataset = tf.data.Dataset.zip((dataset, seeds))
+
+    def transform(element, element_seed):
+        clip, label = element[0], element[1]
+        clip = augment_clip(clip, tf.cast(element_seed, tf.int64), crop_size=crop_size,
+                            random_crop_enabled=random_crop_enabled,
+                            horizontal_flip=horizontal_flip)
+        clip = _with_static_shape(clip, clip_shape, crop_size)
+        return clip, tf.one_hot(label, num_classes, dtype=tf.float32)
+
+    dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
+                 with_item_index=False):
+    """Every stored clip in file order, centre-cropped, batched; no randomness.
+
+    Returns:
+        tf.data.Dataset of (uint8 clips (B, F, crop, crop, band), float32 one-hot (B, C)),
+        plus int32 item indices (B,) when `with_item_index` (clips of one item are averaged).
+    """
+    dataset = data_prep.load_split(
+        prepared_dir, split, clip_selection="all", with_item_index=with_item_index,
+        shuffle_shards=False, num_parallel_reads=AUTOTUNE,
+    )
+
+    def transform(*element):
+        clip = _with_static_shape(center_crop(element[0], crop_size), clip_shape, crop_size)
+        label = tf.one_hot(element[1], num_classes, dtype=tf.float32)
+        if with_item_index:
+            return clip, label, element[2]
+        return clip, label
+
+    dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def sample_clips(dataset, count):
+    """The first `count` clips of a batched dataset as a uint8 numpy array (for images)."""
+    clips = []
+    for batch in dataset:
+        clips.extend(batch[0].numpy())
+        if len(clips) >= count:
+            break
+    return clips[:count]
+
+
+def split_label_counts(prepared_dir, manifest, split):
+    """Clips per label id in one split, reading only the `label` feature of each record.
+
+    Used before training so that a label outside [0, num_classes) is a clear error up front
+    rather than a crash deep inside the loss.
+    """
+    shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    dataset = tf.data.TFRecordDataset(shards, num_parallel_reads=AUTOTUNE).batch(1024)
+    features = {"label": tf.io.FixedLenFeature([], tf.int64)}
+    counts = {}
+    for records in dataset:
+        labels = tf.io.parse_example(records, features)["label"].numpy()
+        for label, count in zip(*np.unique(labels, return_counts=True)):
+            counts[int(label)] = counts.get(int(label), 0) + int(count)
+    return counts

@@ -1,0 +1,92 @@
+"""The run directory: where one training run keeps everything a later tool needs.
+
+```
+RUN_DIR/config.yaml          resolved config; `train.py --config RUN_DIR/config.yaml` reruns it
+RUN_DIR/run.json             status, classes, input shape, prepared data path, versions
+RUN_DIR/data_manifest.json   copy of the prepared data's manifest (sampling, resize, classes)
+RUN_DIR/classes.txt          class names, one a line, line number = label id
+RUN_DIR/train.log            the log of every attempt (appended on resume)
+RUN_DIR/history.csv          one row per epoch: losses, metrics, learning rate, clips/s
+RUN_DIR/checkpoints/         best.keras (+ best.json), last.keras
+RUN_DIR/backup/              BackupAndRestore state while the run is unfinished
+RUN_DIR/tensorboard/         train/, validation/ and the run's own hparams + test metrics
+RUN_DIR/model.keras          the final model
+RUN_DIR/metrics.json         video-level evaluation on the test split (written last)
+```
+"""
+
+import datetime
+import os
+import shutil
+
+from data_prep.errors import UserError
+
+
+class RunDir:
+    """Paths inside one run directory (nothing is created until `open_run_dir`)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        join = lambda *parts: os.path.join(self.path, *parts)  # noqa: E731
+        self.config = join("config.yaml")
+        self.run_info = join("run.json")
+        self.data_manifest = join("data_manifest.json")
+        self.classes = join("classes.txt")
+        self.train_log = join("train.log")
+        self.history = join("history.csv")
+        self.checkpoints = join("checkpoints")
+        self.backup = join("backup")
+        self.tensorboard = join("tensorboard")
+        self.model = join("model.keras")
+        self.metrics = join("metrics.json")
+
+    def is_finished(self):
+        return os.path.exists(self.metrics)
+
+    def __repr__(self):
+        return f"RunDir({self.path!r})"
+
+
+def default_run_path(name, runs_root="runs", now=None):
+    """`runs/<name>/<YYYYmmdd-HHMMSS>` (local time, to the second)."""
+    now = now or datetime.datetime.now()
+    return os.path.join(runs_root, name, now.strftime("%Y%m%d-%H%M%S"))
+
+
+def open_run_dir(path, *, resume=False, overwrite=False):
+    """Creates (or, for `resume`, checks) a run directory.
+
+    Raises:
+        UserError: resume of a missing, foreign or finished run; an existing run without
+            `--resume` or `--overwrite`; a directory that cannot be created.
+    """
+    run_dir = RunDir(path)
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other: resume continues the run, "
+                        f"overwrite deletes it. Received: --run-dir {path}")
+    if resume:
+        if not os.path.isfile(run_dir.config):
+            raise UserError(f"Expected a run directory with config.yaml to resume. "
+                            f"Received: --run-dir {path}")
+        if run_dir.is_finished():
+            raise UserError(f"Run {path} has already finished (metrics.json exists); nothing to "
+                            "resume. Start a new run, or pass --overwrite to redo this one.")
+        return run_dir
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        if not overwrite:
+            raise UserError(f"Run directory already exists: pass --resume to continue it or "
+                            f"--overwrite to replace it. Received: --run-dir {path}")
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"Cannot create the run directory ({e.strerror}). "
+                        f"Received: --run-dir {path}") from None
+    return run_dir

@@ -1,0 +1,436 @@
+"""One training run, in order: data, model, fit, evaluation, run directory.
+
+`run_experiment(config, run_dir)` is what `train.py` calls. It reads top to bottom like the
+story of a run: make sure the clips are prepared, check the labels, build the input
+pipelines, build and compile the model under the distribution strategy, fit with the
+callbacks (backup, checkpoints, TensorBoard, NaN stop), save the model, evaluate on the test
+split averaging the softmax over every stored clip of a video, and write metrics.json.
+"""
+
+import csv
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import data_prep
+from data_prep.errors import UserError
+from training import callbacks as run_callbacks
+from training import input_pipeline, summaries
+from training.config import ConfigError, dump_config
+from training.metrics import MeanClassAccuracy, video_level_metrics
+from training.schedules import schedule_from_config
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (e.g. the loss became NaN); the CLI prints it and exits 1."""
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def _synth_options(data):
+    """data.synth as keyword arguments of generate_dataset, checked against its signature."""
+    from data_prep import synth
+
+    accepted = [name for name, p in inspect.signature(synth.generate_dataset).parameters.items()
+                if p.kind == inspect.Parameter.KEYWORD_ONLY and name != "show_progress"]
+    for key in data.synth:
+        if key not in accepted:
+            raise ConfigError(f"data.synth: unknown option {key}. Expected one of "
+                              f"{', '.join(accepted)}. Received: data.synth.{key}")
+    return dict(data.synth)
+
+
+def ensure_prepared(data, *, show_progress=False):
+    """Returns the manifest of data.prepared_dir, generating/preparing it first if needed.
+
+    Raises:
+        UserError: the prepared clips do not match the config, or preparing failed on the
+            user's input (missing root, bad split files, ...).
+    """
+    manifest_path = os.path.join(data.prepared_dir, MANIFEST_NAME)
+    if not os.path.exists(manifest_path):
+        layout, root, lists = data.layout, data.root, data.lists
+        if layout == "synth":
+            from data_prep import synth
+
+            if not root:
+                raise ConfigError("data.root is required for layout synth: where the demo "
+                                  "videos are generated. Received: data.root=None")
+            logger.info("generating the synthetic demo videos in %s", root)
+            synth.generate_dataset(root, show_progress=show_progress, **_synth_options(data))
+            layout = "csv"
+            lists = {"train": os.path.join(root, "train.csv"),
+                     "test": os.path.join(root, "test.csv")}
+        elif not root:
+            raise ConfigError(f"data.root is required to prepare layout {layout} "
+                              f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
+                              "Received: data.root=None")
+        from data_prep.prepare import prepare_dataset
+
+        logger.info("preparing %s clips from %s into %s", layout, root, data.prepared_dir)
+        prepare_dataset(
+            layout, root, data.prepared_dir, data.frames, data.size,
+            split_dir=data.split_dir, split=data.split, lists=lists,
+            classes_file=data.classes_file, resize_short=data.resize_short,
+            clips_per_video=data.clips_per_video, sampling=data.sampling,
+            frame_stride=data.frame_stride, workers=data.workers, encoding=data.encoding,
+            show_progress=show_progress,
+        )
+    manifest = data_prep.read_manifest(data.prepared_dir)
+    frames, height, width, _ = manifest["clip_shape"]
+    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
+                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
+    for key, (wanted, found) in expected.items():
+        if wanted != found:
+            raise UserError(
+                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
+                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
+                f"Received: {key}={wanted}"
+            )
+    for split in (data.train_split, data.test_split):
+        if split not in manifest["splits"]:
+            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
+                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+    return manifest
+
+
+def check_labels(prepared_dir, manifest, splits):
+    """Raises UserError if any stored label is outside [0, num_classes)."""
+    num_classes = len(manifest["classes"])
+    for split in splits:
+        counts = input_pipeline.split_label_counts(prepared_dir, manifest, split)
+        bad = sorted(label for label in counts if not 0 <= label < num_classes)
+        if bad:
+            raise UserError(
+                f"{prepared_dir}: split {split} has labels outside [0, {num_classes}) "
+                f"({len(manifest['classes'])} classes in manifest.json). Received: "
+                f"labels={bad[:10]}"
+            )
+        missing = [manifest["classes"][c] for c in range(num_classes) if c not in counts]
+        if missing:
+            logger.warning("split %s has no clips of %d classes: %s", split, len(missing),
+                           ", ".join(missing[:10]))
+
+
+# --- model --------------------------------------------------------------------------------
+
+
+def make_strategy(distribute):
+    if distribute.strategy == "none":
+        return tf.distribute.get_strategy()
+    if distribute.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise UserError("distribute.strategy: multi_worker is not yet supported (it arrives with "
+                    "the multi-machine work); use none or mirrored. "
+                    "Received: distribute.strategy=multi_worker")
+
+
+def build_optimizer(train, schedule):
+    weight_decay = train.weight_decay or None
+    clipnorm = train.gradient_clip_norm
+    if train.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=train.momentum,
+                                         nesterov=train.nesterov, weight_decay=weight_decay,
+                                         clipnorm=clipnorm)
+    elif train.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay, clipnorm=clipnorm)
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay,
+                                           clipnorm=clipnorm)
+    if weight_decay:
+        # Decay the kernels only: shrinking biases and normalisation scales does not regularise.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
+    from models import build_model
+
+    try:
+        model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"model: {e}") from None
+    schedule = schedule_from_config(config.train, steps_per_epoch)
+    confusion = MeanClassAccuracy(num_classes)
+    model.compile(
+        optimizer=build_optimizer(config.train, schedule),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.train.label_smoothing
+        ),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="top1"),
+            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+            confusion,
+        ],
+    )
+    return model, confusion
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def evaluate_video_level(model, dataset, num_classes):
+    """Video-level metrics: softmax averaged over every stored clip of each item.
+
+    Args:
+        dataset: batches of (clips, one-hot labels, item indices), e.g. from
+            `input_pipeline.eval_dataset(..., with_item_index=True)`.
+    """
+    probabilities = tf.function(
+        lambda clips: tf.nn.softmax(tf.cast(model(clips, training=False), tf.float32))
+    )
+    all_probabilities, all_labels, all_items = [], [], []
+    for clips, labels, items in dataset:
+        all_probabilities.append(probabilities(clips).numpy())
+        all_labels.append(np.argmax(labels.numpy(), axis=1))
+        all_items.append(items.numpy())
+    if not all_labels:
+        raise UserError("The test split holds no clips to evaluate.")
+    return video_level_metrics(np.concatenate(all_probabilities), np.concatenate(all_labels),
+                               np.concatenate(all_items), num_classes)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def _hparams(config):
+    """Scalars of the config for the HParams dashboard (lists and dicts as text)."""
+    flat = {}
+    for section in ("data", "model", "augment", "train"):
+        for key, value in vars(getattr(config, section)).items():
+            if section == "data" and key in ("root", "split_dir", "lists", "classes_file",
+                                             "prepared_dir", "workers", "synth"):
+                continue
+            if value is None:
+                continue
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value, sort_keys=True)
+            flat[f"{section}.{key}"] = value
+    flat["distribute.strategy"] = config.distribute.strategy
+    return flat
+
+
+HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
+                   ("", "test/loss"), ("validation", "epoch_top1"), ("validation", "epoch_loss"),
+                   ("train", "epoch_top1"), ("train", "epoch_loss")]
+
+
+def _write_run_info(run_dir, config, manifest, input_shape, status):
+    info = {
+        "name": config.name,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "prepared_dir": os.path.abspath(config.data.prepared_dir),
+        "data_manifest": os.path.basename(run_dir.data_manifest),
+        "classes": list(manifest["classes"]),
+        "num_classes": len(manifest["classes"]),
+        "input_shape": list(input_shape),
+        "train_split": config.data.train_split,
+        "test_split": config.data.test_split,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "command": " ".join(sys.argv),
+    }
+    run_callbacks.write_json_atomically(run_dir.run_info, info)
+
+
+def _attach_log_file(path):
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=2,
+                   extra_callbacks=()):
+    """Trains and evaluates one config into `run_dir` (a RunDir from open_run_dir).
+
+    Returns:
+        dict, the metrics written to metrics.json.
+
+    Raises:
+        UserError: a mistake in the config or the data (the CLI prints one line, exits 2).
+        TrainingError: training diverged (NaN loss).
+    """
+    handler = _attach_log_file(run_dir.train_log)
+    try:
+        return _run(config, run_dir, resume=resume, show_progress=show_progress,
+                    verbose=verbose, extra_callbacks=extra_callbacks)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
+    started = time.perf_counter()
+    logger.info("%s run %s (config %s)", "resuming" if resume else "starting", run_dir.path,
+                config.name)
+    if not resume:
+        dump_config(config, run_dir.config)
+
+    # Data: prepared shards, checked labels, the class list beside the run.
+    manifest = ensure_prepared(config.data, show_progress=show_progress)
+    prepared_dir = config.data.prepared_dir
+    splits = (config.data.train_split, config.data.test_split)
+    check_labels(prepared_dir, manifest, splits)
+    shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
+    class_names = list(manifest["classes"])
+    num_classes = len(class_names)
+    with open(run_dir.classes, "w", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in class_names))
+    frames, height, width, bands = manifest["clip_shape"]
+    crop = config.input_size
+    if crop > min(height, width):
+        raise UserError(f"augment.crop_size expects at most the stored size {min(height, width)}."
+                        f" Received: augment.crop_size={crop}")
+    input_shape = (frames, crop, crop, bands)
+    _write_run_info(run_dir, config, manifest, input_shape, "running")
+
+    # Input pipelines.
+    train_split = manifest["splits"][config.data.train_split]
+    train_items = train_split["videos"] if config.augment.temporal_jitter else train_split["clips"]
+    batch_size = config.train.batch_size
+    steps_per_epoch = config.train.steps_per_epoch or math.ceil(train_items / batch_size)
+    clips_per_epoch = min(steps_per_epoch * batch_size, train_items) if not \
+        config.train.steps_per_epoch else steps_per_epoch * batch_size
+    eval_batch_size = config.train.eval_batch_size or batch_size
+    pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=num_classes, crop_size=crop)
+    augment = dict(random_crop_enabled=config.augment.random_crop,
+                   horizontal_flip=config.augment.horizontal_flip,
+                   temporal_jitter=config.augment.temporal_jitter)
+    train_data = input_pipeline.train_dataset(
+        prepared_dir, config.data.train_split, batch_size=batch_size,
+        shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed,
+        repeat=config.train.steps_per_epoch is not None, **augment, **pipeline)
+    validation_data = input_pipeline.eval_dataset(
+        prepared_dir, config.data.test_split, batch_size=eval_batch_size, **pipeline)
+
+    # Model, under the strategy; the policy is global in Keras, so set it every run.
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config.train.seed)
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if config.train.mixed_precision else "float32")
+    strategy = make_strategy(config.distribute)
+    with strategy.scope():
+        model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
+    logger.info("model %s: %d parameters, input %s, %d classes, %d steps/epoch",
+                config.model.name, model.count_params(), input_shape, num_classes,
+                steps_per_epoch)
+
+    # Callbacks; order matters: the backup restores the epoch before the others start, and
+    # EpochLog adds its values to the logs before TensorBoard and the CSV history read them.
+    tensorboard = config.tensorboard
+    count = tensorboard.clip_images
+    sample_clips = {}
+    if count:
+        sample_clips = {
+            "train": input_pipeline.sample_clips(input_pipeline.train_dataset(
+                prepared_dir, config.data.train_split, batch_size=count, shuffle_buffer=1,
+                seed=config.train.seed, **augment, **pipeline), count),
+            "validation": input_pipeline.sample_clips(validation_data, count),
+        }
+    offset_sample = input_pipeline.sample_clips(validation_data, 1)
+    nan_stop = run_callbacks.NanLossStop()
+    tensorboard_logger = run_callbacks.TensorBoardLogger(
+        run_dir.tensorboard, class_names=class_names, sample_clips=sample_clips,
+        confusion_metric=confusion if tensorboard.confusion_matrix else None,
+        histograms=tensorboard.histograms, graph=tensorboard.graph,
+        deform_offsets=tensorboard.deform_offsets,
+        offset_sample=np.stack(offset_sample) if offset_sample else None,
+    )
+    callback_list = [
+        nan_stop,
+        run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
+        run_callbacks.EpochLog(clips_per_epoch),
+        run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop),
+        tensorboard_logger,
+        keras.callbacks.CSVLogger(run_dir.history, append=True),
+        *extra_callbacks,
+    ]
+    hparams = _hparams(config)
+    if not resume:  # a resumed run continues the session its first attempt started
+        with tensorboard_logger.writer("").as_default():
+            summaries.hparams_experiment(hparams, HPARAMS_METRICS,
+                                         description=f"{config.name}: {config.model.name}")
+            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints)
+
+    fit_started = time.perf_counter()
+    try:
+        model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
+                  steps_per_epoch=config.train.steps_per_epoch and steps_per_epoch,
+                  callbacks=callback_list, verbose=verbose)
+    except tf.errors.InvalidArgumentError as e:
+        # Anything the label check could not see (e.g. shards replaced mid-run) ends here.
+        raise TrainingError(f"training failed on the input data: {e.message.splitlines()[0]}")
+    fit_seconds = time.perf_counter() - fit_started
+    if nan_stop.stopped_at is not None:
+        where = nan_stop.stopped_at
+        with tensorboard_logger.writer("").as_default():
+            summaries.hparams_session_end(success=False)
+        tensorboard_logger.close()
+        message = (f"loss became {where['loss']} at epoch {where['epoch']}, batch "
+                   f"{where['batch']}; training stopped (no checkpoint of the broken weights "
+                   "was kept). Lower train.learning_rate, add train.gradient_clip_norm, or "
+                   "check the data.")
+        logger.error(message)
+        raise TrainingError(message)
+
+    # The final model, then the video-level evaluation on the test split.
+    run_callbacks.save_model_atomically(model, run_dir.model)
+    test_data = input_pipeline.eval_dataset(
+        prepared_dir, config.data.test_split, batch_size=eval_batch_size, with_item_index=True,
+        **pipeline)
+    results = evaluate_video_level(model, test_data, num_classes)
+    metrics = {
+        "split": config.data.test_split,
+        "top1": results["top1"],
+        "top5": results["top5"],
+        "top5_k": results["top5_k"],
+        "mean_class_accuracy": results["mean_class_accuracy"],
+        "loss": results["loss"],
+        "clips": results["clips"],
+        "videos": results["videos"],
+        "clip_top1": results["clip_top1"],
+        "epochs": config.train.epochs,
+        "fit_seconds_this_attempt": round(fit_seconds, 2),
+        "seconds_this_attempt": round(time.perf_counter() - started, 2),
+    }
+    with tensorboard_logger.writer("").as_default():
+        for key in ("top1", "top5", "mean_class_accuracy", "loss"):
+            summaries.scalar(f"test/{key}", metrics[key], step=config.train.epochs)
+        summaries.hparams_session_end(success=True)
+    tensorboard_logger.close()
+    run_callbacks.write_json_atomically(run_dir.metrics, metrics)
+    _write_run_info(run_dir, config, manifest, input_shape, "finished")
+    # The backup only serves an unfinished run; metrics.json now marks this one finished.
+    shutil.rmtree(run_dir.backup, ignore_errors=True)
+    logger.info("test (%s, %d videos, %d clips): top1 %.4f, top5 %.4f, mean class accuracy "
+                "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
+                metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
+                metrics["loss"])
+    return metrics
+
+
+def read_history(run_dir):
+    """history.csv as a list of dicts of floats (epoch as int)."""
+    with open(run_dir.history, newline="", encoding="utf-8") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
