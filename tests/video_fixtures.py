@@ -91,3 +91,44 @@ def write_broken(path, kind):
     else:
         raise ValueError(kind)
     return path
+
+
+def make_folders_dataset(root, classes=("a", "b"), per_class=2, num_frames=10, kind="avi"):
+    """ROOT/<class>/<item> of real items; item j of class i has num_frames + j frames."""
+    paths = []
+    for class_name in classes:
+        for j in range(per_class):
+            base = os.path.join(str(root), class_name, f"item{j}")
+            if kind == "frames":
+                paths.append(write_frame_folder(base, num_frames + j))
+            elif kind == "npy":
+                paths.append(write_array(base + ".npy", num_frames + j, 3))
+            else:
+                paths.append(write_video(f"{base}.{kind}", num_frames + j))
+    return paths
+
+
+def read_records(prepared_dir, split):
+    """Every record of a split as a dict, parsed with protobuf only (the slow reference)."""
+    import json
+
+    import tensorflow as tf
+
+    with open(os.path.join(str(prepared_dir), "manifest.json")) as file:
+        manifest = json.load(file)
+    records = []
+    for shard in manifest["splits"][split]["shards"]:
+        for serialized in tf.data.TFRecordDataset(os.path.join(str(prepared_dir), shard)):
+            feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+            records.append({
+                "clip": list(feature["clip"].bytes_list.value),
+                "label": feature["label"].int64_list.value[0],
+                "item_id": feature["item_id"].bytes_list.value[0].decode(),
+                "item_index": feature["item_index"].int64_list.value[0],
+                "clip_index": feature["clip_index"].int64_list.value[0],
+            })
+    return manifest, records
+
+
+def raw_clip(record, clip_shape):
+    return np.frombuffer(record["clip"][0], np.uint8).reshape(clip_shape)

@@ -1,0 +1,46 @@
+"""`python -m data_prep {synth,prepare,inspect} ...`: the data preparation command line."""
+
+import argparse
+import logging
+import os
+import sys
+
+from data_prep.errors import UserError
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Bad arguments print one line, like every other user mistake."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def build_parser():
+    from data_prep import contact_sheet, prepare, synth
+
+    parser = _ArgumentParser(prog="python -m data_prep",
+                             description="Prepare video datasets as (F, H, W, band) clip shards.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (synth, prepare, contact_sheet):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        message = " ".join(str(error).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

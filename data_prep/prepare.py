@@ -1,0 +1,600 @@
+"""`python -m data_prep prepare`: decode items into clip shards, in parallel and resumably.
+
+The parent resolves the source layout, plans the shards, hands items to worker processes and
+writes what they return. Workers (multiprocessing "spawn": TensorFlow in the parent is not
+fork-safe) only decode, sample, resize and png/jpeg-encode with OpenCV; they never import
+TensorFlow. The parent serialises `tf.train.Example`s and writes the TFRecords.
+
+Determinism and resuming: each split's items are ordered by a hash of their id (a fixed
+pseudo-random order, so every shard mixes classes) and cut into shards of `items_per_shard`
+items. A shard is published by renaming `<name>.tfrecord.tmp` once complete, then its JSON
+sidecar (counts, skipped items, a fingerprint of its items and the preparation parameters)
+is written. A rerun with the same arguments keeps every shard whose tfrecord and matching
+sidecar exist, deletes temporary files, redoes the rest, and so writes byte-identical shards
+to an uninterrupted run. `manifest.json` is removed at the start and written last.
+"""
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import time
+
+import cv2
+import numpy as np
+
+from data_prep.decode import DecodeError, load_clips
+from data_prep.errors import UserError
+from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
+from data_prep.sources import LAYOUTS, resolve_source
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+ENCODINGS = ("raw", "png", "jpeg")
+# Band counts each image codec can store (png grey/RGB/RGBA, jpeg grey/RGB).
+ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
+# Default shard size: about this many bytes of raw clips (assuming 3 bands).
+TARGET_SHARD_BYTES = 64 * 1024 * 1024
+MAX_ITEMS_PER_SHARD = 1024
+_JPEG_QUALITY = 90
+_PNG_COMPRESSION = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemTask:
+    """Everything a worker needs to turn one item into its clips (picklable, no TF)."""
+
+    path: str
+    item_id: str
+    frames: int
+    size: int
+    resize_short: int | None
+    sampling: str
+    frame_stride: int
+    clips_per_video: int
+    encoding: str
+
+
+def _encode_frame(frame, encoding):
+    bands = frame.shape[2]
+    if bands == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR(A) order.
+    elif bands == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA)
+    else:
+        frame = frame[:, :, 0]
+    if encoding == "png":
+        ok, data = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
+    else:
+        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {encoding} frame")
+    return data.tobytes()
+
+
+def prepare_item(task):
+    """Decode, sample and resize one item (runs in a worker process).
+
+    Returns:
+        dict: `ok` True with `frames_available`, `band`, and `clips` (uint8 array
+        (N, F, S, S, band)) or `encoded` (N lists of F png/jpeg bytes); or `ok` False with
+        `reason` (the item is skipped), or with `encoding_error` (a user mistake).
+    """
+    select = functools.partial(sample_frame_indices, num_frames=task.frames,
+                               method=task.sampling, stride=task.frame_stride,
+                               num_clips=task.clips_per_video)
+    try:
+        total, clips = load_clips(task.path, select, size=task.size,
+                                  resize_short=task.resize_short)
+    except (DecodeError, cv2.error) as error:
+        return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
+    band = int(clips.shape[-1])
+    result = {"ok": True, "frames_available": int(total), "band": band}
+    if task.encoding == "raw":
+        result["clips"] = clips
+        return result
+    if band not in ENCODING_BANDS[task.encoding]:
+        return {"ok": False, "encoding_error": (
+            f"Expected items with {' or '.join(map(str, ENCODING_BANDS[task.encoding]))} "
+            f"bands for --encoding {task.encoding}; use --encoding raw for {band}-band items. "
+            f"Received: band={band} ({task.item_id})")}
+    result["encoded"] = [[_encode_frame(frame, task.encoding) for frame in clip]
+                         for clip in clips]
+    return result
+
+
+def quiet_video_logs():
+    """Skipped items are reported once, by us: silence OpenCV's and FFmpeg's own warnings."""
+    # Read when OpenCV first logs / opens a video; worker processes inherit them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
+def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, clips_per_video,
+                   encoding):
+    return ItemTask(item.path, item.item_id, frames, size, resize_short, sampling,
+                    frame_stride, clips_per_video, encoding)
+
+
+def _init_worker():
+    # The workers are the parallelism: one OpenCV thread each. Ctrl-C is the parent's job.
+    cv2.setNumThreads(1)
+    quiet_video_logs()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _ordered_results(tasks, workers):
+    """Yield `prepare_item(task)` in task order, at most a few tasks ahead per worker."""
+    if workers == 1:
+        for task in tasks:
+            yield prepare_item(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker) as pool:
+        in_flight = collections.deque()
+        for task in tasks:
+            in_flight.append(pool.apply_async(prepare_item, (task,)))
+            if len(in_flight) >= 4 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+
+
+@dataclasses.dataclass
+class _ShardPlan:
+    split: str
+    index: int
+    count: int
+    items: list
+    tfrecord: str
+    sidecar: str
+    fingerprint: str
+
+
+def _positive(value, name, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def _choose(value, name, choices):
+    if value not in choices:
+        raise UserError(f"Expected `{name}` to be one of {list(choices)}. "
+                        f"Received: {name}={value!r}")
+    return value
+
+
+def default_items_per_shard(frames, size, clips_per_video):
+    """Items per shard for about `TARGET_SHARD_BYTES` of raw 3-band clips."""
+    item_bytes = clips_per_video * frames * size * size * 3
+    return max(1, min(MAX_ITEMS_PER_SHARD, TARGET_SHARD_BYTES // item_bytes))
+
+
+def _shard_order(items):
+    # Fixed pseudo-random order: shards mix classes, and adding one item moves no other.
+    return sorted(items, key=lambda item: hashlib.sha256(item.item_id.encode()).hexdigest())
+
+
+def _plan_shards(out, source, parameters, items_per_shard):
+    plans = []
+    for split, items in source.splits.items():
+        split_dir = os.path.join(out, split)
+        os.makedirs(split_dir, exist_ok=True)
+        ordered = _shard_order(items)
+        count = math.ceil(len(ordered) / items_per_shard)
+        for index in range(count):
+            chunk = ordered[index * items_per_shard:(index + 1) * items_per_shard]
+            identity = {"parameters": parameters, "classes": source.classes,
+                        "items": [[item.item_id, item.label] for item in chunk]}
+            digest = hashlib.sha256(repr(identity).encode()).hexdigest()
+            name = f"shard-{index:05d}-of-{count:05d}"
+            plans.append(_ShardPlan(split, index, count, chunk,
+                                    os.path.join(split_dir, name + ".tfrecord"),
+                                    os.path.join(split_dir, name + ".json"), digest))
+    return plans
+
+
+def _clean_split_dirs(out, plans, splits):
+    """Delete temporary files and shards of other plans (an earlier, different run)."""
+    from data_prep.shards import remove_temporary_files
+
+    expected = {os.path.basename(path) for plan in plans
+                for path in (plan.tfrecord, plan.sidecar)}
+    for split in splits:
+        split_dir = os.path.join(out, split)
+        removed = remove_temporary_files(split_dir)
+        if removed:
+            logger.info("Removed %d temporary file(s) an interrupted run left in %s",
+                        len(removed), split_dir)
+        for name in os.listdir(split_dir):
+            if name.startswith("shard-") and name.endswith((".tfrecord", ".json")) \
+                    and name not in expected:
+                os.remove(os.path.join(split_dir, name))
+
+
+def _finished_sidecar(plan):
+    """The sidecar of a shard a previous run completed with these parameters, or None."""
+    import json
+
+    if not (os.path.isfile(plan.tfrecord) and os.path.isfile(plan.sidecar)):
+        return None
+    try:
+        with open(plan.sidecar) as file:
+            sidecar = json.load(file)
+    except (OSError, ValueError):
+        return None
+    return sidecar if sidecar.get("fingerprint") == plan.fingerprint else None
+
+
+def _write_shard(plan, results, first_item_index, state):
+    """Write one shard from `results` (one per item of the plan, in order)."""
+    from data_prep.shards import ShardWriter, clip_example, write_json_atomically
+
+    sidecar = {"fingerprint": plan.fingerprint, "first_item_index": first_item_index,
+               "videos": 0, "clips": 0, "band": None, "frames_decoded": 0, "skipped": []}
+    with ShardWriter(plan.tfrecord) as writer:
+        for item in plan.items:
+            result = next(results)
+            state["progress"].update(1)
+            if not result["ok"]:
+                if "encoding_error" in result:
+                    raise UserError(result["encoding_error"])
+                if state["strict"]:
+                    raise UserError(f"Expected every item to decode (--strict). Received: "
+                                    f"{item.item_id}: {result['reason']}")
+                logger.warning("Skipping %s: %s", item.item_id, result["reason"])
+                sidecar["skipped"].append({"path": item.item_id, "reason": result["reason"],
+                                           "split": plan.split})
+                continue
+            if state["band"] is None:
+                state["band"] = result["band"]
+            elif result["band"] != state["band"]:
+                raise UserError(
+                    f"Expected every item to have {state['band']} band(s), as the first "
+                    f"prepared item has; a dataset has one band count. Received: "
+                    f"band={result['band']} ({item.item_id})")
+            clips = result["encoded"] if "encoded" in result else result["clips"]
+            item_index = first_item_index + sidecar["videos"]
+            for clip_index, clip in enumerate(clips):
+                writer.write(clip_example(clip, item.label, item.item_id, item_index,
+                                          clip_index))
+            sidecar["videos"] += 1
+            sidecar["clips"] += len(clips)
+            sidecar["frames_decoded"] += result["frames_available"]
+            sidecar["band"] = result["band"]
+    write_json_atomically(plan.sidecar, sidecar)
+    state["frames_decoded"] += sidecar["frames_decoded"]
+    state["items_done"] += len(plan.items)
+    return sidecar
+
+
+def _summary_table(manifest, stats):
+    rows = [("split", "items", "clips", "skipped", "shards")]
+    for split, info in manifest["splits"].items():
+        skipped = sum(1 for entry in manifest["skipped"] if entry.get("split") == split)
+        rows.append((split, info["videos"], info["clips"], skipped, len(info["shards"])))
+    widths = [max(len(str(row[column])) for row in rows) for column in range(5)]
+    lines = ["  ".join(str(cell).rjust(width) if column else str(cell).ljust(width)
+                       for column, (cell, width) in enumerate(zip(row, widths)))
+             for row in rows]
+    seconds = max(stats["seconds"], 1e-9)
+    lines.append(
+        f"decoded {stats['frames_decoded']} frames of {stats['items_done']} items in "
+        f"{stats['seconds']:.1f} s: {stats['frames_decoded'] / seconds:.0f} frames/s, "
+        f"{stats['items_done'] / seconds:.1f} items/s ({stats['workers']} worker(s), "
+        f"{stats['shards_reused']} of {stats['shards']} shard(s) reused)")
+    return "\n".join(lines)
+
+
+def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1, lists=None,
+                    classes_file=None, resize_short=None, clips_per_video=1, sampling="uniform",
+                    frame_stride=1, workers=None, encoding="raw", strict=False,
+                    show_progress=True, items_per_shard=None):
+    """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
+
+    Args:
+        layout: str, `folders`, `ucf101`, `hmdb51`, `csv`, `list` or `kinetics`
+            (see `data_prep.sources`).
+        root: str, the directory the items are in (list entries are relative to it).
+        out: str, the prepared dataset directory (created; reruns resume in it).
+        frames: int, frames per clip F.
+        size: int, stored frame side S (clips are (F, S, S, band)).
+        split_dir: str or None, official split files (ucf101, hmdb51).
+        split: int, official split number. Defaults to 1.
+        lists: dict {split name: list file} or None.
+        classes_file: str or None, class names one a line.
+        resize_short: int or None, resize the short side to this (>= size) then centre-crop
+            S×S; None resizes straight to S×S. Defaults to None.
+        clips_per_video: int, clips N stored per item. Defaults to 1.
+        sampling: `"uniform"` or `"stride"` (see `sample_frame_indices`).
+        frame_stride: int, step K for `"stride"` sampling. Defaults to 1.
+        workers: int or None, decoding processes; None uses every core.
+        encoding: `"raw"`, `"png"` or `"jpeg"`. Defaults to `"raw"`.
+        strict: bool, turn any skipped item into an error. Defaults to False.
+        show_progress: bool, show a tqdm progress bar. Defaults to True.
+        items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
+
+    Returns:
+        dict, the manifest written to `out/manifest.json` (docs/DESIGN.md).
+
+    Raises:
+        UserError: bad arguments, source layout errors (missing files, entries outside
+            `root`), an encoding that cannot hold the items' band count, items with
+            different band counts, no item that decodes, or any skip with `strict=True`.
+
+    Example:
+
+    >>> manifest = prepare_dataset("folders", "videos/", "data/prepared", 16, 112)
+    >>> manifest["clip_shape"]
+    [16, 112, 112, 3]
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from data_prep.shards import write_json_atomically
+
+    frames = _positive(frames, "frames")
+    size = _positive(size, "size")
+    resize_short = _positive(resize_short, "resize_short", allow_none=True)
+    if resize_short is not None and resize_short < size:
+        raise UserError(f"Expected `resize_short` >= `size` ({size}) so the centre crop fits. "
+                        f"Received: resize_short={resize_short}")
+    clips_per_video = _positive(clips_per_video, "clips_per_video")
+    sampling = _choose(sampling, "sampling", SAMPLING_METHODS)
+    frame_stride = _positive(frame_stride, "frame_stride")
+    encoding = _choose(encoding, "encoding", ENCODINGS)
+    _choose(layout, "layout", LAYOUTS)
+    workers = _positive(workers, "workers", allow_none=True) or os.cpu_count() or 1
+    if items_per_shard is None:
+        items_per_shard = default_items_per_shard(frames, size, clips_per_video)
+    items_per_shard = _positive(items_per_shard, "items_per_shard")
+    if out is None:
+        raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
+
+    source = resolve_source(layout, root, split_dir=split_dir, split=split, lists=lists,
+                            classes_file=classes_file)
+    if strict and source.skipped:
+        first = source.skipped[0]
+        raise UserError(f"Expected every listed item to exist (--strict); "
+                        f"{len(source.skipped)} are missing. Received: {first['path']}: "
+                        f"{first['reason']}")
+    for entry in source.skipped:
+        logger.warning("Skipping %s (%s): %s", entry["path"], entry["split"], entry["reason"])
+
+    sampling_parameters = {"method": sampling, "frames": frames, "frame_stride": frame_stride,
+                           "clips_per_video": clips_per_video}
+    resize_parameters = {"size": size, "resize_short": resize_short}
+    parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
+                  "sampling": sampling_parameters, "resize": resize_parameters}
+
+    os.makedirs(out, exist_ok=True)
+    manifest_path = os.path.join(out, "manifest.json")
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)  # Written again last: present means complete.
+    plans = _plan_shards(out, source, parameters, items_per_shard)
+    _clean_split_dirs(out, plans, source.splits)
+
+    finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
+    bands = {sidecar["band"] for sidecar in finished.values()
+             if sidecar and sidecar["band"] is not None}
+    if len(bands) > 1:
+        raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
+                        f"Received: out={out!r}")
+    pending = [plan for plan in plans if finished[plan.tfrecord] is None]
+    tasks = (_task_for_item(item, frames, size, resize_short, sampling, frame_stride,
+                            clips_per_video, encoding)
+             for plan in pending for item in plan.items)
+    state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
+             "items_done": 0,
+             "progress": tqdm(total=sum(len(plan.items) for plan in pending), unit="item",
+                              desc="prepare", disable=not show_progress, leave=False)}
+    workers_used = min(workers, max(1, sum(len(plan.items) for plan in pending)))
+    quiet_video_logs()
+    start = time.perf_counter()
+    redo_task = functools.partial(_task_for_item, frames=frames, size=size,
+                                  resize_short=resize_short, sampling=sampling,
+                                  frame_stride=frame_stride, clips_per_video=clips_per_video,
+                                  encoding=encoding)
+    results = _ordered_results(tasks, workers_used)
+    with contextlib.ExitStack() as stack:
+        stack.callback(state["progress"].close)
+        stack.callback(results.close)  # ends the worker pool, also on errors and Ctrl-C
+        if show_progress:
+            stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
+        sidecars = {}
+        next_item_index = collections.Counter()
+        for plan in plans:
+            sidecar = finished[plan.tfrecord]
+            first_item_index = next_item_index[plan.split]
+            if sidecar is None:
+                sidecar = _write_shard(plan, results, first_item_index, state)
+            elif sidecar["first_item_index"] != first_item_index:
+                # An earlier shard changed since that run (its files changed): redo this
+                # one too, here, so item indices stay contiguous.
+                again = (prepare_item(redo_task(item)) for item in plan.items)
+                sidecar = _write_shard(plan, again, first_item_index, state)
+            sidecars[plan.tfrecord] = sidecar
+            next_item_index[plan.split] += sidecar["videos"]
+    seconds = time.perf_counter() - start
+
+    if state["band"] is None:
+        reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
+                            for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
+        raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
+    splits = {}
+    skipped = list(source.skipped)
+    for split in source.splits:
+        split_plans = [plan for plan in plans if plan.split == split]
+        split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
+        splits[split] = {
+            "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
+            "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
+            "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
+            "shards": [os.path.relpath(plan.tfrecord, out).replace(os.sep, "/")
+                       for plan in split_plans],
+        }
+        skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "classes": source.classes,
+        "clip_shape": [frames, size, size, state["band"]],
+        "encoding": encoding,
+        "clips_per_video": clips_per_video,
+        "sampling": sampling_parameters,
+        "resize": resize_parameters,
+        "source": source.description,
+        "items_per_shard": items_per_shard,
+        "splits": splits,
+        "skipped": skipped,
+    }
+    write_json_atomically(manifest_path, manifest)
+    stats = {"seconds": seconds, "frames_decoded": state["frames_decoded"],
+             "items_done": state["items_done"], "workers": workers_used,
+             "shards": len(plans), "shards_reused": len(plans) - len(pending)}
+    logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
+    return manifest
+
+
+def _split_list_argument(text):
+    name, separator, path = text.partition("=")
+    if not separator or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected SPLIT=FILE, got {text!r}")
+    return name, path
+
+
+# Flags and their `data:` config keys (config key -> prepare_dataset argument).
+_CONFIG_KEYS = {"layout": "layout", "root": "root", "split_dir": "split_dir", "split": "split",
+                "lists": "lists", "classes_file": "classes_file", "classes": "classes_file",
+                "out": "out", "prepared_dir": "out", "frames": "frames", "size": "size",
+                "resize_short": "resize_short", "clips_per_video": "clips_per_video",
+                "sampling": "sampling", "frame_stride": "frame_stride", "workers": "workers",
+                "encoding": "encoding", "strict": "strict",
+                "items_per_shard": "items_per_shard"}
+
+
+def _load_yaml(path, seen=()):
+    import yaml
+
+    if path in seen:
+        raise UserError(f"Expected `_base_` files not to include each other. Received: "
+                        f"cycle={' -> '.join(seen + (path,))}")
+    try:
+        with open(path) as file:
+            config = yaml.safe_load(file) or {}
+    except OSError as error:
+        raise UserError(f"Cannot read the config: {error.strerror}. Received: "
+                        f"config={path!r}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"Expected valid YAML in {path}. Received: "
+                        f"{' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"Expected a mapping at the top of {path}. Received: {type(config)}")
+    bases = config.pop("_base_", [])
+    merged = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        base_config = _load_yaml(os.path.normpath(base_path), seen + (path,))
+        merged = _deep_merge(merged, base_config)
+    return _deep_merge(merged, config)
+
+
+def _deep_merge(base, override):
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def arguments_from_config(path):
+    """prepare_dataset keyword arguments from the `data:` section of an experiment YAML.
+
+    Reads `_base_` files (paths relative to the including file). Keys the training package
+    uses beyond preparing (batch sizes, augmentation, ...) are ignored. `layout: synth` (the
+    demo) prepares the generated videos with the csv layout and ROOT/train.csv, test.csv.
+    """
+    data = _load_yaml(path).get("data") or {}
+    if not isinstance(data, dict):
+        raise UserError(f"Expected a `data:` mapping in {path}. Received: data={data!r}")
+    arguments = {_CONFIG_KEYS[key]: value for key, value in data.items()
+                 if key in _CONFIG_KEYS and value is not None}
+    if arguments.get("layout") == "synth":
+        root = arguments.get("root")
+        arguments["layout"] = "csv"
+        if root and "lists" not in arguments:
+            arguments["lists"] = {"train": os.path.join(root, "train.csv"),
+                                  "test": os.path.join(root, "test.csv")}
+            if not os.path.isfile(arguments["lists"]["train"]):
+                raise UserError(f"Expected the demo videos in {root}; generate them with "
+                                f"`python -m data_prep synth --out {root}`. Received: "
+                                f"root={root!r}")
+    return arguments
+
+
+def _run(args):
+    arguments = arguments_from_config(args.config) if args.config else {}
+    flags = {"layout": args.layout, "root": args.root, "split_dir": args.split_dir,
+             "split": args.split, "lists": dict(args.list) if args.list else None,
+             "classes_file": args.classes, "out": args.out, "frames": args.frames,
+             "size": args.size, "resize_short": args.resize_short,
+             "clips_per_video": args.clips_per_video, "sampling": args.sampling,
+             "frame_stride": args.frame_stride, "workers": args.workers,
+             "encoding": args.encoding, "strict": args.strict or None,
+             "items_per_shard": args.items_per_shard}
+    arguments.update({key: value for key, value in flags.items() if value is not None})
+    for required in ("layout", "root", "out", "frames", "size"):
+        if arguments.get(required) is None:
+            flag = "--" + required.replace("_", "-")
+            raise UserError(f"prepare needs {flag} (or data.{required} in --config). "
+                            f"Received: {required}=None")
+    positional = [arguments.pop(key) for key in ("layout", "root", "out", "frames", "size")]
+    manifest = prepare_dataset(*positional, show_progress=not args.no_progress, **arguments)
+    print(f"wrote {os.path.join(positional[2], 'manifest.json')}: "
+          f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
+          f"{len(manifest['skipped'])} skipped")
+    return 0
+
+
+def register(subparsers):
+    """Adds the `prepare` sub-command to an argparse `subparsers` object."""
+    parser = subparsers.add_parser(
+        "prepare", help="decode videos into TFRecord clip shards",
+        description="Decode a dataset into TFRecord shards of uint8 (F, H, W, band) clips. "
+                    "Every flag can also come from the data: section of --config; flags win.")
+    parser.add_argument("--config", help="experiment YAML whose data: section to use")
+    parser.add_argument("--layout", choices=LAYOUTS, help="how --root is organised")
+    parser.add_argument("--root", help="the directory of videos / frame folders / .npy items")
+    parser.add_argument("--split-dir", help="official split files (ucf101, hmdb51)")
+    parser.add_argument("--split", type=int, help="official split number (default 1)")
+    parser.add_argument("--list", action="append", type=_split_list_argument,
+                        metavar="SPLIT=FILE", help="a split list (repeat per split)")
+    parser.add_argument("--classes", help="class names, one a line (list, csv layouts)")
+    parser.add_argument("--out", help="prepared dataset directory")
+    parser.add_argument("--frames", type=int, help="frames per clip F")
+    parser.add_argument("--size", type=int, help="stored frame side S")
+    parser.add_argument("--resize-short", type=int,
+                        help="resize the short side to R then centre-crop S×S "
+                             "(default: resize straight to S×S)")
+    parser.add_argument("--clips-per-video", type=int, help="clips stored per item (default 1)")
+    parser.add_argument("--sampling", choices=SAMPLING_METHODS, help="default uniform")
+    parser.add_argument("--frame-stride", type=int, help="K for --sampling stride (default 1)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="clip storage (default raw)")
+    parser.add_argument("--items-per-shard", type=int,
+                        help="items per shard (default: about 64 MiB of clips)")
+    parser.add_argument("--strict", action="store_true", help="make any skipped item an error")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run)
+    return parser

@@ -1,0 +1,143 @@
+"""Read a prepared dataset: its manifest, and its shards as a `tf.data.Dataset`.
+
+`load_split` is the one reader training and evaluation build on. TensorFlow is imported
+inside it, so `read_manifest` (and `import data_prep`) stay light.
+"""
+
+import json
+import os
+
+from data_prep.errors import UserError
+
+FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",
+                  "splits")
+
+
+def read_manifest(prepared_dir):
+    """The manifest of a prepared dataset directory.
+
+    Raises:
+        UserError: `prepared_dir/manifest.json` is missing (not prepared, or the run did not
+            finish), not JSON, lacks a key, or has another format version.
+    """
+    path = os.path.join(str(prepared_dir), "manifest.json")
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+    except FileNotFoundError:
+        raise UserError(f"Expected a prepared dataset (manifest.json written by `python -m "
+                        f"data_prep prepare`) in {prepared_dir}; none there, or the run did "
+                        f"not finish. Received: prepared_dir={str(prepared_dir)!r}") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"Expected {path} to be a readable JSON manifest. "
+                        f"Received: {error}") from None
+    missing = [key for key in _REQUIRED_KEYS if not isinstance(manifest, dict)
+               or key not in manifest]
+    if missing:
+        raise UserError(f"Expected the manifest keys {list(_REQUIRED_KEYS)} in {path}. "
+                        f"Received: missing={missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise UserError(f"Expected manifest format_version {FORMAT_VERSION} in {path}; "
+                        f"prepare the data again. Received: "
+                        f"format_version={manifest['format_version']!r}")
+    return manifest
+
+
+def _parse_function(manifest, with_item_index):
+    import tensorflow as tf
+
+    frames, height, width, bands = manifest["clip_shape"]
+    encoding = manifest["encoding"]
+    clip_feature = tf.io.FixedLenFeature([], tf.string) if encoding == "raw" \
+        else tf.io.FixedLenFeature([frames], tf.string)
+    features = {"clip": clip_feature, "label": tf.io.FixedLenFeature([], tf.int64)}
+    if with_item_index:
+        features["item_index"] = tf.io.FixedLenFeature([], tf.int64)
+
+    def decode_frame(data):
+        # decode_image handles png and jpeg; expand_animations=False keeps it 3-D.
+        return tf.io.decode_image(data, channels=bands, dtype=tf.uint8,
+                                  expand_animations=False)
+
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, features)
+        if encoding == "raw":
+            clip = tf.reshape(tf.io.decode_raw(parsed["clip"], tf.uint8),
+                              [frames, height, width, bands])
+        else:
+            clip = tf.map_fn(decode_frame, parsed["clip"],
+                             fn_output_signature=tf.TensorSpec([None, None, bands], tf.uint8))
+            clip = tf.ensure_shape(clip, [frames, height, width, bands])
+        label = tf.cast(parsed["label"], tf.int32)
+        if with_item_index:
+            return clip, label, tf.cast(parsed["item_index"], tf.int32)
+        return clip, label
+
+    return parse
+
+
+def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=False,
+               shuffle_shards=False, seed=None, num_parallel_reads=None):
+    """The clips of one split of a prepared dataset.
+
+    Args:
+        prepared_dir: str, a directory written by `python -m data_prep prepare`.
+        split: str, a split name in the manifest (e.g. `"train"`, `"test"`).
+        clip_selection: `"all"` yields every stored clip; `"random"` yields one stored clip
+            per item, drawn again each epoch (temporal jitter). Defaults to `"all"`.
+        with_item_index: bool, add the int32 item index (0 .. videos - 1) as a third element,
+            to average clips per item. Defaults to False.
+        shuffle_shards: bool, shuffle the shard order, anew each epoch. Defaults to False.
+        seed: int or None, seeds the shard shuffle and the random clip choice.
+        num_parallel_reads: int or None, shards read at once; None means
+            `tf.data.AUTOTUNE`.
+
+    Returns:
+        `tf.data.Dataset` of `(clip, label)` or `(clip, label, item_index)`: clip uint8
+        (F, H, W, band), label and item_index int32 scalars. Unbatched, not repeated.
+
+    Raises:
+        UserError: no manifest, an unknown split or `clip_selection`.
+
+    Example:
+
+    >>> dataset = load_split("data/prepared", "train", clip_selection="random")
+    >>> dataset.element_spec[0]
+    TensorSpec(shape=(16, 112, 112, 3), dtype=tf.uint8, name=None)
+    """
+    import tensorflow as tf
+
+    manifest = read_manifest(prepared_dir)
+    if split not in manifest["splits"]:
+        raise UserError(f"Expected a split among {sorted(manifest['splits'])} in "
+                        f"{prepared_dir}. Received: split={split!r}")
+    if clip_selection not in ("all", "random"):
+        raise UserError(f"Expected `clip_selection` to be 'all' or 'random'. "
+                        f"Received: clip_selection={clip_selection!r}")
+    if num_parallel_reads is None:
+        num_parallel_reads = tf.data.AUTOTUNE
+    shards = [os.path.join(str(prepared_dir), name) for name in manifest["splits"][split]["shards"]]
+    parse = _parse_function(manifest, with_item_index)
+    clips_per_item = int(manifest["clips_per_video"])
+
+    files = tf.data.Dataset.from_tensor_slices(tf.constant(shards, tf.string)
+                                               if shards else tf.constant([], tf.string))
+    if shuffle_shards and shards:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+
+    def read_shard(path):
+        records = tf.data.TFRecordDataset(path)
+        if clip_selection == "random":
+            # An item's clips are consecutive records of one shard.
+            records = records.batch(clips_per_item, drop_remainder=True)
+        return records
+
+    records = files.interleave(read_shard, cycle_length=num_parallel_reads,
+                               num_parallel_calls=num_parallel_reads,
+                               deterministic=not shuffle_shards)
+    if clip_selection == "random":
+        choices = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        records = tf.data.Dataset.zip((records, choices)).map(
+            lambda group, choice: group[tf.math.floormod(choice, clips_per_item)])
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,344 @@
+"""Tests for data_prep.prepare: every layout end to end on real files, skips, resume."""
+
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data_prep.errors import UserError
+from data_prep.prepare import prepare_dataset
+from data_prep.sampling import sample_frame_indices
+from test_sources import write_text
+from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
+                            read_records, write_array, write_broken, write_frame_folder,
+                            write_video)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def prepare(root, out, frames=4, size=16, **kwargs):
+    kwargs.setdefault("workers", 1)
+    kwargs.setdefault("show_progress", False)
+    return prepare_dataset(kwargs.pop("layout", "folders"), str(root), str(out), frames, size,
+                           **kwargs)
+
+
+def labelled_ids(manifest, records):
+    return sorted({(r["item_id"], manifest["classes"][r["label"]]) for r in records})
+
+
+def make_layout(tmp_path, layout):
+    """Real MJPG videos in `layout`; returns (prepare kwargs, expected {split: [(id, class)]})."""
+    root = tmp_path / "root"
+    if layout == "folders":
+        make_folders_dataset(root)
+        return {}, {"train": [("a/item0.avi", "a"), ("a/item1.avi", "a"),
+                              ("b/item0.avi", "b"), ("b/item1.avi", "b")]}
+    if layout == "ucf101":
+        for name in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi",
+                     "HandstandPushups/v_HandStandPushups_g08_c01.avi",
+                     "HandstandPushups/v_HandStandPushups_g01_c01.avi"):
+            write_video(root / name, 9)
+        splits = tmp_path / "splits"
+        write_text(splits / "classInd.txt", "1 ApplyEyeMakeup\n2 HandstandPushups\n", crlf=True)
+        write_text(splits / "trainlist01.txt",
+                   "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+                   "HandstandPushups/v_HandStandPushups_g08_c01.avi 2\n", crlf=True)
+        write_text(splits / "testlist01.txt",
+                   "HandstandPushups/v_HandStandPushups_g01_c01.avi\n", crlf=True)
+        return {"split_dir": str(splits)}, {
+            "train": [("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup"),
+                      ("HandstandPushups/v_HandStandPushups_g08_c01.avi", "HandstandPushups")],
+            "test": [("HandstandPushups/v_HandStandPushups_g01_c01.avi", "HandstandPushups")]}
+    if layout == "hmdb51":
+        for name in ("brush_hair/x_1.avi", "brush_hair/x_2.avi", "ride_bike/y_1.avi"):
+            write_video(root / name, 9)
+        splits = tmp_path / "splits"
+        write_text(splits / "brush_hair_test_split1.txt", "x_1.avi 1 \nx_2.avi 2 \n", crlf=True)
+        write_text(splits / "ride_bike_test_split1.txt", "y_1.avi 1 \n")
+        return {"split_dir": str(splits)}, {
+            "train": [("brush_hair/x_1.avi", "brush_hair"), ("ride_bike/y_1.avi", "ride_bike")],
+            "test": [("brush_hair/x_2.avi", "brush_hair")]}
+    if layout in ("csv", "list"):
+        make_folders_dataset(root, per_class=1)
+        rows = ("v/a/item0.avi,jump\nv/b/item0.avi,run\n" if layout == "csv"
+                else "v/a/item0.avi 1\nv/b/item0.avi 0\n")
+        os.rename(root, tmp_path / "v")
+        os.makedirs(root)
+        os.rename(tmp_path / "v", root / "v")
+        train = write_text(tmp_path / "train.txt", rows, crlf=True)
+        first = "jump" if layout == "csv" else "1"
+        second = "run" if layout == "csv" else "0"
+        return {"lists": {"train": train}}, {
+            "train": [("v/a/item0.avi", first), ("v/b/item0.avi", second)]}
+    write_video(root / "k400/abseiling/abc_000010_000020.avi", 9)
+    write_video(root / "k400/zumba/zzz_000001_000011.mp4", 9)
+    train = write_text(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
+                       "abseiling,abc,10,20,train\nzumba,zzz,1,11,train\n"
+                       "zumba,deleted,0,10,train\n")
+    return {"lists": {"train": train}}, {
+        "train": [("k400/abseiling/abc_000010_000020.avi", "abseiling"),
+                  ("k400/zumba/zzz_000001_000011.mp4", "zumba")]}
+
+
+@pytest.mark.parametrize("layout", ["folders", "ucf101", "hmdb51", "csv", "list", "kinetics"])
+def test_every_layout_prepares_labelled_clips(tmp_path, layout):
+    kwargs, expected = make_layout(tmp_path, layout)
+    manifest = prepare(tmp_path / "root", tmp_path / "out", layout=layout, **kwargs)
+    assert manifest["clip_shape"] == [4, 16, 16, 3]
+    assert set(manifest["splits"]) == set(expected)
+    for split, items in expected.items():
+        on_disk, records = read_records(tmp_path / "out", split)
+        assert on_disk == manifest
+        assert labelled_ids(manifest, records) == items
+        assert manifest["splits"][split]["videos"] == len(items)
+        assert manifest["splits"][split]["clips"] == len(records) == len(items)
+        assert sorted(r["item_index"] for r in records) == list(range(len(items)))
+    if layout == "kinetics":
+        assert manifest["skipped"] == [{"path": "deleted_000000_000010", "split": "train",
+                                        "reason": "missing file (no such clip under the root)"}]
+    else:
+        assert manifest["skipped"] == []
+
+
+@pytest.mark.parametrize("kind", ["avi", "mp4", "frames", "npy"])
+@pytest.mark.parametrize("sampling,stride", [("uniform", 1), ("stride", 3)])
+def test_clips_hold_the_sampled_frames_in_rgb(tmp_path, kind, sampling, stride):
+    make_folders_dataset(tmp_path / "root", classes=("a",), per_class=1, num_frames=11,
+                         kind=kind)
+    manifest = prepare(tmp_path / "root", tmp_path / "out", frames=5, size=8,
+                       clips_per_video=3, sampling=sampling, frame_stride=stride)
+    _, records = read_records(tmp_path / "out", "train")
+    assert [r["clip_index"] for r in records] == [0, 1, 2]
+    clips = np.stack([raw_clip(r, manifest["clip_shape"]) for r in records])
+    assert clips.shape == (3, 5, 8, 8, 3) and clips.dtype == np.uint8
+    expected = sample_frame_indices(11, 5, method=sampling, stride=stride, num_clips=3)
+    np.testing.assert_array_equal(frame_index_of(clips), expected)
+    if kind != "npy":  # the npy fixture codes frames differently; RGB order is for images
+        first_frame = clips[0, 0].reshape(-1, 3).mean(axis=0) if expected[0, 0] == 0 else \
+            None
+        if first_frame is not None:
+            assert first_frame[0] > 200 and first_frame[2] < 30
+
+
+@pytest.mark.parametrize("bands", [1, 3, 10])
+def test_npy_items_keep_their_band_count(tmp_path, bands):
+    for name in ("a/x.npy", "b/y.npy"):
+        write_array(tmp_path / "root" / name, 6, bands)
+    manifest = prepare(tmp_path / "root", tmp_path / "out", frames=3, size=8)
+    assert manifest["clip_shape"] == [3, 8, 8, bands]
+    _, records = read_records(tmp_path / "out", "train")
+    clip = raw_clip(records[0], manifest["clip_shape"])
+    expected_frames = sample_frame_indices(6, 3)[0]
+    np.testing.assert_array_equal(clip[:, 0, 0, :], 12 * expected_frames[:, None]
+                                  + np.arange(bands)[None, :])
+
+
+def test_grey_frame_folders_keep_one_band(tmp_path):
+    write_frame_folder(tmp_path / "root/a/x", 5, grey=True)
+    assert prepare(tmp_path / "root", tmp_path / "out")["clip_shape"] == [4, 16, 16, 1]
+
+
+def test_mixed_band_counts_are_an_error(tmp_path):
+    write_array(tmp_path / "root/a/x.npy", 5, 3)
+    write_array(tmp_path / "root/b/y.npy", 5, 4)
+    with pytest.raises(UserError, match=r"one band count\. Received: band=[34]"):
+        prepare(tmp_path / "root", tmp_path / "out")
+    assert not os.path.exists(tmp_path / "out/manifest.json")
+    assert not [n for n in os.listdir(tmp_path / "out/train") if n.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("encoding,bands,ok", [
+    ("png", 1, True), ("png", 3, True), ("png", 4, True), ("png", 10, False),
+    ("jpeg", 3, True), ("jpeg", 4, False)])
+def test_png_jpeg_only_for_band_counts_the_codec_holds(tmp_path, encoding, bands, ok):
+    write_array(tmp_path / "root/a/x.npy", 5, bands)
+    if not ok:
+        with pytest.raises(UserError, match="--encoding raw"):
+            prepare(tmp_path / "root", tmp_path / "out", encoding=encoding)
+        return
+    manifest = prepare(tmp_path / "root", tmp_path / "out", encoding=encoding)
+    _, records = read_records(tmp_path / "out", "train")
+    assert manifest["encoding"] == encoding and len(records[0]["clip"]) == 4
+
+
+BROKEN = ["zero-byte", "garbage", "truncated"]
+
+
+def make_dataset_with_broken_items(root):
+    make_folders_dataset(root, per_class=1)
+    for kind in BROKEN:
+        write_broken(root / "b" / f"{kind}.mp4", kind)
+    os.makedirs(root / "a" / "empty_folder")
+
+
+def test_broken_items_are_skipped_with_reasons(tmp_path):
+    make_dataset_with_broken_items(tmp_path / "root")
+    manifest = prepare(tmp_path / "root", tmp_path / "out")
+    reasons = {entry["path"]: entry["reason"] for entry in manifest["skipped"]}
+    assert sorted(reasons) == ["a/empty_folder", "b/garbage.mp4", "b/truncated.mp4",
+                               "b/zero-byte.mp4"]
+    assert reasons["b/zero-byte.mp4"] == "zero-byte file"
+    assert manifest["splits"]["train"]["videos"] == 2
+    _, records = read_records(tmp_path / "out", "train")
+    assert labelled_ids(manifest, records) == [("a/item0.avi", "a"), ("b/item0.avi", "b")]
+
+
+def test_strict_makes_a_skip_an_error(tmp_path):
+    make_dataset_with_broken_items(tmp_path / "root")
+    with pytest.raises(UserError, match="--strict"):
+        prepare(tmp_path / "root", tmp_path / "out", strict=True)
+    assert not os.path.exists(tmp_path / "out/manifest.json")
+
+
+def test_strict_kinetics_missing_clip_is_an_error(tmp_path):
+    kwargs, _ = make_layout(tmp_path, "kinetics")
+    with pytest.raises(UserError, match="deleted_000000_000010"):
+        prepare(tmp_path / "root", tmp_path / "out", layout="kinetics", strict=True, **kwargs)
+
+
+def test_nothing_decodes_is_an_error(tmp_path):
+    write_broken(tmp_path / "root/a/x.mp4", "garbage")
+    with pytest.raises(UserError, match="at least one item"):
+        prepare(tmp_path / "root", tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(frames=0), "frames=0"), (dict(size=16, resize_short=8), "resize_short=8"),
+    (dict(encoding="webp"), "encoding='webp'"), (dict(sampling="dense"), "sampling='dense'"),
+    (dict(workers=0), "workers=0"), (dict(clips_per_video=0), "clips_per_video=0")])
+def test_bad_arguments_raise_user_error(tmp_path, kwargs, message):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    with pytest.raises(UserError, match=f"Received: {message}"):
+        prepare(tmp_path / "root", tmp_path / "out", **kwargs)
+
+
+def shard_files(out):
+    return sorted(os.path.relpath(os.path.join(d, n), out)
+                  for d, _, names in os.walk(out) for n in names)
+
+
+def assert_same_prepared(left, right):
+    assert shard_files(left) == shard_files(right)
+    for name in shard_files(left):
+        assert filecmp.cmp(os.path.join(left, name), os.path.join(right, name),
+                           shallow=False), name
+
+
+def test_two_workers_write_the_same_bytes_as_one(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=3)
+    prepare(tmp_path / "root", tmp_path / "one", items_per_shard=2, workers=1)
+    prepare(tmp_path / "root", tmp_path / "two", items_per_shard=2, workers=2)
+    assert_same_prepared(tmp_path / "one", tmp_path / "two")
+
+
+def test_rerun_redoes_only_missing_shards_and_removes_temporary_files(tmp_path, caplog):
+    make_folders_dataset(tmp_path / "root", per_class=3)
+    prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=2)
+    prepare(tmp_path / "root", tmp_path / "out", items_per_shard=2)
+    os.remove(tmp_path / "out/train/shard-00001-of-00003.tfrecord")
+    os.remove(tmp_path / "out/train/shard-00002-of-00003.json")
+    with open(tmp_path / "out/train/shard-00001-of-00003.tfrecord.tmp", "wb") as file:
+        file.write(b"half a shard")
+    caplog.set_level("INFO")
+    prepare(tmp_path / "root", tmp_path / "out", items_per_shard=2)
+    assert "1 of 3 shard(s) reused" in caplog.text
+    assert_same_prepared(tmp_path / "clean", tmp_path / "out")
+
+
+def test_rerun_with_other_parameters_replaces_every_shard(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=3)
+    prepare(tmp_path / "root", tmp_path / "out", items_per_shard=2)
+    manifest = prepare(tmp_path / "root", tmp_path / "out", items_per_shard=4, size=8)
+    prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=4, size=8)
+    assert manifest["clip_shape"] == [4, 8, 8, 3]
+    assert_same_prepared(tmp_path / "clean", tmp_path / "out")
+
+
+def run_cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "data_prep", *map(str, args)], cwd=REPO,
+                          env=env, capture_output=True, text=True, **kwargs)
+
+
+def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=6, num_frames=12)
+    arguments = ["prepare", "--layout", "folders", "--root", tmp_path / "root", "--frames", 4,
+                 "--size", 16, "--items-per-shard", 1, "--workers", 1, "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    # A slow run (one item per shard) we can kill once a few shards are published.
+    process = subprocess.Popen([sys.executable, "-m", "data_prep", *map(str, arguments),
+                                "--out", str(tmp_path / "out")], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    split_dir = tmp_path / "out" / "train"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if os.path.isdir(split_dir) and len([n for n in os.listdir(split_dir)
+                                             if n.endswith(".json")]) >= 2:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(tmp_path / "out/manifest.json"), "killed too late to test"
+    result = run_cli(*arguments, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "shard(s) reused" in result.stderr
+    prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
+    assert_same_prepared(tmp_path / "clean", tmp_path / "out")
+    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+
+
+def test_cli_config_section_and_flags(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    config = write_text(tmp_path / "experiment.yaml",
+                        f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n"
+                        f"  prepared_dir: {tmp_path / 'out'}\n  frames: 3\n  size: 8\n"
+                        "  workers: 1\n  train_split: train\n")
+    result = run_cli("prepare", "--config", config, "--size", 12, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out/manifest.json") as file:
+        assert json.load(file)["clip_shape"] == [3, 12, 12, 3]
+    assert "frames/s" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "missing", "bad-flag", "no-root"])
+def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    entry = {"dotdot": "../outside/a.avi", "absolute": "/etc/passwd",
+             "missing": "a/absent.avi"}.get(case, "a/item0.avi")
+    listing = write_text(tmp_path / "train.csv", f"{entry},a\n")
+    arguments = ["prepare", "--layout", "csv", "--root", tmp_path / "root", "--list",
+                 f"train={listing}", "--out", tmp_path / "out", "--frames", 4, "--size", 8]
+    if case == "bad-flag":
+        arguments += ["--sampling", "dense"]
+    if case == "no-root":
+        arguments[arguments.index("--root") + 1] = tmp_path / "absent"
+    result = run_cli(*arguments)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    if case in ("dotdot", "absolute", "missing"):
+        assert entry in lines[0]
+
+
+def test_workers_never_import_tensorflow():
+    code = ("import sys, data_prep, data_prep.prepare, data_prep.decode, data_prep.sources; "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+def test_h264_and_ffv1_videos_prepare(tmp_path):
+    write_video(tmp_path / "root/a/x.h264.mp4", 9)
+    write_video(tmp_path / "root/b/y.mkv", 9)
+    manifest = prepare(tmp_path / "root", tmp_path / "out")
+    assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []

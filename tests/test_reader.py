@@ -1,0 +1,118 @@
+"""Tests for data_prep.reader: read_manifest and load_split on shards prepare wrote."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_prep
+from data_prep.errors import UserError
+from data_prep.prepare import prepare_dataset
+from data_prep.sampling import sample_frame_indices
+from video_fixtures import frame_index_of, make_folders_dataset, raw_clip, read_records
+
+CLIPS = 3
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """5 items (2 classes), 3 clips each, two items per shard; one raw, one png copy."""
+    root = tmp_path_factory.mktemp("root")
+    make_folders_dataset(root, classes=("a", "b"), per_class=3, num_frames=9)
+    os.remove(os.path.join(str(root), "b", "item2.avi"))
+    outs = {}
+    for encoding in ("raw", "png"):
+        out = str(tmp_path_factory.mktemp(encoding))
+        prepare_dataset("folders", str(root), out, 4, 8, clips_per_video=CLIPS,
+                        encoding=encoding, workers=1, show_progress=False, items_per_shard=2)
+        outs[encoding] = out
+    return outs
+
+
+def as_numpy(dataset):
+    return [tuple(part.numpy() for part in element) for element in dataset]
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+def test_all_clips_in_record_order_with_labels(prepared, encoding):
+    manifest, records = read_records(prepared[encoding], "train")
+    dataset = data_prep.load_split(prepared[encoding], "train", num_parallel_reads=1)
+    assert dataset.element_spec == (tf.TensorSpec((4, 8, 8, 3), tf.uint8),
+                                    tf.TensorSpec((), tf.int32))
+    elements = as_numpy(dataset)
+    assert len(elements) == len(records) == 5 * CLIPS
+    reference = raw_clip(records[0], manifest["clip_shape"]) if encoding == "raw" else None
+    for (clip, label), record in zip(elements, records):
+        assert label == record["label"] and clip.dtype == np.uint8
+        expected = sample_frame_indices(9 + int(record["item_id"][-5]), 4,
+                                        num_clips=CLIPS)[record["clip_index"]]
+        np.testing.assert_array_equal(frame_index_of(clip), expected)
+        assert clip[0, ..., 0].min() > 200  # red channel first: RGB order survives
+    if reference is not None:
+        np.testing.assert_array_equal(elements[0][0], reference)
+
+
+def test_with_item_index_groups_the_clips_of_each_item(prepared):
+    elements = as_numpy(data_prep.load_split(prepared["raw"], "train", with_item_index=True))
+    by_item = {}
+    for _, label, item_index in elements:
+        by_item.setdefault(int(item_index), set()).add(int(label))
+    assert sorted(by_item) == list(range(5))
+    assert all(len(labels) == 1 for labels in by_item.values())
+    counts = np.bincount([int(index) for _, _, index in elements])
+    assert list(counts) == [CLIPS] * 5
+
+
+def test_random_selection_gives_one_clip_per_item_redrawn_each_epoch(prepared):
+    dataset = data_prep.load_split(prepared["raw"], "train", clip_selection="random", seed=3,
+                                   with_item_index=True)
+    epochs = []
+    for _ in range(4):
+        elements = as_numpy(dataset)
+        assert sorted(int(index) for _, _, index in elements) == list(range(5))
+        # Which stored clip: its first frame index tells (clips interleave in time).
+        epochs.append(tuple(int(frame_index_of(clip)[0]) for clip, _, _ in elements))
+    assert len(set(epochs)) > 1, "the same clips every epoch"
+    again = data_prep.load_split(prepared["raw"], "train", clip_selection="random", seed=3,
+                                 with_item_index=True)
+    first = tuple(int(frame_index_of(clip)[0]) for clip, _, _ in as_numpy(again))
+    assert first == epochs[0], "a seed must fix the draws"
+
+
+def test_shuffled_shards_still_hold_every_clip(prepared):
+    dataset = data_prep.load_split(prepared["raw"], "train", shuffle_shards=True, seed=0,
+                                   with_item_index=True)
+    assert sorted(int(index) for *_, index in as_numpy(dataset)) == \
+        sorted(list(range(5)) * CLIPS)
+
+
+def test_reader_works_inside_a_batched_pipeline(prepared):
+    dataset = data_prep.load_split(prepared["png"], "train", clip_selection="random", seed=0)
+    clips, labels = next(iter(dataset.batch(4)))
+    assert clips.shape == (4, 4, 8, 8, 3) and labels.dtype == tf.int32
+
+
+def test_read_manifest_returns_the_manifest(prepared):
+    manifest = data_prep.read_manifest(prepared["raw"])
+    assert manifest["classes"] == ["a", "b"] and manifest["splits"]["train"]["videos"] == 5
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "manifest.json"), ("{not json", "readable JSON"), ('{"classes": []}', "missing="),
+    (json.dumps({"format_version": 9, "classes": [], "clip_shape": [1, 1, 1, 1],
+                 "encoding": "raw", "clips_per_video": 1, "splits": {}}), "format_version=9")])
+def test_bad_manifest_is_a_user_error(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(UserError, match=message):
+        data_prep.read_manifest(str(tmp_path))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(split="validation"), "split='validation'"),
+    (dict(split="train", clip_selection="first"), "clip_selection='first'")])
+def test_bad_arguments_are_user_errors(prepared, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        data_prep.load_split(prepared["raw"], **kwargs)
