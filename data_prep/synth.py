@@ -206,9 +206,10 @@ def draw_appearance(rng, frame_size):
         stripe_period=float(rng.uniform(0.45, 0.8)),
         stripe_angle=float(rng.uniform(0, np.pi)),
         marker=(0.35 * math.cos(marker_angle), 0.2 * math.sin(marker_angle)),
-        # Inside the frame at the start, so the first frame is the same for every class.
-        center=(float(rng.uniform(radius + 1, width - radius - 1)),
-                float(rng.uniform(radius + 1, height - radius - 1))),
+        # Inside the frame at the start (2 pixels spare for anti-aliasing), so the first
+        # frame is the same for every class, wrapping or not.
+        center=(float(rng.uniform(radius + 2, width - radius - 2)),
+                float(rng.uniform(radius + 2, height - radius - 2))),
         radius=radius,
         angle=float(rng.uniform(0, 360)),
         amount=float(rng.uniform(0, 1)),
@@ -250,13 +251,11 @@ def pose_at(appearance, motion, progress, frame_size):
     return float(x), float(y), float(angle), float(radius)
 
 
-def _to_nearest_copy(delta, period):
-    delta = np.where(delta > period / 2, delta - period, delta)
-    return np.where(delta < -period / 2, delta + period, delta)
-
-
 def render_frame(appearance, pose, frame_index, wrap):
     """Renders one RGB frame: the shape at `pose` over the background, plus sensor noise.
+
+    The shape is rendered on a small patch around it and pasted into the frame; with
+    `wrap`, patch pixels past an edge land on the opposite side.
 
     Args:
         appearance: an `Appearance`.
@@ -275,32 +274,26 @@ def render_frame(appearance, pose, frame_index, wrap):
         x, y = x % width, y % height
     angle = math.radians(angle_degrees)
     cos_a, sin_a = math.cos(angle), math.sin(angle)
+    # The outline lies inside the unit circle: a patch of radius + 1 pixel holds it all.
+    left, top = math.floor(x - radius) - 1, math.floor(y - radius) - 1
+    patch_size = math.ceil(2 * radius) + 3
 
-    # Coverage mask: the outline polygon, anti-aliased, at 1/16 pixel precision, plus its
-    # copies one frame away on each side when wrapping (cv2 clips what falls outside).
+    # Coverage: the outline polygon, anti-aliased, at 1/16 pixel precision.
     unit = appearance.outline
     points = np.stack(
-        [x + radius * (cos_a * unit[:, 0] - sin_a * unit[:, 1]),
-         y + radius * (sin_a * unit[:, 0] + cos_a * unit[:, 1])],
+        [x - left + radius * (cos_a * unit[:, 0] - sin_a * unit[:, 1]),
+         y - top + radius * (sin_a * unit[:, 0] + cos_a * unit[:, 1])],
         axis=1,
     )
-    offsets = [(0, 0)]
-    if wrap:
-        offsets = [(ox, oy) for ox in (-width, 0, width) for oy in (-height, 0, height)]
-    polygons = [np.round((points + offset) * 16).astype(np.int32) for offset in offsets]
-    mask = np.zeros((height, width), np.uint8)
-    for polygon in polygons:
-        cv2.fillPoly(mask, [polygon], 255, lineType=cv2.LINE_AA, shift=4)
+    mask = np.zeros((patch_size, patch_size), np.uint8)
+    cv2.fillPoly(mask, [np.round(points * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
     coverage = mask.astype(np.float32)[..., None] / 255.0
 
     # Texture evaluated in the shape's own coordinates, so it turns and scales with it;
     # smooth stripes (a clipped sine) do not alias when the shape is small.
-    grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float64)
-    delta_x, delta_y = grid_x + 0.5 - x, grid_y + 0.5 - y
-    if wrap:  # relative to the nearest copy; values already in range stay bit-identical
-        delta_x = _to_nearest_copy(delta_x, width)
-        delta_y = _to_nearest_copy(delta_y, height)
-    rel_x, rel_y = delta_x / radius, delta_y / radius
+    offsets = np.arange(patch_size, dtype=np.float64) + 0.5
+    rel_x = (left + offsets[None, :] - x) / radius
+    rel_y = (top + offsets[:, None] - y) / radius
     u = cos_a * rel_x + sin_a * rel_y
     v = -sin_a * rel_x + cos_a * rel_y
     phase = u * math.cos(appearance.stripe_angle) + v * math.sin(appearance.stripe_angle)
@@ -309,11 +302,24 @@ def render_frame(appearance, pose, frame_index, wrap):
     texture = mix * first + (1 - mix) * second
     marker_distance = np.hypot(u - appearance.marker[0], v - appearance.marker[1])
     marker = np.clip((0.22 - marker_distance) * radius + 0.5, 0, 1)[..., None]
-    texture = texture * (1 - marker) + marker * (0.25 * second)
+    texture = (texture * (1 - marker) + marker * (0.25 * second)).astype(np.float32)
 
-    frame = background.astype(np.float32) * (1 - coverage) + texture * coverage
+    rows = np.arange(top, top + patch_size)
+    cols = np.arange(left, left + patch_size)
+    if wrap:
+        keep_rows, keep_cols = slice(None), slice(None)
+        rows, cols = rows % height, cols % width
+    else:
+        keep_rows, keep_cols = (rows >= 0) & (rows < height), (cols >= 0) & (cols < width)
+        rows, cols = rows[keep_rows], cols[keep_cols]
+    frame = background.astype(np.float32)
+    region = np.ix_(rows, cols)
+    patch_coverage = coverage[keep_rows][:, keep_cols]
+    frame[region] = (
+        frame[region] * (1 - patch_coverage) + texture[keep_rows][:, keep_cols] * patch_coverage
+    )
     noise_rng = np.random.default_rng([appearance.noise_seed, frame_index])
-    frame += noise_rng.normal(0.0, 2.0, size=frame.shape).astype(np.float32)
+    frame += noise_rng.standard_normal(size=frame.shape, dtype=np.float32) * 2.0
     return np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
@@ -395,7 +401,7 @@ def generate_dataset(
     out,
     *,
     seed=0,
-    videos_per_class=48,
+    videos_per_class=60,
     num_frames=32,
     frame_size=(64, 64),
     test_fraction=0.25,
@@ -485,7 +491,7 @@ def generate_dataset(
     for split, split_rows in rows.items():
         _write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
     seconds = time.perf_counter() - start
-    logger.info("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
+    logger.debug("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
     return {
         "out": str(out),
         "classes": list(CLASSES),
@@ -530,7 +536,7 @@ def register(subparsers):
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--videos-per-class", type=int, default=48, help="videos per class")
+    parser.add_argument("--videos-per-class", type=int, default=60, help="videos per class")
     parser.add_argument("--frames", type=int, default=32, help="frames per video")
     parser.add_argument("--size", default="64x64", help="frame size WxH (both even)")
     parser.add_argument(

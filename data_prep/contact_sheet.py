@@ -1,0 +1,302 @@
+"""`inspect`: what a prepared dataset holds, in words and as a contact-sheet PNG.
+
+The summary comes from `manifest.json`; the contact sheet shows a few clips per class, one
+row of frames per clip, read through `data_prep.reader.load_split` (the same reader
+training uses), so what the sheet shows is what the model will see.
+
+    python -m data_prep inspect data/prepared                 # writes data/prepared/contact_sheet.png
+    python -m data_prep inspect data/prepared --split test --out sheet.png
+"""
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data_prep.errors import UserError
+from data_prep.reader import load_split, read_manifest
+
+logger = logging.getLogger(__name__)
+
+LABEL_WIDTH = 150
+HEADER_HEIGHT = 40
+GAP = 2
+BACKGROUND = (32, 32, 32)
+TEXT = (235, 235, 235)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Frames are scaled so that a tile's height falls in this range (pixels).
+TILE_HEIGHT_RANGE = (64, 128)
+MAX_SHARDS_READ_AT_ONCE = 64
+
+
+def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_names=20):
+    """The manifest as a few lines of text for a person.
+
+    Args:
+        manifest: dict, as read by `data_prep.reader.read_manifest`.
+        prepared_dir: the directory it was read from (only printed).
+        max_skipped: int, how many skipped items to list with their reasons.
+        max_class_names: int, how many class names to list.
+
+    Returns:
+        str, lines separated by newlines, no trailing newline.
+    """
+    classes = manifest["classes"]
+    frames, height, width, bands = manifest["clip_shape"]
+    names = ", ".join(classes[:max_class_names])
+    if len(classes) > max_class_names:
+        names += f", ... ({len(classes) - max_class_names} more)"
+    lines = [
+        f"prepared dataset: {prepared_dir}",
+        f"classes ({len(classes)}): {names}",
+        f"clip_shape: [{frames}, {height}, {width}, {bands}] (frames, height, width, band), "
+        f"encoding {manifest['encoding']}, {manifest['clips_per_video']} clip(s) per video",
+    ]
+    sampling, resize = manifest.get("sampling"), manifest.get("resize")
+    if sampling:
+        lines.append("sampling: " + ", ".join(f"{k}={v}" for k, v in sampling.items()))
+    if resize:
+        lines.append("resize: " + ", ".join(f"{k}={v}" for k, v in resize.items()))
+    splits = manifest["splits"]
+    name_width = max([len("split")] + [len(name) for name in splits])
+    lines.append(f"{'split':<{name_width}}  {'videos':>7}  {'clips':>7}  {'shards':>6}")
+    for name, split in splits.items():
+        lines.append(
+            f"{name:<{name_width}}  {split['videos']:>7}  {split['clips']:>7}  "
+            f"{len(split['shards']):>6}"
+        )
+    skipped = manifest.get("skipped", [])
+    lines.append(f"skipped: {len(skipped)}")
+    for entry in skipped[:max_skipped]:
+        lines.append(f"  {entry['path']}: {entry['reason']}")
+    if len(skipped) > max_skipped:
+        lines.append(f"  ... and {len(skipped) - max_skipped} more (see manifest.json)")
+    return "\n".join(lines)
+
+
+def band_view(clip):
+    """Makes a (F, H, W, band) clip displayable as RGB.
+
+    Returns:
+        `(frames, note)`: uint8 (F, H, W, 3) RGB, and a str saying which bands are shown
+        when that is not simply RGB or grey (else None).
+    """
+    bands = clip.shape[-1]
+    if bands == 3:
+        return clip, None
+    if bands == 1:
+        return np.repeat(clip, 3, axis=-1), None
+    if bands > 3:
+        return clip[..., :3], f"showing bands 0-2 of {bands} as RGB"
+    return np.repeat(clip[..., :1], 3, axis=-1), f"showing band 0 of {bands} as grey"
+
+
+def collect_examples(prepared_dir, split, clips_per_class, num_classes):
+    """The first clip of up to `clips_per_class` items of each of the first `num_classes`.
+
+    Reads shards round-robin so that, in a dataset stored class by class, every class
+    turns up early and reading stops long before the end.
+
+    Returns:
+        dict label -> list of `(item_index, clip uint8 (F, H, W, band))`.
+    """
+    manifest = read_manifest(prepared_dir)
+    num_shards = len(manifest["splits"][split]["shards"])
+    dataset = load_split(
+        prepared_dir,
+        split,
+        with_item_index=True,
+        num_parallel_reads=max(1, min(num_shards, MAX_SHARDS_READ_AT_ONCE)),
+    )
+    examples = {label: [] for label in range(num_classes)}
+    seen_items = set()
+    missing = num_classes * clips_per_class
+    for clip, label, item_index in dataset.as_numpy_iterator():
+        label, item_index = int(label), int(item_index)
+        if label >= num_classes or item_index in seen_items:
+            continue
+        if len(examples[label]) < clips_per_class:
+            seen_items.add(item_index)
+            examples[label].append((item_index, clip))
+            missing -= 1
+            if missing == 0:
+                break
+    return examples
+
+
+def _frame_indices(num_frames, max_frames):
+    if num_frames <= max_frames:
+        return np.arange(num_frames)
+    return np.round(np.linspace(0, num_frames - 1, max_frames)).astype(int)
+
+
+def _tile_size(height, width):
+    low, high = TILE_HEIGHT_RANGE
+    if height < low:
+        scale = -(-low // height)  # whole multiples keep small frames' pixels crisp
+    elif height > high:
+        scale = high / height
+    else:
+        scale = 1
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=""):
+    """Draws the contact sheet: per class, one row of frames per clip.
+
+    Args:
+        examples: dict label -> list of `(item_index, clip uint8 (F, H, W, band))`.
+        classes: list of class names, index = label.
+        clip_shape: `[F, H, W, band]`.
+        max_frames: int, at most this many frames per row, evenly spaced in time.
+        title: str, drawn in the header.
+
+    Returns:
+        `(image, note)`: uint8 (height, width, 3) RGB image and the band note (or None).
+    """
+    num_frames, height, width, bands = clip_shape
+    frame_indices = _frame_indices(num_frames, max_frames)
+    tile_h, tile_w = _tile_size(height, width)
+    rows = [(label, item, clip) for label in sorted(examples) for item, clip in examples[label]]
+    sheet_h = HEADER_HEIGHT + len(rows) * (tile_h + GAP)
+    sheet_w = LABEL_WIDTH + len(frame_indices) * (tile_w + GAP)
+    sheet = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
+    note = None
+    previous_label = None
+    for row, (label, item_index, clip) in enumerate(rows):
+        top = HEADER_HEIGHT + row * (tile_h + GAP)
+        frames, note = band_view(np.asarray(clip))
+        for column, frame_index in enumerate(frame_indices):
+            interpolation = cv2.INTER_NEAREST if tile_h >= height else cv2.INTER_AREA
+            tile = cv2.resize(frames[frame_index], (tile_w, tile_h), interpolation=interpolation)
+            left = LABEL_WIDTH + column * (tile_w + GAP)
+            sheet[top:top + tile_h, left:left + tile_w] = tile
+        if label != previous_label:
+            cv2.line(sheet, (0, top - 1), (sheet_w, top - 1), (90, 90, 90), 1)
+            _put_text(sheet, classes[label], (6, top + 16), 0.45, max_width=LABEL_WIDTH - 10)
+            previous_label = label
+        _put_text(sheet, f"item {item_index}", (6, top + 34), 0.38, max_width=LABEL_WIDTH - 10)
+    header = title if note is None else f"{title}   ({note})"
+    _put_text(sheet, header, (6, 16), 0.45)
+    shown = f"frames {', '.join(str(i) for i in frame_indices)} of {num_frames}"
+    _put_text(sheet, shown, (6, 33), 0.38)
+    return sheet, note
+
+
+def _put_text(image, text, origin, scale, max_width=None):
+    """Draws one line of text; with `max_width`, cut to fit (a long class name must not
+    run over the frames)."""
+    if max_width is not None:
+        while len(text) > 1 and cv2.getTextSize(text, FONT, scale, 1)[0][0] > max_width:
+            text = text[:-2] + "~"
+    cv2.putText(image, text, origin, FONT, scale, TEXT, 1, cv2.LINE_AA)
+
+
+def write_contact_sheet(
+    prepared_dir, out_path=None, *, split=None, clips_per_class=3, max_frames=16, max_classes=20
+):
+    """Writes a contact-sheet PNG of a prepared dataset.
+
+    Args:
+        prepared_dir: a directory written by `python -m data_prep prepare`.
+        out_path: PNG path; defaults to `prepared_dir/contact_sheet.png`.
+        split: split to show; defaults to `train` if present, else the first split.
+        clips_per_class: int, clips (each from a different item) shown per class.
+        max_frames: int, frames per row at most, evenly spaced in time.
+        max_classes: int, classes shown at most (the first ones by label).
+
+    Returns:
+        dict: `path`, `split`, `size` (width, height), `classes_shown`, `clips_shown`,
+        `frames_per_row`, `note` (which bands are shown, or None).
+
+    Raises:
+        UserError: no manifest, an unknown or empty split, or bad counts.
+    """
+    for name, value in (("clips_per_class", clips_per_class), ("max_frames", max_frames),
+                        ("max_classes", max_classes)):
+        if int(value) < 1:
+            raise UserError(f"Expected `{name}` to be at least 1. Received: {name}={value}")
+    manifest = read_manifest(prepared_dir)
+    splits = manifest["splits"]
+    if split is None:
+        split = "train" if "train" in splits else next(iter(splits), None)
+    if split not in splits:
+        raise UserError(
+            f"Expected a split among {sorted(splits)} in {prepared_dir}. Received: split={split!r}"
+        )
+    if splits[split]["clips"] == 0:
+        raise UserError(
+            f"Expected split {split!r} of {prepared_dir} to hold clips; it has none "
+            f"(see `skipped` in its manifest.json). Received: split={split!r}"
+        )
+    classes = manifest["classes"]
+    num_classes = min(len(classes), int(max_classes))
+    examples = collect_examples(prepared_dir, split, int(clips_per_class), num_classes)
+    title = f"{Path(prepared_dir).name or prepared_dir} / {split}"
+    if num_classes < len(classes):
+        title += f"   first {num_classes} of {len(classes)} classes"
+    image, note = render_contact_sheet(
+        examples, classes, manifest["clip_shape"], max_frames=int(max_frames), title=title
+    )
+    out_path = Path(out_path) if out_path is not None else Path(prepared_dir) / "contact_sheet.png"
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} PNG")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    temp_path = out_path.with_name(".tmp-" + out_path.name)
+    temp_path.write_bytes(encoded.tobytes())
+    os.replace(temp_path, out_path)
+    logger.debug("contact sheet %s: %s", out_path, image.shape)
+    return {
+        "path": str(out_path),
+        "split": split,
+        "size": (image.shape[1], image.shape[0]),
+        "classes_shown": sum(1 for clips in examples.values() if clips),
+        "clips_shown": sum(len(clips) for clips in examples.values()),
+        "frames_per_row": len(_frame_indices(manifest["clip_shape"][0], int(max_frames))),
+        "note": note,
+    }
+
+
+def _run(args):
+    manifest = read_manifest(args.prepared_dir)
+    print(format_manifest_summary(manifest, args.prepared_dir))
+    sheet = write_contact_sheet(
+        args.prepared_dir,
+        args.out,
+        split=args.split,
+        clips_per_class=args.clips_per_class,
+        max_frames=args.max_frames,
+        max_classes=args.max_classes,
+    )
+    if sheet["note"]:
+        print(f"note: {sheet['note']}")
+    width, height = sheet["size"]
+    print(
+        f"contact sheet: {sheet['path']} ({width}x{height}; split {sheet['split']}, "
+        f"{sheet['classes_shown']} classes, {sheet['clips_shown']} clips, "
+        f"{sheet['frames_per_row']} frames per clip)"
+    )
+    return 0
+
+
+def register(subparsers):
+    """Adds the `inspect` sub-command to an argparse `subparsers` object."""
+    parser = subparsers.add_parser(
+        "inspect",
+        help="print a prepared dataset's summary and write a contact-sheet PNG",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("prepared_dir", metavar="DIR", help="a directory written by `prepare`")
+    parser.add_argument("--out", default=None,
+                        help="PNG path (default: DIR/contact_sheet.png)")
+    parser.add_argument("--split", default=None, help="split to show (default: train, else the first)")
+    parser.add_argument("--clips-per-class", type=int, default=3, help="clips shown per class")
+    parser.add_argument("--max-frames", type=int, default=16, help="frames per clip row at most")
+    parser.add_argument("--max-classes", type=int, default=20, help="classes shown at most")
+    parser.set_defaults(func=_run)
+    return parser
