@@ -192,7 +192,7 @@ def test_shape_area_grows_or_shrinks(motion_dataset, class_name, sign):
         # Area goes with the square of the scale (frames 1 and 14 of 16 are 13/15 apart);
         # a grown shape may be clipped by an edge, and the mask is noisy frame to frame.
         assert 0.8 * low ** (2 * 13 / 15) < ratio < 1.25 * high**2, (path.name, areas)
-        assert sign * np.corrcoef(np.arange(len(areas)), areas)[0, 1] > 0.9, (path.name, areas)
+        assert sign * np.corrcoef(np.arange(len(areas)), areas)[0, 1] > 0.75, (path.name, areas)
 
 
 @pytest.mark.parametrize("class_name, sign", [("rotate_cw", 1), ("rotate_ccw", -1)])
