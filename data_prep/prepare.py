@@ -400,6 +400,8 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                               desc="prepare", disable=not show_progress, leave=False)}
     workers_used = min(workers, max(1, sum(len(plan.items) for plan in pending)))
     quiet_video_logs()
+    import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
+
     start = time.perf_counter()
     redo_task = functools.partial(_task_for_item, frames=frames, size=size,
                                   resize_short=resize_short, sampling=sampling,
