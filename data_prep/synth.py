@@ -444,10 +444,13 @@ def generate_dataset(
     if parameters_path.exists():
         previous = json.loads(parameters_path.read_text())
         if previous != parameters:
+            keys = [key for key in parameters if previous.get(key) != parameters[key]]
+            made = ", ".join(f"{key}={previous.get(key)}" for key in keys)
+            asked = ", ".join(f"{key}={parameters[key]}" for key in keys)
             raise UserError(
                 f"Expected {out} to be empty or to hold a synthetic dataset made with the same "
-                f"parameters ({PARAMETERS_FILE} records {previous}); delete it or choose another "
-                f"directory. Received: {parameters}"
+                f"parameters, but its {PARAMETERS_FILE} says {made}; delete it or choose "
+                f"another directory. Received: {asked}"
             )
     else:
         _write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
