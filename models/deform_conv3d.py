@@ -183,8 +183,11 @@ def _sample_point(geometry, input_rows, corners):
 
 
 def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
-    """Loop over kernel points: sample (B, D', H', W', C), matmul with kernel[k], add."""
-    coord_dtype = inputs.dtype
+    """Loop over kernel points: sample (B, D', H', W', C), matmul with kernel[k], add.
+
+    Only one kernel point's samples are alive at a time.
+    """
+    dtype = inputs.dtype
     input_rows = tf.reshape(inputs, (-1, geometry.group_channels))
     kernel_points = tf.reshape(
         kernel, (geometry.num_points, geometry.in_channels, geometry.filters)
@@ -192,7 +195,7 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
 
     def body(point, outputs):
         corners = _point_corners(
-            geometry, _point_offsets(geometry, offsets, point), point, coord_dtype
+            geometry, _point_offsets(geometry, offsets, point), point, dtype
         )
         sample = _sample_point(geometry, input_rows, corners)
         if mask is not None:
@@ -200,7 +203,7 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
         sample = tf.reshape(sample, (geometry.num_outputs, geometry.in_channels))
         return point + 1, outputs + tf.matmul(sample, kernel_points[point])
 
-    outputs = tf.zeros((geometry.num_outputs, geometry.filters), coord_dtype)
+    outputs = tf.zeros((geometry.num_outputs, geometry.filters), dtype)
     _, outputs = tf.while_loop(
         lambda point, _: point < geometry.num_points,
         body,
@@ -208,6 +211,116 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
         parallel_iterations=1,
     )
     return outputs
+
+
+def _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_outputs):
+    """Gradients w.r.t. inputs, offsets, kernel and mask, one kernel point at a time.
+
+    The samples of each kernel point are gathered again here rather than kept from the
+    forward pass: that is the memory bound (one point's samples alive, not all K).
+    """
+    dtype = inputs.dtype
+    input_rows = tf.reshape(inputs, (-1, geometry.group_channels))
+    kernel_points = tf.reshape(
+        kernel, (geometry.num_points, geometry.in_channels, geometry.filters)
+    )
+    grad_out = tf.reshape(grad_outputs, (geometry.num_outputs, geometry.filters))
+    group_shape = (geometry.batch, *geometry.out_sizes, geometry.num_groups,
+                   geometry.group_channels)
+    num_points = geometry.num_points
+
+    def body(point, grad_rows, grad_kernel, grad_offsets, grad_mask):
+        corners = _point_corners(
+            geometry, _point_offsets(geometry, offsets, point), point, dtype
+        )
+        grad_sample = tf.reshape(
+            tf.matmul(grad_out, kernel_points[point], transpose_b=True), group_shape
+        )
+        if mask is not None:
+            mask_point = tf.gather(mask, point, axis=5)[..., None]
+            grad_masked = grad_sample * mask_point
+        else:
+            grad_masked = grad_sample
+        sample = None
+        coord_grads = [None, None, None]
+        for rows, weight, weight_grads in corners:
+            values = tf.gather(input_rows, rows)
+            term = values * weight[..., None]
+            sample = term if sample is None else sample + term
+            grad_rows = tf.tensor_scatter_nd_add(
+                grad_rows, rows[..., None], grad_masked * weight[..., None]
+            )
+            value_grad = tf.reduce_sum(grad_masked * values, axis=-1)
+            for axis in range(3):
+                term = value_grad * weight_grads[axis]
+                coord_grads[axis] = (
+                    term if coord_grads[axis] is None else coord_grads[axis] + term
+                )
+        grad_offsets = grad_offsets.write(point, tf.stack(coord_grads, axis=-1))
+        if mask is not None:
+            grad_mask = grad_mask.write(point, tf.reduce_sum(grad_sample * sample, -1))
+            sample = sample * mask_point
+        sample = tf.reshape(sample, (geometry.num_outputs, geometry.in_channels))
+        grad_kernel = grad_kernel.write(
+            point, tf.matmul(sample, grad_out, transpose_a=True)
+        )
+        return point + 1, grad_rows, grad_kernel, grad_offsets, grad_mask
+
+    loop_vars = (
+        tf.constant(0),
+        tf.zeros_like(input_rows),
+        tf.TensorArray(dtype, size=num_points),
+        tf.TensorArray(dtype, size=num_points),
+        tf.TensorArray(dtype, size=num_points if mask is not None else 1),
+    )
+    _, grad_rows, grad_kernel, grad_offsets, grad_mask = tf.while_loop(
+        lambda point, *_: point < num_points, body, loop_vars, parallel_iterations=1
+    )
+    grad_inputs = tf.reshape(grad_rows, tf.shape(inputs))
+    grad_kernel = tf.reshape(grad_kernel.stack(), tf.shape(kernel))
+    # (K, B, D', H', W', G, 3) -> (B, D', H', W', G, K, 3), the offsets' layout.
+    grad_offsets = tf.transpose(grad_offsets.stack(), (1, 2, 3, 4, 5, 0, 6))
+    if mask is None:
+        return grad_inputs, grad_offsets, grad_kernel, None
+    grad_mask = tf.transpose(grad_mask.stack(), (1, 2, 3, 4, 5, 0))
+    return grad_inputs, grad_offsets, grad_kernel, grad_mask
+
+
+def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args):
+    """The op on (B,D,H,W,C), (B,D',H',W',G,K,3), kernel, (B,D',H',W',G,K) tensors.
+
+    Its gradient is written by hand (see `_deform_conv3d_backward`) so that autodiff
+    does not keep every kernel point's samples for the backward pass.
+    """
+    if mask is None:
+
+        @tf.custom_gradient
+        def op(inputs, offsets, kernel):
+            geometry = _Geometry(inputs, *geometry_args)
+            outputs = _deform_conv3d_forward(inputs, offsets, kernel, None, geometry)
+
+            def grad(grad_outputs):
+                return _deform_conv3d_backward(
+                    inputs, offsets, kernel, None, geometry, grad_outputs
+                )[:3]
+
+            return outputs, grad
+
+        return op(inputs, offsets, kernel)
+
+    @tf.custom_gradient
+    def masked_op(inputs, offsets, kernel, mask):
+        geometry = _Geometry(inputs, *geometry_args)
+        outputs = _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry)
+
+        def grad(grad_outputs):
+            return _deform_conv3d_backward(
+                inputs, offsets, kernel, mask, geometry, grad_outputs
+            )
+
+        return outputs, grad
+
+    return masked_op(inputs, offsets, kernel, mask)
 
 
 def deform_conv3d(
@@ -293,7 +406,8 @@ def deform_conv3d(
     if mask is not None:
         mask = tf.reshape(tf.cast(mask, compute_dtype), (*out_shape, num_groups, num_points))
 
-    outputs = _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry)
+    geometry_args = (kernel_shape, num_groups, strides, padding, dilation_rate)
+    outputs = _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args)
     outputs = tf.reshape(outputs, (*out_shape, geometry.filters))
     outputs.set_shape(_static_output_shape(inputs.shape, kernel_shape, strides, padding,
                                            dilation_rate))
