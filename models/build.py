@@ -9,10 +9,13 @@ import logging
 
 import keras
 
+from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
+from models.c3d import c3d
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, _per_band, default_mean_std
 from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
 from models.small3d import small3d
+from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,10 @@ class _Architecture:
 ARCHITECTURES = {
     "small3d": _Architecture(small3d, 0.2, SMALL3D_NUM_GROUPS),
     "frames_as_channels": _Architecture(frames_as_channels, 0.2, None),
+    "c3d": _Architecture(c3d, 0.5, C3D_NUM_GROUPS),
+    "r3d_18": _Architecture(r3d_18, 0.0, NUM_STAGES),
+    "mc3_18": _Architecture(mc3_18, 0.0, NUM_STAGES),
+    "r2plus1d_18": _Architecture(r2plus1d_18, 0.0, NUM_STAGES),
 }
 MODEL_NAMES = tuple(ARCHITECTURES)
 

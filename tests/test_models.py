@@ -16,10 +16,14 @@ def random_clips(shape, batch=2, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (batch, *shape), dtype=np.uint8)
 
 
+NUM_CLASSES = 400  # Kinetics-400, the class count torchvision's parameter counts are for
+
+
 @pytest.fixture(scope="module")
 def built_models():
-    """One model per name at SMALL_SHAPE with 5 classes, built once for the module."""
-    return {name: models.build_model(name, 5, SMALL_SHAPE) for name in models.MODEL_NAMES}
+    """One model per name at SMALL_SHAPE with 400 classes, built once for the module."""
+    keras.utils.set_random_seed(0)
+    return {name: models.build_model(name, NUM_CLASSES, SMALL_SHAPE) for name in models.MODEL_NAMES}
 
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)
@@ -29,18 +33,143 @@ def test_output_is_logits_of_num_classes(built_models, name):
     assert model.inputs[0].dtype == "uint8"
     assert tuple(model.inputs[0].shape) == (None, *SMALL_SHAPE)
     logits = keras.ops.convert_to_numpy(model(random_clips(SMALL_SHAPE), training=False))
-    assert logits.shape == (2, 5)
+    assert logits.shape == (2, NUM_CLASSES)
     assert logits.dtype == np.float32
     assert np.all(np.isfinite(logits))
-    assert model.compute_output_shape((2, *SMALL_SHAPE)) == (2, 5)
+    assert model.compute_output_shape((2, *SMALL_SHAPE)) == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("name", ["small3d", "frames_as_channels"])
-@pytest.mark.parametrize("shape", [(8, 32, 32, 1), (8, 32, 32, 4), (4, 24, 40, 10), (16, 64, 64, 3)])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        (name, shape)
+        for name in ("small3d", "frames_as_channels")
+        for shape in [(8, 32, 32, 1), (8, 32, 32, 4), (4, 24, 40, 10), (16, 64, 64, 3)]
+    ]
+    # The big models are slow to build: each gets band counts other than the fixture's 3.
+    + [
+        ("c3d", (8, 32, 32, 1)),
+        ("r3d_18", (8, 32, 32, 10)),
+        ("mc3_18", (4, 16, 16, 1)),
+        ("mc3_18", (4, 16, 16, 4)),
+        ("r2plus1d_18", (8, 32, 32, 4)),
+    ],
+)
 def test_any_band_count_and_clip_size(name, shape):
     model = models.build_model(name, 7, shape)
     logits = model(random_clips(shape), training=False)
     assert tuple(logits.shape) == (2, 7)
+
+
+# torchvision's `num_params` for its Kinetics-400 weights (3 bands, 400 classes).
+TORCHVISION_PARAMETER_COUNTS = {"r3d_18": 33_371_472, "mc3_18": 11_695_440, "r2plus1d_18": 31_505_325}
+
+
+def trainable_parameter_count(model):
+    return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETER_COUNTS))
+def test_parameter_count_equals_torchvision(built_models, name):
+    assert trainable_parameter_count(built_models[name]) == TORCHVISION_PARAMETER_COUNTS[name]
+
+
+def c3d_parameter_count(shape, num_classes):
+    """C3D's parameters written out from the paper: 3x3x3 convs with biases, 3 dense layers."""
+    frames, height, width, bands = shape
+    count, channels = 0, bands
+    for filters in (64, 128, 256, 256, 512, 512, 512, 512):
+        count += 27 * channels * filters + filters
+        channels = filters
+    # pool1 is 1x2x2, pool2..pool5 2x2x2, rounding up ("same").
+    frames = -(-frames // 16)
+    height, width = -(-height // 32), -(-width // 32)
+    flat = frames * height * width * 512
+    return count + (flat * 4096 + 4096) + (4096 * 4096 + 4096) + (4096 * num_classes + num_classes)
+
+
+def test_c3d_parameter_count(built_models):
+    assert trainable_parameter_count(built_models["c3d"]) == c3d_parameter_count(SMALL_SHAPE, NUM_CLASSES)
+    # At the paper's 16x112x112, pool5 gives 1x4x4x512 = 8192 features to fc6.
+    assert c3d_parameter_count((16, 112, 112, 3), 487) - c3d_parameter_count((16, 32, 32, 3), 487) == (
+        (8192 - 512) * 4096
+    )
+
+
+def torchvision_state_dict_shapes(arch, bands=3, num_classes=NUM_CLASSES):
+    """{key: shape} of torchvision's video ResNet-18 state_dict, written out from its source.
+
+    Slow and explicit on purpose: the reference the Keras layer names and shapes must map to.
+    """
+    shapes = {}
+
+    def conv(name, in_channels, out_channels, kernel):
+        shapes[f"{name}.weight"] = (out_channels, in_channels, *kernel)
+
+    def batch_norm(name, channels):
+        for suffix in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{name}.{suffix}"] = (channels,)
+
+    if arch == "r2plus1d_18":
+        conv("stem.0", bands, 45, (1, 7, 7))
+        batch_norm("stem.1", 45)
+        conv("stem.3", 45, 64, (3, 1, 1))
+        batch_norm("stem.4", 64)
+    else:
+        conv("stem.0", bands, 64, (3, 7, 7))
+        batch_norm("stem.1", 64)
+    inplanes = 64
+    for stage, planes in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            prefix = f"layer{stage}.{block}"
+            midplanes = (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
+            for conv_name, in_channels in (("conv1", inplanes), ("conv2", planes)):
+                if arch == "r2plus1d_18":
+                    conv(f"{prefix}.{conv_name}.0.0", in_channels, midplanes, (1, 3, 3))
+                    batch_norm(f"{prefix}.{conv_name}.0.1", midplanes)
+                    conv(f"{prefix}.{conv_name}.0.3", midplanes, planes, (3, 1, 1))
+                else:
+                    temporal = 3 if arch == "r3d_18" or stage == 1 else 1
+                    conv(f"{prefix}.{conv_name}.0", in_channels, planes, (temporal, 3, 3))
+                batch_norm(f"{prefix}.{conv_name}.1", planes)
+            if inplanes != planes:
+                conv(f"{prefix}.downsample.0", inplanes, planes, (1, 1, 1))
+                batch_norm(f"{prefix}.downsample.1", planes)
+            inplanes = planes
+    shapes["fc.weight"] = (num_classes, 512)
+    shapes["fc.bias"] = (num_classes,)
+    return shapes
+
+
+# docs/MODELS.md: Keras weight `<layer>/<variable>` <-> torchvision `<layer>.<parameter>`.
+KERAS_TO_TORCH_PARAMETER = {
+    "kernel": "weight",
+    "gamma": "weight",
+    "beta": "bias",
+    "bias": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+
+
+def torch_shape_of_keras_weight(shape):
+    """Conv3D kernels (t, h, w, in, out) -> (out, in, t, h, w); Dense (in, out) -> (out, in)."""
+    if len(shape) == 5:
+        return (shape[4], shape[3], shape[0], shape[1], shape[2])
+    if len(shape) == 2:
+        return (shape[1], shape[0])
+    return tuple(shape)
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETER_COUNTS))
+def test_weights_map_one_to_one_to_torchvision_state_dict(built_models, name):
+    mapped = {}
+    for weight in built_models[name].weights:
+        layer_name, variable = weight.path.split("/")
+        key = f"{layer_name}.{KERAS_TO_TORCH_PARAMETER[variable]}"
+        assert key not in mapped, f"two Keras weights map to {key}"
+        mapped[key] = torch_shape_of_keras_weight(tuple(weight.shape))
+    assert mapped == torchvision_state_dict_shapes(name)
 
 
 def test_small3d_is_small():
@@ -84,14 +213,82 @@ def test_frames_as_channels_folds_frame_major():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fold(clips)), expected)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+DEFORMABLE_CASES = [
+    # (name, options, names of the layers that must be DeformConv3D)
+    ("small3d", {"deformable_stages": [1, 3], "modulated": True}, ["conv1", "conv3"]),
+    ("c3d", {"deformable_stages": [5], "offset_groups": 4}, ["conv5a", "conv5b"]),
+    ("r3d_18", {"deformable_stages": [2]}, [f"layer2.{b}.conv{c}.0" for b in (0, 1) for c in (1, 2)]),
+    (
+        "mc3_18",
+        {"deformable_stages": [1, 4], "modulated": True},
+        [f"layer{s}.{b}.conv{c}.0" for s in (1, 4) for b in (0, 1) for c in (1, 2)],
+    ),
+    (
+        "r2plus1d_18",
+        {"deformable_stages": [3], "offset_groups": 2, "modulated": True},
+        [f"layer3.{b}.conv{c}.0.0" for b in (0, 1) for c in (1, 2)],
+    ),
+]
+
+
+def copy_weights_by_layer_name(source, target):
+    """Gives `target` every weight of `source`; a DeformConv3D takes its Conv3D's kernel/bias."""
+    from models.deform_conv3d import DeformConv3D
+
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        source_layer = source.get_layer(layer.name)
+        if isinstance(layer, DeformConv3D):
+            layer.kernel.assign(source_layer.kernel)
+            if layer.use_bias:
+                layer.bias.assign(source_layer.bias)
+        else:
+            layer.set_weights(source_layer.get_weights())
+
+
+@pytest.mark.parametrize("name, options, deformable_layers", DEFORMABLE_CASES)
+def test_fresh_deformable_variant_equals_plain_twin(built_models, name, options, deformable_layers):
+    from models.deform_conv3d import DeformConv3D
+
+    plain = built_models[name]
+    deformable = models.build_model(name, NUM_CLASSES, SMALL_SHAPE, **options)
+    assert deformable.name == name
+    found = sorted(layer.name for layer in deformable.layers if isinstance(layer, DeformConv3D))
+    assert found == sorted(deformable_layers)
+    for layer_name in deformable_layers:
+        assert plain.get_layer(layer_name).kernel.shape == deformable.get_layer(layer_name).kernel.shape
+    copy_weights_by_layer_name(plain, deformable)
+    clips = random_clips(SMALL_SHAPE, seed=2)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(deformable(clips, training=False)),
+        keras.ops.convert_to_numpy(plain(clips, training=False)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_deformable_options_without_stages_build_the_plain_model():
+    from models.deform_conv3d import DeformConv3D
+
+    model = models.build_model("small3d", 4, (4, 16, 16, 3), offset_groups=2, modulated=True)
+    assert not any(isinstance(layer, DeformConv3D) for layer in model.layers)
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES + ("small3d_deformable",))
 def test_saves_and_reloads_with_safe_mode(built_models, name, tmp_path):
-    model = built_models[name]
+    if name == "small3d_deformable":
+        model = models.build_model("small3d", 6, SMALL_SHAPE, deformable_stages=[2], modulated=True)
+        # Non-zero offsets, so the reloaded offset branch is really exercised.
+        offset_conv = model.get_layer("conv2").offset_conv
+        offset_conv.kernel.assign(np.random.default_rng(3).normal(0, 0.05, offset_conv.kernel.shape))
+    else:
+        model = built_models[name]
     clips = random_clips(SMALL_SHAPE, seed=1)
     path = tmp_path / f"{name}.keras"
     model.save(path)
     reloaded = keras.models.load_model(path, safe_mode=True)
-    assert reloaded.name == name
+    assert reloaded.name == model.name
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(reloaded(clips, training=False)),
         keras.ops.convert_to_numpy(model(clips, training=False)),
@@ -121,6 +318,8 @@ def test_small3d_one_training_step_lowers_loss():
         ({"dropout": 1.0}, r"`dropout` must be a number in \[0, 1\). Received: dropout=1.0"),
         ({"deformable_stages": [0]}, r"`deformable_stages` must be a list of 1-based stage numbers in 1..5"),
         ({"deformable_stages": [6]}, r"in 1..5. Received: deformable_stages=\[6\]"),
+        ({"name": "r3d_18", "deformable_stages": [5]}, r"in 1..4. Received: deformable_stages=\[5\]"),
+        ({"name": "c3d", "deformable_stages": "all"}, r"in 1..5. Received: deformable_stages='all'"),
         ({"offset_groups": 0}, r"`offset_groups` must be a positive int. Received: offset_groups=0"),
         ({"modulated": "yes"}, r"`modulated` must be true or false"),
         ({"num_classes": 0}, r"`num_classes` must be a positive int"),
