@@ -4,7 +4,7 @@ The summary comes from `manifest.json`; the contact sheet shows a few clips per 
 row of frames per clip, read through `data_prep.reader.load_split` (the same reader
 training uses), so what the sheet shows is what the model will see.
 
-    python -m data_prep inspect data/prepared                 # writes data/prepared/contact_sheet.png
+    python -m data_prep inspect data/prepared     # writes data/prepared/contact_sheet.png
     python -m data_prep inspect data/prepared --split test --out sheet.png
 """
 
@@ -294,7 +294,8 @@ def register(subparsers):
     parser.add_argument("prepared_dir", metavar="DIR", help="a directory written by `prepare`")
     parser.add_argument("--out", default=None,
                         help="PNG path (default: DIR/contact_sheet.png)")
-    parser.add_argument("--split", default=None, help="split to show (default: train, else the first)")
+    parser.add_argument("--split", default=None,
+                        help="split to show (default: train, else the first)")
     parser.add_argument("--clips-per-class", type=int, default=3, help="clips shown per class")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per clip row at most")
     parser.add_argument("--max-classes", type=int, default=20, help="classes shown at most")

@@ -16,7 +16,11 @@ The videos are real files written with `cv2.VideoWriter`, alternating MJPG `.avi
 and `OUT/test.csv` in the `csv` layout (rows `path,label`, no header row, paths relative to
 OUT, labels are class names). Everything is deterministic for a seed: each video draws from
 its own random stream seeded by (seed, class, index), so a rerun that skips the videos an
-interrupted run already finished gives the same files as one uninterrupted run.
+interrupted run already finished gives the same files as one uninterrupted run;
+`OUT/synth.json` records the parameters, and a rerun with other ones is refused.
+
+Mirroring a clip changes its label (a horizontal flip swaps move_left/move_right and
+rotate_cw/rotate_ccw), so augmentations for this dataset must not flip.
 
     python -m data_prep synth --out data/synth_motion --seed 0
 """
@@ -53,15 +57,17 @@ CONTAINERS = (("MJPG", ".avi"), ("mp4v", ".mp4"))
 FRAMES_PER_SECOND = 25
 TEMP_PREFIX = ".tmp-"
 PARAMETERS_FILE = "synth.json"
+MARKER_COLOUR = np.array([245.0, 245.0, 245.0])
 
 # Ranges of the motion per video, for the whole video; one "amount" in [0, 1] per video
 # sets all three so that every class draws its speed from the same distribution.
 TRAVEL_FRACTION = (0.45, 0.75)  # of the frame's width or height
-SPIN_DEGREES = (200.0, 320.0)  # under 90 degrees (half a turn of a 2-fold outline) per step at 8 of 32 frames
-SCALE_FACTOR = (1.7, 2.2)  # grow: radius x factor; shrink: radius / factor
+# Under 90 degrees (where a 2-fold symmetric outline aliases) per step at 8 of 32 frames.
+SPIN_DEGREES = (200.0, 320.0)
+SCALE_FACTOR = (1.6, 2.1)  # grow: radius x factor; shrink: radius / factor
 # Circumscribed radius of the shape at the first frame, as a fraction of the short side;
-# at most 0.22 x 2.2 = 0.48 after growing, so a shape always fits in the frame.
-RADIUS_FRACTION = (0.14, 0.22)
+# at most 0.24 x 2.1 ~ 0.5 after growing, so a shape is never larger than the frame.
+RADIUS_FRACTION = (0.16, 0.24)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +80,9 @@ class Appearance:
         stripe_colours: float (2, 3) RGB, the two colours of the stripe texture.
         stripe_period: stripe period in unit coordinates.
         stripe_angle: stripe direction in radians, in the shape's own frame.
-        marker: (u, v) centre of a small dark disc in unit coordinates; it makes the
-            orientation of even a symmetric outline visible.
+        marker: (u, v, r) a light disc inside the outline, off its centre, in unit
+            coordinates: a high-contrast spot that circles when the shape turns, which
+            makes the direction of a turn visible even at 28 px.
         center: (x, y) position of the shape at the first frame, in pixels.
         radius: circumscribed radius at the first frame, in pixels.
         angle: orientation at the first frame, in degrees, clockwise on screen.
@@ -132,17 +139,22 @@ def _outline_polygon(kind, rng):
         aspect = rng.uniform(0.4, 0.75)
         half_w = 1.0 / math.sqrt(1.0 + aspect**2)
         half_h = aspect * half_w
-        return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]])
+        return np.array(
+            [[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]]
+        )
     if kind == "triangle":
         # Isosceles, not equilateral, so a third of a turn does not look like no turn.
         base = rng.uniform(0.45, 0.7)
         return np.array([[1.0, 0.0], [-0.8, -base], [-0.8, base]])
     if kind == "arrow":
         return np.array(
-            [[1.0, 0.0], [0.3, -0.6], [0.3, -0.25], [-0.9, -0.25], [-0.9, 0.25], [0.3, 0.25], [0.3, 0.6]]
+            [[1.0, 0.0], [0.3, -0.6], [0.3, -0.25], [-0.9, -0.25], [-0.9, 0.25], [0.3, 0.25],
+             [0.3, 0.6]]
         )
     if kind == "l_shape":
-        return np.array([[-0.7, -0.7], [-0.2, -0.7], [-0.2, 0.2], [0.7, 0.2], [0.7, 0.7], [-0.7, 0.7]])
+        return np.array(
+            [[-0.7, -0.7], [-0.2, -0.7], [-0.2, 0.2], [0.7, 0.2], [0.7, 0.7], [-0.7, 0.7]]
+        )
     if kind == "cross":
         # A long arm on one side breaks the four-fold symmetry.
         return np.array(
@@ -150,6 +162,21 @@ def _outline_polygon(kind, rng):
              [0.2, 0.6], [-0.2, 0.6], [-0.2, 0.2], [-0.5, 0.2], [-0.5, -0.2], [-0.2, -0.2]]
         )
     raise ValueError(f"Unknown shape kind. Received: kind={kind!r}")
+
+
+def _marker_inside(outline, rng):
+    """A disc well inside the outline and away from its centre: `(u, v, radius)`."""
+    contour = outline.astype(np.float32).reshape(-1, 1, 2)
+    grid = np.linspace(-0.9, 0.9, 19)
+    candidates = []
+    for u in grid:
+        for v in grid:
+            inside = cv2.pointPolygonTest(contour, (float(u), float(v)), True)
+            if inside >= 0.12 and math.hypot(u, v) >= 0.3:
+                candidates.append((float(u), float(v), min(0.25, inside)))
+    if not candidates:  # every outline above has some; keep a thin one working too
+        return 0.0, 0.0, 0.0
+    return candidates[rng.integers(len(candidates))]
 
 
 def _cluttered_background(rng, width, height):
@@ -193,10 +220,10 @@ def draw_appearance(rng, frame_size):
     kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
     outline = _outline_polygon(kind, rng)
     # Saturated shape colours on a low-saturation background keep the shape visible after
-    # downscaling to 32 px; two hues far apart make the stripes visible too.
+    # downscaling to 32 px; a bright and a dark colour keep the stripes visible too.
     first = _random_colour(rng, (0.7, 1.0), (0.75, 1.0))
     second = _random_colour(rng, (0.7, 1.0), (0.35, 0.6))
-    marker_angle = rng.uniform(0, 2 * np.pi)
+    marker = _marker_inside(outline, rng)
     short_side = min(width, height)
     radius = float(rng.uniform(*RADIUS_FRACTION) * short_side)
     return Appearance(
@@ -205,7 +232,7 @@ def draw_appearance(rng, frame_size):
         stripe_colours=np.stack([first, second]),
         stripe_period=float(rng.uniform(0.45, 0.8)),
         stripe_angle=float(rng.uniform(0, np.pi)),
-        marker=(0.35 * math.cos(marker_angle), 0.2 * math.sin(marker_angle)),
+        marker=marker,
         # Inside the frame at the start (2 pixels spare for anti-aliasing), so the first
         # frame is the same for every class, wrapping or not.
         center=(float(rng.uniform(radius + 2, width - radius - 2)),
@@ -300,9 +327,10 @@ def render_frame(appearance, pose, frame_index, wrap):
     mix = np.clip(0.5 + 1.5 * np.sin(2 * np.pi * phase / appearance.stripe_period), 0, 1)[..., None]
     first, second = appearance.stripe_colours
     texture = mix * first + (1 - mix) * second
-    marker_distance = np.hypot(u - appearance.marker[0], v - appearance.marker[1])
-    marker = np.clip((0.22 - marker_distance) * radius + 0.5, 0, 1)[..., None]
-    texture = (texture * (1 - marker) + marker * (0.25 * second)).astype(np.float32)
+    marker_u, marker_v, marker_radius = appearance.marker
+    marker_distance = np.hypot(u - marker_u, v - marker_v)
+    marker = np.clip((marker_radius - marker_distance) * radius + 0.5, 0, 1)[..., None]
+    texture = (texture * (1 - marker) + marker * MARKER_COLOUR).astype(np.float32)
 
     rows = np.arange(top, top + patch_size)
     cols = np.arange(left, left + patch_size)

@@ -35,8 +35,12 @@ def shape_mask(frame_rgb):
     """Pixels of the shape: saturated colour (the background clutter is low-saturation)."""
     hsv = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2HSV)
     mask = ((hsv[..., 1] > 120) & (hsv[..., 2] > 40)).astype(np.uint8)
-    # Where the two stripe hues blend, saturation dips; closing fills those seams.
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)).astype(bool)
+    # Where the two stripe hues blend, saturation dips; closing fills those seams, and
+    # filling each outer contour fills the hole of the (white) marker.
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(mask, contours, -1, 1, thickness=cv2.FILLED)
+    return mask.astype(bool)
 
 
 def circular_centroid(mask, axis):
@@ -61,7 +65,8 @@ def orientation_change(frames):
     angles = []
     for frame in frames:
         moments = cv2.moments(shape_mask(frame).astype(np.uint8), binaryImage=True)
-        angles.append(0.5 * math.degrees(math.atan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"])))
+        axis_angle = math.atan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"])
+        angles.append(0.5 * math.degrees(axis_angle))
     steps = np.diff(angles)
     return float(((steps + 90) % 180 - 90).sum())
 
@@ -256,7 +261,9 @@ def test_bad_arguments_raise_user_error(tmp_path, overrides, match):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("text, expected", [("64x48", (64, 48)), ("80", (80, 80)), ("32X32", (32, 32))])
+@pytest.mark.parametrize(
+    "text, expected", [("64x48", (64, 48)), ("80", (80, 80)), ("32X32", (32, 32))]
+)
 def test_parse_frame_size(text, expected):
     assert synth.parse_frame_size(text) == expected
 
