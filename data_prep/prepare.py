@@ -222,6 +222,16 @@ def _clean_split_dirs(out, plans, splits):
                 os.remove(os.path.join(split_dir, name))
 
 
+def _remove_temporary_files_on_error(out, splits, exc_type, exc, traceback):
+    """However a run stops early (Ctrl-C may land anywhere), leave nothing half-written."""
+    from data_prep.shards import remove_temporary_files
+
+    if exc_type is not None:
+        for split in splits:
+            remove_temporary_files(os.path.join(out, split))
+    return False
+
+
 def _finished_sidecar(plan):
     """The sidecar of a shard a previous run completed with these parameters, or None."""
     import json
@@ -411,6 +421,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     with contextlib.ExitStack() as stack:
         stack.callback(state["progress"].close)
         stack.callback(results.close)  # ends the worker pool, also on errors and Ctrl-C
+        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits))
         if show_progress:
             stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
         sidecars = {}

@@ -19,12 +19,16 @@ def shard_name(index, count):
 def write_json_atomically(path, value):
     """Write JSON under a temporary name, fsync, then rename over `path`."""
     temporary = path + TEMPORARY_SUFFIX
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=2)
-        file.write("\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as file:
+            json.dump(value, file, indent=2)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def remove_temporary_files(directory):
@@ -88,12 +92,15 @@ class ShardWriter:
         self._writer.write(record)
 
     def __exit__(self, exc_type, exc, traceback):
-        self._writer.close()
-        if exc_type is not None:
-            if os.path.exists(self.temporary):
+        published = False
+        try:
+            self._writer.close()
+            if exc_type is None:
+                with open(self.temporary, "rb") as file:
+                    os.fsync(file.fileno())
+                os.replace(self.temporary, self.path)
+                published = True
+        finally:
+            if not published and os.path.exists(self.temporary):
                 os.remove(self.temporary)
-            return False
-        with open(self.temporary, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(self.temporary, self.path)
         return False

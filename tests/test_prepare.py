@@ -267,34 +267,50 @@ def run_cli(*args, **kwargs):
                           env=env, capture_output=True, text=True, **kwargs)
 
 
-def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
-    # Larger videos than elsewhere: each item takes tens of ms, so the kill lands mid-run.
+def interrupt_a_running_prepare(tmp_path, signal_number, workers):
+    """Start `python -m data_prep prepare`, send a signal once a shard is published."""
+    # Larger videos than elsewhere: each item takes tens of ms, so the signal lands mid-run.
     for index in range(12):
         write_video(tmp_path / "root" / "ab"[index % 2] / f"v{index}.avi", 48, height=120,
                     width=160)
     arguments = ["prepare", "--layout", "folders", "--root", tmp_path / "root", "--frames", 4,
-                 "--size", 16, "--items-per-shard", 1, "--workers", 1, "--no-progress"]
+                 "--size", 16, "--items-per-shard", 1, "--workers", workers, "--no-progress",
+                 "--out", tmp_path / "out"]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
-    # A slow run (one item per shard) we can kill once a few shards are published.
-    process = subprocess.Popen([sys.executable, "-m", "data_prep", *map(str, arguments),
-                                "--out", str(tmp_path / "out")], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "data_prep", *map(str, arguments)],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     split_dir = tmp_path / "out" / "train"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None:
-        if os.path.isdir(split_dir) and len([n for n in os.listdir(split_dir)
-                                             if n.endswith(".json")]) >= 1:
+        if os.path.isdir(split_dir) and any(n.endswith(".json") for n in os.listdir(split_dir)):
             break
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not os.path.exists(tmp_path / "out/manifest.json"), "killed too late to test"
-    result = run_cli(*arguments, "--out", tmp_path / "out")
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    assert not os.path.exists(tmp_path / "out/manifest.json"), "signalled too late to test"
+    return arguments, process.returncode, stderr
+
+
+def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
+    arguments, returncode, _ = interrupt_a_running_prepare(tmp_path, signal.SIGKILL, 1)
+    assert returncode == -signal.SIGKILL
+    result = run_cli(*arguments)
     assert result.returncode == 0, result.stderr
     assert "shard(s) reused" in result.stderr
     prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
     assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+
+
+def test_ctrl_c_exits_130_without_half_written_files_then_resumes(tmp_path):
+    _, returncode, stderr = interrupt_a_running_prepare(tmp_path, signal.SIGINT, 2)
+    assert returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+    prepare(tmp_path / "root", tmp_path / "out", items_per_shard=1)
+    prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
+    assert_same_prepared(tmp_path / "clean", tmp_path / "out")
 
 
 def test_cli_config_section_and_flags(tmp_path):
