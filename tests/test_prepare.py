@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from data_prep.__main__ import main
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
@@ -313,17 +314,21 @@ def test_ctrl_c_exits_130_without_half_written_files_then_resumes(tmp_path):
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
 
 
-def test_cli_config_section_and_flags(tmp_path):
+def test_cli_config_section_and_flags(tmp_path, capsys, caplog):
     make_folders_dataset(tmp_path / "root", per_class=1)
-    config = write_text(tmp_path / "experiment.yaml",
-                        f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n"
-                        f"  prepared_dir: {tmp_path / 'out'}\n  frames: 3\n  size: 8\n"
-                        "  workers: 1\n  train_split: train\n")
-    result = run_cli("prepare", "--config", config, "--size", 12, "--no-progress")
-    assert result.returncode == 0, result.stderr
+    write_text(tmp_path / "configs/_base_/data.yaml",
+               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
+    config = write_text(tmp_path / "configs/experiment.yaml",
+                        "_base_: _base_/data.yaml\n"
+                        f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"
+                        "  workers: 1\n  train_split: train\nmodel:\n  name: small3d\n")
+    caplog.set_level("INFO")
+    # In process (TensorFlow is already loaded here); the exit-code tests below use a process.
+    assert main(["prepare", "--config", config, "--size", "12", "--no-progress"]) == 0
     with open(tmp_path / "out/manifest.json") as file:
         assert json.load(file)["clip_shape"] == [3, 12, 12, 3]
-    assert "frames/s" in result.stderr
+    assert "frames/s" in caplog.text
+    assert "manifest.json" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "missing", "bad-flag", "no-root"])
