@@ -125,6 +125,11 @@ class TensorBoardConfig:
 
 
 @dataclasses.dataclass
+class EvaluateConfig:
+    views: str = _option("10x3", help="evaluate.py default: temporal clips x spatial crops")
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     name: str | None = _option(None, help="run name; null = the config file's stem")
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -133,6 +138,7 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     tensorboard: TensorBoardConfig = dataclasses.field(default_factory=TensorBoardConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
 
     @property
     def input_size(self):
