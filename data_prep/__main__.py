@@ -38,7 +38,7 @@ def main(argv=None):
         print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        print("interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
 
 

@@ -25,7 +25,9 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import types
 
 import cv2
 import numpy as np
@@ -131,14 +133,32 @@ def _init_worker():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@contextlib.contextmanager
+def worker_pool(workers):
+    """A "spawn" pool of `workers` decoding processes, closed (terminated) on exit.
+
+    Spawned processes re-import the parent's `__main__` script: for `python train.py` that
+    would load TensorFlow in every worker. They need only data_prep, so the parent's main
+    module is hidden while they start (`python -m ...` mains are never re-imported).
+    """
+    context = multiprocessing.get_context("spawn")
+    main_module = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        pool = context.Pool(workers, initializer=_init_worker)
+    finally:
+        sys.modules["__main__"] = main_module
+    with pool:
+        yield pool
+
+
 def _ordered_results(tasks, workers):
     """Yield `prepare_item(task)` in task order, at most a few tasks ahead per worker."""
     if workers == 1:
         for task in tasks:
             yield prepare_item(task)
         return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker) as pool:
+    with worker_pool(workers) as pool:
         in_flight = collections.deque()
         for task in tasks:
             in_flight.append(pool.apply_async(prepare_item, (task,)))

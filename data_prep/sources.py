@@ -84,7 +84,7 @@ class _Resolver:
         normalised = os.path.normpath(entry.replace("\\", "/"))
         path = os.path.join(self.root, normalised)
         real = os.path.realpath(path)
-        if normalised.startswith("..") or os.path.commonpath([real, self.real_root]) \
+        if normalised == ".." or normalised.startswith("../") or os.path.commonpath([real, self.real_root]) \
                 != self.real_root:
             raise UserError(f"Expected list entries to stay inside the root {self.root}; "
                             f"{where} resolves to {real}. Received: entry={entry!r}")

@@ -352,7 +352,20 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
         assert entry in lines[0]
 
 
-def test_workers_never_import_tensorflow():
+def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
+    script = write_text(tmp_path / "train_like.py",
+                        "import sys\nimport tensorflow\n"
+                        "from data_prep.prepare import worker_pool\n"
+                        "if __name__ == '__main__':\n"
+                        "    with worker_pool(2) as pool:\n"
+                        "        print(pool.apply(eval, (\"'tensorflow' in "
+                        "__import__('sys').modules\",)))\n")
+    result = subprocess.run([sys.executable, script], cwd=REPO, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_data_prep_modules_do_not_import_tensorflow():
     code = ("import sys, data_prep, data_prep.prepare, data_prep.decode, data_prep.sources; "
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
