@@ -422,6 +422,11 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     _write_run_info(run_dir, config, manifest, input_shape, "finished")
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
+    if strategy.extended.should_checkpoint:
+        # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
+        from training.export import export_after_training
+
+        export_after_training(model, run_dir, class_names)
     logger.info("test (%s, %d videos, %d clips): top1 %.4f, top5 %.4f, mean class accuracy "
                 "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
                 metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
