@@ -161,14 +161,20 @@ def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=
     frame_indices = _frame_indices(num_frames, max_frames)
     tile_h, tile_w = _tile_size(height, width)
     rows = [(label, item, clip) for label in sorted(examples) for item, clip in examples[label]]
+    notes = {band_view(np.asarray(clip[:1]))[1] for _, _, clip in rows}
+    note = notes.pop() if len(notes) == 1 else None
+    header = title if note is None else f"{title}   ({note})"
+    shown = f"frames {', '.join(str(i) for i in frame_indices)} of {num_frames}"
+    header_width = max(cv2.getTextSize(header, FONT, 0.45, 1)[0][0],
+                       cv2.getTextSize(shown, FONT, 0.38, 1)[0][0]) + 12
     sheet_h = HEADER_HEIGHT + len(rows) * (tile_h + GAP)
-    sheet_w = LABEL_WIDTH + len(frame_indices) * (tile_w + GAP)
+    # Wide enough for the header: the band note must not be cut off on a narrow sheet.
+    sheet_w = max(LABEL_WIDTH + len(frame_indices) * (tile_w + GAP), header_width)
     sheet = np.full((sheet_h, sheet_w, 3), BACKGROUND, np.uint8)
-    note = None
     previous_label = None
     for row, (label, item_index, clip) in enumerate(rows):
         top = HEADER_HEIGHT + row * (tile_h + GAP)
-        frames, note = band_view(np.asarray(clip))
+        frames, _ = band_view(np.asarray(clip))
         for column, frame_index in enumerate(frame_indices):
             interpolation = cv2.INTER_NEAREST if tile_h >= height else cv2.INTER_AREA
             tile = cv2.resize(frames[frame_index], (tile_w, tile_h), interpolation=interpolation)
@@ -179,9 +185,7 @@ def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=
             _put_text(sheet, classes[label], (6, top + 16), 0.45, max_width=LABEL_WIDTH - 10)
             previous_label = label
         _put_text(sheet, f"item {item_index}", (6, top + 34), 0.38, max_width=LABEL_WIDTH - 10)
-    header = title if note is None else f"{title}   ({note})"
     _put_text(sheet, header, (6, 16), 0.45)
-    shown = f"frames {', '.join(str(i) for i in frame_indices)} of {num_frames}"
     _put_text(sheet, shown, (6, 33), 0.38)
     return sheet, note
 

@@ -139,23 +139,31 @@ def test_inspect_prints_the_summary_and_writes_the_sheet(tmp_path, capsys, encod
     ],
 )
 def test_band_counts_are_shown_as_rgb_or_grey_and_say_so(tmp_path, capsys, bands, shows, note):
-    write_prepared(tmp_path, CLASSES, items_per_class=1, clip_shape=(3, 8, 8, bands))
+    write_prepared(tmp_path / "ds", CLASSES, items_per_class=1, clip_shape=(6, 8, 8, bands))
     out = tmp_path / "sheets" / "sheet.png"
 
-    assert run_inspect([str(tmp_path), "--out", str(out)]) == 0
+    assert run_inspect([str(tmp_path / "ds"), "--out", str(out)]) == 0
 
     printed = capsys.readouterr().out
     assert (f"note: {note}" in printed) == (note is not None)
     sheet = read_png_rgb(out)
     tile = 64  # 8-pixel frames scale by 8
     assert sheet.shape == (contact_sheet.HEADER_HEIGHT + 3 * (tile + contact_sheet.GAP),
-                           contact_sheet.LABEL_WIDTH + 3 * (tile + contact_sheet.GAP), 3)
+                           contact_sheet.LABEL_WIDTH + 6 * (tile + contact_sheet.GAP), 3)
     centre = tile_centre(sheet, 0, 0, tile, tile)
     if shows == "rgb":
         np.testing.assert_array_equal(centre, RED)
     else:
         expected = 40 + (0 * 31 + 0 * 7 + 0) % 200
         np.testing.assert_array_equal(centre, [expected] * 3)
+
+
+def test_a_narrow_sheet_widens_to_show_the_band_note(tmp_path):
+    write_prepared(tmp_path, CLASSES, items_per_class=1, clip_shape=(1, 8, 8, 10))
+    result = contact_sheet.write_contact_sheet(tmp_path)
+    grid_width = contact_sheet.LABEL_WIDTH + 64 + contact_sheet.GAP
+    note_width = cv2.getTextSize(result["note"], contact_sheet.FONT, 0.45, 1)[0][0]
+    assert result["size"][0] > max(grid_width, note_width)
 
 
 def test_one_row_per_item_when_items_store_several_clips(tmp_path):
