@@ -266,7 +266,7 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
     return dataset.unbatch().batch(batch_size).prefetch(2)
 
 
-def evaluate_run(run, model, split, views, *, batch_size=8):
+def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False):
     """Multi-view, video-level evaluation of a split.
 
     Args:
@@ -275,6 +275,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8):
         split: str, a split of the run's prepared data.
         views: (C, S) temporal clips x spatial crops.
         batch_size: int, views per forward pass.
+        force_decode: bool, decode the source items even when the shards hold the views
+            (a check that both paths agree).
 
     Returns:
         dict: top1, top5 (top-min(5, classes)), top5_k, mean_class_accuracy, loss,
@@ -291,7 +293,7 @@ def evaluate_run(run, model, split, views, *, batch_size=8):
     num_classes = len(run.class_names)
     skipped = []
     stored = int(run.manifest["clips_per_video"])
-    if (num_clips, num_crops) == (stored, 1):
+    if (num_clips, num_crops) == (stored, 1) and not force_decode:
         source = "shards"
         data_prep.read_manifest(run.prepared_dir)  # a clear error if the shards are gone
         dataset = input_pipeline.eval_dataset(

@@ -1,0 +1,207 @@
+"""Tests for evaluate.py and training.evaluation: views, the shared preprocessing, multi-view
+evaluation of a tiny real run (trained here with the trainer on generated videos).
+
+`tiny_run` is shared with test_predict.py and test_export.py: the run is trained once per
+session (the first caller trains it under pytest's session temp dir)."""
+
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import evaluate
+from training import evaluation
+
+COLOURS = {"blue": (20, 40, 230), "red": (230, 30, 20)}  # RGB; label = sorted name order
+HEIGHT, WIDTH, VIDEO_FRAMES = 24, 32, 8  # not square: the spatial crops differ
+
+
+def write_colour_video(path, rgb, seed, *, frames=VIDEO_FRAMES, height=HEIGHT, width=WIDTH):
+    """A real MJPG video of one colour plus noise (trivially separable by colour)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (width, height))
+    assert writer.isOpened()
+    for _ in range(frames):
+        frame = np.array(rgb, np.float64) * 0.8 + rng.integers(0, 50, (height, width, 3))
+        writer.write(cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+def tiny_run(tmp_path_factory):
+    """A finished run (small3d, 2 classes, 4x16x16 clips, 2 per video, crop 12): its path."""
+    base = tmp_path_factory.getbasetemp()
+    run_path = base / "tiny_run" / "run"
+    if (run_path / "metrics.json").exists():
+        return str(run_path)
+    from training.config import config_from_dict
+    from training.run_dir import open_run_dir
+    from training.trainer import run_experiment
+
+    root = base / "tiny_run" / "videos"
+    rows = {"train": [], "test": []}
+    for name, rgb in COLOURS.items():
+        for index in range(6):
+            write_colour_video(root / name / f"{index}.avi", rgb, seed=len(rows["train"]) + index)
+            rows["train" if index < 4 else "test"].append(f"{name}/{index}.avi,{name}")
+    for split, lines in rows.items():
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    config = config_from_dict({
+        "name": "tiny",
+        "data": {"layout": "csv", "root": str(root), "prepared_dir": str(base / "tiny_run" / "prepared"),
+                 "lists": {s: str(root / f"{s}.csv") for s in rows},
+                 "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
+        "model": {"name": "small3d"},
+        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
+        "train": {"epochs": 2, "batch_size": 4, "optimizer": "adam", "learning_rate": 0.01},
+        "evaluate": {"views": "3x2"},
+        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
+                        "confusion_matrix": False, "deform_offsets": False},
+    })
+    run_experiment(config, open_run_dir(str(run_path)), verbose=0)
+    return str(run_path)
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained(run_path):
+    run = evaluation.open_trained_run(run_path)
+    return run, evaluation.load_run_model(run)
+
+
+# --- views and crops ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [("10x3", (10, 3)), ("1x1", (1, 1)), (" 2 X 5 ", (2, 5))])
+def test_parse_views(text, expected):
+    assert evaluation.parse_views(text) == expected
+
+
+@pytest.mark.parametrize("text", ["10", "0x3", "3x0", "ax3", "10x3x1", "", "-1x2"])
+def test_parse_views_rejects_with_the_expected_form(text):
+    with pytest.raises(ValueError, match=r"CLIPSxCROPS .* Received: views="):
+        evaluation.parse_views(text)
+
+
+@pytest.mark.parametrize("length, side, count, expected", [
+    (40, 24, 3, [0, 8, 16]),  # MMAction2's ThreeCrop: start, centre, end
+    (41, 24, 3, [0, 8, 17]),
+    (40, 24, 1, [8]),
+    (24, 24, 3, [0, 0, 0]),  # a square frame has one square
+    (40, 24, 5, [0, 4, 8, 12, 16]),
+])
+def test_crop_offsets_spread_along_the_long_side(length, side, count, expected):
+    assert evaluation.crop_offsets(length, side, count) == expected
+
+
+def test_spatial_crops_are_squares_along_the_long_side(tmp_path):
+    """.npy item (lossless): frame t holds value t in band 0 and the column index in band 1;
+    the stored size equals the short side, so each view is a plain window of the frames."""
+    frames, height, width = 8, 24, 40
+    array = np.zeros((frames, height, width, 2), np.uint8)
+    array[..., 0] = np.arange(frames)[:, None, None] * 10
+    array[..., 1] = np.arange(width)[None, None, :]
+    path = str(tmp_path / "item.npy")
+    np.save(path, array)
+    manifest = {"sampling": {"method": "uniform", "frames": 4, "frame_stride": 1},
+                "resize": {"size": 24, "resize_short": None}, "clips_per_video": 2}
+    views = evaluation.preprocess_item(path, manifest, (4, 20, 20, 2), num_clips=2, num_crops=3)
+    assert views.shape == (6, 4, 20, 20, 2)
+    clip_frames = [[0, 2, 4, 6], [1, 3, 5, 7]]  # uniform sampling of 8 frames, 2 clips of 4
+    for clip in range(2):
+        for crop, left in enumerate([0, 8, 16]):
+            view = views[clip * 3 + crop]
+            expected = array[clip_frames[clip]][:, 2:22, left + 2:left + 22]
+            np.testing.assert_array_equal(view, expected)
+
+
+def test_one_crop_is_exactly_what_was_stored(trained):
+    """predict's and the decoded evaluation's path equals the prepared shards' clips."""
+    import data_prep
+
+    run, _ = trained
+    items = evaluation.split_items(run.prepared_dir, run.manifest, "test")
+    stored = {}
+    for clip, label, index in data_prep.load_split(run.prepared_dir, "test", with_item_index=True):
+        stored.setdefault(int(index), []).append(clip.numpy())
+    assert sorted(stored) == list(range(len(items))) and len(items) == 4
+    root = run.manifest["source"]["root"]
+    for index, (item_id, label) in enumerate(items):
+        assert item_id.split("/")[0] == run.class_names[label]
+        views = evaluation.preprocess_item(os.path.join(root, item_id), run.manifest,
+                                           run.input_shape)
+        expected = evaluation.center_crop_numpy(np.stack(stored[index]), 12)
+        np.testing.assert_array_equal(views, expected)
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def test_stored_views_reproduce_the_trainers_metrics(trained, run_path):
+    run, model = trained
+    results = evaluation.evaluate_run(run, model, "test", (2, 1))
+    with open(os.path.join(run_path, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert results["source"] == "shards"
+    for key in ("top1", "top5", "mean_class_accuracy", "clip_top1", "videos", "clips"):
+        assert results[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert results["loss"] == pytest.approx(metrics["loss"], rel=1e-4, abs=1e-6)
+    decoded = evaluation.evaluate_run(run, model, "test", (2, 1), force_decode=True)
+    assert decoded["source"] == "decoded"
+    for key in ("top1", "clip_top1", "videos", "clips", "confusion_matrix"):
+        assert decoded[key] == results[key], key
+    assert decoded["loss"] == pytest.approx(results["loss"], rel=1e-4, abs=1e-6)
+
+
+def test_cli_multi_view_writes_json_csv_png(run_path, tmp_path, capsys):
+    out = tmp_path / "eval" / "result.json"
+    assert evaluate.main(["--run-dir", run_path, "--views", "3x3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "views 3x3 (decoded), 4 videos, 36 views scored" in printed
+    assert "mean class accuracy" in printed and "clip top-1" in printed
+    summary = json.loads(out.read_text())
+    assert summary["views"] == "3x3" and summary["videos"] == 4 and summary["clips"] == 36
+    # Two colours a trained model cannot confuse.
+    assert summary["top1"] == 1.0 and summary["mean_class_accuracy"] == 1.0
+    assert summary["top5"] == 1.0 and summary["top5_k"] == 2
+    assert np.asarray(summary["confusion_matrix"]).sum() == 4
+    with open(tmp_path / "eval" / "result-per_class.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["class"] for row in rows] == ["blue", "red"]
+    assert [int(row["videos"]) for row in rows] == [2, 2]
+    image = cv2.imread(str(tmp_path / "eval" / "result-confusion.png"))
+    assert image is not None and image.shape[0] > 40
+
+
+def test_cli_default_views_and_out_come_from_the_run(run_path, capsys):
+    assert evaluate.main(["--run-dir", run_path]) == 0
+    assert "views 3x2 (decoded)" in capsys.readouterr().out  # evaluate.views of the config
+    path = os.path.join(run_path, "evaluation", "test-3x2.json")
+    assert json.load(open(path))["clips"] == 4 * 6
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--views", "10"], "Received: views='10'"),
+    (["--split", "nope"], "Received: --split nope"),
+    (["--batch-size", "0"], "Received: --batch-size 0"),
+])
+def test_cli_user_errors_are_one_line_exit_2(run_path, capsys, arguments, message):
+    assert evaluate.main(["--run-dir", run_path, *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_missing_run_dir_is_exit_2(tmp_path, capsys):
+    assert evaluate.main(["--run-dir", str(tmp_path / "none")]) == 2
+    assert "Received: --run-dir" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert evaluate.main(["--run-dir", str(tmp_path / "empty")]) == 2
+    assert "run.json" in capsys.readouterr().err
