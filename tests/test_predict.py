@@ -1,0 +1,119 @@
+"""Tests for predict.py on the tiny trained run of test_evaluate (red vs blue videos)."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import predict
+from test_evaluate import COLOURS, tiny_run, write_colour_video
+from training import evaluation
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fresh_videos(tmp_path_factory):
+    """Videos written now, never seen in training, one per class (seeds unused by the run)."""
+    folder = tmp_path_factory.mktemp("fresh")
+    return {name: write_colour_video(folder / f"new_{name}.avi", rgb, seed=1000 + i)
+            for i, (name, rgb) in enumerate(COLOURS.items())}
+
+
+@pytest.mark.parametrize("name", sorted(COLOURS))
+def test_fresh_video_gets_its_class(run_path, fresh_videos, capsys, name):
+    assert predict.main(["--run-dir", run_path, fresh_videos[name]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == fresh_videos[name]
+    assert lines[1].split()[:2] == ["1.", name]
+    assert len(lines) == 3  # top-5 is capped at the 2 classes
+
+
+def test_json_probabilities_are_the_models_mean_softmax_over_the_clips(run_path, tmp_path,
+                                                                     capsys):
+    """A lossless .npy item, preprocessed by hand: resize straight to 16x16 (INTER_AREA), the
+    uniform frames of 2 clips of 4 out of 8, centre 12x12 crop; then the model's own output."""
+    rng = np.random.default_rng(5)
+    array = rng.integers(0, 256, (8, 24, 32, 3), np.uint8)
+    array[..., 0] = 240  # reddish, but noisy enough that the probabilities are not 0/1
+    path = str(tmp_path / "item.npy")
+    np.save(path, array)
+    assert predict.main(["--run-dir", run_path, "--json", "--top-k", "2", path]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [entry["path"] for entry in result] == [path]
+    predictions = result[0]["predictions"]
+    assert [p["label"] for p in predictions] == sorted(
+        [p["label"] for p in predictions], key=lambda label: -next(
+            q["probability"] for q in predictions if q["label"] == label))
+
+    run = evaluation.open_trained_run(run_path)
+    model = evaluation.load_run_model(run)
+    resized = np.stack([cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA)
+                        for frame in array])
+    clips = resized[[[0, 2, 4, 6], [1, 3, 5, 7]]][:, :, 2:14, 2:14]
+    expected = tf.nn.softmax(model(clips, training=False)).numpy().mean(axis=0)
+    assert expected.min() > 1e-4  # not saturated: a wrong crop or frame would show
+    got = {p["label"]: p["probability"] for p in predictions}
+    for index, name in enumerate(run.class_names):
+        assert got[name] == pytest.approx(float(expected[index]), abs=1e-5)
+
+
+def test_broken_items_get_an_error_line_and_the_rest_still_run(run_path, fresh_videos,
+                                                                tmp_path, capsys):
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video at all")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    grey = tmp_path / "grey.npy"
+    np.save(grey, np.zeros((8, 24, 32), np.uint8))  # 1 band; the run was trained on 3
+    missing = str(tmp_path / "missing.avi")
+    items = [str(broken), fresh_videos["red"], str(empty), missing, str(grey),
+             fresh_videos["blue"]]
+    assert predict.main(["--run-dir", run_path, "--json", *items]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 4
+    for line, path, reason in zip(errors, [broken, empty, missing, grey], [
+            "not a video", "zero-byte", "no such file", "Expected items with 3 band(s)"]):
+        assert line.startswith(f"error: {path}: ") and reason in line
+    result = json.loads(captured.out)
+    assert [entry["path"] for entry in result] == items
+    assert result[1]["predictions"][0]["label"] == "red"
+    assert result[5]["predictions"][0]["label"] == "blue"
+    assert [bool(entry.get("error")) for entry in result] == [True, False, True, True, True,
+                                                              False]
+
+
+def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for t in range(8):  # a blue frame folder: one item
+        frame = np.clip(np.array(COLOURS["blue"]) * 0.8 + rng.integers(0, 50, (24, 32, 3)),
+                        0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{t}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    videos = os.path.dirname(fresh_videos["red"])  # a directory of videos: each one an item
+    assert predict.main(["--run-dir", run_path, "--top-k", "1", str(folder), videos]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [str(folder), lines[1], fresh_videos["blue"], lines[3],
+                     fresh_videos["red"], lines[5]]
+    assert [line.split()[:2] for line in lines[1::2]] == [["1.", "blue"], ["1.", "blue"],
+                                                          ["1.", "red"]]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--top-k", "0"], "Received: --top-k 0"),
+    (["--run-dir", "/nonexistent/run"], "Received: --run-dir /nonexistent/run"),
+])
+def test_usage_mistakes_are_one_line_exit_2(run_path, fresh_videos, capsys, arguments,
+                                            message):
+    argv = ["--run-dir", run_path, *arguments, fresh_videos["red"]]
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
