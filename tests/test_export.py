@@ -1,0 +1,157 @@
+"""Tests for training.export: the SavedModel loads with plain TensorFlow in a process that
+never imports this project (a trained run's export and a DeformConv3D model's), model.keras
+reloads in safe mode, and a failed export never breaks a run."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import evaluate
+import models
+from test_evaluate import tiny_run
+from training import evaluation, export
+
+# Runs with `python -I` (no PYTHONPATH, no user site) from a directory outside the repo, so
+# importing any project package fails; it checks that too.
+LOADER = textwrap.dedent("""
+    import importlib.util, json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    report = {}
+    for name, directory, clips in json.loads(sys.argv[1]):
+        loaded = tf.saved_model.load(directory)
+        serve = loaded.signatures["serving_default"]
+        output = serve(clips=tf.constant(np.load(clips)))
+        np.save(clips + ".out.npy", output["probabilities"].numpy())
+        names = loaded.signatures["class_names"]()["class_names"].numpy()
+        report[name] = {"outputs": sorted(output), "classes": [n.decode() for n in names],
+                        "input": serve.structured_input_signature[1]["clips"].shape.as_list(),
+                        "dtype": serve.structured_input_signature[1]["clips"].dtype.name}
+    report["project_modules"] = [m for m in sys.modules
+                                 if m.split(".")[0] in ("models", "training", "data_prep")]
+    report["project_importable"] = any(importlib.util.find_spec(m) is not None
+                                       for m in ("models", "training", "data_prep"))
+    print(json.dumps(report))
+""")
+
+
+def load_in_plain_process(exports, cwd):
+    """[(name, export_dir, clips.npy)] -> report dict; outputs saved beside each clips file."""
+    script = os.path.join(cwd, "load_export.py")
+    with open(script, "w") as f:
+        f.write(LOADER)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    completed = subprocess.run([sys.executable, "-I", script, json.dumps(exports)], cwd=cwd,
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def random_clips(shape, count=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, *shape), np.uint8)
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def deformable(tmp_path_factory):
+    """small3d with DeformConv3D in conv group 2, offsets made non-zero, exported."""
+    folder = tmp_path_factory.mktemp("deformable")
+    model = models.build_model("small3d", 3, (4, 12, 12, 3), deformable_stages=[2])
+    rng = np.random.default_rng(0)
+    offset_weights = [v for v in model.weights if "offset_conv" in v.path]
+    assert offset_weights
+    for variable in offset_weights:  # fresh offsets are zero: the layer would equal Conv3D
+        variable.assign(rng.normal(0, 0.5, variable.shape).astype("float32"))
+    export_dir = export.export_saved_model(model, str(folder / "export"), ["a", "b", "c"])
+    return model, export_dir, folder
+
+
+def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, deformable,
+                                                                  tmp_path):
+    deform_model, deform_export, _ = deformable
+    run = evaluation.open_trained_run(run_path)
+    run_model = evaluation.load_run_model(run)
+    cases = {"run": (run_model, os.path.join(run_path, "export")),
+             "deformable": (deform_model, deform_export)}
+    exports, expected = [], {}
+    for name, (model, directory) in cases.items():
+        clips = random_clips(model.input_shape[1:], seed=len(exports))
+        path = str(tmp_path / f"{name}.npy")
+        np.save(path, clips)
+        exports.append((name, directory, path))
+        expected[name] = tf.nn.softmax(model(clips, training=False)).numpy()
+    report = load_in_plain_process(exports, str(tmp_path))
+    assert report["project_modules"] == [] and report["project_importable"] is False
+    assert report["run"]["classes"] == ["blue", "red"]
+    assert report["deformable"]["classes"] == ["a", "b", "c"]
+    for name, (model, _) in cases.items():
+        assert report[name]["outputs"] == ["probabilities"]
+        assert report[name]["input"] == [None, *model.input_shape[1:]]
+        assert report[name]["dtype"] == "uint8"
+        got = np.load(str(tmp_path / f"{name}.npy.out.npy"))
+        np.testing.assert_allclose(got, expected[name], atol=1e-5)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    # The deformable offsets matter: the same weights with zero offsets answer differently.
+    offsets = [v for v in deform_model.weights if "offset_conv" in v.path]
+    saved = [v.numpy() for v in offsets]
+    for variable in offsets:
+        variable.assign(np.zeros(variable.shape, "float32"))
+    clips = np.load(exports[1][2])
+    plain = tf.nn.softmax(deform_model(clips, training=False)).numpy()
+    for variable, value in zip(offsets, saved):
+        variable.assign(value)
+    assert np.abs(plain - expected["deformable"]).max() > 1e-4
+
+
+@pytest.mark.parametrize("which", ["run", "deformable"])
+def test_model_keras_reloads_in_safe_mode_with_identical_predictions(run_path, deformable,
+                                                                     which):
+    if which == "run":
+        path = os.path.join(run_path, "model.keras")
+        model = keras.saving.load_model(path, compile=False, safe_mode=False)
+    else:
+        model = deformable[0]
+        path = str(deformable[2] / "model.keras")
+        model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    clips = random_clips(model.input_shape[1:], seed=7)
+    np.testing.assert_allclose(reloaded(clips, training=False), model(clips, training=False),
+                               atol=1e-6)
+
+
+def test_failed_export_is_logged_and_leaves_no_partial_directory(deformable, tmp_path,
+                                                                 caplog):
+    model = deformable[0]
+    run_dir = evaluation.RunDir(str(tmp_path))
+    with caplog.at_level(logging.ERROR, logger="training.export"):
+        assert export.export_after_training(model, run_dir, ["only one name"]) is None
+    assert "export to" in caplog.text and "evaluate.py --run-dir" in caplog.text
+    assert os.listdir(tmp_path) == []  # neither export/ nor a staging directory
+
+
+def test_evaluate_export_rewrites_an_older_runs_export(run_path, capsys):
+    target = os.path.join(run_path, "export")
+    assert os.path.isfile(os.path.join(target, "saved_model.pb"))  # train.py exported it
+    shutil.rmtree(target)  # as for a run trained before exports existed
+    assert evaluate.main(["--run-dir", run_path, "--export"]) == 0
+    assert capsys.readouterr().out.strip() == f"exported {target}"
+    assert os.path.isfile(os.path.join(target, "saved_model.pb"))
+    with open(os.path.join(target, "assets", "classes.txt")) as f:
+        assert f.read().split() == ["blue", "red"]
+    assert sorted(os.listdir(os.path.dirname(target))).count("export") == 1
+    assert not [n for n in os.listdir(run_path) if n.startswith(".export-")]
