@@ -41,6 +41,9 @@ def _resolve_config(args):
     from training.config import config_to_dict, load_config
     from training.run_dir import RunDir, default_run_path, open_run_dir
 
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other: resume continues the "
+                        "run, overwrite deletes it and starts again.")
     if args.resume:
         run_path = args.run_dir
         if run_path is None and args.config and os.path.basename(args.config) == "config.yaml":
@@ -70,12 +73,17 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Imported after argument parsing so that --help and config errors answer at once.
     from data_prep.errors import UserError
-    from training.trainer import TrainingError, run_experiment
 
     try:
         config, run_dir = _resolve_config(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # TensorFlow loads only now, so that --help and config mistakes answer at once.
+    from training.trainer import TrainingError, run_experiment
+
+    try:
         print(f"run directory: {run_dir.path}", flush=True)
         metrics = run_experiment(config, run_dir, resume=args.resume,
                                  show_progress=sys.stderr.isatty(),

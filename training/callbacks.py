@@ -156,7 +156,7 @@ def _offset_feature_models(model):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, DeformConv3D):
             try:
-                feature_model = keras.Model(model.inputs, layer.input)
+                feature_model = keras.Model(model.inputs[0], layer.input)
             except (ValueError, AttributeError) as e:  # a layer inside a nested sub-model
                 logger.warning("no offset view for %s: %s", layer.name, e)
                 continue
@@ -190,6 +190,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self.offset_sample = offset_sample
         self._writers = {}
         self._offset_views = None
+        self._started = False
 
     def writer(self, run):
         if run not in self._writers:
@@ -198,7 +199,15 @@ class TensorBoardLogger(keras.callbacks.Callback):
         return self._writers[run]
 
     def on_train_begin(self, logs=None):
-        step = self._initial_epoch()  # BackupAndRestore (earlier in the list) has set it
+        self._started = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The first epoch of this attempt (after BackupAndRestore restored the epoch count).
+        if not self._started:
+            self._started = True
+            self._write_initial(step=epoch)
+
+    def _write_initial(self, step):
         for split, clips in self.sample_clips.items():
             run = "train" if split == "train" else "validation"
             if not clips:
@@ -217,9 +226,6 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 self._write_offsets(step)
         for writer in self._writers.values():
             writer.flush()
-
-    def _initial_epoch(self):
-        return int(getattr(self.model, "_initial_epoch", 0) or 0)
 
     def _write_graph(self):
         spec = tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype)

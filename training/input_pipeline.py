@@ -95,6 +95,11 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         clip_selection="random" if temporal_jitter else "all",
         shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
     )
+    # A known length lets Keras size the epoch (and catches shards that disagree with the
+    # manifest) instead of warning that the input "ran out of data".
+    counts = data_prep.read_manifest(prepared_dir)["splits"][split]
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+        counts["videos"] if temporal_jitter else counts["clips"]))
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
@@ -126,6 +131,8 @@ def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, cr
         prepared_dir, split, clip_selection="all", with_item_index=with_item_index,
         shuffle_shards=False, num_parallel_reads=AUTOTUNE,
     )
+    clips = data_prep.read_manifest(prepared_dir)["splits"][split]["clips"]
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(clips))
 
     def transform(*element):
         clip = _with_static_shape(center_crop(element[0], crop_size), clip_shape, crop_size)

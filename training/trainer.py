@@ -335,8 +335,9 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
                 config.model.name, model.count_params(), input_shape, num_classes,
                 steps_per_epoch)
 
-    # Callbacks; order matters: the backup restores the epoch before the others start, and
-    # EpochLog adds its values to the logs before TensorBoard and the CSV history read them.
+    # Callbacks; order matters: EpochLog adds its values to the logs before TensorBoard and
+    # the CSV history read them, and the backup goes last, so that a kill between callbacks
+    # repeats an epoch (a duplicate history row) rather than loses its checkpoint and row.
     tensorboard = config.tensorboard
     count = tensorboard.clip_images
     sample_clips = {}
@@ -358,12 +359,12 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     )
     callback_list = [
         nan_stop,
-        run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
         run_callbacks.EpochLog(clips_per_epoch),
         run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop),
         tensorboard_logger,
         keras.callbacks.CSVLogger(run_dir.history, append=True),
         *extra_callbacks,
+        run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
     ]
     hparams = _hparams(config)
     if not resume:  # a resumed run continues the session its first attempt started
@@ -376,7 +377,7 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     try:
         model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
                   steps_per_epoch=config.train.steps_per_epoch and steps_per_epoch,
-                  callbacks=callback_list, verbose=verbose)
+                  callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
         # Anything the label check could not see (e.g. shards replaced mid-run) ends here.
         raise TrainingError(f"training failed on the input data: {e.message.splitlines()[0]}")

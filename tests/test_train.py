@@ -1,0 +1,297 @@
+"""End-to-end tests of train.py: a tiny run from nothing, its run directory and TensorBoard
+records, resume after SIGKILL, and the error paths (exit 2, one line, no traceback)."""
+
+import collections
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+import train
+from training import summaries
+from training.config import load_config
+from training.run_dir import RunDir
+from training.schedules import WarmupSchedule
+from training.trainer import read_history
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(tmp_path, name="tiny", **sections):
+    """A 4x16x16 synthetic run: 8 classes x 3 videos, small3d with a deformable last group."""
+    config = {
+        "data": {"layout": "synth", "root": str(tmp_path / "videos"),
+                 "prepared_dir": str(tmp_path / "prepared"), "frames": 4, "size": 16,
+                 "clips_per_video": 2, "workers": 1,
+                 "synth": {"videos_per_class": 4, "num_frames": 8, "frame_size": [24, 24]}},
+        "model": {"name": "small3d", "options": {"deformable_stages": [5]}},
+        "augment": {"horizontal_flip": False, "crop_size": 14},
+        "train": {"epochs": 1, "batch_size": 8, "optimizer": "adam", "learning_rate": 0.003,
+                  "warmup_epochs": 0.5},
+        "tensorboard": {"clip_images": 2},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def read_events(log_dir):
+    """{run: {"scalars": {tag: [(step, value)]}, "images": set, "histograms": set,
+    "hparams": {tag: plugin data}, "graph": bool}} from every event file under log_dir."""
+    runs = collections.defaultdict(lambda: {"scalars": collections.defaultdict(list),
+                                            "images": set(), "histograms": set(),
+                                            "hparams": {}, "graph": False})
+    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
+        run = os.path.relpath(os.path.dirname(path), log_dir)
+        for event in tf.compat.v1.train.summary_iterator(path):
+            if event.graph_def:
+                runs[run]["graph"] = True
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "scalars":
+                    runs[run]["scalars"][value.tag].append(
+                        (event.step, float(tf.make_ndarray(value.tensor))))
+                elif plugin == "images":
+                    runs[run]["images"].add(value.tag)
+                    width, height = tf.make_ndarray(value.tensor)[:2]
+                    assert int(width) > 0 and int(height) > 0
+                elif plugin == "histograms":
+                    runs[run]["histograms"].add(value.tag)
+                elif plugin == "hparams":
+                    runs[run]["hparams"][value.tag] = summaries.parse_hparams_plugin_data(
+                        value.metadata.plugin_data.content)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    config_path = tiny_config(tmp_path)
+    run_path = str(tmp_path / "run")
+    assert train.main(["--config", config_path, "--run-dir", run_path, "--quiet"]) == 0
+    return tmp_path, config_path, RunDir(run_path)
+
+
+def test_run_writes_every_artifact(finished_run):
+    import keras
+
+    tmp_path, config_path, run_dir = finished_run
+    for path in (run_dir.config, run_dir.run_info, run_dir.data_manifest, run_dir.classes,
+                 run_dir.train_log, run_dir.history, run_dir.model, run_dir.metrics,
+                 os.path.join(run_dir.checkpoints, "best.keras"),
+                 os.path.join(run_dir.checkpoints, "best.json"),
+                 os.path.join(run_dir.checkpoints, "last.keras")):
+        assert os.path.getsize(path) > 0, path
+    assert not os.path.exists(run_dir.backup)  # only kept while a run is unfinished
+    # The resolved config reproduces the run's config.
+    assert load_config(run_dir.config) == load_config(config_path)
+    info = json.load(open(run_dir.run_info))
+    manifest = json.load(open(run_dir.data_manifest))
+    assert info["status"] == "finished" and info["classes"] == manifest["classes"]
+    assert info["input_shape"] == [4, 14, 14, 3]
+    assert open(run_dir.classes).read().split() == manifest["classes"]
+    assert "epoch 1/1" in open(run_dir.train_log).read()
+    metrics = json.load(open(run_dir.metrics))
+    test_videos = manifest["splits"]["test"]["videos"]
+    assert metrics["videos"] == test_videos and metrics["clips"] == 2 * test_videos
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["top5"] >= metrics["top1"] and metrics["loss"] > 0
+    # model.keras reloads (safe mode) and reproduces the video-level top-1.
+    import data_prep
+    from training import input_pipeline
+    from training.metrics import video_level_metrics
+
+    model = keras.saving.load_model(run_dir.model, safe_mode=True)
+    dataset = input_pipeline.eval_dataset(
+        os.path.join(tmp_path, "prepared"), "test",
+        clip_shape=manifest["clip_shape"], num_classes=8, batch_size=16, crop_size=14,
+        with_item_index=True)
+    probabilities, labels, items = [], [], []
+    for clips, one_hot, item in dataset:
+        probabilities.append(tf.nn.softmax(model(clips, training=False)).numpy())
+        labels.append(one_hot.numpy().argmax(1))
+        items.append(item.numpy())
+    again = video_level_metrics(np.concatenate(probabilities), np.concatenate(labels),
+                                np.concatenate(items), 8)
+    assert again["top1"] == pytest.approx(metrics["top1"])
+    assert again["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
+    assert data_prep.read_manifest(os.path.join(tmp_path, "prepared")) == manifest
+
+
+def test_tensorboard_records_read_back(finished_run):
+    _, _, run_dir = finished_run
+    runs = read_events(run_dir.tensorboard)
+    train_run, validation, root = runs["train"], runs["validation"], runs["."]
+    for tag in ("epoch_loss", "epoch_top1", "epoch_top5", "learning_rate", "epoch_seconds",
+                "clips_per_second"):
+        assert [step for step, _ in train_run["scalars"][tag]] == [1], tag
+    assert train_run["scalars"]["learning_rate"][0][1] == pytest.approx(0.0)  # cosine's end
+    assert train_run["scalars"]["clips_per_second"][0][1] > 0
+    for tag in ("epoch_loss", "epoch_top1", "epoch_top5"):
+        assert len(validation["scalars"][tag]) == 1, tag
+    assert {"input_clips/train"} <= train_run["images"]
+    assert {"input_clips/validation", "confusion_matrix"} <= validation["images"]
+    assert train_run["graph"]
+    assert any(tag.endswith("/kernel") for tag in train_run["histograms"])
+    # The deformable group: offset magnitudes (scalars, histogram) and the field image,
+    # at step 0 (initial model) and after the epoch.
+    offset_scalars = [t for t in train_run["scalars"] if t.startswith("offsets/")]
+    assert offset_scalars and all(len(train_run["scalars"][t]) == 2 for t in offset_scalars)
+    assert any(t.startswith("offsets/") for t in train_run["histograms"])
+    assert any(t.startswith("offsets/") and t.endswith("/field") for t in train_run["images"])
+    # HParams: experiment, session start with the config's values, a successful end, and the
+    # final test metrics as scalars of the same run.
+    hparams = root["hparams"]
+    experiment = hparams[summaries.EXPERIMENT_TAG].experiment
+    assert "train.learning_rate" in [info.name for info in experiment.hparam_infos]
+    assert ("", "test/top1") in [(m.name.group, m.name.tag) for m in experiment.metric_infos]
+    start = hparams[summaries.SESSION_START_TAG].session_start_info
+    assert start.hparams["train.learning_rate"].number_value == pytest.approx(0.003)
+    assert start.hparams["model.name"].string_value == "small3d"
+    assert hparams[summaries.SESSION_END_TAG].session_end_info.status == summaries.STATUS_SUCCESS
+    metrics = json.load(open(run_dir.metrics))
+    assert root["scalars"]["test/top1"][0][1] == pytest.approx(metrics["top1"])
+
+
+def run_cli(args, timeout=120):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_resume_after_sigkill_continues_schedule_and_finishes(finished_run):
+    tmp_path, config_path, _ = finished_run
+    run_path = str(tmp_path / "killed")
+    run_dir = RunDir(run_path)
+    overrides = ["--set", "train.epochs=3", "--set", "model.options.deformable_stages=[]",
+                 "--set", "train.schedule=cosine", "--set", "train.warmup_epochs=1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "train.py"), "--config", config_path, "--run-dir",
+         run_path, "--quiet", *overrides],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = os.path.join(run_dir.backup, "training_metadata.json")
+    deadline = time.time() + 150
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if os.path.exists(metadata) and json.load(open(metadata))["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert os.path.exists(metadata), "no epoch finished in time"
+        process.send_signal(signal.SIGKILL)  # mid-epoch 2 (or between epochs), no cleanup
+    finally:
+        process.kill()
+        process.wait()
+    assert not run_dir.is_finished()
+    killed_after = json.load(open(metadata))["epoch"]
+
+    assert train.main(["--run-dir", run_path, "--resume", "--quiet"]) == 0
+    assert run_dir.is_finished() and not os.path.exists(run_dir.backup)
+    history = read_history(run_dir)
+    epochs = sorted({row["epoch"] for row in history})
+    assert epochs == [0, 1, 2]
+    # The rate at every epoch end is the uninterrupted schedule at that step: the resumed
+    # attempt continued from optimizer.iterations, not from step 0.
+    manifest = json.load(open(run_dir.data_manifest))
+    steps = int(np.ceil(manifest["splits"]["train"]["videos"] / 8))
+    schedule = WarmupSchedule(0.003, 3 * steps, steps, "cosine")
+    for row in history:
+        expected = float(schedule((row["epoch"] + 1) * steps))
+        assert row["learning_rate"] == pytest.approx(expected, rel=1e-5), row
+    import keras
+
+    model = keras.saving.load_model(run_dir.model)
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps
+    log = open(run_dir.train_log).read()
+    assert "resuming run" in log and killed_after >= 1
+    # Resuming a finished run is a clear one-line error.
+    result = run_cli(["--run-dir", run_path, "--resume"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Run ")
+    assert "already finished" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "train.epochz=3"], "unknown key train.epochz — did you mean train.epochs?"),
+        (["--set", "distribute.strategy=multi_worker"], "multi_worker is not yet supported"),
+        (["--set", "model.name=resnet_9000"], "error: model: "),
+        (["--set", "model.options.wings=2"], "error: model: "),
+        (["--set", "data.frames=6"], "was prepared with data.frames=4"),
+        (["--set", "data.synth.videos=3"], "data.synth: unknown option videos"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(finished_run, capsys, tmp_path, extra, message):
+    _, config_path, _ = finished_run
+    run_path = str(tmp_path / "run")
+    if "data.synth" in message:
+        extra = [*extra, "--set", f"data.prepared_dir={tmp_path / 'unprepared'}",
+                 "--set", f"data.root={tmp_path / 'videos'}"]
+    code = train.main(["--config", config_path, "--run-dir", run_path, "--quiet", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and message in err[-1], err
+
+
+def test_cli_errors_print_no_traceback(finished_run, tmp_path):
+    _, config_path, run_dir = finished_run
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_base_: " + config_path + "\ntrain:\n  epochs: 1\n  epochs: 2\n")
+    for args, message in [
+        (["--config", str(bad)], "duplicate key 'epochs'"),
+        (["--config", config_path, "--run-dir", run_dir.path], "already exists: pass --resume"),
+        (["--resume"], "--resume needs the run to continue"),
+        (["--config", config_path, "--run-dir", str(tmp_path / "x"), "--resume",
+          "--overwrite"], "exclude each other"),
+    ]:
+        result = run_cli(args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and message in last, (args, last)
+
+
+def test_labels_outside_the_classes_fail_before_training(finished_run, tmp_path, capsys):
+    import shutil
+
+    source, config_path, _ = finished_run
+    prepared = tmp_path / "prepared"
+    shutil.copytree(source / "prepared", prepared)
+    manifest = json.load(open(prepared / "manifest.json"))
+    manifest["classes"] = manifest["classes"][:5]
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    code = train.main(["--config", config_path, "--run-dir", str(tmp_path / "run"),
+                       "--set", f"data.prepared_dir={prepared}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "labels outside [0, 5)" in err and "Received: labels=[5, 6, 7]" in err
+    assert not os.path.exists(tmp_path / "run" / "history.csv")
+
+
+def test_nan_loss_stops_with_a_clear_message(finished_run, tmp_path, capsys):
+    _, config_path, _ = finished_run
+    run_path = tmp_path / "nan"
+    code = train.main(["--config", config_path, "--run-dir", str(run_path), "--quiet",
+                       "--set", "train.optimizer=sgd", "--set", "train.learning_rate=1e30",
+                       "--set", "train.warmup_epochs=0", "--set", "train.epochs=2",
+                       "--set", "model.options.deformable_stages=[]"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert re.match(r"error: loss became (nan|inf|-inf) at epoch 1, batch \d+; training stopped",
+                    err), err
+    assert not os.path.exists(run_path / "checkpoints" / "last.keras")
+    assert not os.path.exists(run_path / "metrics.json")
+    assert not glob.glob(str(run_path / "backup" / "*.h5"))
