@@ -52,7 +52,8 @@ def tiny_run(tmp_path_factory):
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
     config = config_from_dict({
         "name": "tiny",
-        "data": {"layout": "csv", "root": str(root), "prepared_dir": str(base / "tiny_run" / "prepared"),
+        "data": {"layout": "csv", "root": str(root),
+                 "prepared_dir": str(base / "tiny_run" / "prepared"),
                  "lists": {s: str(root / f"{s}.csv") for s in rows},
                  "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
         "model": {"name": "small3d"},
@@ -80,7 +81,8 @@ def trained(run_path):
 # --- views and crops ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, expected", [("10x3", (10, 3)), ("1x1", (1, 1)), (" 2 X 5 ", (2, 5))])
+@pytest.mark.parametrize("text, expected", [("10x3", (10, 3)), ("1x1", (1, 1)),
+                                            (" 2 X 5 ", (2, 5))])
 def test_parse_views(text, expected):
     assert evaluation.parse_views(text) == expected
 
