@@ -194,6 +194,13 @@ def _choose(value, name, choices):
     return value
 
 
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def default_items_per_shard(frames, size, clips_per_video):
     """Items per shard for about `TARGET_SHARD_BYTES` of raw 3-band clips."""
     item_bytes = clips_per_video * frames * size * size * 3
@@ -384,7 +391,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     frame_stride = _positive(frame_stride, "frame_stride")
     encoding = _choose(encoding, "encoding", ENCODINGS)
     _choose(layout, "layout", LAYOUTS)
-    workers = _positive(workers, "workers", allow_none=True) or os.cpu_count() or 1
+    workers = _positive(workers, "workers", allow_none=True) or _available_cores()
     if items_per_shard is None:
         items_per_shard = default_items_per_shard(frames, size, clips_per_video)
     items_per_shard = _positive(items_per_shard, "items_per_shard")
@@ -425,9 +432,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                             clips_per_video, encoding)
              for plan in pending for item in plan.items)
     state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
-             "items_done": 0,
-             "progress": tqdm(total=sum(len(plan.items) for plan in pending), unit="item",
-                              desc="prepare", disable=not show_progress, leave=False)}
+             "items_done": 0}
     workers_used = min(workers, max(1, sum(len(plan.items) for plan in pending)))
     quiet_video_logs()
     import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
@@ -439,7 +444,9 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                                   encoding=encoding)
     results = _ordered_results(tasks, workers_used)
     with contextlib.ExitStack() as stack:
-        stack.callback(state["progress"].close)
+        state["progress"] = stack.enter_context(tqdm(
+            total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
+            disable=not show_progress, leave=False))
         stack.callback(results.close)  # ends the worker pool, also on errors and Ctrl-C
         stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits))
         if show_progress:
