@@ -24,23 +24,25 @@ class _Architecture:
     """How to build one named model: its builder, default dropout and deformable units.
 
     `deformable_units` is how many 1-based `deformable_stages` exist (residual stages or conv
-    groups); `None` means the model has no deformable variant.
+    groups); `None` means the model has no deformable variant. `flags` are the model's own
+    boolean options, passed to the builder only when given.
     """
 
-    def __init__(self, builder, default_dropout, deformable_units):
+    def __init__(self, builder, default_dropout, deformable_units, flags=()):
         self.builder = builder
         self.default_dropout = default_dropout
         self.deformable_units = deformable_units
+        self.flags = tuple(flags)
 
     def option_names(self):
         names = ["mean", "std", "dropout"]
         if self.deformable_units is not None:
             names += ["deformable_stages", "offset_groups", "modulated"]
-        return names
+        return names + list(self.flags)
 
 
 ARCHITECTURES = {
-    "small3d": _Architecture(small3d, 0.2, SMALL3D_NUM_GROUPS),
+    "small3d": _Architecture(small3d, 0.2, SMALL3D_NUM_GROUPS, flags=("frame_differences",)),
     "frames_as_channels": _Architecture(frames_as_channels, 0.2, None),
     "c3d": _Architecture(c3d, 0.5, C3D_NUM_GROUPS),
     "r3d_18": _Architecture(r3d_18, 0.0, NUM_STAGES),
@@ -107,6 +109,9 @@ def build_model(name, num_classes, input_shape, **options):
               (`c3d`, `small3d`) whose 3x3x3 convolutions become `DeformConv3D`. Default: none.
             - `offset_groups`: int, offset groups of those layers. Default: 1.
             - `modulated`: bool, modulated (DCNv2) deformable convolutions. Default: false.
+            and `small3d` accepts
+            - `frame_differences`: bool, feed the differences of consecutive frames rather
+              than the frames (needs at least 2 frames). Default: true.
 
     Returns:
         A `keras.Model` named `name`: input uint8 `(batch, frames, height, width, bands)`,
@@ -153,6 +158,11 @@ def build_model(name, num_classes, input_shape, **options):
     builder_options = {"dropout": float(dropout)}
     if architecture.deformable_units is not None:
         builder_options.update(_check_deformable_options(options, architecture.deformable_units))
+    for flag in architecture.flags:
+        if flag in options:
+            if not isinstance(options[flag], bool):
+                raise ValueError(f"`{flag}` must be true or false. Received: {flag}={options[flag]!r}")
+            builder_options[flag] = options[flag]
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="clip")
     x = ClipNormalization(mean, std, name="normalize")(inputs)

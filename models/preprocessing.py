@@ -110,3 +110,36 @@ class ClipNormalization(keras.layers.Layer):
         config = super().get_config()
         config.update({"mean": list(self.mean), "std": list(self.std)})
         return config
+
+
+@keras.saving.register_keras_serializable(package="models")
+class FrameDifferences(keras.layers.Layer):
+    """Differences of consecutive frames: `x[:, 1:] - x[:, :-1]`.
+
+    A static background, however cluttered, cancels out and what moves remains, which is all
+    a motion classifier should look at; `small3d` starts with it.
+
+    Input shape:
+        `(batch, frames, height, width, bands)` with at least 2 frames.
+
+    Output shape:
+        `(batch, frames - 1, height, width, bands)`.
+
+    Example:
+
+    >>> FrameDifferences()(np.zeros((2, 8, 16, 16, 3), "float32")).shape
+    (2, 7, 16, 16, 3)
+    """
+
+    def build(self, input_shape):
+        if input_shape[1] is not None and input_shape[1] < 2:
+            raise ValueError(
+                f"FrameDifferences needs clips of at least 2 frames. Received: input_shape={input_shape}"
+            )
+
+    def call(self, inputs):
+        return inputs[:, 1:] - inputs[:, :-1]
+
+    def compute_output_shape(self, input_shape):
+        frames = None if input_shape[1] is None else input_shape[1] - 1
+        return (input_shape[0], frames, *input_shape[2:])

@@ -1,16 +1,21 @@
 """`small3d`: a CPU-friendly Conv3D classifier (about 0.73M parameters) for the demo and tests.
 
-Motion lives in the differences between neighbouring frames, so every convolution, from the
-first one, spans 3 frames; the first one also halves height and width, which keeps a
-16x64x64 clip cheap. Batch norm after each convolution lets it train from scratch at a high
-learning rate, and global average pooling makes the head independent of the clip size.
+Motion lives in the differences between neighbouring frames, so by default the network sees
+only those (`FrameDifferences`): a static, cluttered background cancels out and cannot be
+memorised, which on the synthetic motion demo is the difference between about 88% and 99%
+held-out accuracy (docs/MODELS.md). Every convolution, from the first one, spans 3 frames;
+the first one also halves height and width, which keeps a 16x64x64 clip cheap. Batch norm
+after each convolution lets it train from scratch at a high learning rate, and global
+average pooling makes the head independent of the clip size.
 
-Layer names: `conv{i}` / `bn{i}` for the five conv groups (i = 1..5), `dropout`, `fc`.
+Layer names: `frame_differences`, `conv{i}` / `bn{i}` for the five conv groups (i = 1..5),
+`dropout`, `fc`.
 """
 
 import keras
 
 from models.conv import conv3d
+from models.preprocessing import FrameDifferences
 
 # (filters, conv strides, pool size after the group or None), one row per conv group.
 SMALL3D_GROUPS = (
@@ -23,13 +28,25 @@ SMALL3D_GROUPS = (
 NUM_GROUPS = len(SMALL3D_GROUPS)
 
 
-def small3d(x, num_classes, *, dropout=0.2, deformable_stages=(), offset_groups=1, modulated=False):
+def small3d(
+    x,
+    num_classes,
+    *,
+    dropout=0.2,
+    frame_differences=True,
+    deformable_stages=(),
+    offset_groups=1,
+    modulated=False,
+):
     """Builds small3d's layers on the normalised clip `x` and returns the logits.
 
     Args:
-        x: float tensor `(batch, frames, height, width, bands)`.
+        x: float tensor `(batch, frames, height, width, bands)`, at least 2 frames when
+            `frame_differences` is on.
         num_classes: int, number of logits.
         dropout: float in [0, 1), dropout before the classifier.
+        frame_differences: bool, feed the differences of consecutive frames (F - 1 of them)
+            instead of the frames themselves; turn it off when appearance matters.
         deformable_stages: 1-based conv groups (1..5) whose 3x3x3 convolution becomes a
             `DeformConv3D`.
         offset_groups: int, offset groups of the deformable convolutions.
@@ -38,6 +55,8 @@ def small3d(x, num_classes, *, dropout=0.2, deformable_stages=(), offset_groups=
     Returns:
         Logits tensor `(batch, num_classes)`.
     """
+    if frame_differences:
+        x = FrameDifferences(name="frame_differences")(x)
     for index, (filters, strides, pool_size) in enumerate(SMALL3D_GROUPS, start=1):
         x = conv3d(
             x,

@@ -6,7 +6,7 @@ import pytest
 import keras
 
 import models
-from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ClipNormalization
+from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ClipNormalization, FrameDifferences
 
 # Small clip sizes: the big models are only built and run at these, never at 16x112x112.
 SMALL_SHAPE = (8, 32, 32, 3)
@@ -203,6 +203,30 @@ def test_clip_normalization_rejects_wrong_band_count():
         layer(random_clips((2, 4, 4, 3)))
 
 
+def test_frame_differences_match_numpy():
+    clips = np.random.default_rng(0).normal(size=(2, 5, 4, 4, 3)).astype(np.float32)
+    layer = FrameDifferences()
+    got = keras.ops.convert_to_numpy(layer(clips))
+    np.testing.assert_allclose(got, clips[:, 1:] - clips[:, :-1], rtol=1e-6)
+    assert layer.compute_output_shape(clips.shape) == (2, 4, 4, 4, 3)
+
+
+@pytest.mark.parametrize("frame_differences", [True, False])
+def test_small3d_frame_differences_option(frame_differences):
+    model = models.build_model("small3d", 3, (4, 16, 16, 3), frame_differences=frame_differences)
+    names = [layer.name for layer in model.layers]
+    assert ("frame_differences" in names) == frame_differences
+    # A clip that does not move gives the same logits as an all-zero clip: only motion counts.
+    still = np.repeat(random_clips((1, 16, 16, 3)), 4, axis=1)
+    zeros = np.zeros_like(still)
+    same = np.allclose(
+        keras.ops.convert_to_numpy(model(still, training=False)),
+        keras.ops.convert_to_numpy(model(zeros, training=False)),
+        atol=1e-6,
+    )
+    assert same == frame_differences
+
+
 def test_frames_as_channels_folds_frame_major():
     """The fold layers give (H, W, F*b) with channel f*b + band, like a numpy reshape."""
     shape = (3, 4, 5, 2)
@@ -323,6 +347,9 @@ def test_small3d_one_training_step_lowers_loss():
         ({"offset_groups": 0}, r"`offset_groups` must be a positive int. Received: offset_groups=0"),
         ({"modulated": "yes"}, r"`modulated` must be true or false"),
         ({"num_classes": 0}, r"`num_classes` must be a positive int"),
+        ({"frame_differences": 1}, r"`frame_differences` must be true or false"),
+        ({"input_shape": (1, 16, 16, 3)}, r"FrameDifferences needs clips of at least 2 frames"),
+        ({"name": "r3d_18", "frame_differences": False}, r"Unknown option\(s\) \['frame_differences'\]"),
         ({"input_shape": (8, 32, 32)}, r"`input_shape` must be 4 positive ints"),
         ({"name": "frames_as_channels", "deformable_stages": [1]}, r"Unknown option\(s\) \['deformable_stages'\]"),
     ],
