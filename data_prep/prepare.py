@@ -568,18 +568,21 @@ def arguments_from_config(path):
     data = _load_yaml(path).get("data") or {}
     if not isinstance(data, dict):
         raise UserError(f"Expected a `data:` mapping in {path}. Received: data={data!r}")
-    arguments = {_CONFIG_KEYS[key]: value for key, value in data.items()
-                 if key in _CONFIG_KEYS and value is not None}
-    if arguments.get("layout") == "synth":
-        root = arguments.get("root")
-        arguments["layout"] = "csv"
-        if root and "lists" not in arguments:
-            arguments["lists"] = {"train": os.path.join(root, "train.csv"),
-                                  "test": os.path.join(root, "test.csv")}
-            if not os.path.isfile(arguments["lists"]["train"]):
-                raise UserError(f"Expected the demo videos in {root}; generate them with "
-                                f"`python -m data_prep synth --out {root}`. Received: "
-                                f"root={root!r}")
+    return {_CONFIG_KEYS[key]: value for key, value in data.items()
+            if key in _CONFIG_KEYS and value is not None}
+
+
+def _synth_as_csv(arguments):
+    """`layout: synth` means the demo videos of `data_prep synth`: csv layout, its lists."""
+    root = arguments.get("root")
+    arguments["layout"] = "csv"
+    if root and "lists" not in arguments:
+        arguments["lists"] = {"train": os.path.join(root, "train.csv"),
+                              "test": os.path.join(root, "test.csv")}
+        if not os.path.isfile(arguments["lists"]["train"]):
+            raise UserError(f"Expected the demo videos in {root}; generate them with "
+                            f"`python -m data_prep synth --out {root}`. Received: "
+                            f"root={root!r}")
     return arguments
 
 
@@ -594,6 +597,8 @@ def _run(args):
              "encoding": args.encoding, "strict": args.strict or None,
              "items_per_shard": args.items_per_shard}
     arguments.update({key: value for key, value in flags.items() if value is not None})
+    if arguments.get("layout") == "synth":
+        arguments = _synth_as_csv(arguments)
     for required in ("layout", "root", "out", "frames", "size"):
         if arguments.get(required) is None:
             flag = "--" + required.replace("_", "-")

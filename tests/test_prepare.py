@@ -381,3 +381,20 @@ def test_h264_and_ffv1_videos_prepare(tmp_path):
     write_video(tmp_path / "root/b/y.mkv", 9)
     manifest = prepare(tmp_path / "root", tmp_path / "out")
     assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
+
+
+def test_cli_config_layout_synth_prepares_the_demo_lists(tmp_path):
+    make_folders_dataset(tmp_path / "videos", per_class=1)
+    write_text(tmp_path / "videos/train.csv", "a/item0.avi,a\n")
+    write_text(tmp_path / "videos/test.csv", "b/item0.avi,b\n")
+    config = write_text(tmp_path / "demo.yaml",
+                        "data:\n  layout: synth\n  root: elsewhere\n  frames: 3\n  size: 8\n"
+                        "  synth:\n    seed: 0\n")
+    # --root given on the command line wins over the config's, lists included.
+    assert main(["prepare", "--config", config, "--root", str(tmp_path / "videos"),
+                 "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 0
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["source"]["layout"] == "csv"
+    assert {split: info["videos"] for split, info in manifest["splits"].items()} == \
+        {"train": 1, "test": 1}
+    assert main(["prepare", "--config", config, "--out", str(tmp_path / "out2")]) == 2
