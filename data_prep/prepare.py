@@ -152,20 +152,19 @@ def worker_pool(workers):
         yield pool
 
 
-def _ordered_results(tasks, workers):
-    """Yield `prepare_item(task)` in task order, at most a few tasks ahead per worker."""
-    if workers == 1:
+def _ordered_results(tasks, pool, workers):
+    """Yield `prepare_item(task)` in task order; with a pool, a few tasks ahead per worker."""
+    if pool is None:
         for task in tasks:
             yield prepare_item(task)
         return
-    with worker_pool(workers) as pool:
-        in_flight = collections.deque()
-        for task in tasks:
-            in_flight.append(pool.apply_async(prepare_item, (task,)))
-            if len(in_flight) >= 4 * workers:
-                yield in_flight.popleft().get()
-        while in_flight:
+    in_flight = collections.deque()
+    for task in tasks:
+        in_flight.append(pool.apply_async(prepare_item, (task,)))
+        if len(in_flight) >= 4 * workers:
             yield in_flight.popleft().get()
+    while in_flight:
+        yield in_flight.popleft().get()
 
 
 @dataclasses.dataclass
@@ -433,22 +432,27 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
              for plan in pending for item in plan.items)
     state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
              "items_done": 0}
-    workers_used = min(workers, max(1, sum(len(plan.items) for plan in pending)))
+    workers_used = min(workers, sum(len(plan.items) for plan in pending)) or 1
     quiet_video_logs()
-    import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
-
-    start = time.perf_counter()
     redo_task = functools.partial(_task_for_item, frames=frames, size=size,
                                   resize_short=resize_short, sampling=sampling,
                                   frame_stride=frame_stride, clips_per_video=clips_per_video,
                                   encoding=encoding)
-    results = _ordered_results(tasks, workers_used)
     with contextlib.ExitStack() as stack:
+        # Workers start while the parent loads TensorFlow. Leaving the block terminates
+        # them, also on errors and Ctrl-C, and deletes half-written files.
+        pool = None
+        if workers_used > 1:
+            pool = stack.enter_context(worker_pool(workers_used))
+        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits))
+        import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
+
+        start = time.perf_counter()
+        results = stack.enter_context(contextlib.closing(
+            _ordered_results(tasks, pool, workers_used)))
         state["progress"] = stack.enter_context(tqdm(
             total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
             disable=not show_progress, leave=False))
-        stack.callback(results.close)  # ends the worker pool, also on errors and Ctrl-C
-        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits))
         if show_progress:
             stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
         sidecars = {}
