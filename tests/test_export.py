@@ -97,7 +97,7 @@ def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, defor
         expected[name] = tf.nn.softmax(model(clips, training=False)).numpy()
     report = load_in_plain_process(exports, str(tmp_path))
     assert report["project_modules"] == [] and report["project_importable"] is False
-    assert report["run"]["classes"] == ["blue", "red"]
+    assert report["run"]["classes"] == ["moving", "still"]
     assert report["deformable"]["classes"] == ["a", "b", "c"]
     for name, (model, _) in cases.items():
         assert report[name]["outputs"] == ["probabilities"]
@@ -152,6 +152,6 @@ def test_evaluate_export_rewrites_an_older_runs_export(run_path, capsys):
     assert capsys.readouterr().out.strip() == f"exported {target}"
     assert os.path.isfile(os.path.join(target, "saved_model.pb"))
     with open(os.path.join(target, "assets", "classes.txt")) as f:
-        assert f.read().split() == ["blue", "red"]
+        assert f.read().split() == ["moving", "still"]
     assert sorted(os.listdir(os.path.dirname(target))).count("export") == 1
     assert not [n for n in os.listdir(run_path) if n.startswith(".export-")]

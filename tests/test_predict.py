@@ -1,4 +1,4 @@
-"""Tests for predict.py on the tiny trained run of test_evaluate (red vs blue videos)."""
+"""Tests for predict.py on the tiny trained run of test_evaluate (moving vs still videos)."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import predict
-from test_evaluate import COLOURS, tiny_run, write_colour_video
+from test_evaluate import CLASSES, tiny_run, toy_frames, write_toy_video
 from training import evaluation
 
 
@@ -23,11 +23,11 @@ def run_path(tmp_path_factory):
 def fresh_videos(tmp_path_factory):
     """Videos written now, never seen in training, one per class (seeds unused by the run)."""
     folder = tmp_path_factory.mktemp("fresh")
-    return {name: write_colour_video(folder / f"new_{name}.avi", rgb, seed=1000 + i)
-            for i, (name, rgb) in enumerate(COLOURS.items())}
+    return {name: write_toy_video(folder / f"new_{name}.avi", name, seed=1000 + i)
+            for i, name in enumerate(CLASSES)}
 
 
-@pytest.mark.parametrize("name", sorted(COLOURS))
+@pytest.mark.parametrize("name", CLASSES)
 def test_fresh_video_gets_its_class(run_path, fresh_videos, capsys, name):
     assert predict.main(["--run-dir", run_path, fresh_videos[name]]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -94,8 +94,8 @@ def test_broken_items_get_an_error_line_and_the_rest_still_run(run_path, fresh_v
     grey = tmp_path / "grey.npy"
     np.save(grey, np.zeros((8, 24, 32), np.uint8))  # 1 band; the run was trained on 3
     missing = str(tmp_path / "missing.avi")
-    items = [str(broken), fresh_videos["red"], str(empty), missing, str(grey),
-             fresh_videos["blue"]]
+    items = [str(broken), fresh_videos["moving"], str(empty), missing, str(grey),
+             fresh_videos["still"]]
     assert predict.main(["--run-dir", run_path, "--json", *items]) == 1
     captured = capsys.readouterr()
     errors = captured.err.strip().splitlines()
@@ -105,8 +105,8 @@ def test_broken_items_get_an_error_line_and_the_rest_still_run(run_path, fresh_v
         assert line.startswith(f"error: {path}: ") and reason in line
     result = json.loads(captured.out)
     assert [entry["path"] for entry in result] == items
-    assert result[1]["predictions"][0]["label"] == "red"
-    assert result[5]["predictions"][0]["label"] == "blue"
+    assert result[1]["predictions"][0]["label"] == "moving"
+    assert result[5]["predictions"][0]["label"] == "still"
     assert [bool(entry.get("error")) for entry in result] == [True, False, True, True, True,
                                                               False]
 
@@ -114,18 +114,15 @@ def test_broken_items_get_an_error_line_and_the_rest_still_run(run_path, fresh_v
 def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, capsys):
     folder = tmp_path / "frames"
     folder.mkdir()
-    rng = np.random.default_rng(1)
-    for t in range(8):  # a blue frame folder: one item
-        frame = np.clip(np.array(COLOURS["blue"]) * 0.8 + rng.integers(0, 50, (24, 32, 3)),
-                        0, 255).astype(np.uint8)
+    for t, frame in enumerate(toy_frames("moving", seed=2000)):  # a frame folder: one item
         cv2.imwrite(str(folder / f"{t}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    videos = os.path.dirname(fresh_videos["red"])  # a directory of videos: each one an item
+    videos = os.path.dirname(fresh_videos["moving"])  # a directory of videos: each an item
     assert predict.main(["--run-dir", run_path, "--top-k", "1", str(folder), videos]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [str(folder), lines[1], fresh_videos["blue"], lines[3],
-                     fresh_videos["red"], lines[5]]
-    assert [line.split()[:2] for line in lines[1::2]] == [["1.", "blue"], ["1.", "blue"],
-                                                          ["1.", "red"]]
+    assert lines == [str(folder), lines[1], fresh_videos["moving"], lines[3],
+                     fresh_videos["still"], lines[5]]
+    assert [line.split()[:2] for line in lines[1::2]] == [["1.", "moving"], ["1.", "moving"],
+                                                          ["1.", "still"]]
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -134,7 +131,7 @@ def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, c
 ])
 def test_usage_mistakes_are_one_line_exit_2(run_path, fresh_videos, capsys, arguments,
                                             message):
-    argv = ["--run-dir", run_path, *arguments, fresh_videos["red"]]
+    argv = ["--run-dir", run_path, *arguments, fresh_videos["moving"]]
     assert predict.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
