@@ -269,7 +269,10 @@ def _finished_sidecar(plan):
             sidecar = json.load(file)
     except (OSError, ValueError):
         return None
-    return sidecar if sidecar.get("fingerprint") == plan.fingerprint else None
+    complete = isinstance(sidecar, dict) and {"fingerprint", "first_item_index", "videos",
+                                              "clips", "band", "frames_decoded",
+                                              "skipped"} <= set(sidecar)
+    return sidecar if complete and sidecar["fingerprint"] == plan.fingerprint else None
 
 
 def _write_shard(plan, results, first_item_index, state):
@@ -397,6 +400,11 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
 
+    real_out, real_root = os.path.realpath(out), os.path.realpath(root or ".")
+    if layout == "folders" and os.path.commonpath([real_out, real_root]) == real_root:
+        raise UserError(f"Expected --out outside --root for the folders layout (inside, it "
+                        f"would be read as a class folder). Received: out={out!r}, "
+                        f"root={root!r}")
     source = resolve_source(layout, root, split_dir=split_dir, split=split, lists=lists,
                             classes_file=classes_file)
     if strict and source.skipped:

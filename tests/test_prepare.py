@@ -213,11 +213,14 @@ def test_nothing_decodes_is_an_error(tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(frames=0), "frames=0"), (dict(size=16, resize_short=8), "resize_short=8"),
     (dict(encoding="webp"), "encoding='webp'"), (dict(sampling="dense"), "sampling='dense'"),
-    (dict(workers=0), "workers=0"), (dict(clips_per_video=0), "clips_per_video=0")])
+    (dict(workers=0), "workers=0"), (dict(clips_per_video=0), "clips_per_video=0"),
+    (dict(out_inside_root=True), "out=")])
 def test_bad_arguments_raise_user_error(tmp_path, kwargs, message):
     make_folders_dataset(tmp_path / "root", per_class=1)
+    out = tmp_path / "root" / "prepared" if kwargs.pop("out_inside_root", False) \
+        else tmp_path / "out"
     with pytest.raises(UserError, match=f"Received: {message}"):
-        prepare(tmp_path / "root", tmp_path / "out", **kwargs)
+        prepare(tmp_path / "root", out, **kwargs)
 
 
 def shard_files(out):
