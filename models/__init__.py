@@ -4,6 +4,10 @@ See docs/MODELS.md for the architectures, band handling, normalisation and defor
 """
 
 from models.build import MODEL_NAMES, build_model
-from models.preprocessing import ClipNormalization
 
-__all__ = ["MODEL_NAMES", "ClipNormalization", "build_model"]
+# Imported for their registration with Keras: after `import models`, every saved model,
+# deformable or not, reloads with `keras.models.load_model` in a fresh process.
+from models.deform_conv3d import DeformConv3D
+from models.preprocessing import ClipNormalization, FrameDifferences
+
+__all__ = ["MODEL_NAMES", "ClipNormalization", "DeformConv3D", "FrameDifferences", "build_model"]

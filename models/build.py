@@ -12,7 +12,7 @@ import keras
 from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
 from models.frames_as_channels import frames_as_channels
-from models.preprocessing import ClipNormalization, _per_band, default_mean_std
+from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
 from models.small3d import small3d
 from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
@@ -144,8 +144,8 @@ def build_model(name, num_classes, input_shape, **options):
     bands = input_shape[-1]
 
     default_mean, default_std = default_mean_std(bands)
-    mean = _per_band(options.get("mean", default_mean), bands, "mean")
-    std = _per_band(options.get("std", default_std), bands, "std")
+    mean = per_band_values(options.get("mean", default_mean), bands, "mean")
+    std = per_band_values(options.get("std", default_std), bands, "std")
     if any(v <= 0 for v in std):
         raise ValueError(f"Every `std` must be > 0. Received: std={list(std)}")
     dropout = options.get("dropout", architecture.default_dropout)

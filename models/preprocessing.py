@@ -29,7 +29,7 @@ def default_mean_std(bands):
     return (NEUTRAL_MEAN,) * bands, (NEUTRAL_STD,) * bands
 
 
-def _per_band(value, bands, name):
+def per_band_values(value, bands, name):
     """Broadcast a number or check a sequence to `bands` floats; `ValueError` otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (float(value),) * bands

@@ -1,5 +1,10 @@
 """Tests for models/: build_model, every architecture, normalisation, saving, errors."""
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -317,6 +322,29 @@ def test_saves_and_reloads_with_safe_mode(built_models, name, tmp_path):
         keras.ops.convert_to_numpy(reloaded(clips, training=False)),
         keras.ops.convert_to_numpy(model(clips, training=False)),
     )
+
+
+def test_deformable_model_reloads_in_a_fresh_process(tmp_path):
+    """`import models` alone must register every custom layer a saved model may hold."""
+    model = models.build_model("small3d", 3, (4, 16, 16, 3), deformable_stages=[5])
+    clips = random_clips((4, 16, 16, 3))
+    path = tmp_path / "deformable.keras"
+    model.save(path)
+    np.save(tmp_path / "clips.npy", clips)
+    np.save(tmp_path / "logits.npy", keras.ops.convert_to_numpy(model(clips, training=False)))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, keras, models
+        model = keras.models.load_model({str(path)!r}, safe_mode=True)
+        logits = keras.ops.convert_to_numpy(model(np.load({str(tmp_path / "clips.npy")!r}), training=False))
+        np.testing.assert_array_equal(logits, np.load({str(tmp_path / "logits.npy")!r}))
+        """
+    )
+    repo_root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_small3d_one_training_step_lowers_loss():
