@@ -9,6 +9,8 @@ hand-written gradient that recomputes the samples in the backward pass instead o
 the B*D'*H'*W'*K*C sampled values alive between the two passes.
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 from keras import activations, constraints, initializers, regularizers
@@ -286,45 +288,59 @@ def _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_output
     return grad_inputs, grad_offsets, grad_kernel, grad_mask
 
 
-def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args):
+@functools.lru_cache(maxsize=None)
+def _compiled_passes(geometry_args, has_mask, jit_compile):
+    """The forward and backward passes as tf.functions, one pair per static configuration.
+
+    XLA fuses each corner's gather into the weighted sum, so no gathered copy of the
+    input is written out, and turns the backward scatter-adds into in-place updates.
+    """
+
+    def forward(inputs, offsets, kernel, mask):
+        geometry = _Geometry(inputs, *geometry_args)
+        return _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry)
+
+    def backward(inputs, offsets, kernel, mask, grad_outputs):
+        geometry = _Geometry(inputs, *geometry_args)
+        return _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_outputs)
+
+    if not has_mask:
+        forward_fn = lambda inputs, offsets, kernel: forward(inputs, offsets, kernel, None)  # noqa: E731
+        backward_fn = lambda inputs, offsets, kernel, grad_outputs: backward(  # noqa: E731
+            inputs, offsets, kernel, None, grad_outputs
+        )[:3]
+    else:
+        forward_fn, backward_fn = forward, backward
+    return (
+        tf.function(forward_fn, jit_compile=jit_compile, reduce_retracing=True),
+        tf.function(backward_fn, jit_compile=jit_compile, reduce_retracing=True),
+    )
+
+
+def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args, jit_compile):
     """The op on (B,D,H,W,C), (B,D',H',W',G,K,3), kernel, (B,D',H',W',G,K) tensors.
 
     Its gradient is written by hand (see `_deform_conv3d_backward`) so that autodiff
     does not keep every kernel point's samples for the backward pass.
     """
-    if mask is None:
-
-        @tf.custom_gradient
-        def op(inputs, offsets, kernel):
-            geometry = _Geometry(inputs, *geometry_args)
-            outputs = _deform_conv3d_forward(inputs, offsets, kernel, None, geometry)
-
-            def grad(grad_outputs):
-                return _deform_conv3d_backward(
-                    inputs, offsets, kernel, None, geometry, grad_outputs
-                )[:3]
-
-            return outputs, grad
-
-        return op(inputs, offsets, kernel)
+    forward, backward = _compiled_passes(geometry_args, mask is not None, jit_compile)
+    tensors = (inputs, offsets, kernel) if mask is None else (inputs, offsets, kernel, mask)
 
     @tf.custom_gradient
-    def masked_op(inputs, offsets, kernel, mask):
-        geometry = _Geometry(inputs, *geometry_args)
-        outputs = _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry)
-
+    def op(*tensors):
         def grad(grad_outputs):
-            return _deform_conv3d_backward(
-                inputs, offsets, kernel, mask, geometry, grad_outputs
-            )
+            return backward(*tensors, grad_outputs)
 
-        return outputs, grad
+        # stop_gradient: the tape must not differentiate the compiled forward itself
+        # (it would keep the loop's intermediates for a gradient nobody asks for).
+        return forward(*[tf.stop_gradient(t) for t in tensors]), grad
 
-    return masked_op(inputs, offsets, kernel, mask)
+    return op(*tensors)
 
 
 def deform_conv3d(
-    inputs, offsets, kernel, mask=None, strides=1, padding="valid", dilation_rate=1
+    inputs, offsets, kernel, mask=None, strides=1, padding="valid", dilation_rate=1,
+    jit_compile=True,
 ):
     """Deformable 3D convolution, channels-last, no bias.
 
@@ -345,6 +361,8 @@ def deform_conv3d(
         strides: int or 3 ints.
         padding: "valid" or "same", with TF's rule (pad_before = total // 2).
         dilation_rate: int or 3 ints.
+        jit_compile: bool, whether the forward and backward passes run as XLA
+            computations (faster on CPU, see docs/BENCHMARKS.md). Defaults to `True`.
 
     Returns:
         (B, D', H', W', F) tensor of the inputs' dtype. Under float16/bfloat16 the
@@ -406,8 +424,8 @@ def deform_conv3d(
     if mask is not None:
         mask = tf.reshape(tf.cast(mask, compute_dtype), (*out_shape, num_groups, num_points))
 
-    geometry_args = (kernel_shape, num_groups, strides, padding, dilation_rate)
-    outputs = _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args)
+    geometry_args = (tuple(kernel_shape.as_list()), num_groups, strides, padding, dilation_rate)
+    outputs = _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args, jit_compile)
     outputs = tf.reshape(outputs, (*out_shape, geometry.filters))
     outputs.set_shape(_static_output_shape(inputs.shape, kernel_shape, strides, padding,
                                            dilation_rate))
