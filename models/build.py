@@ -13,9 +13,9 @@ from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
+from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
 from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
 from models.small3d import small3d
-from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
 
 logger = logging.getLogger(__name__)
 
