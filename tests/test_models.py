@@ -242,6 +242,42 @@ def test_frames_as_channels_folds_frame_major():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fold(clips)), expected)
 
 
+def conv3d_reference(x, kernel, strides, padding):
+    """Direct PyTorch-semantics Conv3D: zeros on both sides, then a strided valid sum."""
+    x = np.pad(x, [(0, 0)] + [(p, p) for p in padding] + [(0, 0)])
+    kt, kh, kw = kernel.shape[:3]
+    out_shape = [(x.shape[1 + a] - kernel.shape[a]) // strides[a] + 1 for a in range(3)]
+    out = np.zeros((x.shape[0], *out_shape, kernel.shape[-1]))
+    for t, h, w in np.ndindex(*out_shape):
+        t0, h0, w0 = t * strides[0], h * strides[1], w * strides[2]
+        window = x[:, t0 : t0 + kt, h0 : h0 + kh, w0 : w0 + kw]
+        out[:, t, h, w] = np.einsum("bthwc,thwco->bo", window, kernel)
+    return out
+
+
+@pytest.mark.parametrize(
+    "kernel_size, strides, padding",
+    [
+        ((3, 3, 3), (2, 2, 2), (1, 1, 1)),  # r3d_18's strided block conv
+        ((3, 7, 7), (1, 2, 2), (1, 3, 3)),  # the basic stem
+        ((1, 3, 3), (1, 2, 2), (0, 1, 1)),  # mc3_18 / R(2+1)D spatial, strided
+        ((3, 1, 1), (2, 1, 1), (1, 0, 0)),  # R(2+1)D temporal, strided
+        ((3, 3, 3), (1, 1, 1), (1, 1, 1)),  # stride 1: Keras "same"
+    ],
+)
+def test_conv3d_pads_symmetrically_like_pytorch(kernel_size, strides, padding):
+    from models.conv import conv3d
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 6, 10, 9, 2)).astype(np.float32)
+    inputs = keras.Input(x.shape[1:])
+    model = keras.Model(inputs, conv3d(inputs, 3, kernel_size, strides=strides, padding=padding, name="c"))
+    kernel = rng.normal(size=(*kernel_size, 2, 3)).astype(np.float32)
+    model.get_layer("c").kernel.assign(kernel)
+    expected = conv3d_reference(x.astype(np.float64), kernel.astype(np.float64), strides, padding)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), expected, rtol=1e-4, atol=1e-4)
+
+
 DEFORMABLE_CASES = [
     # (name, options, names of the layers that must be DeformConv3D)
     ("small3d", {"deformable_stages": [1, 3], "modulated": True}, ["conv1", "conv3"]),
