@@ -11,7 +11,8 @@ generated and prepared first if missing):
 
 The goal is a ratio >= 5: the pipeline could feed five models at once.
 
-    python bench/input_pipeline.py [--config configs/demo.yaml] [--batches 40] [--repeats 3]
+    python bench/input_pipeline.py [--config configs/demo.yaml] [--set key=value ...]
+        [--batches 40] [--repeats 3]
 """
 
 import argparse
@@ -46,6 +47,8 @@ def time_model(model, clips, labels, steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="config override, as in train.py")
     parser.add_argument("--batches", type=int, default=40, help="batches timed per repeat")
     parser.add_argument("--model-steps", type=int, default=10, help="train steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
@@ -57,7 +60,7 @@ def main(argv=None):
     from training.config import load_config
     from training.trainer import build_and_compile, ensure_prepared
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides=args.overrides)
     manifest = ensure_prepared(config.data)
     num_classes = len(manifest["classes"])
     frames, _, _, bands = manifest["clip_shape"]
@@ -81,7 +84,8 @@ def main(argv=None):
     pipeline_rate = statistics.median(pipeline_rates)
     model_rate = statistics.median(model_rates)
 
-    print(f"config {args.config}: clips {frames}x{crop}x{crop}x{bands}, batch {batch_size}, "
+    overrides = "".join(f" --set {o}" for o in args.overrides)
+    print(f"config {args.config}{overrides}: clips {frames}x{crop}x{crop}x{bands}, batch {batch_size}, "
           f"model {config.model.name}, tf.data threads: all cores ({os.cpu_count()})")
     print()
     print("| measured | clips/s (median of %d) | ratio to model |" % args.repeats)
