@@ -215,7 +215,24 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
     return outputs
 
 
-def _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_outputs):
+def _scatter_add_corners(grad_rows, rows, weights, grad_masked):
+    """grad_rows[rows[j]] += weights[j] * grad_masked for the 8 corners j, in order."""
+    for corner in range(8):
+        grad_rows = tf.tensor_scatter_nd_add(
+            grad_rows, rows[corner][..., None], grad_masked * weights[corner][..., None]
+        )
+    return grad_rows
+
+
+# XLA makes the 8 scatter-adds in-place loops (TF's kernel is ~3x slower here), while
+# TF's own kernels are faster for the gathers with several consumers and the row sums
+# of the backward pass; see docs/BENCHMARKS.md.
+_scatter_add_corners_xla = tf.function(_scatter_add_corners, jit_compile=True)
+
+
+def _deform_conv3d_backward(
+    inputs, offsets, kernel, mask, geometry, grad_outputs, scatter=_scatter_add_corners
+):
     """Gradients w.r.t. inputs, offsets, kernel and mask, one kernel point at a time.
 
     The samples of each kernel point are gathered again here rather than kept from the
@@ -243,15 +260,15 @@ def _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_output
             grad_masked = grad_sample * mask_point
         else:
             grad_masked = grad_sample
+        grad_rows = scatter(
+            grad_rows, [c[0] for c in corners], [c[1] for c in corners], grad_masked
+        )
         sample = None
         coord_grads = [None, None, None]
         for rows, weight, weight_grads in corners:
             values = tf.gather(input_rows, rows)
             term = values * weight[..., None]
             sample = term if sample is None else sample + term
-            grad_rows = tf.tensor_scatter_nd_add(
-                grad_rows, rows[..., None], grad_masked * weight[..., None]
-            )
             value_grad = tf.reduce_sum(grad_masked * values, axis=-1)
             for axis in range(3):
                 term = value_grad * weight_grads[axis]
@@ -302,7 +319,10 @@ def _compiled_passes(geometry_args, has_mask, jit_compile):
 
     def backward(inputs, offsets, kernel, mask, grad_outputs):
         geometry = _Geometry(inputs, *geometry_args)
-        return _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_outputs)
+        scatter = _scatter_add_corners_xla if jit_compile else _scatter_add_corners
+        return _deform_conv3d_backward(
+            inputs, offsets, kernel, mask, geometry, grad_outputs, scatter
+        )
 
     if not has_mask:
         forward_fn = lambda inputs, offsets, kernel: forward(inputs, offsets, kernel, None)  # noqa: E731
@@ -313,7 +333,7 @@ def _compiled_passes(geometry_args, has_mask, jit_compile):
         forward_fn, backward_fn = forward, backward
     return (
         tf.function(forward_fn, jit_compile=jit_compile, reduce_retracing=True),
-        tf.function(backward_fn, jit_compile=jit_compile, reduce_retracing=True),
+        tf.function(backward_fn, reduce_retracing=True),
     )
 
 
