@@ -138,7 +138,12 @@ class FrameDifferences(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        return inputs[:, 1:] - inputs[:, :-1]
+        # Cast first: a uint8 difference would wrap around below zero.
+        x = ops.cast(inputs, self.compute_dtype)
+        return x[:, 1:] - x[:, :-1]
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         frames = None if input_shape[1] is None else input_shape[1] - 1
