@@ -479,10 +479,19 @@ class DeformConv3D(keras.layers.Layer):
     are predicted by the layer's own Conv3D branch (`offset_conv`) over the same input,
     with the same kernel size, strides, padding and dilation.
 
-    The offset branch starts with zero weights and bias, so a new layer computes exactly a
-    plain Conv3D and `from_conv3d` keeps a trained Conv3D's output. For the same reason the
-    mask is `2 * sigmoid(logits)`, in (0, 2), which starts at 1: DCNv2's plain sigmoid
-    starts at 0.5 and would halve every activation of a converted network at creation.
+    Semantics (channels-last): for output position o and kernel point k (row-major over
+    (kd, kh, kw)), the input is read at p = o * strides - pad_before + k * dilation_rate
+    + (dt, dy, dx), per axis, with 'same' padding following TF's rule (pad_before =
+    total // 2). Trilinear interpolation uses the corners floor(p) and floor(p) + 1; a
+    corner outside the input contributes zero, so offsets far outside give zeros. Offset
+    group g moves input channels [g*C/G, (g+1)*C/G). With a (1, k, k) kernel and dt = 0
+    this is torchvision.ops.deform_conv2d on each frame.
+
+    Initialisation: the offset branch starts with zero weights and bias, so a new layer
+    computes exactly a plain Conv3D and `from_conv3d` keeps a trained Conv3D's output.
+    For the same reason the mask is `2 * sigmoid(logits)`, in (0, 2), which starts at 1:
+    DCNv2's plain sigmoid starts at 0.5 and would halve every activation of a converted
+    network at creation (and a new layer would not be a drop-in for Conv3D).
 
     Args:
         filters: int, the number of output channels.

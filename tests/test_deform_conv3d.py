@@ -139,6 +139,32 @@ def test_out_of_range_offsets_give_zeros_never_nan():
     np.testing.assert_array_equal(all_out.numpy(), 0.0)
 
 
+TORCHVISION_FIXTURE = os.path.join(REPO, "tests", "data", "deform_conv2d_torchvision.npz")
+
+
+@pytest.mark.parametrize("name", ["groups2_mask_same", "stride2_same_odd", "dilation2_valid_mask"])
+def test_frame_kernel_equals_torchvision_deform_conv2d(name):
+    # Outputs of torchvision.ops.deform_conv2d written by bench/make_deform_conv2d_reference.py;
+    # its frames become our D axis, and a (1, 3, 3) kernel with dt = 0 treats each alone.
+    with np.load(TORCHVISION_FIXTURE) as fixture:
+        case = {key.split("/")[1]: fixture[key] for key in fixture.files
+                if key.startswith(name + "/")}
+    groups, masked, stride, pad, dilation = (int(v) for v in case["params"])
+    inputs = np.transpose(case["inputs"], (0, 2, 3, 1))[None]
+    frames, out_h, out_w = case["offset"].shape[0], *case["offset"].shape[2:]
+    offsets_yx = np.transpose(case["offset"], (0, 2, 3, 1)).reshape(frames, out_h, out_w, groups, 9, 2)
+    offsets = np.concatenate([np.zeros_like(offsets_yx[..., :1]), offsets_yx], axis=-1)
+    offsets = offsets.reshape(1, frames, out_h, out_w, groups * 27)
+    mask = np.transpose(case["mask"], (0, 2, 3, 1))[None] if masked else None
+    kernel = np.transpose(case["weight"], (2, 3, 1, 0))[None]
+    outputs = deform_conv3d(
+        inputs, offsets, kernel, mask, strides=(1, stride, stride),
+        padding="same" if pad else "valid", dilation_rate=(1, dilation, dilation),
+    )
+    expected = np.transpose(case["output"], (0, 2, 3, 1))[None]
+    np.testing.assert_allclose(outputs.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "strides, padding, dilation_rate",
     [
