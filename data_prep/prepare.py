@@ -22,12 +22,8 @@ import functools
 import hashlib
 import logging
 import math
-import multiprocessing
 import os
-import signal
-import sys
 import time
-import types
 
 import cv2
 import numpy as np
@@ -36,6 +32,7 @@ from data_prep.decode import DecodeError, load_clips
 from data_prep.errors import UserError
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sources import LAYOUTS, resolve_source
+from data_prep.workers import quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -113,58 +110,20 @@ def prepare_item(task):
     return result
 
 
-def quiet_video_logs():
-    """Skipped items are reported once, by us: silence OpenCV's and FFmpeg's own warnings."""
-    # Read when OpenCV first logs / opens a video; worker processes inherit them.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-
-
 def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, clips_per_video,
                    encoding):
     return ItemTask(item.path, item.item_id, frames, size, resize_short, sampling,
                     frame_stride, clips_per_video, encoding)
 
 
-def _init_worker():
-    # The workers are the parallelism: one OpenCV thread each. Ctrl-C is the parent's job.
-    cv2.setNumThreads(1)
-    quiet_video_logs()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def worker_pool(workers):
-    """A "spawn" pool of `workers` decoding processes, closed (terminated) on exit.
-
-    Spawned processes re-import the parent's `__main__` script: for `python train.py` that
-    would load TensorFlow in every worker. They need only data_prep, so the parent's main
-    module is hidden while they start (`python -m ...` mains are never re-imported).
-    """
-    context = multiprocessing.get_context("spawn")
-    main_module = sys.modules["__main__"]
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        pool = context.Pool(workers, initializer=_init_worker)
-    finally:
-        sys.modules["__main__"] = main_module
-    with pool:
-        yield pool
-
-
-def _ordered_results(tasks, pool, workers):
-    """Yield `prepare_item(task)` in task order; with a pool, a few tasks ahead per worker."""
+def _ordered_results(tasks, pool):
+    """Yield `prepare_item(task)` in task order: in this process, or in the pool's workers."""
     if pool is None:
         for task in tasks:
             yield prepare_item(task)
         return
-    in_flight = collections.deque()
-    for task in tasks:
-        in_flight.append(pool.apply_async(prepare_item, (task,)))
-        if len(in_flight) >= 4 * workers:
-            yield in_flight.popleft().get()
-    while in_flight:
-        yield in_flight.popleft().get()
+    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task: {
+        "ok": False, "reason": "the decoder crashed (its worker process died)"})
 
 
 @dataclasses.dataclass
@@ -457,7 +416,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
 
         start = time.perf_counter()
         results = stack.enter_context(contextlib.closing(
-            _ordered_results(tasks, pool, workers_used)))
+            _ordered_results(tasks, pool)))
         state["progress"] = stack.enter_context(tqdm(
             total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
             disable=not show_progress, leave=False))

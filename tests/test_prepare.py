@@ -280,7 +280,8 @@ def interrupt_a_running_prepare(tmp_path, signal_number, workers):
     arguments = ["prepare", "--layout", "folders", "--root", tmp_path / "root", "--frames", 4,
                  "--size", 16, "--items-per-shard", 1, "--workers", workers, "--no-progress",
                  "--out", tmp_path / "out"]
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
+    # PYTHONFAULTHANDLER: should it ever hang, SIGABRT prints where.
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", PYTHONFAULTHANDLER="1")
     process = subprocess.Popen([sys.executable, "-m", "data_prep", *map(str, arguments)],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
@@ -291,7 +292,12 @@ def interrupt_a_running_prepare(tmp_path, signal_number, workers):
             break
         time.sleep(0.01)
     process.send_signal(signal_number)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate()
+        pytest.fail(f"prepare did not stop within 60 s of signal {signal_number}:\n{stderr}")
     assert not os.path.exists(tmp_path / "out/manifest.json"), \
         f"signalled too late to test: {stderr}"
     return arguments, process.returncode, stderr
@@ -360,14 +366,14 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
 def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
     script = write_text(tmp_path / "train_like.py",
                         "import sys\nimport tensorflow\n"
-                        "from data_prep.prepare import worker_pool\n"
+                        "from data_prep.workers import worker_pool\n"
                         "if __name__ == '__main__':\n"
                         "    with worker_pool(2) as pool:\n"
-                        "        print(pool.apply(eval, (\"'tensorflow' in "
-                        "__import__('sys').modules\",)))\n")
+                        "        print(*pool.map_ordered(eval, [\"'tensorflow' in "
+                        "__import__('sys').modules\"] * 2, on_crash=None))\n")
     result = subprocess.run([sys.executable, script], cwd=REPO, capture_output=True,
                             text=True, env=dict(os.environ, PYTHONPATH=REPO))
-    assert result.stdout.strip() == "False", result.stderr
+    assert result.stdout.strip() == "False False", result.stderr
 
 
 def test_data_prep_modules_do_not_import_tensorflow():

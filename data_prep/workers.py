@@ -1,0 +1,161 @@
+"""Worker processes for `data_prep.prepare`: ordered results, crash-tolerant, killable.
+
+Each worker is a "spawn" process with its own pipe and one task at a time. The parent never
+shares a lock with them, so stopping (Ctrl-C, an error) is just killing the processes:
+`multiprocessing.Pool.terminate` can deadlock on its queue locks when interrupted. A worker
+that dies in the middle of a task (a decoder crash) costs that one task, reported through
+`on_crash`, and is replaced.
+"""
+
+import collections
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+import types
+from multiprocessing.connection import wait
+
+_JOIN_SECONDS = 5
+
+
+def quiet_video_logs():
+    """Skipped items are reported once, by prepare: silence OpenCV's and FFmpeg's warnings."""
+    # Read when OpenCV first logs / opens a video; worker processes inherit them.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
+def _worker_main(connection):
+    import cv2
+
+    # The workers are the parallelism: one OpenCV thread each. Ctrl-C is the parent's job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    quiet_video_logs()
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        function, argument = message
+        try:
+            reply = (True, function(argument))
+        except Exception:  # a bug, not a broken item: the parent raises it
+            reply = (False, traceback.format_exc())
+        connection.send(reply)
+
+
+class WorkerPool:
+    """`workers` spawned processes that run `function(argument)` calls in order.
+
+    Spawned processes re-import the parent's `__main__` script: for `python train.py` that
+    would load TensorFlow in every worker. They need only what the function needs, so the
+    parent's main module is hidden while they start (`python -m ...` mains are never
+    re-imported anyway).
+    """
+
+    def __init__(self, workers):
+        self._context = multiprocessing.get_context("spawn")
+        self._workers = {}  # connection -> process
+        for _ in range(workers):
+            self._start_worker()
+
+    def _start_worker(self):
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(target=_worker_main, args=(child_end,), daemon=True)
+        main_module = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            sys.modules["__main__"] = main_module
+        child_end.close()
+        self._workers[parent_end] = process
+        return parent_end
+
+    def map_ordered(self, function, arguments, on_crash):
+        """Yield `function(argument)` for each argument, in order.
+
+        Args:
+            function: picklable callable, run in a worker.
+            arguments: iterable of picklable arguments (consumed lazily).
+            on_crash: callable(argument) -> the result to yield when the worker running that
+                argument dies.
+        """
+        arguments = iter(arguments)
+        busy = {}  # connection -> (index, argument)
+        finished = {}
+        next_to_submit = next_to_yield = 0
+        exhausted = False
+        while True:
+            # Keep every idle worker busy, but hold at most a few results out of order.
+            for connection in list(self._workers):
+                if exhausted or connection in busy or len(finished) > 2 * len(self._workers):
+                    continue
+                argument = next(arguments, _END)
+                if argument is _END:
+                    exhausted = True
+                    continue
+                connection.send((function, argument))
+                busy[connection] = (next_to_submit, argument)
+                next_to_submit += 1
+            while next_to_yield in finished:
+                yield finished.pop(next_to_yield)
+                next_to_yield += 1
+            if exhausted and not busy:
+                return
+            for connection in wait(list(busy)):
+                index, argument = busy.pop(connection)
+                try:
+                    ok, result = connection.recv()
+                except (EOFError, OSError):
+                    finished[index] = on_crash(argument)
+                    self._replace(connection)
+                    continue
+                if not ok:
+                    raise RuntimeError(f"A worker failed on {argument!r}:\n{result}")
+                finished[index] = result
+
+    def _replace(self, connection):
+        process = self._workers.pop(connection)
+        connection.close()
+        process.join(_JOIN_SECONDS)
+        self._start_worker()
+
+    def close(self):
+        """Ask idle workers to stop, then kill whatever is left."""
+        for connection in self._workers:
+            with contextlib.suppress(OSError):
+                connection.send(None)
+        for process in self._workers.values():
+            process.join(_JOIN_SECONDS)
+        self.kill()
+
+    def kill(self):
+        for connection, process in self._workers.items():
+            if process.is_alive():
+                process.kill()
+            process.join()
+            connection.close()
+        self._workers = {}
+
+
+_END = object()
+
+
+@contextlib.contextmanager
+def worker_pool(workers):
+    """A `WorkerPool`; closed on normal exit, killed on errors and Ctrl-C."""
+    quiet_video_logs()
+    pool = WorkerPool(workers)
+    try:
+        yield pool
+    except BaseException:
+        pool.kill()
+        raise
+    else:
+        pool.close()
