@@ -295,3 +295,21 @@ def test_nan_loss_stops_with_a_clear_message(finished_run, tmp_path, capsys):
     assert not os.path.exists(run_path / "checkpoints" / "last.keras")
     assert not os.path.exists(run_path / "metrics.json")
     assert not glob.glob(str(run_path / "backup" / "*.h5"))
+
+
+def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):
+    import keras
+
+    _, config_path, _ = finished_run
+    run_dir = RunDir(str(tmp_path / "run"))
+    assert train.main(["--config", config_path, "--run-dir", run_dir.path, "--quiet",
+                       "--set", "distribute.strategy=mirrored",
+                       "--set", "train.mixed_precision=true",
+                       "--set", "model.options.deformable_stages=[]",
+                       "--set", "tensorboard.clip_images=0"]) == 0
+    metrics = json.load(open(run_dir.metrics))
+    assert 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    model = keras.saving.load_model(run_dir.model)
+    assert model.layers[-1].name == "logits_float32"  # float32 logits for softmax and top-k
+    assert any(layer.compute_dtype in ("float16", "bfloat16") for layer in model.layers)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run

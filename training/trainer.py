@@ -139,6 +139,14 @@ def make_strategy(distribute):
                     "Received: distribute.strategy=multi_worker")
 
 
+def mixed_precision_policy(enabled):
+    """float32, or mixed precision in the type the hardware has kernels for: float16 on GPUs,
+    bfloat16 on CPUs (TensorFlow's CPU has no float16 MaxPool3D, for one)."""
+    if not enabled:
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
 def build_optimizer(train, schedule):
     weight_decay = train.weight_decay or None
     clipnorm = train.gradient_clip_norm
@@ -164,6 +172,11 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
         model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
+    if config.train.mixed_precision:
+        # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
+        logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
+            model.outputs[0])
+        model = keras.Model(model.inputs[0], logits, name=model.name)
     schedule = schedule_from_config(config.train, steps_per_epoch)
     confusion = MeanClassAccuracy(num_classes)
     model.compile(
@@ -275,6 +288,7 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
         return _run(config, run_dir, resume=resume, show_progress=show_progress,
                     verbose=verbose, extra_callbacks=extra_callbacks)
     finally:
+        keras.mixed_precision.set_global_policy("float32")  # global in Keras: leave it clean
         logging.getLogger().removeHandler(handler)
         handler.close()
 
@@ -326,8 +340,7 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     # Model, under the strategy; the policy is global in Keras, so set it every run.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
-    keras.mixed_precision.set_global_policy(
-        "mixed_float16" if config.train.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
     strategy = make_strategy(config.distribute)
     with strategy.scope():
         model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
@@ -379,8 +392,8 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
                   steps_per_epoch=config.train.steps_per_epoch and steps_per_epoch,
                   callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
-        # Anything the label check could not see (e.g. shards replaced mid-run) ends here.
-        raise TrainingError(f"training failed on the input data: {e.message.splitlines()[0]}")
+        # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
+        raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
     fit_seconds = time.perf_counter() - fit_started
     if nan_stop.stopped_at is not None:
         where = nan_stop.stopped_at
