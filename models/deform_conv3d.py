@@ -16,6 +16,10 @@ import tensorflow as tf
 from keras import activations, constraints, initializers, regularizers
 
 _PADDINGS = ("valid", "same")
+# The backward pass walks the output positions in this many chunks (of at least
+# _MIN_CHUNK_ROWS rows) so that one chunk's samples, not all of them, are alive.
+_BACKWARD_CHUNKS = 4
+_MIN_CHUNK_ROWS = 64
 
 
 def _standardize_triple(value, name):
@@ -101,31 +105,51 @@ class _Geometry:
         self.num_outputs = self.batch * outs[0] * outs[1] * outs[2]
 
 
-def _point_corners(geometry, offsets_k, point, coord_dtype):
-    """Trilinear corners of kernel point `point` for every output position and group.
+def _grid_indices(geometry):
+    """(batch, t, y, x) output indices shaped to broadcast over (B, D', H', W', G)."""
+    shapes = [(-1, 1, 1, 1, 1), (1, -1, 1, 1, 1), (1, 1, -1, 1, 1), (1, 1, 1, -1, 1)]
+    sizes = (geometry.batch, *geometry.out_sizes)
+    return tuple(tf.reshape(tf.range(n), shape) for n, shape in zip(sizes, shapes))
+
+
+def _flat_indices(geometry, start, size):
+    """(batch, t, y, x) indices of flat output positions [start, start + size), (size, 1)."""
+    flat = (start + tf.range(size))[:, None]
+    depth, height, width = geometry.out_sizes
+    return (
+        flat // (depth * height * width),
+        (flat // (height * width)) % depth,
+        (flat // width) % height,
+        flat % width,
+    )
+
+
+def _point_corners(geometry, out_indices, offsets_k, point, coord_dtype):
+    """Trilinear corners of kernel point `point` for the given output positions and groups.
 
     Args:
-        offsets_k: (B, D', H', W', G, 3) offsets of this kernel point, `coord_dtype`.
+        out_indices: (batch, t, y, x) int32 output indices that broadcast against
+            `offsets_k[..., 0]` (from `_grid_indices` or `_flat_indices`).
+        offsets_k: (..., G, 3) offsets of this kernel point, `coord_dtype`.
         point: scalar int32 tensor, the kernel point index in row-major (kd, kh, kw) order.
 
     Returns:
         A list of 8 (rows, weight, weight_grads) for corners (a, b, c) in {0,1}^3: `rows`
-        int32 (B, D', H', W', G) row indices into the (B*D*H*W*G, C/G) input view, clamped
-        to a valid row; `weight` the interpolation weight, zero for a corner outside the
+        int32 (..., G) row indices into the (B*D*H*W*G, C/G) input view, clamped to a
+        valid row; `weight` the interpolation weight, zero for a corner outside the
         input; `weight_grads` the 3 derivatives of `weight` w.r.t. (t, y, x).
     """
     kd, kh, kw = geometry.kernel_size
     point_index = (point // (kh * kw), (point // kw) % kh, point % kw)
-    shape_5d = [(1, -1, 1, 1, 1), (1, 1, -1, 1, 1), (1, 1, 1, -1, 1)]
     axis_terms = []
     for axis in range(3):
         size = geometry.in_sizes[axis]
         base = (
-            tf.range(geometry.out_sizes[axis]) * geometry.strides[axis]
+            out_indices[axis + 1] * geometry.strides[axis]
             - geometry.pads[axis]
             + point_index[axis] * geometry.dilation_rate[axis]
         )
-        base = tf.reshape(tf.cast(base, coord_dtype), shape_5d[axis])
+        base = tf.cast(base, coord_dtype)
         size_f = tf.cast(size, coord_dtype)
         # Far-away samples are clipped to a place whose 2 corners are both outside, so
         # they read zeros with a zero gradient, and huge offsets cannot overflow int32.
@@ -147,10 +171,8 @@ def _point_corners(geometry, offsets_k, point, coord_dtype):
 
     height, width = geometry.in_sizes[1], geometry.in_sizes[2]
     groups = geometry.num_groups
-    batch_rows = tf.reshape(
-        tf.range(geometry.batch) * geometry.in_sizes[0], (-1, 1, 1, 1, 1)
-    )
-    group_index = tf.reshape(tf.range(groups), (1, 1, 1, 1, -1))
+    batch_rows = out_indices[0] * geometry.in_sizes[0]
+    group_index = tf.range(groups)
     corners = []
     for t_index, t_weight, t_grad in axis_terms[0]:
         t_rows = (batch_rows + t_index) * height
@@ -195,9 +217,11 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
         kernel, (geometry.num_points, geometry.in_channels, geometry.filters)
     )
 
+    out_indices = _grid_indices(geometry)
+
     def body(point, outputs):
         corners = _point_corners(
-            geometry, _point_offsets(geometry, offsets, point), point, dtype
+            geometry, out_indices, _point_offsets(geometry, offsets, point), point, dtype
         )
         sample = _sample_point(geometry, input_rows, corners)
         if mask is not None:
@@ -236,27 +260,46 @@ def _deform_conv3d_backward(
     """Gradients w.r.t. inputs, offsets, kernel and mask, one kernel point at a time.
 
     The samples of each kernel point are gathered again here rather than kept from the
-    forward pass: that is the memory bound (one point's samples alive, not all K).
+    forward pass, and the output positions are walked in up to `_BACKWARD_CHUNKS`
+    chunks: only one chunk of one point's samples is alive at a time, which keeps the
+    peak memory within a small multiple of Conv3D's.
     """
     dtype = inputs.dtype
-    input_rows = tf.reshape(inputs, (-1, geometry.group_channels))
-    kernel_points = tf.reshape(
-        kernel, (geometry.num_points, geometry.in_channels, geometry.filters)
+    groups, group_channels = geometry.num_groups, geometry.group_channels
+    num_points, num_outputs = geometry.num_points, geometry.num_outputs
+    input_rows = tf.reshape(inputs, (-1, group_channels))
+    kernel_points = tf.reshape(kernel, (num_points, geometry.in_channels, geometry.filters))
+    grad_out = tf.reshape(grad_outputs, (num_outputs, geometry.filters))
+    offsets_flat = tf.reshape(offsets, (num_outputs, groups, num_points, 3))
+    if mask is not None:
+        mask_flat = tf.reshape(mask, (num_outputs, groups, num_points))
+    # All chunks have one size (XLA needs static shapes in the loop); the last one is
+    # moved back to end at the last row, and its rows already done get zero weight.
+    chunk_size = tf.minimum(
+        tf.maximum((num_outputs + _BACKWARD_CHUNKS - 1) // _BACKWARD_CHUNKS, _MIN_CHUNK_ROWS),
+        num_outputs,
     )
-    grad_out = tf.reshape(grad_outputs, (geometry.num_outputs, geometry.filters))
-    group_shape = (geometry.batch, *geometry.out_sizes, geometry.num_groups,
-                   geometry.group_channels)
-    num_points = geometry.num_points
+    num_chunks = (num_outputs + chunk_size - 1) // chunk_size
 
-    def body(point, grad_rows, grad_kernel, grad_offsets, grad_mask):
+    def body(step, grad_rows, grad_kernel, grad_offsets, grad_mask):
+        point = step // num_chunks
+        nominal_start = (step % num_chunks) * chunk_size
+        start = tf.minimum(nominal_start, num_outputs - chunk_size)
+        size = chunk_size
+        offsets_k = tf.slice(offsets_flat, [start, 0, point, 0], [size, groups, 1, 3])
         corners = _point_corners(
-            geometry, _point_offsets(geometry, offsets, point), point, dtype
+            geometry, _flat_indices(geometry, start, size), offsets_k[:, :, 0, :], point,
+            dtype,
         )
+        grad_out_chunk = tf.slice(grad_out, [start, 0], [size, geometry.filters])
+        fresh_rows = start + tf.range(size) >= nominal_start
+        grad_out_chunk = grad_out_chunk * tf.cast(fresh_rows, dtype)[:, None]
         grad_sample = tf.reshape(
-            tf.matmul(grad_out, kernel_points[point], transpose_b=True), group_shape
+            tf.matmul(grad_out_chunk, kernel_points[point], transpose_b=True),
+            (size, groups, group_channels),
         )
         if mask is not None:
-            mask_point = tf.gather(mask, point, axis=5)[..., None]
+            mask_point = tf.slice(mask_flat, [start, 0, point], [size, groups, 1])
             grad_masked = grad_sample * mask_point
         else:
             grad_masked = grad_sample
@@ -275,33 +318,49 @@ def _deform_conv3d_backward(
                 coord_grads[axis] = (
                     term if coord_grads[axis] is None else coord_grads[axis] + term
                 )
-        grad_offsets = grad_offsets.write(point, tf.stack(coord_grads, axis=-1))
-        if mask is not None:
-            grad_mask = grad_mask.write(point, tf.reduce_sum(grad_sample * sample, -1))
-            sample = sample * mask_point
-        sample = tf.reshape(sample, (geometry.num_outputs, geometry.in_channels))
-        grad_kernel = grad_kernel.write(
-            point, tf.matmul(sample, grad_out, transpose_a=True)
+        # Added in place into the final layout (rows seen twice add zero): collecting
+        # per-step pieces and transposing them would hold two more offset-sized copies.
+        slots = tf.stack(
+            [tf.broadcast_to(start + tf.range(size)[:, None], (size, groups)),
+             tf.broadcast_to(tf.range(groups), (size, groups)),
+             tf.fill((size, groups), point)],
+            axis=-1,
         )
-        return point + 1, grad_rows, grad_kernel, grad_offsets, grad_mask
+        grad_offsets = tf.tensor_scatter_nd_add(
+            grad_offsets, slots, tf.stack(coord_grads, axis=-1)
+        )
+        if mask is not None:
+            grad_mask = tf.tensor_scatter_nd_add(
+                grad_mask, slots, tf.reduce_sum(grad_sample * sample, -1)
+            )
+            sample = sample * mask_point
+        sample = tf.reshape(sample, (size, geometry.in_channels))
+        grad_kernel = grad_kernel.write(
+            step, tf.matmul(sample, grad_out_chunk, transpose_a=True)
+        )
+        return step + 1, grad_rows, grad_kernel, grad_offsets, grad_mask
 
+    num_steps = num_points * num_chunks
     loop_vars = (
         tf.constant(0),
         tf.zeros_like(input_rows),
-        tf.TensorArray(dtype, size=num_points),
-        tf.TensorArray(dtype, size=num_points),
-        tf.TensorArray(dtype, size=num_points if mask is not None else 1),
+        tf.TensorArray(dtype, size=num_steps),
+        tf.zeros_like(offsets_flat),
+        tf.zeros_like(mask_flat) if mask is not None else tf.zeros(()),
     )
     _, grad_rows, grad_kernel, grad_offsets, grad_mask = tf.while_loop(
-        lambda point, *_: point < num_points, body, loop_vars, parallel_iterations=1
+        lambda step, *_: step < num_steps, body, loop_vars, parallel_iterations=1
     )
     grad_inputs = tf.reshape(grad_rows, tf.shape(inputs))
-    grad_kernel = tf.reshape(grad_kernel.stack(), tf.shape(kernel))
-    # (K, B, D', H', W', G, 3) -> (B, D', H', W', G, K, 3), the offsets' layout.
-    grad_offsets = tf.transpose(grad_offsets.stack(), (1, 2, 3, 4, 5, 0, 6))
+    grad_kernel = tf.reshape(
+        grad_kernel.stack(),
+        (num_points, num_chunks, geometry.in_channels, geometry.filters),
+    )
+    grad_kernel = tf.reshape(tf.reduce_sum(grad_kernel, axis=1), tf.shape(kernel))
+    grad_offsets = tf.reshape(grad_offsets, tf.shape(offsets))
     if mask is None:
         return grad_inputs, grad_offsets, grad_kernel, None
-    grad_mask = tf.transpose(grad_mask.stack(), (1, 2, 3, 4, 5, 0))
+    grad_mask = tf.reshape(grad_mask, tf.shape(mask))
     return grad_inputs, grad_offsets, grad_kernel, grad_mask
 
 
