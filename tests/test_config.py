@@ -125,6 +125,9 @@ def test_later_override_wins(tmp_path):
          "base.yaml: unknown key data.frams — did you mean data.frames?"),
         ({"c.yaml": MINIMAL + "train:\n  horizontal_flip: false\n"}, [],
          "c.yaml: unknown key train.horizontal_flip — did you mean augment.horizontal_flip?"),
+        ({"c.yaml": MINIMAL + "  synth:\n    videos_per_klass: 3\n"}, [],
+         "c.yaml: unknown key data.synth.videos_per_klass — did you mean "
+         "data.synth.videos_per_class?"),
         ({"c.yaml": MINIMAL}, ["train.batchsize=4"],
          "--set: unknown key train.batchsize — did you mean train.batch_size?"),
         ({"c.yaml": MINIMAL + "train:\n  epochs: ten\n"}, [],

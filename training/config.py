@@ -18,6 +18,7 @@ Example:
 import copy
 import dataclasses
 import difflib
+import inspect
 import os
 import types
 import typing
@@ -460,6 +461,17 @@ def _check_consistency(config, origins, default_source):
     if not config.data.prepared_dir:
         fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
              "(or will be prepared). Received: data.prepared_dir=None")
+    if config.data.synth:
+        from data_prep import synth  # numpy and OpenCV only: cheap to import here
+
+        accepted = [name for name, p in inspect.signature(synth.generate_dataset).parameters.items()
+                    if p.kind == inspect.Parameter.KEYWORD_ONLY and name != "show_progress"]
+        for key in config.data.synth:
+            if key not in accepted:
+                close = difflib.get_close_matches(str(key), accepted, n=1)
+                hint = f" — did you mean data.synth.{close[0]}?" if close else (
+                    f" — valid keys: {', '.join(accepted)}")
+                fail(f"data.synth.{key}", f"unknown key data.synth.{key}{hint}")
     if config.data.lists is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in config.data.lists.items()
     ):

@@ -8,7 +8,6 @@ split averaging the softmax over every stored clip of a video, and write metrics
 """
 
 import csv
-import inspect
 import json
 import logging
 import math
@@ -41,19 +40,6 @@ class TrainingError(RuntimeError):
 # --- data ---------------------------------------------------------------------------------
 
 
-def _synth_options(data):
-    """data.synth as keyword arguments of generate_dataset, checked against its signature."""
-    from data_prep import synth
-
-    accepted = [name for name, p in inspect.signature(synth.generate_dataset).parameters.items()
-                if p.kind == inspect.Parameter.KEYWORD_ONLY and name != "show_progress"]
-    for key in data.synth:
-        if key not in accepted:
-            raise ConfigError(f"data.synth: unknown option {key}. Expected one of "
-                              f"{', '.join(accepted)}. Received: data.synth.{key}")
-    return dict(data.synth)
-
-
 def ensure_prepared(data, *, show_progress=False):
     """Returns the manifest of data.prepared_dir, generating/preparing it first if needed.
 
@@ -71,7 +57,7 @@ def ensure_prepared(data, *, show_progress=False):
                 raise ConfigError("data.root is required for layout synth: where the demo "
                                   "videos are generated. Received: data.root=None")
             logger.info("generating the synthetic demo videos in %s", root)
-            synth.generate_dataset(root, show_progress=show_progress, **_synth_options(data))
+            synth.generate_dataset(root, show_progress=show_progress, **data.synth)
             layout = "csv"
             lists = {"train": os.path.join(root, "train.csv"),
                      "test": os.path.join(root, "test.csv")}
