@@ -5,8 +5,10 @@ offsets, sampled by trilinear interpolation. `DeformConv3D` is the Keras layer a
 a drop-in for `keras.layers.Conv3D` that predicts its own offsets (and mask).
 
 Memory is bounded by walking the kernel points one at a time (a `tf.while_loop`) and by a
-hand-written gradient that recomputes the samples in the backward pass instead of keeping
-the B*D'*H'*W'*K*C sampled values alive between the two passes.
+hand-written gradient that recomputes the samples in the backward pass, chunk by chunk of
+output positions, instead of keeping the B*D'*H'*W'*K*C sampled values alive between the
+two passes. The forward pass and the backward scatter-adds run under XLA, where that was
+measured faster on CPU (docs/BENCHMARKS.md, "DeformConv3D").
 """
 
 import functools
@@ -191,12 +193,12 @@ def _point_corners(geometry, out_indices, offsets_k, point, coord_dtype):
     return corners
 
 
-def _point_offsets(geometry, offsets, point):
+def _point_offsets(offsets, point):
     """(B, D', H', W', G, K, 3) offsets -> those of one kernel point, (B, D', H', W', G, 3)."""
     return tf.gather(offsets, point, axis=5)
 
 
-def _sample_point(geometry, input_rows, corners):
+def _sample_point(input_rows, corners):
     """Trilinear samples of one kernel point: (B, D', H', W', G, C/G), interp dtype."""
     sample = None
     for rows, weight, _ in corners:
@@ -221,9 +223,9 @@ def _deform_conv3d_forward(inputs, offsets, kernel, mask, geometry):
 
     def body(point, outputs):
         corners = _point_corners(
-            geometry, out_indices, _point_offsets(geometry, offsets, point), point, dtype
+            geometry, out_indices, _point_offsets(offsets, point), point, dtype
         )
-        sample = _sample_point(geometry, input_rows, corners)
+        sample = _sample_point(input_rows, corners)
         if mask is not None:
             sample = sample * tf.gather(mask, point, axis=5)[..., None]
         sample = tf.reshape(sample, (geometry.num_outputs, geometry.in_channels))
