@@ -272,7 +272,7 @@ def test_gradients_match_finite_differences(name):
     gradients = tape.gradient(value, arguments)
     epsilon = 1e-6
     # Directional derivatives along random directions: a wrong entry anywhere shows up.
-    # The first two cases have 252 and 120 output positions, so the backward pass walks
+    # The first and last cases have 252 and 120 output positions, so the backward pass walks
     # several 64-row chunks, the last one overlapping the one before.
     for position, (argument, gradient) in enumerate(zip(arguments, gradients)):
         for _ in range(3):
