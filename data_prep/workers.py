@@ -106,8 +106,10 @@ class WorkerPool:
             while next_to_yield in finished:
                 yield finished.pop(next_to_yield)
                 next_to_yield += 1
-            if exhausted and not busy:
-                return
+            if not busy:
+                if exhausted:
+                    return
+                continue  # idle because too many results waited for one: submit again
             for connection in wait(list(busy)):
                 index, argument = busy.pop(connection)
                 try:

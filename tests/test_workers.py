@@ -16,6 +16,14 @@ def test_results_come_back_in_order():
             [i * i for i in range(9)]
 
 
+def test_one_slow_task_ahead_of_many_fast_ones_neither_blocks_nor_reorders():
+    # The fast worker runs ahead until too many results wait for the slow one, idles, and
+    # must start again once the slow result arrives.
+    expressions = ["__import__('time').sleep(1.0) or 0"] + [str(i) for i in range(1, 30)]
+    with worker_pool(2) as pool:
+        assert list(pool.map_ordered(eval, expressions, on_crash=None)) == list(range(30))
+
+
 def test_a_crashing_task_yields_on_crash_and_the_pool_goes_on():
     with worker_pool(2) as pool:
         results = list(pool.map_ordered(eval, ["1", CRASH, "3", CRASH, "5"],
