@@ -13,7 +13,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 
 def parse_args(argv):
@@ -69,6 +71,56 @@ def _resolve_config(args):
     return config, run_dir
 
 
+def _worker_run_dir(config, args, role):
+    """A non-chief worker's own temporary run directory (deleted when it ends).
+
+    Every worker runs the same callbacks and saves (reading synchronised variables is a
+    collective op, so all must take part), but only the chief's land in --run-dir. On
+    --resume the chief's backup/ is copied in so that all workers restart at the same epoch.
+    """
+    from data_prep.errors import UserError
+    from training.run_dir import RunDir, open_run_dir
+
+    path = tempfile.mkdtemp(prefix=f"run-{role.task_type}{role.task_index}-")
+    run_dir = open_run_dir(path)
+    if args.resume:
+        chief_backup = RunDir(args.run_dir).backup
+        if not os.path.isdir(chief_backup):
+            shutil.rmtree(path)
+            raise UserError("--resume on a non-chief worker reads the chief's backup/, so the "
+                            "run directory must be on a shared filesystem. Received: "
+                            f"--run-dir {args.run_dir}")
+        shutil.copytree(chief_backup, run_dir.backup)
+    return run_dir
+
+
+def _resolve_run(args):
+    """(config, run_dir, role): role is None unless distribute.strategy is multi_worker."""
+    from training.cluster import read_worker_role
+    from training.config import load_config
+    from training.run_dir import RunDir
+
+    if args.resume and args.run_dir and os.environ.get("TF_CONFIG"):
+        # A non-chief must not open (or check) the chief's directory as its own.
+        config = load_config(args.config or RunDir(args.run_dir).config,
+                             overrides=args.overrides)
+        if config.distribute.strategy == "multi_worker":
+            role = read_worker_role(os.environ.get("TF_CONFIG"))
+            if not role.is_chief:
+                return config, _worker_run_dir(config, args, role), role
+    if not args.resume and args.config:
+        config = load_config(args.config, overrides=args.overrides)
+        if config.distribute.strategy == "multi_worker":
+            role = read_worker_role(os.environ.get("TF_CONFIG"))
+            if not role.is_chief:
+                return config, _worker_run_dir(config, args, role), role
+    config, run_dir = _resolve_config(args)
+    role = None
+    if config.distribute.strategy == "multi_worker":
+        role = read_worker_role(os.environ.get("TF_CONFIG"))
+    return config, run_dir, role
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,16 +128,29 @@ def main(argv=None):
     from data_prep.errors import UserError
 
     try:
-        config, run_dir = _resolve_config(args)
+        config, run_dir, role = _resolve_run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        return _train(args, config, run_dir, role)
+    finally:
+        if role is not None and not role.is_chief:
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+
+
+def _train(args, config, run_dir, role):
+    from data_prep.errors import UserError
     # TensorFlow loads only now, so that --help and config mistakes answer at once.
     from training.trainer import TrainingError, run_experiment
 
     try:
-        print(f"run directory: {run_dir.path}", flush=True)
-        metrics = run_experiment(config, run_dir, resume=args.resume,
+        if role is not None and not role.is_chief:
+            print(f"run directory of {role.name} (temporary, deleted at the end): "
+                  f"{run_dir.path}", flush=True)
+        else:
+            print(f"run directory: {run_dir.path}", flush=True)
+        metrics = run_experiment(config, run_dir, resume=args.resume, worker_role=role,
                                  show_progress=sys.stderr.isatty(),
                                  verbose=0 if args.quiet else 2)
     except UserError as e:

@@ -68,7 +68,7 @@ def _with_static_shape(clip, clip_shape, crop_size):
 
 def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
                   random_crop_enabled=True, horizontal_flip=False, temporal_jitter=True,
-                  shuffle_buffer=256, seed=0, repeat=False):
+                  shuffle_buffer=256, seed=0, repeat=False, check_cardinality=True):
     """The training dataset: shuffled, augmented (clips, one-hot labels) batches.
 
     Args:
@@ -86,6 +86,8 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         shuffle_buffer: int, items held by the shuffle.
         seed: int, for shard order, shuffle, clip choice, crops and flips.
         repeat: bool, repeat forever (for a fixed steps_per_epoch).
+        check_cardinality: bool, assert the manifest's item count (off when tf.distribute
+            shards the files between workers: each then sees only its part).
 
     Returns:
         tf.data.Dataset of (uint8 (B, F, crop, crop, band), float32 (B, num_classes)).
@@ -98,8 +100,9 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
     # A known length lets Keras size the epoch (and catches shards that disagree with the
     # manifest) instead of warning that the input "ran out of data".
     counts = data_prep.read_manifest(prepared_dir)["splits"][split]
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-        counts["videos"] if temporal_jitter else counts["clips"]))
+    if check_cardinality:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            counts["videos"] if temporal_jitter else counts["clips"]))
     dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()

@@ -116,13 +116,57 @@ def check_labels(prepared_dir, manifest, splits):
 
 
 def make_strategy(distribute):
+    """The tf.distribute strategy; multi_worker reads its cluster from TF_CONFIG.
+
+    Call it before any other TensorFlow op: MultiWorkerMirroredStrategy configures the
+    collective ops of the eager context, which is fixed once the context starts.
+    """
     if distribute.strategy == "none":
         return tf.distribute.get_strategy()
     if distribute.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
-    raise UserError("distribute.strategy: multi_worker is not yet supported (it arrives with "
-                    "the multi-machine work); use none or mirrored. "
-                    "Received: distribute.strategy=multi_worker")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def wait_for_manifest(prepared_dir, *, timeout_seconds, poll_seconds=2.0):
+    """A non-chief worker waits until the chief has prepared data.prepared_dir.
+
+    Raises:
+        UserError: no manifest.json appeared within `timeout_seconds`.
+    """
+    path = os.path.join(prepared_dir, MANIFEST_NAME)
+    deadline = time.monotonic() + timeout_seconds
+    next_log = time.monotonic()
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"{path} did not appear within {timeout_seconds:.0f} s: the chief prepares the "
+                "data, so data.prepared_dir must be on a shared filesystem or prepared on this "
+                f"machine beforehand. Received: data.prepared_dir={prepared_dir}")
+        if time.monotonic() >= next_log:
+            logger.info("waiting for the chief to prepare %s", prepared_dir)
+            next_log = time.monotonic() + 60
+        time.sleep(poll_seconds)
+
+
+def _data_sharding():
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+def shard_across_workers(dataset, num_shard_files, num_workers):
+    """Sets how tf.distribute splits `dataset` between workers: by file when every worker
+    gets at least one shard file, else by element (each worker reads all, keeps 1/N)."""
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    if num_shard_files >= num_workers:
+        options.experimental_distribute.auto_shard_policy = policy.FILE
+    else:
+        logger.warning("%d shard files for %d workers: sharding by element (DATA) instead of "
+                       "by file; every worker reads every file", num_shard_files, num_workers)
+        options.experimental_distribute.auto_shard_policy = policy.DATA
+    return dataset.with_options(options)
 
 
 def mixed_precision_policy(enabled):
@@ -259,7 +303,7 @@ def _attach_log_file(path):
 
 
 def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=2,
-                   extra_callbacks=()):
+                   extra_callbacks=(), worker_role=None, manifest_timeout_seconds=3600):
     """Trains and evaluates one config into `run_dir` (a RunDir from open_run_dir).
 
     Returns:
@@ -268,25 +312,38 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
     Raises:
         UserError: a mistake in the config or the data (the CLI prints one line, exits 2).
         TrainingError: training diverged (NaN loss).
+
+    With distribute.strategy multi_worker, `worker_role` (training.cluster.WorkerRole) says
+    which task this process is; a non-chief gets a temporary `run_dir` of its own, waits for
+    the chief to prepare the data, and otherwise runs exactly what the chief runs.
     """
     handler = _attach_log_file(run_dir.train_log)
     try:
-        return _run(config, run_dir, resume=resume, show_progress=show_progress,
-                    verbose=verbose, extra_callbacks=extra_callbacks)
+        # Before any other TensorFlow op (see make_strategy).
+        strategy = make_strategy(config.distribute)
+        return _run(config, run_dir, strategy, resume=resume, show_progress=show_progress,
+                    verbose=verbose, extra_callbacks=extra_callbacks, worker_role=worker_role,
+                    manifest_timeout_seconds=manifest_timeout_seconds)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # global in Keras: leave it clean
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
-def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
+def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_callbacks,
+         worker_role, manifest_timeout_seconds):
     started = time.perf_counter()
     logger.info("%s run %s (config %s)", "resuming" if resume else "starting", run_dir.path,
                 config.name)
-    if not resume:
+    if worker_role is not None:
+        logger.info("task %s of %d workers%s", worker_role.name, worker_role.num_workers,
+                    " (chief)" if worker_role.is_chief else "")
+    if not resume or not os.path.exists(run_dir.config):
         dump_config(config, run_dir.config)
 
-    # Data: prepared shards, checked labels, the class list beside the run.
+    # Data: prepared shards (by the chief only), checked labels, the class list beside the run.
+    if worker_role is not None and not worker_role.is_chief:
+        wait_for_manifest(config.data.prepared_dir, timeout_seconds=manifest_timeout_seconds)
     manifest = ensure_prepared(config.data, show_progress=show_progress)
     prepared_dir = config.data.prepared_dir
     splits = (config.data.train_split, config.data.test_split)
@@ -309,6 +366,9 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     train_items = train_split["videos"] if config.augment.temporal_jitter else train_split["clips"]
     batch_size = config.train.batch_size
     steps_per_epoch = config.train.steps_per_epoch or math.ceil(train_items / batch_size)
+    # Workers get unequal shares of the files; a repeated input with a fixed step count keeps
+    # every worker in the same all-reduce (an exhausted one would hang the others).
+    repeat = config.train.steps_per_epoch is not None or worker_role is not None
     clips_per_epoch = min(steps_per_epoch * batch_size, train_items) if not \
         config.train.steps_per_epoch else steps_per_epoch * batch_size
     eval_batch_size = config.train.eval_batch_size or batch_size
@@ -319,15 +379,19 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     train_data = input_pipeline.train_dataset(
         prepared_dir, config.data.train_split, batch_size=batch_size,
         shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed,
-        repeat=config.train.steps_per_epoch is not None, **augment, **pipeline)
+        repeat=repeat, check_cardinality=worker_role is None, **augment, **pipeline)
     validation_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, **pipeline)
+    if worker_role is not None:
+        train_data = shard_across_workers(train_data, len(train_split["shards"]),
+                                          worker_role.num_workers)
+        # Validation by element: its every-clip count is asserted before the shard.
+        validation_data = validation_data.with_options(_data_sharding())
 
     # Model, under the strategy; the policy is global in Keras, so set it every run.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
-    strategy = make_strategy(config.distribute)
     with strategy.scope():
         model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
     logger.info("model %s: %d parameters, input %s, %d classes, %d steps/epoch",
@@ -375,11 +439,20 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     fit_started = time.perf_counter()
     try:
         model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
-                  steps_per_epoch=config.train.steps_per_epoch and steps_per_epoch,
+                  steps_per_epoch=steps_per_epoch if repeat else None,
                   callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
         # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
         raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
+    except ValueError as e:
+        if worker_role is None or "PerReplica" not in str(e):
+            raise
+        # Keras 3's fit does not run under MultiWorkerMirroredStrategy (it hands a PerReplica
+        # value to a tensor conversion): keras-team/keras#20585, open as of Keras 3.15.1.
+        raise TrainingError(
+            f"training failed: Keras {keras.__version__}'s model.fit does not support "
+            "MultiWorkerMirroredStrategy yet (keras-team/keras#20585); use distribute.strategy "
+            "mirrored on one machine") from None
     fit_seconds = time.perf_counter() - fit_started
     if nan_stop.stopped_at is not None:
         where = nan_stop.stopped_at
@@ -422,11 +495,11 @@ def _run(config, run_dir, *, resume, show_progress, verbose, extra_callbacks):
     _write_run_info(run_dir, config, manifest, input_shape, "finished")
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
-    if strategy.extended.should_checkpoint:
-        # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
-        from training.export import export_after_training
+    # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
+    # Every worker exports (a non-chief into its temporary run_dir), like every other save.
+    from training.export import export_after_training
 
-        export_after_training(model, run_dir, class_names)
+    export_after_training(model, run_dir, class_names)
     logger.info("test (%s, %d videos, %d clips): top1 %.4f, top5 %.4f, mean class accuracy "
                 "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
                 metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
