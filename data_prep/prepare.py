@@ -152,6 +152,17 @@ def _choose(value, name, choices):
     return value
 
 
+def _make_output_directory(out):
+    """Create `out` (a user's path): failing is a user mistake, said in one line."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise UserError(f"Expected `out` to be a directory that can be created and written: "
+                        f"{error.strerror}. Received: out={out!r}") from None
+
+
 def _available_cores():
     try:
         return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
@@ -170,50 +181,68 @@ def _shard_order(items):
     return sorted(items, key=lambda item: hashlib.sha256(item.item_id.encode()).hexdigest())
 
 
-def _plan_shards(out, source, parameters, items_per_shard):
+def part_slice(count, num_shards, shard_index):
+    """The [start, stop) of the `count` ordered items that part `shard_index` of `num_shards`
+    takes: contiguous, sizes differing by at most one, together covering every item once."""
+    return count * shard_index // num_shards, count * (shard_index + 1) // num_shards
+
+
+def part_prefix(num_shards, shard_index):
+    """File name prefix of one part's shards (`""` for a whole, one-machine run)."""
+    return "" if num_shards == 1 else f"part-{shard_index:05d}-of-{num_shards:05d}."
+
+
+def _plan_shards(out, source, parameters, items_per_shard, num_shards=1, shard_index=0):
     plans = []
+    prefix = part_prefix(num_shards, shard_index)
     for split, items in source.splits.items():
         split_dir = os.path.join(out, split)
         os.makedirs(split_dir, exist_ok=True)
         ordered = _shard_order(items)
+        start, stop = part_slice(len(ordered), num_shards, shard_index)
+        ordered = ordered[start:stop]
         count = math.ceil(len(ordered) / items_per_shard)
         for index in range(count):
             chunk = ordered[index * items_per_shard:(index + 1) * items_per_shard]
             identity = {"parameters": parameters, "classes": source.classes,
                         "items": [[item.item_id, item.label] for item in chunk]}
             digest = hashlib.sha256(repr(identity).encode()).hexdigest()
-            name = f"shard-{index:05d}-of-{count:05d}"
+            name = f"{prefix}shard-{index:05d}-of-{count:05d}"
             plans.append(_ShardPlan(split, index, count, chunk,
                                     os.path.join(split_dir, name + ".tfrecord"),
                                     os.path.join(split_dir, name + ".json"), digest))
     return plans
 
 
-def _clean_split_dirs(out, plans, splits):
-    """Delete temporary files and shards of other plans (an earlier, different run)."""
+def _clean_split_dirs(out, plans, splits, prefix=""):
+    """Delete temporary files and shards of other plans (an earlier, different run).
+
+    Only names starting with `prefix` (this part's) are touched: other machines may be
+    writing their parts into the same directory.
+    """
     from data_prep.shards import remove_temporary_files
 
     expected = {os.path.basename(path) for plan in plans
                 for path in (plan.tfrecord, plan.sidecar)}
     for split in splits:
         split_dir = os.path.join(out, split)
-        removed = remove_temporary_files(split_dir)
+        removed = remove_temporary_files(split_dir, prefix)
         if removed:
             logger.info("Removed %d temporary file(s) an interrupted run left in %s",
                         len(removed), split_dir)
         for name in os.listdir(split_dir):
-            if name.startswith("shard-") and name.endswith((".tfrecord", ".json")) \
+            if name.startswith(prefix + "shard-") and name.endswith((".tfrecord", ".json")) \
                     and name not in expected:
                 os.remove(os.path.join(split_dir, name))
 
 
-def _remove_temporary_files_on_error(out, splits, exc_type, exc, traceback):
+def _remove_temporary_files_on_error(out, splits, prefix, exc_type, exc, traceback):
     """However a run stops early (Ctrl-C may land anywhere), leave nothing half-written."""
     from data_prep.shards import remove_temporary_files
 
     if exc_type is not None:
         for split in splits:
-            remove_temporary_files(os.path.join(out, split))
+            remove_temporary_files(os.path.join(out, split), prefix)
     return False
 
 
@@ -297,7 +326,7 @@ def _summary_table(manifest, stats):
 def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1, lists=None,
                     classes_file=None, resize_short=None, clips_per_video=1, sampling="uniform",
                     frame_stride=1, workers=None, encoding="raw", strict=False,
-                    show_progress=True, items_per_shard=None):
+                    show_progress=True, items_per_shard=None, num_shards=1, shard_index=0):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
@@ -321,9 +350,16 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         strict: bool, turn any skipped item into an error. Defaults to False.
         show_progress: bool, show a tqdm progress bar. Defaults to True.
         items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
+        num_shards: int, machines the preparation is split across. Defaults to 1.
+        shard_index: int, which part this run prepares, 0 .. num_shards - 1: a contiguous
+            1/num_shards of each split's items in the stable order the shards use (see
+            `part_slice`). With num_shards > 1 the result is a part
+            (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
+            `merge_parts` joins the N parts into one dataset. Defaults to 0.
 
     Returns:
-        dict, the manifest written to `out/manifest.json` (docs/DESIGN.md).
+        dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
+        manifest.
 
     Raises:
         UserError: bad arguments, source layout errors (missing files, entries outside
@@ -356,6 +392,14 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     if items_per_shard is None:
         items_per_shard = default_items_per_shard(frames, size, clips_per_video)
     items_per_shard = _positive(items_per_shard, "items_per_shard")
+    num_shards = _positive(num_shards, "num_shards")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) \
+            or not 0 <= shard_index < num_shards:
+        raise UserError(f"Expected `shard_index` to be an integer in 0..{num_shards - 1} "
+                        f"(num_shards={num_shards}). Received: shard_index={shard_index!r}")
+    shard_index = int(shard_index)
+    is_part = num_shards > 1
+    prefix = part_prefix(num_shards, shard_index)
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
 
@@ -380,12 +424,13 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
                   "sampling": sampling_parameters, "resize": resize_parameters}
 
-    os.makedirs(out, exist_ok=True)
-    manifest_path = os.path.join(out, "manifest.json")
+    _make_output_directory(out)
+    manifest_path = os.path.join(out, part_manifest_name(num_shards, shard_index)
+                                 if is_part else "manifest.json")
     if os.path.exists(manifest_path):
         os.remove(manifest_path)  # Written again last: present means complete.
-    plans = _plan_shards(out, source, parameters, items_per_shard)
-    _clean_split_dirs(out, plans, source.splits)
+    plans = _plan_shards(out, source, parameters, items_per_shard, num_shards, shard_index)
+    _clean_split_dirs(out, plans, source.splits, prefix)
 
     finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
     bands = {sidecar["band"] for sidecar in finished.values()
@@ -411,7 +456,8 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         pool = None
         if workers_used > 1:
             pool = stack.enter_context(worker_pool(workers_used))
-        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits))
+        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits,
+                                     prefix))
         import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
 
         start = time.perf_counter()
@@ -423,7 +469,11 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         if show_progress:
             stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
         sidecars = {}
-        next_item_index = collections.Counter()
+        # A part numbers its items from its slice's start, so the merged parts' item
+        # indices are unique (and equal a one-machine run's when nothing is skipped).
+        next_item_index = collections.Counter({
+            split: part_slice(len(items), num_shards, shard_index)[0]
+            for split, items in source.splits.items()})
         for plan in plans:
             sidecar = finished[plan.tfrecord]
             first_item_index = next_item_index[plan.split]
@@ -438,12 +488,13 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
             next_item_index[plan.split] += sidecar["videos"]
     seconds = time.perf_counter() - start
 
-    if state["band"] is None:
+    if state["band"] is None and not is_part:  # a part may hold none; merge_parts checks
         reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
                             for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
         raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
     splits = {}
-    skipped = list(source.skipped)
+    # Items missing before decoding (Kinetics) are listed once: by part 0.
+    skipped = list(source.skipped) if shard_index == 0 else []
     for split in source.splits:
         split_plans = [plan for plan in plans if plan.split == split]
         split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
@@ -458,7 +509,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     manifest = {
         "format_version": FORMAT_VERSION,
         "classes": source.classes,
-        "clip_shape": [frames, size, size, state["band"]],
+        "clip_shape": [frames, size, size, state["band"]],  # band None: an empty part
         "encoding": encoding,
         "clips_per_video": clips_per_video,
         "sampling": sampling_parameters,
@@ -468,11 +519,132 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         "splits": splits,
         "skipped": skipped,
     }
+    if is_part:
+        manifest["part"] = {"index": shard_index, "count": num_shards}
     write_json_atomically(manifest_path, manifest)
     stats = {"seconds": seconds, "frames_decoded": state["frames_decoded"],
              "items_done": state["items_done"], "workers": workers_used,
              "shards": len(plans), "shards_reused": len(plans) - len(pending)}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
+    return manifest
+
+
+def part_manifest_name(num_shards, shard_index):
+    """`manifest.part-1-of-4.json`: never `manifest.json`, so a part never reads as a whole."""
+    return f"manifest.part-{shard_index}-of-{num_shards}.json"
+
+
+# Manifest keys every part of one dataset must agree on.
+_PART_PARAMETERS = ("format_version", "classes", "encoding", "clips_per_video", "sampling",
+                    "resize", "source", "items_per_shard")
+
+
+def _read_part_manifests(part_dirs):
+    import glob
+    import json
+    import re
+
+    parts = []
+    for part_dir in part_dirs:
+        paths = sorted(glob.glob(os.path.join(glob.escape(str(part_dir)),
+                                              "manifest.part-*-of-*.json")))
+        if not paths:
+            raise UserError(f"Expected a part manifest (manifest.part-<i>-of-<N>.json, written "
+                            f"by `prepare --num-shards N --shard-index i`) in {part_dir}. "
+                            f"Received: part_dir={str(part_dir)!r}")
+        for path in paths:
+            try:
+                with open(path) as file:
+                    manifest = json.load(file)
+                part = manifest["part"]
+                index, count = int(part["index"]), int(part["count"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise UserError(f"Expected {path} to be a part manifest written by prepare. "
+                                f"Received: {type(error).__name__}: {error}") from None
+            if not re.fullmatch(rf"manifest\.part-{index}-of-{count}\.json",
+                                os.path.basename(path)):
+                raise UserError(f"Expected {path} to hold part {os.path.basename(path)}. "
+                                f"Received: part={part!r}")
+            parts.append((index, count, str(part_dir), path, manifest))
+    return parts
+
+
+def merge_parts(out, part_dirs):
+    """Join the N parts of `prepare --num-shards N` into one dataset `out/manifest.json`.
+
+    Args:
+        out: str, where the merged manifest goes; shards stay where their parts wrote them
+            (the manifest names them relative to `out`, so keep the folders together).
+        part_dirs: list of str, directories holding the part manifests (a directory may hold
+            several parts when the machines shared one `--out`).
+
+    Returns:
+        dict, the merged manifest; `data_prep.load_split(out, ...)` reads it like a
+        one-machine dataset.
+
+    Raises:
+        UserError: no part manifest in a directory, parts of different counts, a missing or
+            repeated part, or parts prepared with different parameters or classes.
+    """
+    from data_prep.shards import write_json_atomically
+
+    if not part_dirs:
+        raise UserError("Expected at least one part directory to merge. Received: part_dirs=[]")
+    parts = _read_part_manifests(part_dirs)
+    counts = sorted({count for _, count, _, _, _ in parts})
+    if len(counts) != 1:
+        raise UserError(f"Expected parts of one `--num-shards`. Received: num_shards={counts}")
+    count = counts[0]
+    by_index = collections.defaultdict(list)
+    for part in parts:
+        by_index[part[0]].append(part[3])
+    repeated = {index: paths for index, paths in by_index.items() if len(paths) > 1}
+    if repeated:
+        index, paths = sorted(repeated.items())[0]
+        raise UserError(f"Expected each part once. Received: part {index} in {paths}")
+    missing = [index for index in range(count) if index not in by_index]
+    if missing:
+        raise UserError(f"Expected all {count} parts (0..{count - 1}); missing "
+                        f"{len(missing)}. Received: missing shard_index={missing}")
+    parts.sort(key=lambda part: part[0])
+    first_path, first = parts[0][3], parts[0][4]
+    bands = set()
+    for _, _, _, path, manifest in parts:
+        for key in _PART_PARAMETERS + ("clip_shape",):
+            mine = manifest.get(key)
+            theirs = first.get(key)
+            if key == "clip_shape":  # an empty part does not know the band count
+                mine, theirs = (mine or [None])[:3], (theirs or [None])[:3]
+            if mine != theirs:
+                raise UserError(f"Expected every part prepared with the same `{key}` (as "
+                                f"{first_path}). Received: {key}={manifest.get(key)!r} in "
+                                f"{path}")
+        if manifest["clip_shape"][3] is not None:
+            bands.add(manifest["clip_shape"][3])
+    if len(bands) != 1:
+        raise UserError(f"Expected the parts to hold items of one band count. Received: "
+                        f"bands={sorted(bands)}")
+    _make_output_directory(out)
+    splits = {}
+    for split in first["splits"]:
+        merged = {"videos": 0, "clips": 0, "frames_decoded": 0, "shards": []}
+        for _, _, part_dir, path, manifest in parts:
+            info = manifest["splits"].get(split)
+            if info is None:
+                raise UserError(f"Expected split {split!r} in every part. Received: "
+                                f"splits={sorted(manifest['splits'])} in {path}")
+            for key in ("videos", "clips", "frames_decoded"):
+                merged[key] += info[key]
+            merged["shards"].extend(
+                os.path.relpath(os.path.join(part_dir, shard), out).replace(os.sep, "/")
+                for shard in info["shards"])
+        splits[split] = merged
+    manifest = {key: value for key, value in first.items() if key != "part"}
+    manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
+    manifest["splits"] = splits
+    manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
+    write_json_atomically(os.path.join(out, "manifest.json"), manifest)
+    logger.info("Merged %d parts into %s", count, os.path.join(out, "manifest.json"))
     return manifest
 
 
@@ -566,7 +738,8 @@ def _run(args):
              "clips_per_video": args.clips_per_video, "sampling": args.sampling,
              "frame_stride": args.frame_stride, "workers": args.workers,
              "encoding": args.encoding, "strict": args.strict or None,
-             "items_per_shard": args.items_per_shard}
+             "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
+             "shard_index": args.shard_index}
     arguments.update({key: value for key, value in flags.items() if value is not None})
     if arguments.get("layout") == "synth":
         arguments = _synth_as_csv(arguments)
@@ -577,7 +750,9 @@ def _run(args):
                             f"Received: {required}=None")
     positional = [arguments.pop(key) for key in ("layout", "root", "out", "frames", "size")]
     manifest = prepare_dataset(*positional, show_progress=not args.no_progress, **arguments)
-    print(f"wrote {os.path.join(positional[2], 'manifest.json')}: "
+    name = ("manifest.json" if "part" not in manifest else
+            part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
+    print(f"wrote {os.path.join(positional[2], name)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
           f"{len(manifest['skipped'])} skipped")
     return 0
@@ -610,7 +785,27 @@ def register(subparsers):
     parser.add_argument("--encoding", choices=ENCODINGS, help="clip storage (default raw)")
     parser.add_argument("--items-per-shard", type=int,
                         help="items per shard (default: about 64 MiB of clips)")
+    parser.add_argument("--num-shards", type=int,
+                        help="split the preparation across N machines (default 1)")
+    parser.add_argument("--shard-index", type=int,
+                        help="which part of --num-shards this run prepares, 0..N-1")
     parser.add_argument("--strict", action="store_true", help="make any skipped item an error")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
+    merge = subparsers.add_parser(
+        "merge", help="join the parts of prepare --num-shards N into one dataset",
+        description="Write OUT/manifest.json from the N part manifests of `prepare "
+                    "--num-shards N --shard-index i` (shards stay where they are).")
+    merge.add_argument("--out", required=True, help="where manifest.json goes")
+    merge.add_argument("part_dirs", nargs="+", metavar="PART_DIR",
+                       help="directories holding the part manifests")
+    merge.set_defaults(func=_run_merge)
     return parser
+
+
+def _run_merge(args):
+    manifest = merge_parts(args.out, args.part_dirs)
+    print(f"wrote {os.path.join(args.out, 'manifest.json')}: {len(manifest['classes'])} "
+          f"classes, {sum(s['videos'] for s in manifest['splits'].values())} items, "
+          f"{len(manifest['skipped'])} skipped")
+    return 0

@@ -31,12 +31,15 @@ def write_json_atomically(path, value):
             os.remove(temporary)
 
 
-def remove_temporary_files(directory):
-    """Delete what an interrupted run left half-written in `directory`; returns the names."""
+def remove_temporary_files(directory, prefix=""):
+    """Delete what an interrupted run left half-written in `directory`; returns the names.
+
+    Only names starting with `prefix`: other parts may be writing into the same directory.
+    """
     removed = []
     if os.path.isdir(directory):
         for name in sorted(os.listdir(directory)):
-            if name.endswith(TEMPORARY_SUFFIX):
+            if name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX):
                 os.remove(os.path.join(directory, name))
                 removed.append(name)
     return removed

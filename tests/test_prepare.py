@@ -3,6 +3,7 @@
 import filecmp
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -407,3 +408,141 @@ def test_cli_config_layout_synth_prepares_the_demo_lists(tmp_path):
     assert {split: info["videos"] for split, info in manifest["splits"].items()} == \
         {"train": 1, "test": 1}
     assert main(["prepare", "--config", config, "--out", str(tmp_path / "out2")]) == 2
+
+
+# --- several machines: --num-shards N --shard-index i, then merge -------------------------
+
+
+def record_set(prepared_dir, split):
+    return sorted((r["item_id"], r["clip_index"], tuple(r["clip"]), r["label"], r["item_index"])
+                  for r in read_records(prepared_dir, split)[1])
+
+
+def load_split_set(prepared_dir, split):
+    from data_prep import load_split
+
+    return sorted((clip.numpy().tobytes(), int(label), int(index)) for clip, label, index
+                  in load_split(str(prepared_dir), split, with_item_index=True))
+
+
+@pytest.mark.parametrize("num_shards,shared_out", [(2, True), (3, False)])
+def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_out):
+    make_folders_dataset(tmp_path / "root", per_class=3, num_frames=6)
+    whole = prepare(tmp_path / "root", tmp_path / "whole", clips_per_video=2, items_per_shard=2)
+    part_dirs = []
+    for index in range(num_shards):
+        part_dir = tmp_path / ("parts" if shared_out else f"machine{index}")
+        part = prepare(tmp_path / "root", part_dir, clips_per_video=2, items_per_shard=2,
+                       num_shards=num_shards, shard_index=index)
+        assert part["part"] == {"index": index, "count": num_shards}
+        assert os.path.isfile(part_dir / f"manifest.part-{index}-of-{num_shards}.json")
+        assert not os.path.exists(part_dir / "manifest.json")
+        part_dirs.append(str(part_dir))
+    merged_dir = tmp_path / ("parts" if shared_out else "merged")
+    result = run_cli("merge", "--out", merged_dir, *sorted(set(part_dirs)))
+    assert result.returncode == 0, result.stderr
+    with open(merged_dir / "manifest.json") as file:
+        merged = json.load(file)
+    assert merged["splits"]["train"]["videos"] == whole["splits"]["train"]["videos"] == 6
+    assert merged["splits"]["train"]["clips"] == 12
+    assert {k: v for k, v in merged.items() if k != "splits"} == \
+        {k: v for k, v in whole.items() if k != "splits"}
+    shards = merged["splits"]["train"]["shards"]
+    assert len(set(os.path.basename(s) for s in shards)) == len(shards)  # no name collides
+    # Same (item_id, clip_index, clip bytes, label) and item indices as one machine.
+    assert record_set(merged_dir, "train") == record_set(tmp_path / "whole", "train")
+    assert load_split_set(merged_dir, "train") == load_split_set(tmp_path / "whole", "train")
+
+
+def test_parts_take_disjoint_contiguous_slices_of_the_shard_order():
+    from data_prep.prepare import part_slice
+
+    for count in range(0, 12):
+        for num_shards in range(1, 5):
+            slices = [part_slice(count, num_shards, i) for i in range(num_shards)]
+            assert slices[0][0] == 0 and slices[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+            assert max(b - a for a, b in slices) - min(b - a for a, b in slices) <= 1
+
+
+def test_a_part_is_not_read_as_a_whole_dataset(tmp_path):
+    from data_prep.reader import read_manifest
+
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=1)
+    with pytest.raises(UserError, match="manifest.json"):
+        read_manifest(tmp_path / "out")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(num_shards=0), "num_shards=0"), (dict(num_shards=2, shard_index=2), "shard_index=2"),
+    (dict(num_shards=2, shard_index=-1), "shard_index=-1")])
+def test_bad_part_arguments_raise_user_error(tmp_path, kwargs, message):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    with pytest.raises(UserError, match=f"Received: {message}"):
+        prepare(tmp_path / "root", tmp_path / "out", **kwargs)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing-part", "missing shard_index=\\[1\\]"), ("other-size", "`resize`"),
+    ("other-classes", "`classes`"), ("other-count", "num_shards=\\[2, 3\\]"),
+    ("no-part", "Expected a part manifest"), ("repeated", "part 0")])
+def test_merge_refuses_incomplete_or_mismatched_parts(tmp_path, case, message):
+    make_folders_dataset(tmp_path / "root", per_class=2)
+    make_folders_dataset(tmp_path / "root3", classes=("a", "b", "c"), per_class=1)
+    prepare(tmp_path / "root", tmp_path / "p0", num_shards=2, shard_index=0)
+    dirs = [tmp_path / "p0"]
+    if case == "other-size":
+        prepare(tmp_path / "root", tmp_path / "p1", num_shards=2, shard_index=1, size=8)
+    elif case == "other-classes":
+        prepare(tmp_path / "root3", tmp_path / "p1", num_shards=2, shard_index=1)
+    elif case == "other-count":
+        prepare(tmp_path / "root", tmp_path / "p1", num_shards=3, shard_index=1)
+    elif case == "no-part":
+        os.makedirs(tmp_path / "p1")
+    elif case == "repeated":
+        prepare(tmp_path / "root", tmp_path / "p1", num_shards=2, shard_index=0)
+    if case != "missing-part":
+        dirs.append(tmp_path / "p1")
+    result = run_cli("merge", "--out", tmp_path / "merged", *dirs)
+    assert result.returncode == 2, result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "merged/manifest.json")
+
+
+# --- data faults (docs/RELIABILITY.md) ----------------------------------------------------
+
+
+def test_unreadable_image_inside_a_frame_folder_skips_that_item(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=1, kind="frames")
+    broken = tmp_path / "root/b/item0"
+    for name in os.listdir(broken):  # every frame unreadable, so a sampled one surely is
+        with open(broken / name, "wb") as file:
+            file.write(b"not a png")
+    manifest = prepare(tmp_path / "root", tmp_path / "out")
+    assert [entry["path"] for entry in manifest["skipped"]] == ["b/item0"]
+    assert manifest["skipped"][0]["reason"]
+    assert manifest["splits"]["train"]["videos"] == 1
+
+
+@pytest.mark.parametrize("shape", [(8,), (8, 6), (2, 8, 6, 3, 1)])
+def test_npy_of_the_wrong_rank_is_skipped_with_its_shape(tmp_path, shape):
+    make_folders_dataset(tmp_path / "root", per_class=1, kind="npy")
+    np.save(tmp_path / "root/b/bad.npy", np.zeros(shape, np.uint8))
+    manifest = prepare(tmp_path / "root", tmp_path / "out")
+    assert [entry["path"] for entry in manifest["skipped"]] == ["b/bad.npy"]
+    assert manifest["splits"]["train"]["videos"] == 2
+
+
+def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path):
+    # Tests run as root, where chmod does not stop writes: a path under a regular file does.
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    (tmp_path / "a_file").write_text("not a directory")
+    result = run_cli("prepare", "--layout", "folders", "--root", tmp_path / "root", "--frames",
+                     4, "--size", 16, "--workers", 1, "--no-progress",
+                     "--out", tmp_path / "a_file" / "out")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "a_file" in result.stderr
+    assert (tmp_path / "a_file").read_text() == "not a directory"
