@@ -1,4 +1,4 @@
-"""`python -m data_prep {synth,prepare,inspect} ...`: the data preparation command line."""
+"""`python -m data_prep {synth,prepare,merge,inspect} ...`: the data preparation command line."""
 
 import argparse
 import logging

@@ -546,3 +546,18 @@ def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path):
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "a_file" in result.stderr
     assert (tmp_path / "a_file").read_text() == "not a directory"
+
+
+def test_a_part_rerun_keeps_other_parts_files_in_a_shared_out(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=2)
+    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=1)
+    other_tmp = tmp_path / "out/train/part-00001-of-00002.shard-00000-of-00001.tfrecord.tmp"
+    other_tmp.write_bytes(b"machine 1 is still writing this")
+    own_tmp = tmp_path / "out/train/part-00000-of-00002.shard-00000-of-00001.tfrecord.tmp"
+    own_tmp.write_bytes(b"left by a killed run of part 0")
+    before = shard_files(tmp_path / "out")
+    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=0)
+    assert other_tmp.read_bytes() == b"machine 1 is still writing this"
+    assert not own_tmp.exists()
+    assert set(before) - {os.path.relpath(own_tmp, tmp_path / "out")} <= \
+        set(shard_files(tmp_path / "out"))
