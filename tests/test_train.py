@@ -402,3 +402,18 @@ def test_bad_tf_config_exits_2_before_any_run_dir(finished_run, capsys, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and message in err[-1], err
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_same_config_and_seed_give_the_same_metrics_on_cpu(finished_run, tmp_path):
+    _, config_path, _ = finished_run
+    metrics = []
+    for attempt in range(2):
+        run_dir = RunDir(str(tmp_path / f"run{attempt}"))
+        # Separate processes, as a user reruns a config: no state carried between the runs.
+        result = run_cli(["--config", config_path, "--run-dir", run_dir.path, "--quiet",
+                          "--set", "train.epochs=2", "--set", "tensorboard.clip_images=0",
+                          "--set", "model.options.deformable_stages=[]"])
+        assert result.returncode == 0, result.stderr[-2000:]
+        values = json.load(open(run_dir.metrics))
+        metrics.append({k: v for k, v in values.items() if "seconds" not in k})
+    assert metrics[0] == metrics[1]
