@@ -15,7 +15,6 @@ Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -98,19 +97,9 @@ def run(args):
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Set before OpenCV loads: a broken item gets our one error line, not FFmpeg's too.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from data_prep.errors import UserError
+    from training.cli import run_cli
 
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(run, parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
