@@ -11,13 +11,13 @@ def run_cli(run, args):
     Returns:
         int, `run`'s exit code, or 2 for a user's mistake.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Set before OpenCV loads: an item that fails to decode is reported once, by us, not by
-    # FFmpeg as well.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from data_prep.errors import UserError
+    from data_prep.workers import quiet_video_logs
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # An item that fails to decode is reported once, by us, not by FFmpeg as well.
+    quiet_video_logs()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
         return run(args)
