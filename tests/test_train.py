@@ -332,9 +332,6 @@ def free_ports(count):
     return ports
 
 
-@pytest.mark.xfail(strict=True, reason="Keras 3.15.1's model.fit fails under "
-                   "MultiWorkerMirroredStrategy (keras-team/keras#20585): both workers exit 1 "
-                   "with a one-line error; strict, so a Keras that fixes it makes this XPASS")
 def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path):
     _, config_path, _ = finished_run
     run_path = tmp_path / "run"

@@ -394,6 +394,11 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
     with strategy.scope():
         model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
+    if config.distribute.strategy == "multi_worker":
+        # Keras 3.15.1's fit fails under this strategy (see training/multi_worker.py).
+        from training.multi_worker import adapt_model_for_multi_worker
+
+        adapt_model_for_multi_worker(model, strategy)
     logger.info("model %s: %d parameters, input %s, %d classes, %d steps/epoch",
                 config.model.name, model.count_params(), input_shape, num_classes,
                 steps_per_epoch)
@@ -444,15 +449,6 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     except tf.errors.InvalidArgumentError as e:
         # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
         raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
-    except ValueError as e:
-        if worker_role is None or "PerReplica" not in str(e):
-            raise
-        # Keras 3's fit does not run under MultiWorkerMirroredStrategy (it hands a PerReplica
-        # value to a tensor conversion): keras-team/keras#20585, open as of Keras 3.15.1.
-        raise TrainingError(
-            f"training failed: Keras {keras.__version__}'s model.fit does not support "
-            "MultiWorkerMirroredStrategy yet (keras-team/keras#20585); use distribute.strategy "
-            "mirrored on one machine") from None
     fit_seconds = time.perf_counter() - fit_started
     if nan_stop.stopped_at is not None:
         where = nan_stop.stopped_at
