@@ -364,9 +364,22 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
                  os.path.join(run_dir.checkpoints, "last.keras"),
                  os.path.join(run_dir.checkpoints, "best.keras")):
         assert os.path.getsize(path) > 0, path
-    assert os.path.isdir(os.path.join(run_path, "export"))
+    # Exactly a finished run's files: no backup/, no half-written export or checkpoint.
+    assert sorted(os.listdir(run_path)) == [
+        "checkpoints", "classes.txt", "config.yaml", "data_manifest.json", "export",
+        "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard", "train.log"]
     metrics = json.load(open(run_dir.metrics))
     assert 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    # Both workers end with one model (BatchNorm statistics averaged too): worker 1's
+    # evaluation of the test split, printed on its stdout, is the chief's.
+    worker_metrics = json.loads(outputs[1][0].splitlines()[-2])
+    for key in ("top1", "top5", "mean_class_accuracy", "loss"):
+        assert worker_metrics[key] == pytest.approx(metrics[key], rel=1e-6), key
+    # TensorBoard: the epoch's train and validation scalars and the test metrics, once each.
+    runs = read_events(run_dir.tensorboard)
+    assert [step for step, _ in runs["train"]["scalars"]["epoch_loss"]] == [1]
+    assert [step for step, _ in runs["validation"]["scalars"]["epoch_loss"]] == [1]
+    assert runs["."]["scalars"]["test/top1"] == [(1, pytest.approx(metrics["top1"]))]
     # The chief's log is the chief's alone: one start, one task line, no worker 1.
     log = open(run_dir.train_log).read()
     assert log.count("starting run") == 1 and "task worker:0 of 2 workers (chief)" in log
