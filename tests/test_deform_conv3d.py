@@ -139,6 +139,61 @@ def test_out_of_range_offsets_give_zeros_never_nan():
     np.testing.assert_array_equal(all_out.numpy(), 0.0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_infinite_offsets_read_zeros_with_finite_gradients(dtype):
+    inputs, offsets, kernel, mask, options = make_case("asymmetric_same_3groups_mask")
+    rng = np.random.default_rng(2)
+    chosen = rng.uniform(size=offsets.shape) < 0.3
+    huge = rng.choice([np.inf, -np.inf, 1e38, -1e38], size=offsets.shape)
+    infinite = np.where(chosen, huge, offsets)
+    # An infinite offset is a sample infinitely far away: the same as a merely far one.
+    far = np.where(chosen, np.sign(huge) * 1e9, offsets)
+    expected = reference_deform_conv3d(inputs, far, kernel, mask, **options)
+    tensors = [tf.constant(t, dtype) for t in (inputs, infinite, kernel, mask)]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        outputs = deform_conv3d(*tensors, **options)
+    np.testing.assert_allclose(outputs.numpy(), expected, rtol=1e-5, atol=1e-5)
+    for name, gradient in zip(("inputs", "offsets", "kernel", "mask"),
+                              tape.gradient(outputs, tensors)):
+        assert np.isfinite(gradient.numpy()).all(), name
+
+
+def test_nan_offsets_stay_in_their_own_output_position():
+    inputs, offsets, kernel, mask, options = make_case("cube_valid_dilated")
+    broken = offsets.copy()
+    broken[0, 1, 0, 2, 7] = np.nan
+    outputs = deform_conv3d(inputs, broken, kernel, mask, **options).numpy()
+    clean = deform_conv3d(inputs, offsets, kernel, mask, **options).numpy()
+    assert np.isnan(outputs[0, 1, 0, 2]).all()
+    outputs[0, 1, 0, 2] = clean[0, 1, 0, 2]
+    np.testing.assert_allclose(outputs, clean, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf])
+def test_non_finite_inputs_stop_training_instead_of_a_silent_nan_loss(bad_value):
+    # A clip with NaN/Inf pixels cannot give a finite conv output (Conv3D neither); what
+    # matters is that training notices. NanLossStop is what train.py runs.
+    from training.callbacks import NanLossStop
+
+    keras.utils.set_random_seed(3)
+    clips, labels = _moving_bar_clips(8, seed=3)
+    clips[5, 2, 4, 4, 0] = bad_value  # in the second batch of 4
+    inputs = keras.Input((4, 8, 8, 1))
+    features = DeformConv3D(2, 3, padding="same", modulated=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.GlobalAveragePooling3D()(features)))
+    model.compile(optimizer="sgd",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    nan_stop = NanLossStop()
+    history = model.fit(clips[:4], labels[:4], batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()  # the clean half trains finitely
+    model.fit(clips, labels, batch_size=4, epochs=3, verbose=0, shuffle=False,
+              callbacks=[nan_stop])
+    assert nan_stop.stopped_at is not None and nan_stop.stopped_at["epoch"] == 1
+    assert nan_stop.stopped_at["batch"] == 2 and not np.isfinite(nan_stop.stopped_at["loss"])
+
+
 TORCHVISION_FIXTURE = os.path.join(REPO, "tests", "data", "deform_conv2d_torchvision.npz")
 
 
