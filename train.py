@@ -81,7 +81,12 @@ def _worker_run_dir(config, args, role):
     from data_prep.errors import UserError
     from training.run_dir import RunDir, open_run_dir
 
-    path = tempfile.mkdtemp(prefix=f"run-{role.task_type}{role.task_index}-")
+    try:
+        path = tempfile.mkdtemp(prefix=f"run-{role.task_type}{role.task_index}-")
+    except OSError as e:
+        raise UserError(f"Expected a temporary directory that can be written, for {role.name}'s "
+                        f"own run directory: {e.strerror}. Received: "
+                        f"TMPDIR={os.environ.get('TMPDIR')}") from None
     run_dir = open_run_dir(path)
     if args.resume:
         chief_backup = RunDir(args.run_dir).backup

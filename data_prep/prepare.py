@@ -152,15 +152,15 @@ def _choose(value, name, choices):
     return value
 
 
-def _make_output_directory(out):
+def _make_output_directory(out, name="out"):
     """Create `out` (a user's path): failing is a user mistake, said in one line."""
     try:
         os.makedirs(out, exist_ok=True)
         if not os.access(out, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as error:
-        raise UserError(f"Expected `out` to be a directory that can be created and written: "
-                        f"{error.strerror}. Received: out={out!r}") from None
+        raise UserError(f"Expected `{name}` to be a directory that can be created and written: "
+                        f"{error.strerror}. Received: {name}={out!r}") from None
 
 
 def _available_cores():
@@ -197,7 +197,6 @@ def _plan_shards(out, source, parameters, items_per_shard, num_shards=1, shard_i
     prefix = part_prefix(num_shards, shard_index)
     for split, items in source.splits.items():
         split_dir = os.path.join(out, split)
-        os.makedirs(split_dir, exist_ok=True)
         ordered = _shard_order(items)
         start, stop = part_slice(len(ordered), num_shards, shard_index)
         ordered = ordered[start:stop]
@@ -425,6 +424,13 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                   "sampling": sampling_parameters, "resize": resize_parameters}
 
     _make_output_directory(out)
+    for split in source.splits:  # before the old manifest goes: a failure here loses nothing
+        split_dir = os.path.join(out, split)
+        if os.path.exists(split_dir) and not os.path.isdir(split_dir):
+            raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
+                            "go there), not a file: move the file or choose another --out. "
+                            f"Received: out/{split}={split_dir!r}")
+        _make_output_directory(split_dir, name=f"out/{split}")
     manifest_path = os.path.join(out, part_manifest_name(num_shards, shard_index)
                                  if is_part else "manifest.json")
     if os.path.exists(manifest_path):

@@ -535,17 +535,38 @@ def test_npy_of_the_wrong_rank_is_skipped_with_its_shape(tmp_path, shape):
     assert manifest["splits"]["train"]["videos"] == 2
 
 
-def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path):
-    # Tests run as root, where chmod does not stop writes: a path under a regular file does.
+@pytest.mark.parametrize("case", ["under_a_file", "read_only_parent", "split_is_a_file"])
+def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path, case):
+    if case == "read_only_parent" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories; the other cases cover root")
     make_folders_dataset(tmp_path / "root", per_class=1)
     (tmp_path / "a_file").write_text("not a directory")
-    result = run_cli("prepare", "--layout", "folders", "--root", tmp_path / "root", "--frames",
-                     4, "--size", 16, "--workers", 1, "--no-progress",
-                     "--out", tmp_path / "a_file" / "out")
+    out, named = {"under_a_file": (tmp_path / "a_file" / "out", "a_file"),
+                  "read_only_parent": (tmp_path / "read_only" / "out", "read_only"),
+                  "split_is_a_file": (tmp_path / "out", "out/train")}[case]
+    if case == "read_only_parent":
+        (tmp_path / "read_only").mkdir(mode=0o500)
+    if case == "split_is_a_file":
+        out.mkdir()
+        (out / "train").write_text("not a directory")
+    try:
+        result = run_cli("prepare", "--layout", "folders", "--root", tmp_path / "root",
+                         "--frames", 4, "--size", 16, "--workers", 1, "--no-progress",
+                         "--out", out)
+    finally:
+        if case == "read_only_parent":
+            os.chmod(tmp_path / "read_only", 0o700)  # so that pytest can delete tmp_path
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
-    assert "a_file" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Expected `out"), result.stderr
+    assert named in lines[0] and "Received: out" in lines[0]
+    # Nothing touched: the file stays, no directory appeared.
     assert (tmp_path / "a_file").read_text() == "not a directory"
+    if case == "read_only_parent":
+        assert os.listdir(tmp_path / "read_only") == []
+    if case == "split_is_a_file":
+        assert sorted(os.listdir(out)) == ["train"]
+        assert (out / "train").read_text() == "not a directory"
 
 
 def test_a_part_rerun_keeps_other_parts_files_in_a_shared_out(tmp_path):

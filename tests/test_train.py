@@ -267,6 +267,28 @@ def test_cli_errors_print_no_traceback(finished_run, tmp_path):
         assert last.startswith("error: ") and message in last, (args, last)
 
 
+@pytest.mark.parametrize("case", ["under_a_file", "read_only_parent"])
+def test_run_dir_that_cannot_be_written_exits_2_naming_it(finished_run, tmp_path, capsys, case):
+    if case == "read_only_parent" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories; under_a_file covers root")
+    _, config_path, _ = finished_run
+    parent = tmp_path / "parent"
+    if case == "under_a_file":
+        parent.write_text("not a directory")
+    else:
+        parent.mkdir(mode=0o500)
+    try:
+        code = train.main(["--config", config_path, "--run-dir", str(parent / "run"), "--quiet"])
+    finally:
+        if case == "read_only_parent":
+            os.chmod(parent, 0o700)  # so that pytest can delete tmp_path
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: Expected --run-dir to be a directory that can be created "
+                             "and written: ") and err[0].endswith(f"--run-dir {parent / 'run'}")
+    assert not os.path.exists(parent / "run")
+
+
 def test_labels_outside_the_classes_fail_before_training(finished_run, tmp_path, capsys):
     import shutil
 

@@ -71,22 +71,27 @@ def open_run_dir(path, *, resume=False, overwrite=False):
         if run_dir.is_finished():
             raise UserError(f"Run {path} has already finished (metrics.json exists); nothing to "
                             "resume. Start a new run, or pass --overwrite to redo this one.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError("Expected --run-dir to be a directory that can be written, to resume "
+                            f"the run in it: Permission denied. Received: --run-dir {path}")
         return run_dir
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        if not overwrite:
-            raise UserError(f"Run directory already exists: pass --resume to continue it or "
-                            f"--overwrite to replace it. Received: --run-dir {path}")
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+    exists = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
+    if exists and not overwrite:
+        raise UserError(f"Run directory already exists: pass --resume to continue it or "
+                        f"--overwrite to replace it. Received: --run-dir {path}")
     try:
+        if exists:  # --overwrite
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
         os.makedirs(path, exist_ok=True)
+        # Written now rather than at the first checkpoint: a read-only place fails at once.
         probe = os.path.join(path, ".write-test")
         with open(probe, "w") as f:
             f.write("")
         os.remove(probe)
     except OSError as e:
-        raise UserError(f"Cannot create the run directory ({e.strerror}). "
-                        f"Received: --run-dir {path}") from None
+        raise UserError(f"Expected --run-dir to be a directory that can be created and written: "
+                        f"{e.strerror}. Received: --run-dir {path}") from None
     return run_dir
