@@ -26,6 +26,9 @@ def parse_args(argv):
     parser.add_argument("--out", help="the JSON summary (default RUN_DIR/evaluation/"
                                       "<split>-<views>.json); CSV and PNG go beside it")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass")
+    parser.add_argument("--workers", type=int,
+                        help="processes decoding the videos again for views other than the "
+                             "stored ones (default: every core)")
     parser.add_argument("--export", action="store_true",
                         help="only write RUN_DIR/export/ (SavedModel) from model.keras")
     return parser.parse_args(argv)
@@ -65,6 +68,8 @@ def run(args):
 
     if args.batch_size < 1:
         raise UserError(f"Expected --batch-size >= 1. Received: --batch-size {args.batch_size}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"Expected --workers >= 1. Received: --workers {args.workers}")
     trained = evaluation.open_trained_run(args.run_dir)
     if args.export:
         print(f"exported {export_run(trained)}")
@@ -72,7 +77,8 @@ def run(args):
     views = evaluation.parse_views(args.views or evaluation.default_views(trained))
     split = args.split or trained.info.get("test_split", "test")
     model = evaluation.load_run_model(trained)
-    results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size)
+    results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size,
+                                      workers=args.workers, show_progress=sys.stderr.isatty())
     paths = evaluation.output_paths(trained, split, results["views"], args.out)
     evaluation.write_evaluation(results, trained.class_names, paths)
     print(format_table(results, trained.class_names))

@@ -27,6 +27,14 @@ def quiet_video_logs():
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
+def available_cores():
+    """Cores this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _worker_main(connection):
     import cv2
 

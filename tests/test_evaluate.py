@@ -179,6 +179,41 @@ def test_stored_views_reproduce_the_trainers_metrics(trained, run_path):
     assert decoded["loss"] == pytest.approx(results["loss"], rel=1e-4, abs=1e-6)
 
 
+def test_decoding_workers_give_the_same_results(trained):
+    run, model = trained
+    one = evaluation.evaluate_run(run, model, "test", (3, 2), workers=1)
+    two = evaluation.evaluate_run(run, model, "test", (3, 2), workers=2)
+    assert one["source"] == two["source"] == "decoded" and one["clips"] == 24
+    for key in ("top1", "clip_top1", "videos", "clips", "confusion_matrix", "skipped"):
+        assert two[key] == one[key], key
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
+
+
+def test_decode_task_reports_broken_items_and_band_mismatches(trained, tmp_path):
+    run, _ = trained
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video" * 100)
+    kind, reason = evaluation.decode_item_views(
+        (str(garbage), run.manifest, run.input_shape, 3, 2))
+    assert kind == "skipped" and reason and "\n" not in reason
+    series = tmp_path / "five_bands.npy"
+    np.save(series, np.random.default_rng(0).random((8, 16, 16, 5)).astype(np.float32))
+    kind, message = evaluation.decode_item_views(
+        (str(series), run.manifest, run.input_shape, 3, 2))
+    assert kind == "user_error" and "Received: band=5" in message
+
+
+def test_a_user_error_while_decoding_stops_the_evaluation(trained, monkeypatch):
+    run, model = trained
+
+    def wrong_bands(path, *args, **kwargs):
+        raise evaluation.UserError(f"Expected items with 3 band(s). Received: band=5 ({path})")
+
+    monkeypatch.setattr(evaluation, "preprocess_item", wrong_bands)
+    with pytest.raises(evaluation.UserError, match="Received: band=5"):
+        evaluation.evaluate_run(run, model, "test", (3, 2), workers=1)
+
+
 def test_cli_multi_view_writes_json_csv_png(run_path, tmp_path, capsys):
     out = tmp_path / "eval" / "result.json"
     assert evaluate.main(["--run-dir", run_path, "--views", "3x3", "--out", str(out)]) == 0
@@ -210,6 +245,7 @@ def test_cli_default_views_and_out_come_from_the_run(run_path, capsys):
     (["--views", "10"], "Received: views='10'"),
     (["--split", "nope"], "Received: --split nope"),
     (["--batch-size", "0"], "Received: --batch-size 0"),
+    (["--workers", "0"], "Received: --workers 0"),
 ])
 def test_cli_user_errors_are_one_line_exit_2(run_path, capsys, arguments, message):
     assert evaluate.main(["--run-dir", run_path, *arguments]) == 2

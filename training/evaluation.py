@@ -35,6 +35,7 @@ import data_prep
 from data_prep.decode import DecodeError, load_clips, resize_frame
 from data_prep.errors import UserError
 from data_prep.sampling import sample_frame_indices
+from data_prep.workers import available_cores, worker_pool
 from training.run_dir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -236,28 +237,70 @@ def split_items(prepared_dir, manifest, split):
     return [items[index] for index in sorted(items)]
 
 
-def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped):
-    """Batches (views, one-hot labels, item indices) of every item, decoded again."""
+def decode_item_views(task):
+    """Worker task: `(path, manifest, input_shape, num_clips, num_crops)` -> the item's views.
+
+    Returns:
+        ("views", uint8 array), ("skipped", reason) for an item that does not decode, or
+        ("user_error", message) for a mistake that stops the evaluation (wrong band count).
+        Errors travel as values: a worker process must not raise for a broken video.
+    """
+    path, manifest, input_shape, num_clips, num_crops = task
+    try:
+        return "views", preprocess_item(path, manifest, input_shape, num_clips=num_clips,
+                                        num_crops=num_crops)
+    except UserError as e:
+        return "user_error", str(e)
+    except (DecodeError, cv2.error, OSError) as e:
+        return "skipped", str(e).strip().splitlines()[0]
+
+
+def _decoded_views(tasks, workers):
+    """Yield `decode_item_views(task)` in order: in this process, or in `workers` processes."""
+    if workers <= 1:
+        for task in tasks:
+            yield decode_item_views(task)
+        return
+    with worker_pool(workers) as pool:
+        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task: (
+            "skipped", "the decoder crashed (its worker process died)"))
+
+
+def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped, failures, *,
+                           workers=1, show_progress=False):
+    """Batches (views, one-hot labels, item indices) of every item, decoded again.
+
+    A UserError met while decoding ends the dataset and is appended to `failures`, for the
+    caller to raise: raised inside the generator, tf.data would turn it into its own error.
+    """
     import tensorflow as tf
+    from tqdm import tqdm
 
     root = run.manifest["source"]["root"]
     items = split_items(run.prepared_dir, run.manifest, split)
     num_classes = len(run.class_names)
     frames, crop_size, _, bands = run.input_shape
+    workers = max(1, min(workers or available_cores(), len(items)))
 
     def generate():
-        for index, (item_id, label) in enumerate(items):
-            path = os.path.join(root, item_id)
-            try:
-                views = preprocess_item(path, run.manifest, run.input_shape,
-                                        num_clips=num_clips, num_crops=num_crops)
-            except (DecodeError, cv2.error, OSError) as e:
-                logger.warning("Skipping %s: %s", item_id, str(e).strip().splitlines()[0])
-                skipped.append({"path": item_id, "reason": str(e).strip().splitlines()[0]})
-                continue
-            one_hot = np.zeros((len(views), num_classes), np.float32)
-            one_hot[:, label] = 1.0
-            yield views, one_hot, np.full(len(views), index, np.int32)
+        tasks = ((os.path.join(root, item_id), run.manifest, run.input_shape, num_clips,
+                  num_crops) for item_id, _ in items)
+        results = _decoded_views(tasks, workers)
+        progress = tqdm(total=len(items), desc=f"decoding {split} ({workers} worker(s))",
+                        unit="video", disable=not show_progress, leave=False)
+        with progress:
+            for index, ((item_id, label), (kind, value)) in enumerate(zip(items, results)):
+                progress.update()
+                if kind == "user_error":
+                    failures.append(UserError(value))
+                    return
+                if kind == "skipped":
+                    logger.warning("Skipping %s: %s", item_id, value)
+                    skipped.append({"path": item_id, "reason": value})
+                    continue
+                one_hot = np.zeros((len(value), num_classes), np.float32)
+                one_hot[:, label] = 1.0
+                yield value, one_hot, np.full(len(value), index, np.int32)
 
     signature = (tf.TensorSpec((None, frames, crop_size, crop_size, bands), tf.uint8),
                  tf.TensorSpec((None, num_classes), tf.float32),
@@ -266,7 +309,8 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
     return dataset.unbatch().batch(batch_size).prefetch(2)
 
 
-def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False):
+def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
+                 workers=None, show_progress=False):
     """Multi-view, video-level evaluation of a split.
 
     Args:
@@ -277,6 +321,9 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False):
         batch_size: int, views per forward pass.
         force_decode: bool, decode the source items even when the shards hold the views
             (a check that both paths agree).
+        workers: int or None, decoding processes when the items are decoded again; None
+            uses every core this process may run on.
+        show_progress: bool, a progress bar over the items decoded again.
 
     Returns:
         dict: top1, top5 (top-min(5, classes)), top5_k, mean_class_accuracy, loss,
@@ -291,7 +338,7 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False):
                         f" Received: --split {split}")
     num_clips, num_crops = views
     num_classes = len(run.class_names)
-    skipped = []
+    skipped, failures = [], []
     stored = int(run.manifest["clips_per_video"])
     if (num_clips, num_crops) == (stored, 1) and not force_decode:
         source = "shards"
@@ -307,8 +354,15 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False):
             raise UserError(f"Views {num_clips}x{num_crops} differ from the stored "
                             f"{stored}x1, so the source items are decoded again, but their "
                             f"root is gone; use --views {stored}x1. Received: root={root!r}")
-        dataset = _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped)
-    results = evaluate_video_level(model, dataset, num_classes)
+        dataset = _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped,
+                                         failures, workers=workers, show_progress=show_progress)
+    try:
+        results = evaluate_video_level(model, dataset, num_classes)
+    except UserError:  # no clips at all: say why, if decoding failed on the first item
+        if not failures:
+            raise
+    if failures:
+        raise failures[0]
     results.update(split=split, views=f"{num_clips}x{num_crops}", source=source,
                    skipped=skipped)
     return results
