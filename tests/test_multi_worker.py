@@ -15,22 +15,25 @@ import numpy as np
 import pytest
 
 EPOCHS, GLOBAL_BATCH, ITEMS, FEATURES, CLASSES = 2, 8, 32, 6, 4
+# 17 = 2 * 8 + 1: the last validation batch holds one item, so one worker's part is empty.
+VALIDATION_ITEMS = 17
 
 
-def make_data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(2.0, 3.0, size=(ITEMS, FEATURES)).astype("float32")
-    y = np.eye(CLASSES, dtype="float32")[rng.integers(0, CLASSES, ITEMS)]
+def make_data(items, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(2.0, 3.0, size=(items, FEATURES)).astype("float32")
+    y = np.eye(CLASSES, dtype="float32")[rng.integers(0, CLASSES, items)]
     return x, y
 
 
-def make_dataset():
+def make_dataset(items=ITEMS, seed=0):
+    """Split between workers by element, as training/trainer.py splits validation."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return tf.data.Dataset.from_tensor_slices(make_data()).batch(GLOBAL_BATCH).with_options(
-        options)
+    return tf.data.Dataset.from_tensor_slices(make_data(items, seed)).batch(
+        GLOBAL_BATCH).with_options(options)
 
 
 def build_model(with_batch_norm):
@@ -66,9 +69,10 @@ def fit_and_record(strategy, with_batch_norm):
         from training.multi_worker import adapt_model_for_multi_worker
 
         adapt_model_for_multi_worker(model, strategy)
-    history = model.fit(make_dataset(), validation_data=make_dataset(), epochs=EPOCHS,
+    validation = make_dataset(VALIDATION_ITEMS, seed=1)
+    history = model.fit(make_dataset(), validation_data=validation, epochs=EPOCHS,
                         callbacks=[record], verbose=0, shuffle=False)
-    evaluated = model.evaluate(make_dataset(), verbose=0, return_dict=True)
+    evaluated = model.evaluate(validation, verbose=0, return_dict=True)
     return model, {"weights": [keras.ops.convert_to_numpy(w).tolist() for w in model.weights],
                    "batch_losses": batch_losses,
                    "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},

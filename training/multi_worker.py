@@ -31,6 +31,7 @@ epoch logs are unaffected too: Keras reads them from the metrics' synchronised v
 
 import logging
 
+import keras
 import tensorflow as tf
 from keras import tree
 
@@ -85,7 +86,17 @@ def adapt_model_for_multi_worker(model, strategy):
 
     model._maybe_symbolic_build = maybe_symbolic_build
     model.train_step = train_step
-    model.test_step = lambda data: _as_rows(keras_test_step(data))
+    def test_step(data):
+        # The validation input is split by element, so when the last global batch holds
+        # fewer clips than there are replicas, some replica gets an empty batch; TensorFlow
+        # 2.21's CPU Conv3D returns the input's shape for an empty batch (and the next op
+        # fails), so such a batch skips the forward pass: it adds nothing to the metrics.
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        logs = tf.cond(tf.shape(tree.flatten(x)[0])[0] > 0, lambda: keras_test_step(data),
+                       model.get_metrics_result)
+        return _as_rows(logs)
+
+    model.test_step = test_step
     # Drop step functions traced before the patch, if any.
     model.train_function = model.test_function = None
     logger.info("multi_worker: model.fit adapted to MultiWorkerMirroredStrategy (per-step logs "

@@ -448,6 +448,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
                   callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
         # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
+        logger.error("training failed: %s", e.message)  # all of it, for train.log
         raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
     fit_seconds = time.perf_counter() - fit_started
     if nan_stop.stopped_at is not None:
