@@ -22,7 +22,13 @@ non-trainable floating-point weight with its mean over the replicas: the moving 
 linear in the batch statistics, so this equals averaging the replicas' statistics at each
 update (tf.keras 2's "mean" aggregation for these weights), and all workers keep one model.
 
-`adapt_model_for_multi_worker` makes these changes on ONE compiled model instance, by instance
+A fourth: validation is split between workers by element, so when the last global batch
+holds fewer clips than there are replicas, some replica gets an empty batch, and TensorFlow
+2.21's CPU Conv3D returns its input's shape for a batch of 0 (the next op then fails). The
+adapted test step skips the forward pass for an empty batch, which adds nothing to the
+metrics anyway.
+
+`adapt_model_for_multi_worker` makes these four changes on ONE compiled model instance, by instance
 attributes only: the class is untouched, so model.keras saves and loads as usual, and every
 other strategy keeps Keras's own code. Gradients are not touched: Keras already scales each
 replica's loss by 1 / num_replicas_in_sync and sums the gradients across replicas. The
@@ -84,18 +90,15 @@ def adapt_model_for_multi_worker(model, strategy):
                 weight.assign(mean)
         return _as_rows(logs)
 
-    model._maybe_symbolic_build = maybe_symbolic_build
-    model.train_step = train_step
     def test_step(data):
-        # The validation input is split by element, so when the last global batch holds
-        # fewer clips than there are replicas, some replica gets an empty batch; TensorFlow
-        # 2.21's CPU Conv3D returns the input's shape for an empty batch (and the next op
-        # fails), so such a batch skips the forward pass: it adds nothing to the metrics.
+        # An empty batch (see the module docstring) only reads the metrics.
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         logs = tf.cond(tf.shape(tree.flatten(x)[0])[0] > 0, lambda: keras_test_step(data),
                        model.get_metrics_result)
         return _as_rows(logs)
 
+    model._maybe_symbolic_build = maybe_symbolic_build
+    model.train_step = train_step
     model.test_step = test_step
     # Drop step functions traced before the patch, if any.
     model.train_function = model.test_function = None
