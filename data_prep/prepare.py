@@ -32,7 +32,8 @@ from data_prep.decode import DecodeError, load_clips
 from data_prep.errors import UserError
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sources import LAYOUTS, resolve_source
-from data_prep.workers import quiet_video_logs, worker_pool
+from data_prep.lock import hold_output_lock
+from data_prep.workers import available_cores, quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +162,6 @@ def _make_output_directory(out, name="out"):
     except OSError as error:
         raise UserError(f"Expected `{name}` to be a directory that can be created and written: "
                         f"{error.strerror}. Received: {name}={out!r}") from None
-
-
-def _available_cores():
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def default_items_per_shard(frames, size, clips_per_video):
@@ -387,7 +381,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     frame_stride = _positive(frame_stride, "frame_stride")
     encoding = _choose(encoding, "encoding", ENCODINGS)
     _choose(layout, "layout", LAYOUTS)
-    workers = _positive(workers, "workers", allow_none=True) or _available_cores()
+    workers = _positive(workers, "workers", allow_none=True) or available_cores()
     if items_per_shard is None:
         items_per_shard = default_items_per_shard(frames, size, clips_per_video)
     items_per_shard = _positive(items_per_shard, "items_per_shard")
@@ -424,115 +418,119 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                   "sampling": sampling_parameters, "resize": resize_parameters}
 
     _make_output_directory(out)
-    for split in source.splits:  # before the old manifest goes: a failure here loses nothing
-        split_dir = os.path.join(out, split)
-        if os.path.exists(split_dir) and not os.path.isdir(split_dir):
-            raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
-                            "go there), not a file: move the file or choose another --out. "
-                            f"Received: out/{split}={split_dir!r}")
-        _make_output_directory(split_dir, name=f"out/{split}")
-    manifest_path = os.path.join(out, part_manifest_name(num_shards, shard_index)
-                                 if is_part else "manifest.json")
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)  # Written again last: present means complete.
-    plans = _plan_shards(out, source, parameters, items_per_shard, num_shards, shard_index)
-    _clean_split_dirs(out, plans, source.splits, prefix)
+    # One writer per output (or per part of one): see data_prep/lock.py.
+    with hold_output_lock(out, prefix):
+        for split in source.splits:  # before the old manifest goes: a failure here loses nothing
+            split_dir = os.path.join(out, split)
+            if os.path.exists(split_dir) and not os.path.isdir(split_dir):
+                raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
+                                "go there), not a file: move the file or choose another --out. "
+                                f"Received: out/{split}={split_dir!r}")
+            _make_output_directory(split_dir, name=f"out/{split}")
+        manifest_path = os.path.join(out, part_manifest_name(num_shards, shard_index)
+                                     if is_part else "manifest.json")
+        if os.path.exists(manifest_path):
+            os.remove(manifest_path)  # Written again last: present means complete.
+        plans = _plan_shards(out, source, parameters, items_per_shard, num_shards, shard_index)
+        _clean_split_dirs(out, plans, source.splits, prefix)
 
-    finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
-    bands = {sidecar["band"] for sidecar in finished.values()
-             if sidecar and sidecar["band"] is not None}
-    if len(bands) > 1:
-        raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
-                        f"Received: out={out!r}")
-    pending = [plan for plan in plans if finished[plan.tfrecord] is None]
-    tasks = (_task_for_item(item, frames, size, resize_short, sampling, frame_stride,
-                            clips_per_video, encoding)
-             for plan in pending for item in plan.items)
-    state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
-             "items_done": 0}
-    workers_used = min(workers, sum(len(plan.items) for plan in pending)) or 1
-    quiet_video_logs()
-    redo_task = functools.partial(_task_for_item, frames=frames, size=size,
-                                  resize_short=resize_short, sampling=sampling,
-                                  frame_stride=frame_stride, clips_per_video=clips_per_video,
-                                  encoding=encoding)
-    with contextlib.ExitStack() as stack:
-        # Workers start while the parent loads TensorFlow. Leaving the block terminates
-        # them, also on errors and Ctrl-C, and deletes half-written files.
-        pool = None
-        if workers_used > 1:
-            pool = stack.enter_context(worker_pool(workers_used))
-        stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits,
-                                     prefix))
-        import tensorflow  # noqa: F401  (the parent writes the shards; load it before the clock)
+        finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
+        bands = {sidecar["band"] for sidecar in finished.values()
+                 if sidecar and sidecar["band"] is not None}
+        if len(bands) > 1:
+            raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
+                            f"Received: out={out!r}")
+        pending = [plan for plan in plans if finished[plan.tfrecord] is None]
+        tasks = (_task_for_item(item, frames, size, resize_short, sampling, frame_stride,
+                                clips_per_video, encoding)
+                 for plan in pending for item in plan.items)
+        state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
+                 "items_done": 0}
+        workers_used = min(workers, sum(len(plan.items) for plan in pending)) or 1
+        quiet_video_logs()
+        redo_task = functools.partial(_task_for_item, frames=frames, size=size,
+                                      resize_short=resize_short, sampling=sampling,
+                                      frame_stride=frame_stride, clips_per_video=clips_per_video,
+                                      encoding=encoding)
+        with contextlib.ExitStack() as stack:
+            # Workers start while the parent loads TensorFlow. Leaving the block terminates
+            # them, also on errors and Ctrl-C, and deletes half-written files.
+            pool = None
+            if workers_used > 1:
+                pool = stack.enter_context(worker_pool(workers_used))
+            stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits,
+                                         prefix))
+            # The parent writes the shards; load TensorFlow before the clock starts.
+            import tensorflow  # noqa: F401
 
-        start = time.perf_counter()
-        results = stack.enter_context(contextlib.closing(
-            _ordered_results(tasks, pool)))
-        state["progress"] = stack.enter_context(tqdm(
-            total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
-            disable=not show_progress, leave=False))
-        if show_progress:
-            stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
-        sidecars = {}
-        # A part numbers its items from its slice's start, so the merged parts' item
-        # indices are unique (and equal a one-machine run's when nothing is skipped).
-        next_item_index = collections.Counter({
-            split: part_slice(len(items), num_shards, shard_index)[0]
-            for split, items in source.splits.items()})
-        for plan in plans:
-            sidecar = finished[plan.tfrecord]
-            first_item_index = next_item_index[plan.split]
-            if sidecar is None:
-                sidecar = _write_shard(plan, results, first_item_index, state)
-            elif sidecar["first_item_index"] != first_item_index:
-                # An earlier shard changed since that run (its files changed): redo this
-                # one too, here, so item indices stay contiguous.
-                again = (prepare_item(redo_task(item)) for item in plan.items)
-                sidecar = _write_shard(plan, again, first_item_index, state)
-            sidecars[plan.tfrecord] = sidecar
-            next_item_index[plan.split] += sidecar["videos"]
-    seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            results = stack.enter_context(contextlib.closing(
+                _ordered_results(tasks, pool)))
+            state["progress"] = stack.enter_context(tqdm(
+                total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
+                disable=not show_progress, leave=False))
+            if show_progress:
+                stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
+            sidecars = {}
+            # A part numbers its items from its slice's start, so the merged parts' item
+            # indices are unique (and equal a one-machine run's when nothing is skipped).
+            next_item_index = collections.Counter({
+                split: part_slice(len(items), num_shards, shard_index)[0]
+                for split, items in source.splits.items()})
+            for plan in plans:
+                sidecar = finished[plan.tfrecord]
+                first_item_index = next_item_index[plan.split]
+                if sidecar is None:
+                    sidecar = _write_shard(plan, results, first_item_index, state)
+                elif sidecar["first_item_index"] != first_item_index:
+                    # An earlier shard changed since that run (its files changed): redo this
+                    # one too, here, so item indices stay contiguous.
+                    again = (prepare_item(redo_task(item)) for item in plan.items)
+                    sidecar = _write_shard(plan, again, first_item_index, state)
+                sidecars[plan.tfrecord] = sidecar
+                next_item_index[plan.split] += sidecar["videos"]
+        seconds = time.perf_counter() - start
 
-    if state["band"] is None and not is_part:  # a part may hold none; merge_parts checks
-        reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
-                            for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
-        raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
-    splits = {}
-    # Items missing before decoding (Kinetics) are listed once: by part 0.
-    skipped = list(source.skipped) if shard_index == 0 else []
-    for split in source.splits:
-        split_plans = [plan for plan in plans if plan.split == split]
-        split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
-        splits[split] = {
-            "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
-            "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
-            "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
-            "shards": [os.path.relpath(plan.tfrecord, out).replace(os.sep, "/")
-                       for plan in split_plans],
+        if state["band"] is None and not is_part:  # a part may hold none; merge_parts checks
+            reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
+                                for sidecar in sidecars.values()
+                                for entry in sidecar["skipped"][:3])
+            raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
+        splits = {}
+        # Items missing before decoding (Kinetics) are listed once: by part 0.
+        skipped = list(source.skipped) if shard_index == 0 else []
+        for split in source.splits:
+            split_plans = [plan for plan in plans if plan.split == split]
+            split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
+            splits[split] = {
+                "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
+                "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
+                "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
+                "shards": [os.path.relpath(plan.tfrecord, out).replace(os.sep, "/")
+                           for plan in split_plans],
+            }
+            skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "classes": source.classes,
+            "clip_shape": [frames, size, size, state["band"]],  # band None: an empty part
+            "encoding": encoding,
+            "clips_per_video": clips_per_video,
+            "sampling": sampling_parameters,
+            "resize": resize_parameters,
+            "source": source.description,
+            "items_per_shard": items_per_shard,
+            "splits": splits,
+            "skipped": skipped,
         }
-        skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "classes": source.classes,
-        "clip_shape": [frames, size, size, state["band"]],  # band None: an empty part
-        "encoding": encoding,
-        "clips_per_video": clips_per_video,
-        "sampling": sampling_parameters,
-        "resize": resize_parameters,
-        "source": source.description,
-        "items_per_shard": items_per_shard,
-        "splits": splits,
-        "skipped": skipped,
-    }
-    if is_part:
-        manifest["part"] = {"index": shard_index, "count": num_shards}
-    write_json_atomically(manifest_path, manifest)
-    stats = {"seconds": seconds, "frames_decoded": state["frames_decoded"],
-             "items_done": state["items_done"], "workers": workers_used,
-             "shards": len(plans), "shards_reused": len(plans) - len(pending)}
-    logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
-    return manifest
+        if is_part:
+            manifest["part"] = {"index": shard_index, "count": num_shards}
+        write_json_atomically(manifest_path, manifest)
+        stats = {"seconds": seconds, "frames_decoded": state["frames_decoded"],
+                 "items_done": state["items_done"], "workers": workers_used,
+                 "shards": len(plans), "shards_reused": len(plans) - len(pending)}
+        logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
+        return manifest
 
 
 def part_manifest_name(num_shards, shard_index):
@@ -649,7 +647,8 @@ def merge_parts(out, part_dirs):
     manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
     manifest["splits"] = splits
     manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
-    write_json_atomically(os.path.join(out, "manifest.json"), manifest)
+    with hold_output_lock(out):  # not while a one-machine prepare writes its manifest there
+        write_json_atomically(os.path.join(out, "manifest.json"), manifest)
     logger.info("Merged %d parts into %s", count, os.path.join(out, "manifest.json"))
     return manifest
 
