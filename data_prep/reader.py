@@ -133,9 +133,11 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
             records = records.batch(clips_per_item, drop_remainder=True)
         return records
 
+    # A seeded read is repeatable: interleave in order even when the shards are shuffled
+    # (out of order, a slow shard would change the sequence from run to run).
     records = files.interleave(read_shard, cycle_length=num_parallel_reads,
                                num_parallel_calls=num_parallel_reads,
-                               deterministic=not shuffle_shards)
+                               deterministic=seed is not None or not shuffle_shards)
     if clip_selection == "random":
         choices = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         records = tf.data.Dataset.zip((records, choices)).map(

@@ -21,7 +21,7 @@ from training import summaries
 from training.config import load_config
 from training.run_dir import RunDir
 from training.schedules import WarmupSchedule
-from training.trainer import read_history
+from training.trainer import read_history, resumed_input_seed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -217,6 +217,11 @@ def test_resume_after_sigkill_continues_schedule_and_finishes(finished_run):
     assert int(model.optimizer.iterations.numpy()) == 3 * steps
     log = open(run_dir.train_log).read()
     assert "resuming run" in log and killed_after >= 1
+    # The resumed epochs read the data in a new seeded order, not the first epoch's again.
+    seed = yaml.safe_load(open(run_dir.config))["train"]["seed"]
+    assert (f"resuming after epoch {killed_after}: the training input continues with seed "
+            f"{resumed_input_seed(seed, killed_after)}") in log
+    assert resumed_input_seed(seed, killed_after) != seed
     # Resuming a finished run is a clear one-line error.
     result = run_cli(["--run-dir", run_path, "--resume"])
     assert result.returncode == 2

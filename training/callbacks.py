@@ -58,6 +58,20 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.nan_stop.stopped_at is None:
             super().on_epoch_end(epoch, logs)
 
+    @staticmethod
+    def saved_epoch(backup_dir):
+        """Epochs the backup in `backup_dir` has finished (0 without one): where fit resumes.
+
+        Read before fit starts, to seed the resumed input; on_train_begin may still fall back
+        to the previous backup if the latest weights turn out unreadable.
+        """
+        path = os.path.join(backup_dir, "training_metadata.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return int(json.load(f)["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
 
 def save_model_atomically(model, path):
     """model.save to a temporary name, then rename: a kill never leaves half a file."""

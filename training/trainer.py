@@ -169,6 +169,16 @@ def shard_across_workers(dataset, num_shard_files, num_workers):
     return dataset.with_options(options)
 
 
+def resumed_input_seed(seed, first_epoch):
+    """The training input's seed for an attempt starting after `first_epoch` epochs.
+
+    `seed` itself for a fresh run (so a seeded run is repeatable); a different, still
+    deterministic seed for each resume point, so that the epochs after a resume see new
+    shuffles, clips and crops, as the uninterrupted run's later epochs would.
+    """
+    return seed + 10007 * first_epoch
+
+
 def mixed_precision_policy(enabled):
     """float32, or mixed precision in the type the hardware has kernels for: float16 on GPUs,
     bfloat16 on CPUs (TensorFlow's CPU has no float16 MaxPool3D, for one)."""
@@ -376,9 +386,18 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     augment = dict(random_crop_enabled=config.augment.random_crop,
                    horizontal_flip=config.augment.horizontal_flip,
                    temporal_jitter=config.augment.temporal_jitter)
+    # A resumed attempt must not replay the first attempt's epochs: the input's shuffles,
+    # clip choices and crops restart from their seed with every new pipeline, so it gets a
+    # seed of its own, derived from where it resumes.
+    first_epoch = run_callbacks.SafeBackupAndRestore.saved_epoch(run_dir.backup) if resume \
+        else 0
+    input_seed = resumed_input_seed(config.train.seed, first_epoch)
+    if first_epoch:
+        logger.info("resuming after epoch %d: the training input continues with seed %d "
+                    "(a fresh order, not a replay of the first epochs)", first_epoch, input_seed)
     train_data = input_pipeline.train_dataset(
         prepared_dir, config.data.train_split, batch_size=batch_size,
-        shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed,
+        shuffle_buffer=config.train.shuffle_buffer, seed=input_seed,
         repeat=repeat, check_cardinality=worker_role is None, **augment, **pipeline)
     validation_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, **pipeline)
