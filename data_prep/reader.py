@@ -78,7 +78,8 @@ def _parse_function(manifest, with_item_index):
 
 
 def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=False,
-               shuffle_shards=False, seed=None, num_parallel_reads=None):
+               shuffle_shards=False, seed=None, num_parallel_reads=None,
+               num_input_pipelines=1, input_pipeline_id=0):
     """The clips of one split of a prepared dataset.
 
     Args:
@@ -92,6 +93,10 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
         seed: int or None, seeds the shard shuffle and the random clip choice.
         num_parallel_reads: int or None, shards read at once; None means
             `tf.data.AUTOTUNE`.
+        num_input_pipelines: int, how many readers split the shard files between them (the
+            workers of a multi-machine run). Defaults to 1.
+        input_pipeline_id: int in [0, num_input_pipelines): this reader takes the shard files
+            whose position in the manifest is congruent to it. Defaults to 0.
 
     Returns:
         `tf.data.Dataset` of `(clip, label)` or `(clip, label, item_index)`: clip uint8
@@ -123,6 +128,12 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
 
     files = tf.data.Dataset.from_tensor_slices(tf.constant(shards, tf.string)
                                                if shards else tf.constant([], tf.string))
+    if num_input_pipelines > 1:
+        if not 0 <= input_pipeline_id < num_input_pipelines or len(shards) < num_input_pipelines:
+            raise UserError(f"Expected at least one shard file per input pipeline and "
+                            f"0 <= input_pipeline_id < {num_input_pipelines}. Received: "
+                            f"{len(shards)} shard files, input_pipeline_id={input_pipeline_id}")
+        files = files.shard(num_input_pipelines, input_pipeline_id)
     if shuffle_shards and shards:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
 

@@ -88,6 +88,29 @@ def test_shuffled_shards_still_hold_every_clip(prepared):
         sorted(list(range(5)) * CLIPS)
 
 
+@pytest.mark.parametrize("num_input_pipelines", [2, 3])
+def test_input_pipelines_split_the_shard_files_between_them(prepared, num_input_pipelines):
+    # 5 items in 3 shards of 2, 2, 1: each pipeline reads whole shards, none twice.
+    manifest = data_prep.read_manifest(prepared["raw"])
+    shard_items = []
+    for pipeline_id in range(num_input_pipelines):
+        dataset = data_prep.load_split(
+            prepared["raw"], "train", with_item_index=True, shuffle_shards=True, seed=1,
+            num_input_pipelines=num_input_pipelines, input_pipeline_id=pipeline_id)
+        shard_items.append(sorted({int(index) for *_, index in as_numpy(dataset)}))
+    assert all(shard_items)
+    assert sorted(sum(shard_items, [])) == list(range(manifest["splits"]["train"]["videos"]))
+    # Pipeline i reads the manifest's shards i, i + N, ...: whole shards of 2 items.
+    assert shard_items[0][:2] == [0, 1]
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_input_pipelines=4, input_pipeline_id=0),
+                                    dict(num_input_pipelines=2, input_pipeline_id=2)])
+def test_more_input_pipelines_than_shard_files_is_a_user_error(prepared, kwargs):
+    with pytest.raises(UserError, match="at least one shard file per input pipeline"):
+        data_prep.load_split(prepared["raw"], "train", **kwargs)
+
+
 def test_reader_works_inside_a_batched_pipeline(prepared):
     dataset = data_prep.load_split(prepared["png"], "train", clip_selection="random", seed=0)
     clips, labels = next(iter(dataset.batch(4)))

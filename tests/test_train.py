@@ -359,9 +359,23 @@ def free_ports(count):
     return ports
 
 
-def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path):
-    _, config_path, _ = finished_run
+@pytest.mark.parametrize("items_per_shard", [None, 4])
+def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path,
+                                                               items_per_shard):
+    e2e_path, config_path, _ = finished_run
     run_path = tmp_path / "run"
+    # The tiny run's data is one shard per split, so the workers share it by element; with
+    # 4 items per shard (6 training shards) each worker reads its own files.
+    data_overrides = []
+    if items_per_shard:
+        from data_prep.prepare import prepare_dataset
+
+        videos = e2e_path / "videos"
+        prepare_dataset("csv", str(videos), str(tmp_path / "prepared"), 4, 16,
+                        clips_per_video=2, items_per_shard=items_per_shard, workers=1,
+                        lists={split: str(videos / f"{split}.csv") for split in ("train", "test")},
+                        show_progress=False)
+        data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}"]
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
@@ -375,7 +389,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
              "--run-dir", str(run_path), "--quiet", "--set", "distribute.strategy=multi_worker",
              "--set", "model.options.deformable_stages=[]", "--set", "tensorboard.clip_images=0",
              # 16 validation clips in batches of 3: the last (1 clip) leaves worker 1 empty.
-             "--set", "train.eval_batch_size=3"],
+             "--set", "train.eval_batch_size=3", *data_overrides],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     try:
@@ -413,6 +427,10 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
     log = open(run_dir.train_log).read()
     assert log.count("starting run") == 1 and "task worker:0 of 2 workers (chief)" in log
     assert "worker:1" not in log
+    if items_per_shard:
+        assert "sharding the training input by file: 6 shard files over 2 workers" in log
+    else:
+        assert "1 shard files for 2 workers: sharding by element (DATA)" in log
     assert len(read_history(run_dir)) == 1  # one epoch, one row: nobody appended a second
     # Worker 1 said where it wrote, and that directory is gone; its TMPDIR is empty again.
     worker_out = outputs[1][0]

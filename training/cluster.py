@@ -18,6 +18,8 @@ class WorkerRole:
     task_index: int
     num_workers: int  # every task that trains: chief plus workers
     is_chief: bool
+    input_pipeline_id: int = 0  # 0..num_workers-1: the chief first, then the workers
+
 
     @property
     def name(self):
@@ -51,5 +53,6 @@ def read_worker_role(tf_config):
         raise UserError("TF_CONFIG's task expects a type (chief or worker) and an index inside "
                         f"the cluster's list. Received: TF_CONFIG={tf_config!r}")
     is_chief = task_type == "chief" or (not trainers["chief"] and task_index == 0)
+    pipeline_id = task_index + (len(trainers["chief"]) if task_type == "worker" else 0)
     return WorkerRole(task_type, task_index, len(trainers["chief"]) + len(trainers["worker"]),
-                      is_chief)
+                      is_chief, pipeline_id)

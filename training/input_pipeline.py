@@ -68,7 +68,8 @@ def _with_static_shape(clip, clip_shape, crop_size):
 
 def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
                   random_crop_enabled=True, horizontal_flip=False, temporal_jitter=True,
-                  shuffle_buffer=256, seed=0, repeat=False, check_cardinality=True):
+                  shuffle_buffer=256, seed=0, repeat=False, check_cardinality=True,
+                  num_input_pipelines=1, input_pipeline_id=0):
     """The training dataset: shuffled, augmented (clips, one-hot labels) batches.
 
     Args:
@@ -86,8 +87,11 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         shuffle_buffer: int, items held by the shuffle.
         seed: int, for shard order, shuffle, clip choice, crops and flips.
         repeat: bool, repeat forever (for a fixed steps_per_epoch).
-        check_cardinality: bool, assert the manifest's item count (off when tf.distribute
-            shards the files between workers: each then sees only its part).
+        check_cardinality: bool, assert the manifest's item count (off when the files are
+            split between workers: each then sees only its part).
+        num_input_pipelines, input_pipeline_id: int, this worker reads every
+            `num_input_pipelines`-th shard file from `input_pipeline_id` on (see
+            `data_prep.load_split`); 1 and 0 read them all.
 
     Returns:
         tf.data.Dataset of (uint8 (B, F, crop, crop, band), float32 (B, num_classes)).
@@ -96,6 +100,7 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         prepared_dir, split,
         clip_selection="random" if temporal_jitter else "all",
         shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
+        num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
     )
     # A known length lets Keras size the epoch (and catches shards that disagree with the
     # manifest) instead of warning that the input "ran out of data".

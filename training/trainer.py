@@ -155,18 +155,27 @@ def _data_sharding():
     return options
 
 
-def shard_across_workers(dataset, num_shard_files, num_workers):
-    """Sets how tf.distribute splits `dataset` between workers: by file when every worker
-    gets at least one shard file, else by element (each worker reads all, keeps 1/N)."""
+def split_input_between_workers(num_shard_files, worker_role):
+    """How the workers share the training input: (num_input_pipelines, input_pipeline_id,
+    tf.data.Options for tf.distribute).
+
+    By file when every worker gets at least one shard file: each worker's pipeline reads its
+    own files (sharded explicitly; tf.distribute's FILE auto-sharding cannot see through the
+    pipeline's zip with its random seeds), and tf.distribute is told not to shard again.
+    Otherwise by element: every worker reads every file and keeps 1/N of the elements.
+    """
     options = tf.data.Options()
     policy = tf.data.experimental.AutoShardPolicy
+    num_workers = worker_role.num_workers
     if num_shard_files >= num_workers:
-        options.experimental_distribute.auto_shard_policy = policy.FILE
-    else:
-        logger.warning("%d shard files for %d workers: sharding by element (DATA) instead of "
-                       "by file; every worker reads every file", num_shard_files, num_workers)
-        options.experimental_distribute.auto_shard_policy = policy.DATA
-    return dataset.with_options(options)
+        logger.info("sharding the training input by file: %d shard files over %d workers",
+                    num_shard_files, num_workers)
+        options.experimental_distribute.auto_shard_policy = policy.OFF
+        return num_workers, worker_role.input_pipeline_id, options
+    logger.warning("%d shard files for %d workers: sharding by element (DATA) instead of "
+                   "by file; every worker reads every file", num_shard_files, num_workers)
+    options.experimental_distribute.auto_shard_policy = policy.DATA
+    return 1, 0, options
 
 
 def resumed_input_seed(seed, first_epoch):
@@ -395,15 +404,20 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     if first_epoch:
         logger.info("resuming after epoch %d: the training input continues with seed %d "
                     "(a fresh order, not a replay of the first epochs)", first_epoch, input_seed)
+    num_input_pipelines, input_pipeline_id, sharding = 1, 0, None
+    if worker_role is not None:
+        num_input_pipelines, input_pipeline_id, sharding = split_input_between_workers(
+            len(train_split["shards"]), worker_role)
     train_data = input_pipeline.train_dataset(
         prepared_dir, config.data.train_split, batch_size=batch_size,
         shuffle_buffer=config.train.shuffle_buffer, seed=input_seed,
-        repeat=repeat, check_cardinality=worker_role is None, **augment, **pipeline)
+        repeat=repeat, check_cardinality=worker_role is None,
+        num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
+        **augment, **pipeline)
     validation_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, **pipeline)
     if worker_role is not None:
-        train_data = shard_across_workers(train_data, len(train_split["shards"]),
-                                          worker_role.num_workers)
+        train_data = train_data.with_options(sharding)
         # Validation by element: its every-clip count is asserted before the shard.
         validation_data = validation_data.with_options(_data_sharding())
 
