@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from cluster_fixtures import free_ports, worker_env
+
 EPOCHS, GLOBAL_BATCH, ITEMS, FEATURES, CLASSES = 2, 8, 32, 6, 4
 # 17 = 2 * 8 + 1: the last validation batch holds one item, so one worker's part is empty.
 VALIDATION_ITEMS = 17
@@ -95,18 +97,6 @@ def worker_main(out_dir):
         json.dump(results, f)
 
 
-def free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory):
     """Results of both workers, each a dict from with_batch_norm ("False"/"True")."""
@@ -117,9 +107,7 @@ def two_workers(tmp_path_factory):
     for index in range(2):
         out_dir = tmp_path / f"worker{index}"
         out_dir.mkdir()
-        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config),
-               "PYTHONPATH": repo}
+        env = worker_env(addresses, index, PYTHONPATH=repo)
         processes.append((out_dir, subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), str(out_dir)], cwd=repo, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))

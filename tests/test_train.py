@@ -17,6 +17,7 @@ import tensorflow as tf
 import yaml
 
 import train
+from cluster_fixtures import free_ports, worker_env
 from training import summaries
 from training.config import load_config
 from training.run_dir import RunDir
@@ -347,18 +348,6 @@ def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)  # CPU: bfloat16
 
 
-def free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.parametrize("items_per_shard", [None, 4])
 def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path,
                                                                items_per_shard):
@@ -381,9 +370,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
     for index in range(2):
         worker_tmp = tmp_path / f"tmp{index}"
         worker_tmp.mkdir()
-        tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config),
-               "TMPDIR": str(worker_tmp)}
+        env = worker_env(addresses, index, TMPDIR=str(worker_tmp))
         processes.append(subprocess.Popen(
             [sys.executable, os.path.join(REPO, "train.py"), "--config", config_path,
              "--run-dir", str(run_path), "--quiet", "--set", "distribute.strategy=multi_worker",
