@@ -30,9 +30,9 @@ import numpy as np
 
 from data_prep.decode import DecodeError, load_clips
 from data_prep.errors import UserError
+from data_prep.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sources import LAYOUTS, resolve_source
-from data_prep.lock import hold_output_lock
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
@@ -365,11 +365,6 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     >>> manifest["clip_shape"]
     [16, 112, 112, 3]
     """
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from data_prep.shards import write_json_atomically
-
     frames = _positive(frames, "frames")
     size = _positive(size, "size")
     resize_short = _positive(resize_short, "resize_short", allow_none=True)
@@ -391,8 +386,6 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         raise UserError(f"Expected `shard_index` to be an integer in 0..{num_shards - 1} "
                         f"(num_shards={num_shards}). Received: shard_index={shard_index!r}")
     shard_index = int(shard_index)
-    is_part = num_shards > 1
-    prefix = part_prefix(num_shards, shard_index)
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
 
@@ -414,123 +407,176 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     sampling_parameters = {"method": sampling, "frames": frames, "frame_stride": frame_stride,
                            "clips_per_video": clips_per_video}
     resize_parameters = {"size": size, "resize_short": resize_short}
-    parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
-                  "sampling": sampling_parameters, "resize": resize_parameters}
-
+    job = _Job(
+        out=out, source=source,
+        parameters={"format_version": FORMAT_VERSION, "encoding": encoding,
+                    "sampling": sampling_parameters, "resize": resize_parameters},
+        make_task=functools.partial(
+            _task_for_item, frames=frames, size=size, resize_short=resize_short,
+            sampling=sampling, frame_stride=frame_stride, clips_per_video=clips_per_video,
+            encoding=encoding),
+        items_per_shard=items_per_shard, num_shards=num_shards, shard_index=shard_index,
+        strict=strict, workers=workers, show_progress=show_progress)
     _make_output_directory(out)
     # One writer per output (or per part of one): see data_prep/lock.py.
-    with hold_output_lock(out, prefix):
-        for split in source.splits:  # before the old manifest goes: a failure here loses nothing
-            split_dir = os.path.join(out, split)
-            if os.path.exists(split_dir) and not os.path.isdir(split_dir):
-                raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
-                                "go there), not a file: move the file or choose another --out. "
-                                f"Received: out/{split}={split_dir!r}")
-            _make_output_directory(split_dir, name=f"out/{split}")
-        manifest_path = os.path.join(out, part_manifest_name(num_shards, shard_index)
-                                     if is_part else "manifest.json")
-        if os.path.exists(manifest_path):
-            os.remove(manifest_path)  # Written again last: present means complete.
-        plans = _plan_shards(out, source, parameters, items_per_shard, num_shards, shard_index)
-        _clean_split_dirs(out, plans, source.splits, prefix)
+    with hold_output_lock(out, job.prefix):
+        return _prepare(job)
 
-        finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
-        bands = {sidecar["band"] for sidecar in finished.values()
-                 if sidecar and sidecar["band"] is not None}
-        if len(bands) > 1:
-            raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
-                            f"Received: out={out!r}")
-        pending = [plan for plan in plans if finished[plan.tfrecord] is None]
-        tasks = (_task_for_item(item, frames, size, resize_short, sampling, frame_stride,
-                                clips_per_video, encoding)
-                 for plan in pending for item in plan.items)
-        state = {"band": bands.pop() if bands else None, "strict": strict, "frames_decoded": 0,
-                 "items_done": 0}
-        workers_used = min(workers, sum(len(plan.items) for plan in pending)) or 1
-        quiet_video_logs()
-        redo_task = functools.partial(_task_for_item, frames=frames, size=size,
-                                      resize_short=resize_short, sampling=sampling,
-                                      frame_stride=frame_stride, clips_per_video=clips_per_video,
-                                      encoding=encoding)
-        with contextlib.ExitStack() as stack:
-            # Workers start while the parent loads TensorFlow. Leaving the block terminates
-            # them, also on errors and Ctrl-C, and deletes half-written files.
-            pool = None
-            if workers_used > 1:
-                pool = stack.enter_context(worker_pool(workers_used))
-            stack.push(functools.partial(_remove_temporary_files_on_error, out, source.splits,
-                                         prefix))
-            # The parent writes the shards; load TensorFlow before the clock starts.
-            import tensorflow  # noqa: F401
 
-            start = time.perf_counter()
-            results = stack.enter_context(contextlib.closing(
-                _ordered_results(tasks, pool)))
-            state["progress"] = stack.enter_context(tqdm(
-                total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
-                disable=not show_progress, leave=False))
-            if show_progress:
-                stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
-            sidecars = {}
-            # A part numbers its items from its slice's start, so the merged parts' item
-            # indices are unique (and equal a one-machine run's when nothing is skipped).
-            next_item_index = collections.Counter({
-                split: part_slice(len(items), num_shards, shard_index)[0]
-                for split, items in source.splits.items()})
-            for plan in plans:
-                sidecar = finished[plan.tfrecord]
-                first_item_index = next_item_index[plan.split]
-                if sidecar is None:
-                    sidecar = _write_shard(plan, results, first_item_index, state)
-                elif sidecar["first_item_index"] != first_item_index:
-                    # An earlier shard changed since that run (its files changed): redo this
-                    # one too, here, so item indices stay contiguous.
-                    again = (prepare_item(redo_task(item)) for item in plan.items)
-                    sidecar = _write_shard(plan, again, first_item_index, state)
-                sidecars[plan.tfrecord] = sidecar
-                next_item_index[plan.split] += sidecar["videos"]
-        seconds = time.perf_counter() - start
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One validated `prepare_dataset` call: what to write, where and how."""
 
-        if state["band"] is None and not is_part:  # a part may hold none; merge_parts checks
-            reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
-                                for sidecar in sidecars.values()
-                                for entry in sidecar["skipped"][:3])
-            raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
-        splits = {}
-        # Items missing before decoding (Kinetics) are listed once: by part 0.
-        skipped = list(source.skipped) if shard_index == 0 else []
-        for split in source.splits:
-            split_plans = [plan for plan in plans if plan.split == split]
-            split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
-            splits[split] = {
-                "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
-                "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
-                "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
-                "shards": [os.path.relpath(plan.tfrecord, out).replace(os.sep, "/")
-                           for plan in split_plans],
-            }
-            skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "classes": source.classes,
-            "clip_shape": [frames, size, size, state["band"]],  # band None: an empty part
-            "encoding": encoding,
-            "clips_per_video": clips_per_video,
-            "sampling": sampling_parameters,
-            "resize": resize_parameters,
-            "source": source.description,
-            "items_per_shard": items_per_shard,
-            "splits": splits,
-            "skipped": skipped,
+    out: str
+    source: object  # data_prep.sources.Source
+    parameters: dict  # format_version, encoding, sampling, resize: part of every fingerprint
+    make_task: object  # item -> ItemTask
+    items_per_shard: int
+    num_shards: int
+    shard_index: int
+    strict: bool
+    workers: int
+    show_progress: bool
+
+    @property
+    def prefix(self):
+        return part_prefix(self.num_shards, self.shard_index)
+
+    @property
+    def is_part(self):
+        return self.num_shards > 1
+
+
+def _prepare(job):
+    """The part of `prepare_dataset` that writes; runs while holding the output's lock."""
+    from data_prep.shards import write_json_atomically
+
+    out, source = job.out, job.source
+    for split in source.splits:  # before the old manifest goes: a failure here loses nothing
+        split_dir = os.path.join(out, split)
+        if os.path.exists(split_dir) and not os.path.isdir(split_dir):
+            raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
+                            "go there), not a file: move the file or choose another --out. "
+                            f"Received: out/{split}={split_dir!r}")
+        _make_output_directory(split_dir, name=f"out/{split}")
+    manifest_path = os.path.join(out, part_manifest_name(job.num_shards, job.shard_index)
+                                 if job.is_part else "manifest.json")
+    if os.path.exists(manifest_path):
+        os.remove(manifest_path)  # Written again last: present means complete.
+    plans = _plan_shards(out, source, job.parameters, job.items_per_shard, job.num_shards,
+                         job.shard_index)
+    _clean_split_dirs(out, plans, source.splits, job.prefix)
+
+    finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
+    bands = {sidecar["band"] for sidecar in finished.values()
+             if sidecar and sidecar["band"] is not None}
+    if len(bands) > 1:
+        raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
+                        f"Received: out={out!r}")
+    sidecars, state = _write_shards(job, plans, finished, bands.pop() if bands else None)
+
+    if state["band"] is None and not job.is_part:  # a part may hold none; merge_parts checks
+        reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
+                            for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
+        raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
+    manifest = _manifest(job, plans, sidecars, state["band"])
+    write_json_atomically(manifest_path, manifest)
+    pending = sum(1 for plan in plans if finished[plan.tfrecord] is None)
+    stats = {"seconds": state["seconds"], "frames_decoded": state["frames_decoded"],
+             "items_done": state["items_done"], "workers": state["workers"],
+             "shards": len(plans), "shards_reused": len(plans) - pending}
+    logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
+    return manifest
+
+
+def _write_shards(job, plans, finished, band):
+    """Write every plan whose shard is not `finished`, decoding in worker processes.
+
+    Returns:
+        (sidecars by tfrecord path, state): state holds the band, frames decoded, items
+        done, workers used and seconds taken.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    pending = [plan for plan in plans if finished[plan.tfrecord] is None]
+    tasks = (job.make_task(item) for plan in pending for item in plan.items)
+    state = {"band": band, "strict": job.strict, "frames_decoded": 0, "items_done": 0,
+             "workers": min(job.workers, sum(len(plan.items) for plan in pending)) or 1}
+    quiet_video_logs()
+    with contextlib.ExitStack() as stack:
+        # Workers start while the parent loads TensorFlow. Leaving the block terminates
+        # them, also on errors and Ctrl-C, and deletes half-written files.
+        pool = None
+        if state["workers"] > 1:
+            pool = stack.enter_context(worker_pool(state["workers"]))
+        stack.push(functools.partial(_remove_temporary_files_on_error, job.out,
+                                     job.source.splits, job.prefix))
+        # The parent writes the shards; load TensorFlow before the clock starts.
+        import tensorflow  # noqa: F401
+
+        start = time.perf_counter()
+        results = stack.enter_context(contextlib.closing(_ordered_results(tasks, pool)))
+        state["progress"] = stack.enter_context(tqdm(
+            total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
+            disable=not job.show_progress, leave=False))
+        if job.show_progress:
+            stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
+        sidecars = {}
+        # A part numbers its items from its slice's start, so the merged parts' item
+        # indices are unique (and equal a one-machine run's when nothing is skipped).
+        next_item_index = collections.Counter({
+            split: part_slice(len(items), job.num_shards, job.shard_index)[0]
+            for split, items in job.source.splits.items()})
+        for plan in plans:
+            sidecar = finished[plan.tfrecord]
+            first_item_index = next_item_index[plan.split]
+            if sidecar is None:
+                sidecar = _write_shard(plan, results, first_item_index, state)
+            elif sidecar["first_item_index"] != first_item_index:
+                # An earlier shard changed since that run (its files changed): redo this
+                # one too, here, so item indices stay contiguous.
+                again = (prepare_item(job.make_task(item)) for item in plan.items)
+                sidecar = _write_shard(plan, again, first_item_index, state)
+            sidecars[plan.tfrecord] = sidecar
+            next_item_index[plan.split] += sidecar["videos"]
+    state["seconds"] = time.perf_counter() - start
+    return sidecars, state
+
+
+def _manifest(job, plans, sidecars, band):
+    """The manifest of the written shards (docs/DESIGN.md); band None for an empty part."""
+    sampling, resize = job.parameters["sampling"], job.parameters["resize"]
+    splits = {}
+    # Items missing before decoding (Kinetics) are listed once: by part 0.
+    skipped = list(job.source.skipped) if job.shard_index == 0 else []
+    for split in job.source.splits:
+        split_plans = [plan for plan in plans if plan.split == split]
+        split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
+        splits[split] = {
+            "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
+            "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
+            "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
+            "shards": [os.path.relpath(plan.tfrecord, job.out).replace(os.sep, "/")
+                       for plan in split_plans],
         }
-        if is_part:
-            manifest["part"] = {"index": shard_index, "count": num_shards}
-        write_json_atomically(manifest_path, manifest)
-        stats = {"seconds": seconds, "frames_decoded": state["frames_decoded"],
-                 "items_done": state["items_done"], "workers": workers_used,
-                 "shards": len(plans), "shards_reused": len(plans) - len(pending)}
-        logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
-        return manifest
+        skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "classes": job.source.classes,
+        "clip_shape": [sampling["frames"], resize["size"], resize["size"], band],
+        "encoding": job.parameters["encoding"],
+        "clips_per_video": sampling["clips_per_video"],
+        "sampling": sampling,
+        "resize": resize,
+        "source": job.source.description,
+        "items_per_shard": job.items_per_shard,
+        "splits": splits,
+        "skipped": skipped,
+    }
+    if job.is_part:
+        manifest["part"] = {"index": job.shard_index, "count": job.num_shards}
+    return manifest
 
 
 def part_manifest_name(num_shards, shard_index):
