@@ -136,6 +136,11 @@ def _read_classes_file(classes_file):
     return names
 
 
+def _classes_or_sorted_labels(classes_file, labels):
+    """The classes file's names in its order, else the distinct label names, sorted."""
+    return _read_classes_file(classes_file) if classes_file else sorted(set(labels))
+
+
 class _SplitBuilder:
     """Collects items per split, rejecting duplicates and gathering missing files."""
 
@@ -292,10 +297,8 @@ def _csv(root, lists, classes_file):
                 raise UserError(f"Expected rows `path,label` in {list_path}:{number}. "
                                 f"Received: row={','.join(row)!r}")
         table[split] = (list_path, rows)
-    if classes_file:
-        classes = _read_classes_file(classes_file)
-    else:
-        classes = sorted({row[1] for _, rows in table.values() for _, row in rows})
+    classes = _classes_or_sorted_labels(
+        classes_file, (row[1] for _, rows in table.values() for _, row in rows))
     index = {name: label for label, name in enumerate(classes)}
     resolver = _Resolver(root)
     builder = _SplitBuilder(table)
@@ -370,11 +373,8 @@ def _kinetics(root, lists, classes_file):
             raise UserError(f"Expected a Kinetics CSV header with {sorted(required)} in "
                             f"{list_path}. Received: header={fields}")
         table[split] = (list_path, rows)
-    if classes_file:
-        classes = _read_classes_file(classes_file)
-    else:
-        classes = sorted({row["label"].strip() for _, rows in table.values()
-                          for _, row in rows})
+    classes = _classes_or_sorted_labels(
+        classes_file, (row["label"].strip() for _, rows in table.values() for _, row in rows))
     index = {name: label for label, name in enumerate(classes)}
     files = _index_tree(root)
     resolver = _Resolver(root)
