@@ -1,5 +1,16 @@
-"""Shared pytest setup: quiet TensorFlow's start-up logs before anything imports it."""
+"""Shared pytest setup: quiet TensorFlow's start-up logs before anything imports it, and
+the tiny trained run that the evaluate, export and predict tests share."""
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def run_path(tmp_path_factory):
+    """A finished tiny run (`test_evaluate.tiny_run`), trained once per session."""
+    from test_evaluate import tiny_run
+
+    return tiny_run(tmp_path_factory)

@@ -83,11 +83,6 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def trained(run_path):
     run = evaluation.open_trained_run(run_path)
     return run, evaluation.load_run_model(run)

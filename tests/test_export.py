@@ -17,7 +17,6 @@ import tensorflow as tf
 
 import evaluate
 import models
-from test_evaluate import tiny_run
 from training import evaluation, export
 
 # Runs with `python -I` (no PYTHONPATH, no user site) from a directory outside the repo, so
@@ -60,11 +59,6 @@ def load_in_plain_process(exports, cwd):
 
 def random_clips(shape, count=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, *shape), np.uint8)
-
-
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,8 @@ import pytest
 import tensorflow as tf
 
 import predict
-from test_evaluate import CLASSES, tiny_run, toy_frames, write_toy_video
+from test_evaluate import CLASSES, toy_frames, write_toy_video
 from training import evaluation
-
-
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
