@@ -481,10 +481,9 @@ def _prepare(job):
         raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
     manifest = _manifest(job, plans, sidecars, state["band"])
     write_json_atomically(manifest_path, manifest)
-    pending = sum(1 for plan in plans if finished[plan.tfrecord] is None)
     stats = {"seconds": state["seconds"], "frames_decoded": state["frames_decoded"],
              "items_done": state["items_done"], "workers": state["workers"],
-             "shards": len(plans), "shards_reused": len(plans) - pending}
+             "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"]}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
     return manifest
 
@@ -494,7 +493,7 @@ def _write_shards(job, plans, finished, band):
 
     Returns:
         (sidecars by tfrecord path, state): state holds the band, frames decoded, items
-        done, workers used and seconds taken.
+        done, workers used, shards without a finished sidecar and seconds taken.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -502,7 +501,8 @@ def _write_shards(job, plans, finished, band):
     pending = [plan for plan in plans if finished[plan.tfrecord] is None]
     tasks = (job.make_task(item) for plan in pending for item in plan.items)
     state = {"band": band, "strict": job.strict, "frames_decoded": 0, "items_done": 0,
-             "workers": min(job.workers, sum(len(plan.items) for plan in pending)) or 1}
+             "workers": min(job.workers, sum(len(plan.items) for plan in pending)) or 1,
+             "pending_shards": len(pending)}
     quiet_video_logs()
     with contextlib.ExitStack() as stack:
         # Workers start while the parent loads TensorFlow. Leaving the block terminates
