@@ -19,6 +19,8 @@ import keras
 
 from models.conv import conv3d
 
+STEM_PLANES = 64
+R2PLUS1D_STEM_MIDPLANES = 45
 STAGE_PLANES = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
@@ -96,17 +98,17 @@ VIDEO_RESNETS = {
 }
 
 
-def _stem(x, kind):
+def _stem(x, kind, planes, midplanes):
     if kind == "basic":
         # 3x7x7 conv to 64, stride (1, 2, 2), padding (1, 3, 3); BN; ReLU.
-        x = _conv(x, 64, (3, 7, 7), (1, 2, 2), (1, 3, 3), "stem.0")
+        x = _conv(x, planes, (3, 7, 7), (1, 2, 2), (1, 3, 3), "stem.0")
         x = _batch_norm(x, "stem.1")
         return _relu(x, "stem.2")
     # R(2+1)D: a factored stem, 1x7x7 to 45 then 3x1x1 to 64.
-    x = _conv(x, 45, (1, 7, 7), (1, 2, 2), (0, 3, 3), "stem.0")
+    x = _conv(x, midplanes, (1, 7, 7), (1, 2, 2), (0, 3, 3), "stem.0")
     x = _batch_norm(x, "stem.1")
     x = _relu(x, "stem.2")
-    x = _conv(x, 64, (3, 1, 1), 1, (1, 0, 0), "stem.3")
+    x = _conv(x, planes, (3, 1, 1), 1, (1, 0, 0), "stem.3")
     x = _batch_norm(x, "stem.4")
     return _relu(x, "stem.5")
 
@@ -131,7 +133,18 @@ def _basic_block(x, inplanes, planes, stride, conv_kind, name, deformable, defor
 
 
 def video_resnet18(
-    x, num_classes, *, arch, dropout=0.0, deformable_stages=(), offset_groups=1, modulated=False
+    x,
+    num_classes,
+    *,
+    arch,
+    dropout=0.0,
+    deformable_stages=(),
+    offset_groups=1,
+    modulated=False,
+    stem_planes=STEM_PLANES,
+    stem_midplanes=R2PLUS1D_STEM_MIDPLANES,
+    stage_planes=STAGE_PLANES,
+    blocks_per_stage=BLOCKS_PER_STAGE,
 ):
     """Builds one of torchvision's video ResNet-18s on the normalised clip `x`.
 
@@ -145,16 +158,23 @@ def video_resnet18(
             factor) become `DeformConv3D`. The stem and the 1x1x1 shortcuts stay plain.
         offset_groups: int, offset groups of the deformable convolutions.
         modulated: bool, modulated (DCNv2) deformable convolutions.
+        stem_planes: int, output channels of the stem (torchvision: 64).
+        stem_midplanes: int, channels between R(2+1)D's two stem convolutions
+            (torchvision: 45; other stems ignore it).
+        stage_planes: 4 ints, output channels of each residual stage (torchvision:
+            64, 128, 256, 512).
+        blocks_per_stage: 4 ints, residual blocks per stage (torchvision: 2 each).
+            The last three are for narrow test models built like torchvision's.
 
     Returns:
         Logits tensor `(batch, num_classes)`.
     """
     stem_kind, conv_kinds = VIDEO_RESNETS[arch]
     deform_options = {"offset_groups": offset_groups, "modulated": modulated}
-    x = _stem(x, stem_kind)
-    inplanes = 64
+    x = _stem(x, stem_kind, stem_planes, stem_midplanes)
+    inplanes = stem_planes
     for stage, (planes, stride, blocks, conv_kind) in enumerate(
-        zip(STAGE_PLANES, STAGE_STRIDES, BLOCKS_PER_STAGE, conv_kinds), start=1
+        zip(stage_planes, STAGE_STRIDES, blocks_per_stage, conv_kinds), start=1
     ):
         deformable = stage in deformable_stages
         for block in range(blocks):
