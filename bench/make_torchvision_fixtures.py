@@ -13,7 +13,8 @@ pickle format). `logits.npz` holds the uint8 clips (channels-last, as our models
 them) and torch's float32 logits for each model in eval mode, on clips preprocessed the
 way torchvision's `VideoClassification` preset does after its resize and crop (RGB, /255,
 Kinetics mean and std). `layouts*.pth` hold a few tensors with storage offsets, strides,
-float16, float64 and int64 to test the reader. `models.resnet3d.video_resnet18` builds
+float16, float64 and int64 to test the reader; `wrapped*.pth` the same under
+`{"state_dict": {"module.<key>": ...}, "epoch": 3}`. `models.resnet3d.video_resnet18` builds
 the same models with `TINY_WIDTHS` below (tests/test_pretrained.py repeats them).
 """
 
@@ -148,6 +149,9 @@ def main():
     save_both_formats(layouts, args.out, "layouts")
     for name, tensor in layouts.items():
         arrays[f"layout_{name}"] = tensor.numpy()
+    # A training script's checkpoint: the state_dict of a DataParallel model under "state_dict".
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in layouts.items()}, "epoch": 3}
+    save_both_formats(wrapped, args.out, "wrapped")
     np.savez(args.out / "logits.npz", **arrays)
     print("wrote", sorted(p.name for p in args.out.iterdir()))
 

@@ -6,6 +6,7 @@ uint8 clips `(batch, frames, height, width, bands)`, normalises them in its firs
 """
 
 import logging
+import os
 
 import keras
 
@@ -13,6 +14,7 @@ from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
+from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
 from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
 from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
 from models.small3d import small3d
@@ -91,7 +93,7 @@ def _check_deformable_options(options, units):
     }
 
 
-def build_model(name, num_classes, input_shape, **options):
+def build_model(name, num_classes, input_shape, weights=None, **options):
     """Builds the named video classifier.
 
     Args:
@@ -99,6 +101,15 @@ def build_model(name, num_classes, input_shape, **options):
             `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`.
         num_classes: int, number of output logits.
         input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count.
+        weights: None (fresh initialisation, the default) or the path of weights to start
+            from, told apart by content: a torchvision state_dict `.pth` (torch's zip or
+            legacy format; the ResNets, whose layer names are torchvision's), or a `.keras`
+            model or `.weights.h5` of the same architecture from one of our runs (any input
+            size the architecture allows). With a torchvision file, `mean`/`std` default to
+            torchvision's Kinetics-400 statistics (`models.pretrained.TORCHVISION_KINETICS_*`)
+            for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
+            another class count the backbone loads and the head stays fresh (logged). See
+            docs/MODELS.md, "Pretrained weights".
         **options: model options; every model accepts
             - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
@@ -120,6 +131,9 @@ def build_model(name, num_classes, input_shape, **options):
     Raises:
         ValueError: for an unknown name or option, or an invalid value; the message lists
             what exists.
+        models.torch_checkpoint.CheckpointError: (a `UserError`) for weights that cannot be
+            read or do not fit the architecture; the message names the file and the first
+            key or shape that does not fit.
 
     Example:
 
@@ -143,7 +157,14 @@ def build_model(name, num_classes, input_shape, **options):
     input_shape = _check_input_shape(input_shape)
     bands = input_shape[-1]
 
+    weights_kind = None
+    if weights is not None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise ValueError(f"`weights` must be None or a file path. Received: weights={weights!r}")
+        weights_kind = weights_format(weights)
     default_mean, default_std = default_mean_std(bands)
+    if weights_kind == "torchvision" and bands == 3:
+        default_mean, default_std = TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
     mean = per_band_values(options.get("mean", default_mean), bands, "mean")
     std = per_band_values(options.get("std", default_std), bands, "std")
     if any(v <= 0 for v in std):
@@ -168,12 +189,15 @@ def build_model(name, num_classes, input_shape, **options):
     x = ClipNormalization(mean, std, name="normalize")(inputs)
     logits = architecture.builder(x, num_classes, **builder_options)
     model = keras.Model(inputs, logits, name=name)
+    if weights is not None:
+        load_weights(model, weights)
     logger.info(
-        "Built %s: input %s, %d classes, %d parameters, options %s",
+        "Built %s: input %s, %d classes, %d parameters, options %s, weights %s",
         name,
         input_shape,
         num_classes,
         model.count_params(),
         builder_options,
+        f"from {weights} ({weights_kind})" if weights is not None else "fresh",
     )
     return model

@@ -161,7 +161,7 @@ def _materialise(ref, path, key):
     flat = data[offset:]
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat, shape=size, strides=[s * itemsize for s in stride], writeable=False)
-    return np.array(view)
+    return np.array(view, order="C")
 
 
 def _select_state_dict(obj, path):
