@@ -148,7 +148,7 @@ def _assign(model, path, entries, unexpected):
     (for messages). The head (last weighted layer) may differ in its class count only.
     """
     missing = [key for _, items in entries for _, key, value, _, _ in items if value is None]
-    first = f"first missing key {missing[0]!r}" if missing else None
+    first = None  # the first problem in the model's layer order
     new_head = None
     for index, (layer, items) in enumerate(entries):
         values = [value for _, _, value, _, _ in items]
@@ -158,8 +158,12 @@ def _assign(model, path, entries, unexpected):
             if _is_other_head(model_shapes, file_shapes):
                 new_head = (layer, file_shapes[0][-1], model_shapes[0][-1])
                 continue
-        for (variable, key, value, file_shape, model_shape) in items:
-            if first is None and value is not None and tuple(value.shape) != tuple(variable.shape):
+        for variable, key, value, file_shape, model_shape in items:
+            if first is not None:
+                break
+            if value is None:
+                first = f"first missing key {key!r}"
+            elif tuple(value.shape) != tuple(variable.shape):
                 first = f"first mismatch {key!r}: file shape {file_shape}, model expects {model_shape}"
     if first is None and unexpected:
         first = f"first unexpected key {unexpected[0]!r}"
