@@ -181,3 +181,15 @@ def test_kinetics400_classes_are_torchvisions():
 def test_weights_sha256_is_the_files_hash():
     path = DATA / "mc3_18.pth"
     assert weights_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "weights, error, message",
+    [
+        (3, ValueError, r"`weights` must be None or a file path. Received: weights=3"),
+        ("no/such/file.pth", CheckpointError, r"no/such/file.pth: cannot open the weights file"),
+    ],
+)
+def test_bad_weights_argument_raises(weights, error, message):
+    with pytest.raises(error, match=message):
+        build_model("small3d", 4, (8, 32, 32, 3), weights=weights)
