@@ -188,8 +188,22 @@ def _read_image(path):
     return image
 
 
-def _read_frames(files, indices, size, resize_short):
-    frames = [resize_frame(_read_image(files[index]), size, resize_short) for index in indices]
+def _read_frames(files, indices, size, resize_short, same_native_shape=False):
+    """Read and resize `files[i]` for i in `indices`; with `same_native_shape`, frames of
+    different sizes before resizing are an error too (a rawframe template must name the
+    frames of one video, not a mix of streams)."""
+    frames = []
+    first_shape = None
+    for index in indices:
+        image = _read_image(files[index])
+        if same_native_shape and first_shape is None:
+            first_shape, first_name = image.shape, os.path.basename(files[index])
+        elif same_native_shape and image.shape != first_shape:
+            raise DecodeError(
+                f"frame images differ in size or band count ({first_name} "
+                f"{'x'.join(map(str, first_shape))}, {os.path.basename(files[index])} "
+                f"{'x'.join(map(str, image.shape))})")
+        frames.append(resize_frame(image, size, resize_short))
     if len({frame.shape for frame in frames}) > 1:
         raise DecodeError("frame images differ in size or band count")
     return np.stack(frames)
@@ -326,7 +340,7 @@ def load_clips(path, select_indices, *, size=None, resize_short=None, frame_temp
         files = template_frame_files(path, frame_template)
         indices = np.asarray(select_indices(len(files)))
         needed = np.unique(indices)
-        frames = _read_frames(files, needed, size, resize_short)
+        frames = _read_frames(files, needed, size, resize_short, same_native_shape=True)
         return len(files), frames[np.searchsorted(needed, indices)]
     kind = item_kind(path)
     if kind != "video":
