@@ -447,6 +447,8 @@ def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_o
         merged = json.load(file)
     assert merged["splits"]["train"]["videos"] == whole["splits"]["train"]["videos"] == 6
     assert merged["splits"]["train"]["clips"] == 12
+    assert merged["splits"]["train"]["items_per_class"] == \
+        whole["splits"]["train"]["items_per_class"] == {"a": 3, "b": 3}
     assert {k: v for k, v in merged.items() if k != "splits"} == \
         {k: v for k, v in whole.items() if k != "splits"}
     shards = merged["splits"]["train"]["shards"]
@@ -732,3 +734,26 @@ def test_cli_rawframes_flags(tmp_path, capsys):
     assert manifest["source"]["filename_template"] == "rgb_{:03d}.png"
     assert manifest["multi_label"] is True
     assert "manifest.json" in capsys.readouterr().out
+
+
+def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_path):
+    from data_prep.prepare import merge_parts
+
+    make_folders_dataset(tmp_path / "root", per_class=3, num_frames=5)
+    listing = write_text(tmp_path / "train.txt", "a/item0.avi 0 1\na/item1.avi 0\n"
+                         "a/gone.avi 1\nb/item0.avi 1\nb/item1.avi 1 2\nb/item2.avi 2\n")
+    kwargs = dict(layout="list", lists={"train": listing}, multi_label=True, num_classes=3,
+                  only_present=True, items_per_shard=1)
+    whole = prepare(tmp_path / "root", tmp_path / "whole", **kwargs)
+    for index in range(2):
+        prepare(tmp_path / "root", tmp_path / "parts", num_shards=2, shard_index=index,
+                **kwargs)
+    merged = merge_parts(str(tmp_path / "parts"), [str(tmp_path / "parts")])
+    assert whole["absent"] == {"count": 1, "splits": {"train": 1},
+                               "items": [{"path": "a/gone.avi", "split": "train"}]}
+    assert whole["splits"]["train"]["items_per_class"] == {"0": 2, "1": 3, "2": 2}
+    for key in ("absent", "multi_label", "num_classes", "classes"):
+        assert merged[key] == whole[key]
+    assert merged["splits"]["train"]["items_per_class"] == \
+        whole["splits"]["train"]["items_per_class"]
+    assert record_set(tmp_path / "parts", "train") == record_set(tmp_path / "whole", "train")
