@@ -1,8 +1,9 @@
 """Write clip shards: one `tf.train.Example` per clip, each shard renamed into place whole.
 
 Record format (docs/DESIGN.md): `clip` (bytes list: raw uint8 (F, H, W, band) bytes, or one
-png/jpeg per frame), `label` (multi-label: `labels`, an id list), `item_id`, `item_index`, `clip_index`. Only the parent process
-of `data_prep.prepare` imports this module; TensorFlow is imported when a shard is written.
+png/jpeg per frame), `label` (multi-label: `labels`, an id list), `item_id`, `item_index`,
+`clip_index`. Only the parent process of `data_prep.prepare` imports this module;
+TensorFlow is imported when a shard is written.
 """
 
 import json
