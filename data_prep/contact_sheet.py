@@ -72,7 +72,7 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
         per_class = split.get("items_per_class")
         if per_class is None:  # prepared before the manifest counted them
             continue
-        counts = ", ".join(f"{class_name} {count}" for class_name, count
+        counts = ", ".join(f"{class_name} ({count})" for class_name, count
                            in list(per_class.items())[:max_class_names])
         if len(per_class) > max_class_names:
             counts += f", ... ({len(per_class) - max_class_names} more)"

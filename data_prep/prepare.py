@@ -867,7 +867,9 @@ def _run(args):
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
     print(f"wrote {os.path.join(positional[2], name)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
-          f"{len(manifest['skipped'])} skipped")
+          f"{len(manifest['skipped'])} skipped"
+          + (f", {manifest['absent']['count']} absent (--only-present)"
+             if "absent" in manifest else ""))
     return 0
 
 

@@ -733,7 +733,8 @@ def test_cli_rawframes_flags(tmp_path, capsys):
     assert manifest["splits"]["val"]["videos"] == 2 and manifest["absent"]["count"] == 1
     assert manifest["source"]["filename_template"] == "rgb_{:03d}.png"
     assert manifest["multi_label"] is True
-    assert "manifest.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "manifest.json" in printed and "0 skipped, 1 absent (--only-present)" in printed
 
 
 def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_path):
