@@ -551,6 +551,11 @@ def _kinetics(root, lists, classes_file):
         if not required <= set(fields):
             raise UserError(f"Expected a Kinetics CSV header with {sorted(required)} in "
                             f"{list_path}. Received: header={fields}")
+        for number, row in rows:
+            # A short row leaves fields None; a long one puts the rest under the key None.
+            if any(row.get(key) is None for key in required) or None in row:
+                raise UserError(f"Expected rows `{','.join(fields)}` (as the header) in "
+                                f"{list_path}:{number}. Received: row={dict(row)}")
         table[split] = (list_path, rows)
     classes = _classes_or_sorted_labels(
         classes_file, (row["label"].strip() for _, rows in table.values() for _, row in rows))
@@ -566,7 +571,8 @@ def _kinetics(root, lists, classes_file):
                 stem = (f"{row['youtube_id'].strip()}_{int(float(row['time_start'])):06d}"
                         f"_{int(float(row['time_end'])):06d}")
             except (TypeError, ValueError):
-                raise UserError(f"Expected integer time_start and time_end in {where}. "
+                raise UserError(f"Expected rows `label,youtube_id,time_start,time_end,...` "
+                                f"with integer time_start and time_end in {where}. "
                                 f"Received: row={dict(row)}") from None
             name = row["label"].strip()
             if name not in index:

@@ -424,3 +424,13 @@ def test_bad_list_options_raise_user_error(tmp_path, kwargs, message):
     layout = kwargs.pop("layout")
     with pytest.raises(UserError, match="Received:.*" + re.escape(message)):
         resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+
+
+@pytest.mark.parametrize("row", ["abseiling,abc,10", "abseiling,abc,10,20,train,extra",
+                                 "abseiling,abc,ten,20,train"])
+def test_unparsable_kinetics_rows_name_file_line_and_row_format(tmp_path, row):
+    touch(tmp_path, "abc_000010_000020.mp4")
+    listing = write_text(tmp_path / "train.csv",
+                         "label,youtube_id,time_start,time_end,split\n" + row + "\n")
+    with pytest.raises(UserError, match=r"`label,youtube_id,time_start,time_end,.*train.csv:2"):
+        resolve_source("kinetics", str(tmp_path), lists={"train": listing})
