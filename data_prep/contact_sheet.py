@@ -68,6 +68,24 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
             f"{name:<{name_width}}  {split['videos']:>7}  {split['clips']:>7}  "
             f"{len(split['shards']):>6}"
         )
+    for name, split in splits.items():
+        per_class = split.get("items_per_class")
+        if per_class is None:  # prepared before the manifest counted them
+            continue
+        counts = ", ".join(f"{class_name} ({count})" for class_name, count
+                           in list(per_class.items())[:max_class_names])
+        if len(per_class) > max_class_names:
+            counts += f", ... ({len(per_class) - max_class_names} more)"
+        lines.append(f"{name}: {len(per_class)} of {len(classes)} classes present"
+                     + (f": {counts}" if counts else ""))
+    if manifest.get("multi_label"):
+        lines.append(f"multi-label: {manifest.get('num_classes', len(classes))} classes, "
+                     "items counted once per label")
+    absent = manifest.get("absent")
+    if absent:
+        lines.append(f"absent (listed, not on disk; --only-present): {absent['count']} ("
+                     + ", ".join(f"{split} {count}" for split, count
+                                 in absent["splits"].items()) + ")")
     skipped = manifest.get("skipped", [])
     lines.append(f"skipped: {len(skipped)}")
     for entry in skipped[:max_skipped]:
@@ -94,8 +112,13 @@ def band_view(clip):
     return np.repeat(clip[..., :1], 3, axis=-1), f"showing band 0 of {bands} as grey"
 
 
-def collect_examples(prepared_dir, split, clips_per_class, num_classes):
-    """The first clip of up to `clips_per_class` items of each of the first `num_classes`.
+def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=None):
+    """The first clip of up to `clips_per_class` items of each class in `labels`.
+
+    Args:
+        labels: label ids to show; None shows the first `num_classes` labels that turn up
+            (any ids: a sparse label space, e.g. a subset of Kinetics-400, shows what is
+            there). A multi-label item counts for each of its labels; it is shown once.
 
     Reads shards round-robin so that, in a dataset stored class by class, every class
     turns up early and reading stops long before the end.
@@ -111,19 +134,24 @@ def collect_examples(prepared_dir, split, clips_per_class, num_classes):
         with_item_index=True,
         num_parallel_reads=max(1, min(num_shards, MAX_SHARDS_READ_AT_ONCE)),
     )
-    examples = {label: [] for label in range(num_classes)}
+    examples = {label: [] for label in labels} if labels is not None else {}
+    wanted = len(examples) if labels is not None else num_classes
     seen_items = set()
-    missing = num_classes * clips_per_class
     for clip, label, item_index in dataset.as_numpy_iterator():
-        label, item_index = int(label), int(item_index)
-        if label >= num_classes or item_index in seen_items:
+        item_index = int(item_index)
+        if item_index in seen_items:
             continue
-        if len(examples[label]) < clips_per_class:
-            seen_items.add(item_index)
-            examples[label].append((item_index, clip))
-            missing -= 1
-            if missing == 0:
+        item_labels = np.flatnonzero(label).tolist() if np.ndim(label) else [int(label)]
+        for one in item_labels:
+            if one not in examples and labels is None and len(examples) < num_classes:
+                examples[one] = []
+            if one in examples and len(examples[one]) < clips_per_class:
+                seen_items.add(item_index)
+                examples[one].append((item_index, clip))
                 break
+        if len(examples) == wanted and all(len(clips) == clips_per_class
+                                           for clips in examples.values()):
+            break
     return examples
 
 
@@ -210,7 +238,8 @@ def write_contact_sheet(
         split: split to show; defaults to `train` if present, else the first split.
         clips_per_class: int, clips (each from a different item) shown per class.
         max_frames: int, frames per row at most, evenly spaced in time.
-        max_classes: int, classes shown at most (the first ones by label).
+        max_classes: int, classes shown at most: the first ones by label among the classes
+            present in the split (the manifest's `items_per_class`).
 
     Returns:
         dict: `path`, `split`, `size` (width, height), `classes_shown`, `clips_shown`,
@@ -237,10 +266,22 @@ def write_contact_sheet(
             f"(see `skipped` in its manifest.json). Received: split={split!r}"
         )
     classes = manifest["classes"]
-    num_classes = min(len(classes), int(max_classes))
-    examples = collect_examples(prepared_dir, split, int(clips_per_class), num_classes)
+    per_class = splits[split].get("items_per_class")
+    if per_class is not None:
+        index = {name: label for label, name in enumerate(classes)}
+        present = [index[name] for name in per_class if per_class[name] > 0]
+        labels = present[:int(max_classes)]
+        num_classes = len(labels)
+    else:  # an older manifest: show the first classes that turn up
+        present, labels = None, None
+        num_classes = min(len(classes), int(max_classes))
+    examples = collect_examples(prepared_dir, split, int(clips_per_class), num_classes, labels)
     title = f"{Path(prepared_dir).name or prepared_dir} / {split}"
-    if num_classes < len(classes):
+    if present is not None and len(present) < len(classes):
+        title += f"   {len(present)} of {len(classes)} classes present"
+        if num_classes < len(present):
+            title += f", first {num_classes} shown"
+    elif num_classes < len(classes):
         title += f"   first {num_classes} of {len(classes)} classes"
     image, note = render_contact_sheet(
         examples, classes, manifest["clip_shape"], max_frames=int(max_frames), title=title

@@ -10,6 +10,9 @@ Item kinds:
 - folder of frame images (png, jpg, bmp, tif, webp): natural sort order (2.png before
   10.png). Grey images keep 1 band, colour images are RGB (3 bands), with alpha RGBA (4).
   16-bit images are scaled to 8 bits (value / 257).
+- frames named by a template (MMAction2 rawframes, `load_clips(..., frame_template=...)`):
+  the folder's files `template.format(first + i)` for i in 0 .. total - 1, total given by the
+  list; other files (optical-flow frames, extras) are never read.
 - `.npy` array shaped (T, H, W, band) (or (T, H, W), read as one band), any band count:
   uint8 is used as is; floats whose finite values all lie in [0, 1] are multiplied by 255;
   any other float or integer array is min-max scaled per band over the whole item to
@@ -185,6 +188,54 @@ def _read_image(path):
     return image
 
 
+def _read_frames(files, indices, size, resize_short, same_native_shape=False):
+    """Read and resize `files[i]` for i in `indices`; with `same_native_shape`, frames of
+    different sizes before resizing are an error too (a rawframe template must name the
+    frames of one video, not a mix of streams)."""
+    frames = []
+    first_shape = None
+    for index in indices:
+        image = _read_image(files[index])
+        if same_native_shape and first_shape is None:
+            first_shape, first_name = image.shape, os.path.basename(files[index])
+        elif same_native_shape and image.shape != first_shape:
+            raise DecodeError(
+                f"frame images differ in size or band count ({first_name} "
+                f"{'x'.join(map(str, first_shape))}, {os.path.basename(files[index])} "
+                f"{'x'.join(map(str, image.shape))})")
+        frames.append(resize_frame(image, size, resize_short))
+    if len({frame.shape for frame in frames}) > 1:
+        raise DecodeError("frame images differ in size or band count")
+    return np.stack(frames)
+
+
+def template_frame_files(path, frame_template):
+    """The frame files a rawframe list names: `template.format(first + i)`, i < total.
+
+    Args:
+        path: str, the frame folder.
+        frame_template: `(filename_template, first, total)`, e.g. `("img_{:05}.jpg", 1, 127)`.
+
+    Raises:
+        DecodeError: not a folder, `total` < 1, or a named file is not in the folder.
+    """
+    template, first, total = frame_template
+    if not os.path.isdir(path):
+        raise DecodeError("not a frame folder")
+    if total < 1:
+        raise DecodeError(f"the list gives total_frames {total}")
+    names = [template.format(first + index) for index in range(total)]
+    present = set(os.listdir(path))
+    # One listdir instead of a stat per frame; a template with a subfolder is stat'ed.
+    absent = [name for name in names
+              if (name not in present if "/" not in name
+                  else not os.path.isfile(os.path.join(path, name)))]
+    if absent:
+        raise DecodeError(f"{len(absent)} of the {total} frames {template} from {first} are "
+                          f"not in the folder (first: {absent[0]})")
+    return [os.path.join(path, name) for name in names]
+
+
 def decode_frame_folder(path, *, size=None, resize_short=None, indices=None):
     """Read a folder of frame images in natural sort order.
 
@@ -202,10 +253,7 @@ def decode_frame_folder(path, *, size=None, resize_short=None, indices=None):
     files = _frame_files(path)
     if indices is None:
         indices = range(len(files))
-    frames = [resize_frame(_read_image(files[index]), size, resize_short) for index in indices]
-    if len({frame.shape for frame in frames}) > 1:
-        raise DecodeError("frame images differ in size or band count")
-    return np.stack(frames)
+    return _read_frames(files, indices, size, resize_short)
 
 
 def scale_array_to_uint8(array):
@@ -267,7 +315,7 @@ def count_frames(path):
     return count
 
 
-def load_clips(path, select_indices, *, size=None, resize_short=None):
+def load_clips(path, select_indices, *, size=None, resize_short=None, frame_template=None):
     """Decode only the frames an item's clips need.
 
     Args:
@@ -275,6 +323,9 @@ def load_clips(path, select_indices, *, size=None, resize_short=None):
         select_indices: callable(T) -> int array of frame indices (any shape), e.g.
             `functools.partial(sample_frame_indices, num_frames=16, num_clips=3)`.
         size, resize_short: as in `decode_video`.
+        frame_template: None, or `(filename_template, first, total)` for a rawframe folder:
+            T = total (the list's count, trusted as MMAction2 trusts it) and only the
+            sampled frames' files are read (see `template_frame_files`).
 
     Returns:
         (T, frames) with T the frames that decode and frames a uint8 array shaped
@@ -285,6 +336,12 @@ def load_clips(path, select_indices, *, size=None, resize_short=None):
     by a few frames for many files), a second pass decodes again with the true indices. An
     unusable guess (0 or -1) keeps every resized frame instead, still in one pass.
     """
+    if frame_template is not None:
+        files = template_frame_files(path, frame_template)
+        indices = np.asarray(select_indices(len(files)))
+        needed = np.unique(indices)
+        frames = _read_frames(files, needed, size, resize_short, same_native_shape=True)
+        return len(files), frames[np.searchsorted(needed, indices)]
     kind = item_kind(path)
     if kind != "video":
         total = count_frames(path)

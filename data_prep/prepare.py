@@ -32,7 +32,8 @@ from data_prep.decode import DecodeError, load_clips
 from data_prep.errors import UserError
 from data_prep.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
-from data_prep.sources import LAYOUTS, resolve_source
+from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
+                               MAX_ABSENT_LISTED, resolve_source)
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class ItemTask:
     frame_stride: int
     clips_per_video: int
     encoding: str
+    frame_template: tuple | None = None  # rawframes: (template, first index, total)
 
 
 def _encode_frame(frame, encoding):
@@ -93,7 +95,8 @@ def prepare_item(task):
                                num_clips=task.clips_per_video)
     try:
         total, clips = load_clips(task.path, select, size=task.size,
-                                  resize_short=task.resize_short)
+                                  resize_short=task.resize_short,
+                                  frame_template=task.frame_template)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
     band = int(clips.shape[-1])
@@ -114,7 +117,7 @@ def prepare_item(task):
 def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, clips_per_video,
                    encoding):
     return ItemTask(item.path, item.item_id, frames, size, resize_short, sampling,
-                    frame_stride, clips_per_video, encoding)
+                    frame_stride, clips_per_video, encoding, item.frame_template)
 
 
 def _ordered_results(tasks, pool):
@@ -197,8 +200,12 @@ def _plan_shards(out, source, parameters, items_per_shard, num_shards=1, shard_i
         count = math.ceil(len(ordered) / items_per_shard)
         for index in range(count):
             chunk = ordered[index * items_per_shard:(index + 1) * items_per_shard]
+            # A rawframe item's template and frame count are part of it (a single-label
+            # item of another layout keeps its old identity, so old shards are reused).
             identity = {"parameters": parameters, "classes": source.classes,
-                        "items": [[item.item_id, item.label] for item in chunk]}
+                        "items": [[item.item_id, item.label] if item.frame_template is None
+                                  else [item.item_id, item.label, list(item.frame_template)]
+                                  for item in chunk]}
             digest = hashlib.sha256(repr(identity).encode()).hexdigest()
             name = f"{prefix}shard-{index:05d}-of-{count:05d}"
             plans.append(_ShardPlan(split, index, count, chunk,
@@ -299,11 +306,13 @@ def _write_shard(plan, results, first_item_index, state):
 
 
 def _summary_table(manifest, stats):
-    rows = [("split", "items", "clips", "skipped", "shards")]
+    absent = manifest.get("absent")
+    rows = [("split", "items", "clips", "skipped", "shards") + (("absent",) if absent else ())]
     for split, info in manifest["splits"].items():
         skipped = sum(1 for entry in manifest["skipped"] if entry.get("split") == split)
-        rows.append((split, info["videos"], info["clips"], skipped, len(info["shards"])))
-    widths = [max(len(str(row[column])) for row in rows) for column in range(5)]
+        rows.append((split, info["videos"], info["clips"], skipped, len(info["shards"]))
+                    + ((absent["splits"].get(split, 0),) if absent else ()))
+    widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(str(cell).rjust(width) if column else str(cell).ljust(width)
                        for column, (cell, width) in enumerate(zip(row, widths)))
              for row in rows]
@@ -313,18 +322,25 @@ def _summary_table(manifest, stats):
         f"{stats['seconds']:.1f} s: {stats['frames_decoded'] / seconds:.0f} frames/s, "
         f"{stats['items_done'] / seconds:.1f} items/s ({stats['workers']} worker(s), "
         f"{stats['shards_reused']} of {stats['shards']} shard(s) reused)")
+    if absent:
+        lines.append(f"{absent['count']} listed item(s) not on disk were left out "
+                     f"(--only-present; the manifest's `absent` lists "
+                     f"{len(absent['items'])} of them)")
     return "\n".join(lines)
 
 
 def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1, lists=None,
                     classes_file=None, resize_short=None, clips_per_video=1, sampling="uniform",
                     frame_stride=1, workers=None, encoding="raw", strict=False,
-                    show_progress=True, items_per_shard=None, num_shards=1, shard_index=0):
+                    show_progress=True, items_per_shard=None, num_shards=1, shard_index=0,
+                    only_present=False, multi_label=False, num_classes=None,
+                    filename_template=DEFAULT_FILENAME_TEMPLATE,
+                    start_index=DEFAULT_START_INDEX, with_offset=False):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
-        layout: str, `folders`, `ucf101`, `hmdb51`, `csv`, `list` or `kinetics`
-            (see `data_prep.sources`).
+        layout: str, `folders`, `ucf101`, `hmdb51`, `csv`, `list`, `kinetics` or
+            `rawframes` (see `data_prep.sources`).
         root: str, the directory the items are in (list entries are relative to it).
         out: str, the prepared dataset directory (created; reruns resume in it).
         frames: int, frames per clip F.
@@ -349,6 +365,13 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
             `part_slice`). With num_shards > 1 the result is a part
             (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
             `merge_parts` joins the N parts into one dataset. Defaults to 0.
+        only_present: bool, prepare the listed items that exist; the others are counted
+            in the manifest's `absent` (the class list stays whole). Defaults to False.
+        multi_label: bool, rows carry several labels (list, rawframes, csv); records hold a
+            `labels` id list and the manifest `"multi_label": true`. Defaults to False.
+        num_classes: int or None, class count for list/rawframes without `classes_file`.
+        filename_template, start_index, with_offset: the rawframes layout's frame file
+            names, first frame number and row form (see `data_prep.sources`).
 
     Returns:
         dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
@@ -395,7 +418,10 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
                         f"would be read as a class folder). Received: out={out!r}, "
                         f"root={root!r}")
     source = resolve_source(layout, root, split_dir=split_dir, split=split, lists=lists,
-                            classes_file=classes_file)
+                            classes_file=classes_file, only_present=only_present,
+                            multi_label=multi_label, num_classes=num_classes,
+                            filename_template=filename_template, start_index=start_index,
+                            with_offset=with_offset)
     if strict and source.skipped:
         first = source.skipped[0]
         raise UserError(f"Expected every listed item to exist (--strict); "
@@ -574,9 +600,35 @@ def _manifest(job, plans, sidecars, band):
         "splits": splits,
         "skipped": skipped,
     }
+    if job.source.multi_label:
+        manifest["multi_label"] = True
+        manifest["num_classes"] = len(job.source.classes)
+    if job.source.description.get("only_present"):
+        # Listed once, by part 0 (like Kinetics' missing clips); bounded, all counted.
+        absent = list(job.source.absent) if job.shard_index == 0 else []
+        manifest["absent"] = {
+            "count": len(absent),
+            "splits": dict(collections.Counter(entry["split"] for entry in absent)),
+            "items": absent[:MAX_ABSENT_LISTED]}
+    _add_items_per_class(manifest, job.source, plans, skipped)
     if job.is_part:
         manifest["part"] = {"index": job.shard_index, "count": job.num_shards}
     return manifest
+
+
+def _add_items_per_class(manifest, source, plans, skipped):
+    """`splits[split]["items_per_class"]`: {class name: prepared items} for the classes
+    present (in label order), so `inspect` need not read every record to know them."""
+    left_out = {(entry.get("split"), entry["path"]) for entry in skipped}
+    for split, info in manifest["splits"].items():
+        counts = collections.Counter()
+        for plan in plans:
+            for item in plan.items:
+                if plan.split == split and (split, item.item_id) not in left_out:
+                    counts.update(item.label if isinstance(item.label, tuple)
+                                  else (item.label,))
+        info["items_per_class"] = {source.classes[label]: counts[label]
+                                   for label in sorted(counts)}
 
 
 def part_manifest_name(num_shards, shard_index):
@@ -678,6 +730,7 @@ def merge_parts(out, part_dirs):
     splits = {}
     for split in first["splits"]:
         merged = {"videos": 0, "clips": 0, "frames_decoded": 0, "shards": []}
+        per_class = collections.Counter()
         for _, _, part_dir, path, manifest in parts:
             info = manifest["splits"].get(split)
             if info is None:
@@ -685,9 +738,12 @@ def merge_parts(out, part_dirs):
                                 f"splits={sorted(manifest['splits'])} in {path}")
             for key in ("videos", "clips", "frames_decoded"):
                 merged[key] += info[key]
+            per_class.update(info.get("items_per_class", {}))
             merged["shards"].extend(
                 os.path.relpath(os.path.join(part_dir, shard), out).replace(os.sep, "/")
                 for shard in info["shards"])
+        merged["items_per_class"] = {name: per_class[name] for name in first["classes"]
+                                     if per_class[name]}
         splits[split] = merged
     manifest = {key: value for key, value in first.items() if key != "part"}
     manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
@@ -713,7 +769,10 @@ _CONFIG_KEYS = {"layout": "layout", "root": "root", "split_dir": "split_dir", "s
                 "resize_short": "resize_short", "clips_per_video": "clips_per_video",
                 "sampling": "sampling", "frame_stride": "frame_stride", "workers": "workers",
                 "encoding": "encoding", "strict": "strict",
-                "items_per_shard": "items_per_shard"}
+                "items_per_shard": "items_per_shard", "only_present": "only_present",
+                "multi_label": "multi_label", "num_classes": "num_classes",
+                "filename_template": "filename_template", "start_index": "start_index",
+                "with_offset": "with_offset"}
 
 
 def _load_yaml(path, seen=()):
@@ -790,7 +849,10 @@ def _run(args):
              "frame_stride": args.frame_stride, "workers": args.workers,
              "encoding": args.encoding, "strict": args.strict or None,
              "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
-             "shard_index": args.shard_index}
+             "shard_index": args.shard_index, "only_present": args.only_present or None,
+             "multi_label": args.multi_label or None, "num_classes": args.num_classes,
+             "filename_template": args.filename_template, "start_index": args.start_index,
+             "with_offset": args.with_offset or None}
     arguments.update({key: value for key, value in flags.items() if value is not None})
     if arguments.get("layout") == "synth":
         arguments = _synth_as_csv(arguments)
@@ -805,7 +867,9 @@ def _run(args):
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
     print(f"wrote {os.path.join(positional[2], name)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
-          f"{len(manifest['skipped'])} skipped")
+          f"{len(manifest['skipped'])} skipped"
+          + (f", {manifest['absent']['count']} absent (--only-present)"
+             if "absent" in manifest else ""))
     return 0
 
 
@@ -822,7 +886,23 @@ def register(subparsers):
     parser.add_argument("--split", type=int, help="official split number (default 1)")
     parser.add_argument("--list", action="append", type=_split_list_argument,
                         metavar="SPLIT=FILE", help="a split list (repeat per split)")
-    parser.add_argument("--classes", help="class names, one a line (list, csv layouts)")
+    parser.add_argument("--classes",
+                        help="class names, one a line (list, csv, rawframes, kinetics layouts)")
+    parser.add_argument("--num-classes", type=int,
+                        help="class count of a list/rawframes layout without --classes "
+                             "(names 0..N-1; needed with --multi-label)")
+    parser.add_argument("--multi-label", action="store_true",
+                        help="rows carry one or more labels: `path l1 [l2 ...]` (list, "
+                             "rawframes), `path,name1;name2` (csv)")
+    parser.add_argument("--with-offset", action="store_true",
+                        help="rawframes rows are `frame_dir offset total_frames label`")
+    parser.add_argument("--filename-template",
+                        help=f"rawframes frame file names (default {DEFAULT_FILENAME_TEMPLATE})")
+    parser.add_argument("--start-index", type=int,
+                        help=f"rawframes number of the first frame (default "
+                             f"{DEFAULT_START_INDEX})")
+    parser.add_argument("--only-present", action="store_true",
+                        help="prepare the listed items that exist, count the others")
     parser.add_argument("--out", help="prepared dataset directory")
     parser.add_argument("--frames", type=int, help="frames per clip F")
     parser.add_argument("--size", type=int, help="stored frame side S")

@@ -44,6 +44,11 @@ def read_manifest(prepared_dir):
     return manifest
 
 
+def is_multi_label(manifest):
+    """True for a dataset prepared with `multi_label` (records hold a `labels` id list)."""
+    return bool(manifest.get("multi_label", False))
+
+
 def _parse_function(manifest, with_item_index):
     import tensorflow as tf
 
@@ -51,7 +56,12 @@ def _parse_function(manifest, with_item_index):
     encoding = manifest["encoding"]
     clip_feature = tf.io.FixedLenFeature([], tf.string) if encoding == "raw" \
         else tf.io.FixedLenFeature([frames], tf.string)
-    features = {"clip": clip_feature, "label": tf.io.FixedLenFeature([], tf.int64)}
+    multi_label = is_multi_label(manifest)
+    if multi_label:
+        num_classes = int(manifest.get("num_classes", len(manifest["classes"])))
+        features = {"clip": clip_feature, "labels": tf.io.VarLenFeature(tf.int64)}
+    else:
+        features = {"clip": clip_feature, "label": tf.io.FixedLenFeature([], tf.int64)}
     if with_item_index:
         features["item_index"] = tf.io.FixedLenFeature([], tf.int64)
 
@@ -69,7 +79,12 @@ def _parse_function(manifest, with_item_index):
             clip = tf.map_fn(decode_frame, parsed["clip"],
                              fn_output_signature=tf.TensorSpec([None, None, bands], tf.uint8))
             clip = tf.ensure_shape(clip, [frames, height, width, bands])
-        label = tf.cast(parsed["label"], tf.int32)
+        if multi_label:
+            # Ids are distinct, so the summed one-hot rows are the multi-hot vector.
+            label = tf.reduce_sum(tf.one_hot(parsed["labels"].values, num_classes,
+                                             dtype=tf.float32), axis=0)
+        else:
+            label = tf.cast(parsed["label"], tf.int32)
         if with_item_index:
             return clip, label, tf.cast(parsed["item_index"], tf.int32)
         return clip, label
@@ -100,7 +115,9 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
 
     Returns:
         `tf.data.Dataset` of `(clip, label)` or `(clip, label, item_index)`: clip uint8
-        (F, H, W, band), label and item_index int32 scalars. Unbatched, not repeated.
+        (F, H, W, band), label and item_index int32 scalars. Unbatched, not repeated. For a
+        multi-label dataset (`manifest["multi_label"]`), label is a float32 multi-hot
+        vector shaped (num_classes,).
 
     Raises:
         UserError: no manifest, an unknown split or `clip_selection`.

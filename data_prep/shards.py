@@ -1,8 +1,9 @@
 """Write clip shards: one `tf.train.Example` per clip, each shard renamed into place whole.
 
 Record format (docs/DESIGN.md): `clip` (bytes list: raw uint8 (F, H, W, band) bytes, or one
-png/jpeg per frame), `label`, `item_id`, `item_index`, `clip_index`. Only the parent process
-of `data_prep.prepare` imports this module; TensorFlow is imported when a shard is written.
+png/jpeg per frame), `label` (multi-label: `labels`, an id list), `item_id`, `item_index`,
+`clip_index`. Only the parent process of `data_prep.prepare` imports this module;
+TensorFlow is imported when a shard is written.
 """
 
 import json
@@ -50,7 +51,9 @@ def clip_example(clip_frames, label, item_id, item_index, clip_index):
 
     Args:
         clip_frames: uint8 array (F, H, W, band) (stored raw), or a list of F encoded images.
-        label, item_index, clip_index: ints. item_id: str.
+        label: int; in a multi-label dataset a tuple of label ids, stored as the int64 list
+            `labels` (and no `label`).
+        item_index, clip_index: ints. item_id: str.
 
     Returns:
         bytes, deterministic (map keys sorted) so a rerun writes identical shards.
@@ -61,9 +64,15 @@ def clip_example(clip_frames, label, item_id, item_index, clip_index):
         clip_bytes = clip_frames
     else:
         clip_bytes = [clip_frames.tobytes(order="C")]
+    if isinstance(label, tuple):
+        label_feature = {"labels": tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[int(one) for one in label]))}
+    else:
+        label_feature = {"label": tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[int(label)]))}
     feature = {
         "clip": tf.train.Feature(bytes_list=tf.train.BytesList(value=clip_bytes)),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        **label_feature,
         "item_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item_id.encode()])),
         "item_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(item_index)])),
         "clip_index": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(clip_index)])),

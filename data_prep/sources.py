@@ -11,12 +11,22 @@ absent (Kinetics only; other layouts treat a missing listed file as an error). L
 - `hmdb51`: `split_dir` holds `<class>_test_split<N>.txt` with rows `<file> <0|1|2>`.
 - `csv`: `lists` of `path,label` rows (class names; an optional `path,label` header).
 - `list`: `lists` of MMAction2 `path label` rows (0-based ids; names from `classes_file`).
+- `rawframes`: `lists` of MMAction2 rawframe rows `frame_dir total_frames label` (or
+  `frame_dir offset total_frames label`); the frames are `filename_template` formatted with
+  `start_index + offset` .. `start_index + offset + total_frames - 1` (MMAction2's
+  RawframeDataset and RawFrameDecode); other files in the folder are never read.
 - `kinetics`: `lists` of the Kinetics CSVs; files `{youtube_id}_{start:06d}_{end:06d}.*`
   anywhere under ROOT.
 
+`multi_label=True` (list, rawframes, csv) reads several labels a row (`path l1 [l2 ...]`;
+csv: class names separated by `;` inside the label field); an item's label is then a sorted
+tuple of ids. `only_present=True` keeps the listed items that exist and reports the others in
+`Source.absent` instead of failing (the class list is unchanged).
+
 The class of a path-labelled item is its folder, never its file stem (UCF101 spells
 `HandstandPushups` in folders and `HandStandPushups` in stems). Every listed path must stay
-inside ROOT: `../`, absolute paths and symlinks that lead out are errors naming the entry.
+inside ROOT: `../`, absolute paths outside ROOT and symlinks that lead out are errors naming
+the entry (an absolute path inside ROOT is accepted).
 Split files may use CRLF line ends and trailing spaces. This module never imports TensorFlow.
 """
 
@@ -30,7 +40,15 @@ from data_prep.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("folders", "ucf101", "hmdb51", "csv", "list", "kinetics")
+LAYOUTS = ("folders", "ucf101", "hmdb51", "csv", "list", "kinetics", "rawframes")
+MULTI_LABEL_LAYOUTS = ("list", "rawframes", "csv")
+# MMAction2's RawframeDataset defaults.
+DEFAULT_FILENAME_TEMPLATE = "img_{:05}.jpg"
+DEFAULT_START_INDEX = 1
+# Separates the class names inside a multi-label csv row's label field.
+CSV_LABEL_SEPARATOR = ";"
+# At most this many absent items are listed by name (all are counted).
+MAX_ABSENT_LISTED = 100
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_LISTED = 10
 
@@ -41,15 +59,20 @@ class Item:
 
     path: str  # on disk
     item_id: str  # relative to the source root, '/'-separated
-    label: int
+    label: int | tuple  # an int; a sorted tuple of ids in a multi-label dataset
+    # rawframes: (filename_template, first file index, total_frames); None for other items.
+    frame_template: tuple | None = None
 
 
 @dataclasses.dataclass
 class Source:
     classes: list  # index = label id
     splits: dict  # split name -> [Item], sorted by item_id
-    skipped: list  # [{"path", "reason", "split"}] rows whose file is absent
+    skipped: list  # [{"path", "reason", "split"}] rows whose file is absent (kinetics)
     description: dict  # how the source was given, for the manifest
+    multi_label: bool = False
+    # only_present: [{"path", "split"}] listed items not on disk (all of them, not bounded)
+    absent: list = dataclasses.field(default_factory=list)
 
 
 def _read_rows(path):
@@ -78,9 +101,12 @@ class _Resolver:
 
     def resolve(self, entry, where):
         entry = entry.strip()
-        if os.path.isabs(entry) or re.match(r"^[A-Za-z]:[\\/]", entry) or entry.startswith("\\"):
+        if re.match(r"^[A-Za-z]:[\\/]", entry) or entry.startswith("\\"):
             raise UserError(f"Expected list entries to be paths relative to the root "
-                            f"{self.root}; {where} is absolute. Received: entry={entry!r}")
+                            f"{self.root}; {where} is a Windows absolute path. "
+                            f"Received: entry={entry!r}")
+        if os.path.isabs(entry):
+            entry = self._relative_to_root(entry, where)
         normalised = os.path.normpath(entry.replace("\\", "/"))
         path = os.path.join(self.root, normalised)
         real = os.path.realpath(path)
@@ -89,6 +115,16 @@ class _Resolver:
             raise UserError(f"Expected list entries to stay inside the root {self.root}; "
                             f"{where} resolves to {real}. Received: entry={entry!r}")
         return path, normalised.replace(os.sep, "/")
+
+    def _relative_to_root(self, entry, where):
+        """An absolute entry as a path relative to the root, if it lies inside the root
+        (spelled through the root as given, or through its real path)."""
+        absolute = os.path.normpath(entry)
+        for root in (self.root, self.real_root):
+            if os.path.commonpath([absolute, root]) == root:
+                return os.path.relpath(absolute, root)
+        raise UserError(f"Expected list entries to stay inside the root {self.root}; {where} "
+                        f"is an absolute path outside it. Received: entry={entry!r}")
 
 
 def _folder_class(item_id):
@@ -142,14 +178,19 @@ def _classes_or_sorted_labels(classes_file, labels):
 
 
 class _SplitBuilder:
-    """Collects items per split, rejecting duplicates and gathering missing files."""
+    """Collects items per split, rejecting duplicates and gathering missing files.
 
-    def __init__(self, split_names=()):
+    A repeated row (MMAction2 lists repeat rows to oversample) is kept once, with a warning:
+    an item id names one stored item, and oversampling is the training sampler's job.
+    """
+
+    def __init__(self, split_names=(), only_present=False):
         # Every named split appears in the result, even when its list is empty.
         self.splits = {name: {} for name in split_names}
         self.missing = {}
+        self.only_present = only_present
 
-    def add(self, split, path, item_id, label):
+    def add(self, split, path, item_id, label, frame_template=None):
         if not os.path.exists(path):
             self.missing.setdefault(split, []).append(item_id)
             return
@@ -157,20 +198,58 @@ class _SplitBuilder:
         if item_id in self.splits[split]:
             logger.warning("%s is listed twice in split %s; keeping it once", item_id, split)
             return
-        self.splits[split][item_id] = Item(path=path, item_id=item_id, label=label)
+        self.splits[split][item_id] = Item(path=path, item_id=item_id, label=label,
+                                           frame_template=frame_template)
+
+    @property
+    def absent(self):
+        """The missing items as `Source.absent` rows (only_present)."""
+        return [{"path": item_id, "split": split}
+                for split, item_ids in self.missing.items() for item_id in item_ids]
 
     def finish(self, where):
-        if self.missing:
+        if self.missing and self.only_present:
+            count = sum(len(paths) for paths in self.missing.values())
+            logger.warning("%d item(s) named by %s are not on disk; preparing the others "
+                           "(only_present)", count, where)
+        elif self.missing:
             described = "; ".join(f"{split}: {_format_paths(paths)}"
                                   for split, paths in self.missing.items())
             count = sum(len(paths) for paths in self.missing.values())
-            raise UserError(f"Expected every file named by {where} to exist; {count} are "
-                            f"missing. Received: missing={described}")
+            raise UserError(f"Expected every file named by {where} to exist ({count} are "
+                            f"missing; only_present / --only-present prepares those that "
+                            f"are). Received: missing={described}")
         return {split: [items[key] for key in sorted(items)]
                 for split, items in self.splits.items()}
 
 
-def _folders(root, lists, classes_file):
+@dataclasses.dataclass(frozen=True)
+class _ListOptions:
+    """How list rows are read (the flags beyond the layout's own files)."""
+
+    only_present: bool = False
+    multi_label: bool = False
+    num_classes: int | None = None
+    filename_template: str = DEFAULT_FILENAME_TEMPLATE
+    start_index: int = DEFAULT_START_INDEX
+    with_offset: bool = False
+
+
+def _ends_in_another_number(entry):
+    """`imgs 5` (what is left of `imgs 5 127` once the label is taken): a row with more
+    numbers than its format has, e.g. a rawframe or multi-label list given as `list`."""
+    return re.search(r"\s-?\d+$", entry) is not None
+
+
+def _too_many_numbers(where, expected, line):
+    return UserError(
+        f"Expected rows `{expected}` in {where}; this row has more numbers after its path. "
+        f"A rawframe list (`frame_dir total_frames label`) needs --layout rawframes "
+        f"(--with-offset for `frame_dir offset total_frames label`), several labels a row "
+        f"need --multi-label. Received: row={line!r}")
+
+
+def _folders(root, lists, classes_file, options):
     classes = _read_classes_file(classes_file) if classes_file else _class_directories(root)
     if not classes:
         raise UserError(f"Expected class folders under the root (ROOT/<class>/<item>). "
@@ -186,9 +265,9 @@ def _folders(root, lists, classes_file):
                 if not entry.startswith("."):
                     builder.add("train", os.path.join(folder, entry), f"{name}/{entry}",
                                 index[name])
-        return classes, builder.finish("the folders")
+        return classes, builder.finish("the folders"), []
     resolver = _Resolver(root)
-    builder = _SplitBuilder(lists)
+    builder = _SplitBuilder(lists, options.only_present)
     for split, list_path in lists.items():
         for number, line in _read_rows(list_path):
             entry = line.split(",")[0] if "," in line else line
@@ -197,12 +276,14 @@ def _folders(root, lists, classes_file):
                 entry = parts[0]
             where = f"{list_path}:{number}"
             path, item_id = resolver.resolve(entry, where)
+            if not os.path.exists(path) and _ends_in_another_number(entry):
+                raise _too_many_numbers(where, "class/item [label]", line)
             name = _folder_class(item_id)
             if name not in index:
                 raise UserError(f"Expected {where} to name ROOT/<class>/<item> with a class "
                                 f"among {_format_paths(classes)}. Received: entry={entry!r}")
             builder.add(split, path, item_id, index[name])
-    return classes, builder.finish("the lists")
+    return classes, builder.finish("the lists"), builder.absent
 
 
 def _match_class(name, index, lowercase_index):
@@ -211,7 +292,7 @@ def _match_class(name, index, lowercase_index):
     return lowercase_index.get((name or "").lower())
 
 
-def _ucf101(root, split_dir, split):
+def _ucf101(root, split_dir, split, options):
     _check_split_dir(split_dir, "ucf101")
     class_file = os.path.join(split_dir, "classInd.txt")
     numbered = []
@@ -228,12 +309,15 @@ def _ucf101(root, split_dir, split):
     index = {name: label for label, name in enumerate(classes)}
     lowercase_index = {name.lower(): label for label, name in enumerate(classes)}
     resolver = _Resolver(root)
-    builder = _SplitBuilder(("train", "test"))
+    builder = _SplitBuilder(("train", "test"), options.only_present)
     for split_name, prefix in (("train", "trainlist"), ("test", "testlist")):
         list_path = os.path.join(split_dir, f"{prefix}{split:02d}.txt")
         for number, line in _read_rows(list_path):
             where = f"{list_path}:{number}"
             parts = line.split()
+            if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+                raise UserError(f"Expected rows `<class>/<file> [<class id>]` in {where}. "
+                                f"Received: row={line!r}")
             path, item_id = resolver.resolve(parts[0], where)
             label = _match_class(_folder_class(item_id), index, lowercase_index)
             if label is None:
@@ -243,10 +327,10 @@ def _ucf101(root, split_dir, split):
                 logger.warning("%s: label %s disagrees with folder %s; using the folder",
                                where, parts[1], _folder_class(item_id))
             builder.add(split_name, path, item_id, label)
-    return classes, builder.finish(f"the ucf101 split {split} lists")
+    return classes, builder.finish(f"the ucf101 split {split} lists"), builder.absent
 
 
-def _hmdb51(root, split_dir, split):
+def _hmdb51(root, split_dir, split, options):
     _check_split_dir(split_dir, "hmdb51")
     pattern = re.compile(rf"^(.+)_test_split{split}\.txt$")
     files = {}
@@ -259,7 +343,7 @@ def _hmdb51(root, split_dir, split):
                         f"directory. Received: split_dir={split_dir!r}")
     classes = sorted(files)
     resolver = _Resolver(root)
-    builder = _SplitBuilder(("train", "test"))
+    builder = _SplitBuilder(("train", "test"), options.only_present)
     for label, name in enumerate(classes):
         for number, line in _read_rows(files[name]):
             where = f"{files[name]}:{number}"
@@ -271,7 +355,7 @@ def _hmdb51(root, split_dir, split):
                 continue
             path, item_id = resolver.resolve(f"{name}/{parts[0]}", where)
             builder.add("train" if parts[1] == "1" else "test", path, item_id, label)
-    return classes, builder.finish(f"the hmdb51 split {split} files")
+    return classes, builder.finish(f"the hmdb51 split {split} files"), builder.absent
 
 
 def _csv_rows(list_path):
@@ -286,60 +370,155 @@ def _csv_rows(list_path):
     return numbered
 
 
-def _csv(root, lists, classes_file):
+def _csv_label_names(cell, multi_label):
+    if not multi_label:
+        return [cell]
+    return [name.strip() for name in cell.split(CSV_LABEL_SEPARATOR) if name.strip()]
+
+
+def _csv(root, lists, classes_file, options):
     table = {}
+    expected = "path,label" if not options.multi_label else \
+        f"path,label{CSV_LABEL_SEPARATOR}label..."
     for split, list_path in lists.items():
         rows = _csv_rows(list_path)
         if rows and [cell.lower() for cell in rows[0][1]] == ["path", "label"]:
             rows = rows[1:]
         for number, row in rows:
-            if len(row) != 2 or not row[0] or not row[1]:
-                raise UserError(f"Expected rows `path,label` in {list_path}:{number}. "
+            if len(row) != 2 or not row[0] or not _csv_label_names(row[1], options.multi_label):
+                raise UserError(f"Expected rows `{expected}` in {list_path}:{number}. "
                                 f"Received: row={','.join(row)!r}")
         table[split] = (list_path, rows)
     classes = _classes_or_sorted_labels(
-        classes_file, (row[1] for _, rows in table.values() for _, row in rows))
+        classes_file, (name for _, rows in table.values() for _, row in rows
+                       for name in _csv_label_names(row[1], options.multi_label)))
+    _check_num_classes(options, classes, classes_file)
     index = {name: label for label, name in enumerate(classes)}
     resolver = _Resolver(root)
-    builder = _SplitBuilder(table)
+    builder = _SplitBuilder(table, options.only_present)
     for split, (list_path, rows) in table.items():
-        for number, (entry, name) in rows:
+        for number, (entry, cell) in rows:
             where = f"{list_path}:{number}"
-            if name not in index:
-                raise UserError(f"Expected the label in {where} to be one of the classes in "
-                                f"{classes_file}. Received: label={name!r}")
+            names = _csv_label_names(cell, options.multi_label)
+            for name in names:
+                if name not in index:
+                    raise UserError(f"Expected the label in {where} to be one of the classes "
+                                    f"in {classes_file}. Received: label={name!r}")
             path, item_id = resolver.resolve(entry, where)
-            builder.add(split, path, item_id, index[name])
-    return classes, builder.finish("the lists")
+            label = tuple(sorted({index[name] for name in names})) if options.multi_label \
+                else index[names[0]]
+            builder.add(split, path, item_id, label)
+    return classes, builder.finish("the lists"), builder.absent
 
 
-def _mmaction_list(root, lists, classes_file):
-    table = {}
-    for split, list_path in lists.items():
-        rows = []
-        for number, line in _read_rows(list_path):
-            parts = line.strip().rsplit(None, 1)
-            if len(parts) != 2 or not parts[1].isdigit():
-                raise UserError(f"Expected rows `path label` (0-based integer label) in "
-                                f"{list_path}:{number}. Received: row={line!r}")
-            rows.append((number, parts[0], int(parts[1])))
-        table[split] = (list_path, rows)
-    labels = [label for _, rows in table.values() for _, _, label in rows]
+def _check_num_classes(options, classes, classes_file):
+    if options.num_classes is not None and options.num_classes != len(classes):
+        raise UserError(f"Expected `num_classes` to equal the {len(classes)} classes of "
+                        f"{classes_file or 'the lists'}. Received: "
+                        f"num_classes={options.num_classes}")
+
+
+def _integer_fields(fields):
+    """The fields as ints, or None if one is not a (non-negative) integer."""
+    return [int(field) for field in fields] if all(field.isdigit() for field in fields) \
+        else None
+
+
+def _numbered_list_rows(list_path, numbers, options):
+    """`(line, path, [numbers...], labels)` rows of an MMAction2 list.
+
+    Single-label rows are `path n1 .. nk label` (the path may hold spaces: the last k + 1
+    fields are the numbers); multi-label rows are `path n1 .. nk l1 [l2 ...]`, fields split
+    on whitespace as MMAction2 splits them (the path is the first field).
+    """
+    expected = " ".join(["path", *numbers, "label" if not options.multi_label
+                         else "label [label ...]"])
+    rows = []
+    for number, line in _read_rows(list_path):
+        where = f"{list_path}:{number}"
+        if options.multi_label:
+            parts = line.split()
+            values = _integer_fields(parts[1:])
+            if values is None or len(values) < len(numbers) + 1:
+                raise UserError(f"Expected rows `{expected}` (0-based integer labels) in "
+                                f"{where}. Received: row={line!r}")
+            labels = tuple(sorted(set(values[len(numbers):])))
+        else:
+            parts = line.strip().rsplit(None, len(numbers) + 1)
+            values = _integer_fields(parts[1:])
+            if len(parts) != len(numbers) + 2 or values is None:
+                raise UserError(f"Expected rows `{expected}` (0-based integer label) in "
+                                f"{where}. Received: row={line!r}")
+            labels = values[-1]
+        rows.append((number, parts[0], values[:len(numbers)], labels))
+    return rows
+
+
+def _classes_for_ids(classes_file, options, labels):
+    """The names of label ids 0..N-1: the classes file, else `0`, `1`, ..."""
     if classes_file:
         classes = _read_classes_file(classes_file)
-    else:
-        classes = [str(label) for label in range(max(labels, default=-1) + 1)]
+        _check_num_classes(options, classes, classes_file)
+        return classes
+    if options.num_classes is not None:
+        return [str(label) for label in range(options.num_classes)]
+    if options.multi_label:
+        raise UserError("Expected --num-classes N or --classes FILE for a multi-label list "
+                        "(a list only names the classes it uses). Received: "
+                        "num_classes=None, classes_file=None")
+    return [str(label) for label in range(max(labels, default=-1) + 1)]
+
+
+def _mmaction_items(root, lists, classes_file, options, numbers):
+    """Classes, split names and `(split, where, path, item_id, numbers, labels)` rows of
+    MMAction2 `path [numbers...] label(s)` lists, checked and resolved under `root`."""
+    expected = " ".join(["path", *numbers, "label [label ...]" if options.multi_label
+                         else "label"])
+    table = {split: (list_path, _numbered_list_rows(list_path, numbers, options))
+             for split, list_path in lists.items()}
+    ids = [label for _, rows in table.values() for *_, labels in rows
+           for label in (labels if options.multi_label else (labels,))]
+    classes = _classes_for_ids(classes_file, options, ids)
     resolver = _Resolver(root)
-    builder = _SplitBuilder(table)
+    resolved = []
     for split, (list_path, rows) in table.items():
-        for number, entry, label in rows:
+        for number, entry, values, labels in rows:
             where = f"{list_path}:{number}"
-            if label >= len(classes):
-                raise UserError(f"Expected labels 0..{len(classes) - 1} (the lines of "
-                                f"{classes_file}) in {where}. Received: label={label}")
+            for label in labels if options.multi_label else (labels,):
+                if label >= len(classes):
+                    raise UserError(f"Expected labels 0..{len(classes) - 1} (the "
+                                    f"{len(classes)} classes of "
+                                    f"{classes_file or '--num-classes'}) in {where}. "
+                                    f"Received: label={label}")
             path, item_id = resolver.resolve(entry, where)
-            builder.add(split, path, item_id, label)
-    return classes, builder.finish("the lists")
+            if not options.multi_label and not os.path.exists(path) \
+                    and _ends_in_another_number(entry):
+                raise _too_many_numbers(where, expected, " ".join(
+                    [entry, *map(str, values), str(labels)]))
+            resolved.append((split, where, path, item_id, values, labels))
+    return classes, list(table), resolved
+
+
+def _mmaction_list(root, lists, classes_file, options):
+    classes, split_names, rows = _mmaction_items(root, lists, classes_file, options, ())
+    builder = _SplitBuilder(split_names, options.only_present)
+    for split, _, path, item_id, _, labels in rows:
+        builder.add(split, path, item_id, labels)
+    return classes, builder.finish("the lists"), builder.absent
+
+
+def _rawframes(root, lists, classes_file, options):
+    numbers = ("offset", "total_frames") if options.with_offset else ("total_frames",)
+    classes, split_names, rows = _mmaction_items(root, lists, classes_file, options, numbers)
+    builder = _SplitBuilder(split_names, options.only_present)
+    for split, _, path, item_id, values, labels in rows:
+        offset, total = values if options.with_offset else (0, values[0])
+        if options.with_offset:
+            # One folder may hold several segments (rows with other offsets): each is an item.
+            item_id = f"{item_id}@{offset}"
+        template = (options.filename_template, options.start_index + offset, total)
+        builder.add(split, path, item_id, labels, frame_template=template)
+    return classes, builder.finish("the lists"), builder.absent
 
 
 def _index_tree(root):
@@ -372,6 +551,11 @@ def _kinetics(root, lists, classes_file):
         if not required <= set(fields):
             raise UserError(f"Expected a Kinetics CSV header with {sorted(required)} in "
                             f"{list_path}. Received: header={fields}")
+        for number, row in rows:
+            # A short row leaves fields None; a long one puts the rest under the key None.
+            if any(row.get(key) is None for key in required) or None in row:
+                raise UserError(f"Expected rows `{','.join(fields)}` (as the header) in "
+                                f"{list_path}:{number}. Received: row={dict(row)}")
         table[split] = (list_path, rows)
     classes = _classes_or_sorted_labels(
         classes_file, (row["label"].strip() for _, rows in table.values() for _, row in rows))
@@ -387,7 +571,8 @@ def _kinetics(root, lists, classes_file):
                 stem = (f"{row['youtube_id'].strip()}_{int(float(row['time_start'])):06d}"
                         f"_{int(float(row['time_end'])):06d}")
             except (TypeError, ValueError):
-                raise UserError(f"Expected integer time_start and time_end in {where}. "
+                raise UserError(f"Expected rows `label,youtube_id,time_start,time_end,...` "
+                                f"with integer time_start and time_end in {where}. "
                                 f"Received: row={dict(row)}") from None
             name = row["label"].strip()
             if name not in index:
@@ -403,23 +588,71 @@ def _kinetics(root, lists, classes_file):
     return classes, builder.finish("the lists"), skipped
 
 
-def resolve_source(layout, root, *, split_dir=None, split=1, lists=None, classes_file=None):
+def _list_options(layout, only_present, multi_label, num_classes, filename_template,
+                  start_index, with_offset):
+    if multi_label and layout not in MULTI_LABEL_LAYOUTS:
+        raise UserError(f"Expected a layout among {list(MULTI_LABEL_LAYOUTS)} for multi-label "
+                        f"lists. Received: layout={layout!r}, multi_label=True")
+    if num_classes is not None and (isinstance(num_classes, bool)
+                                    or not isinstance(num_classes, int) or num_classes < 1):
+        raise UserError(f"Expected `num_classes` to be a positive integer. "
+                        f"Received: num_classes={num_classes!r}")
+    if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
+        raise UserError(f"Expected `start_index` to be a non-negative integer. "
+                        f"Received: start_index={start_index!r}")
+    try:
+        name = filename_template.format(start_index)
+    except (AttributeError, IndexError, KeyError, ValueError):
+        name = None
+    if not name or name == filename_template or os.path.isabs(name) \
+            or ".." in name.replace("\\", "/").split("/"):
+        raise UserError(f"Expected `filename_template` to be a file name with one integer "
+                        f"field, like {DEFAULT_FILENAME_TEMPLATE!r} (MMAction2's "
+                        f"filename_tmpl). Received: filename_template={filename_template!r}")
+    if (filename_template, start_index, with_offset) != (
+            DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, False) and layout != "rawframes":
+        raise UserError(f"Expected `filename_template`, `start_index` and `with_offset` only "
+                        f"with the rawframes layout. Received: layout={layout!r}")
+    return _ListOptions(only_present=bool(only_present), multi_label=bool(multi_label),
+                        num_classes=num_classes, filename_template=filename_template,
+                        start_index=start_index, with_offset=bool(with_offset))
+
+
+def resolve_source(layout, root, *, split_dir=None, split=1, lists=None, classes_file=None,
+                   only_present=False, multi_label=False, num_classes=None,
+                   filename_template=DEFAULT_FILENAME_TEMPLATE,
+                   start_index=DEFAULT_START_INDEX, with_offset=False):
     """Labelled items per split for one dataset on disk.
 
     Args:
-        layout: str, one of `folders`, `ucf101`, `hmdb51`, `csv`, `list`, `kinetics`.
+        layout: str, one of `folders`, `ucf101`, `hmdb51`, `csv`, `list`, `kinetics`,
+            `rawframes`.
         root: str, the directory the items (and list entries) are relative to.
         split_dir: str or None, official split files (ucf101, hmdb51).
         split: int, official split number (ucf101, hmdb51). Defaults to 1.
-        lists: dict {split name: list file} or None (folders, csv, list, kinetics).
+        lists: dict {split name: list file} or None (folders, csv, list, kinetics,
+            rawframes).
         classes_file: str or None, class names one a line (index = label id).
+        only_present: bool, keep the listed items that exist and list the others in
+            `Source.absent`, instead of an error (kinetics always does). Defaults to False.
+        multi_label: bool, rows carry one or more labels (list, rawframes, csv). Defaults
+            to False.
+        num_classes: int or None, the class count of a list or rawframes layout without
+            `classes_file` (needed for multi-label; classes are named `0`, `1`, ...).
+        filename_template: str, rawframes: the frame file name, formatted with the frame
+            number. Defaults to `"img_{:05}.jpg"`.
+        start_index: int, rawframes: the number of a folder's first frame. Defaults to 1.
+        with_offset: bool, rawframes: rows are `frame_dir offset total_frames label`.
+            Defaults to False.
 
     Returns:
-        `Source` with classes, splits {name: [Item]} sorted by item id, and `skipped`.
+        `Source` with classes, splits {name: [Item]} sorted by item id, `skipped`,
+        `multi_label` and `absent`.
 
     Raises:
         UserError: unknown layout, missing root/split files, malformed rows, entries that
-            resolve outside `root`, unknown classes, or listed files that do not exist.
+            resolve outside `root`, unknown classes, or listed files that do not exist
+            (unless `only_present`).
     """
     if layout not in LAYOUTS:
         raise UserError(f"Expected `layout` to be one of {list(LAYOUTS)}. "
@@ -429,22 +662,29 @@ def resolve_source(layout, root, *, split_dir=None, split=1, lists=None, classes
         raise UserError(f"Expected `split` to be a positive integer. Received: split={split!r}")
     if classes_file is not None and not os.path.isfile(classes_file):
         raise UserError(f"Classes file does not exist. Received: classes_file={classes_file!r}")
-    lists = _check_lists(lists, layout, required=layout in ("csv", "list", "kinetics"))
+    options = _list_options(layout, only_present, multi_label, num_classes, filename_template,
+                            start_index, with_offset)
+    lists = _check_lists(lists, layout,
+                         required=layout in ("csv", "list", "kinetics", "rawframes"))
     skipped = []
+    absent = []
     if layout == "folders":
-        classes, splits = _folders(root, lists, classes_file)
+        classes, splits, absent = _folders(root, lists, classes_file, options)
     elif layout == "ucf101":
-        classes, splits = _ucf101(root, split_dir, split)
+        classes, splits, absent = _ucf101(root, split_dir, split, options)
     elif layout == "hmdb51":
-        classes, splits = _hmdb51(root, split_dir, split)
+        classes, splits, absent = _hmdb51(root, split_dir, split, options)
     elif layout == "csv":
-        classes, splits = _csv(root, lists, classes_file)
+        classes, splits, absent = _csv(root, lists, classes_file, options)
     elif layout == "list":
-        classes, splits = _mmaction_list(root, lists, classes_file)
+        classes, splits, absent = _mmaction_list(root, lists, classes_file, options)
+    elif layout == "rawframes":
+        classes, splits, absent = _rawframes(root, lists, classes_file, options)
     else:
         classes, splits, skipped = _kinetics(root, lists, classes_file)
     if not any(splits.values()):
-        raise UserError(f"Expected the {layout} source to name at least one item. "
+        raise UserError(f"Expected the {layout} source to name at least one item"
+                        f"{' that exists' if absent else ''}. "
                         f"Received: root={root!r}, lists={lists or None}, "
                         f"split_dir={split_dir!r}")
     description = {"layout": layout, "root": os.path.abspath(root)}
@@ -454,5 +694,10 @@ def resolve_source(layout, root, *, split_dir=None, split=1, lists=None, classes
         description["lists"] = {name: os.path.abspath(path) for name, path in lists.items()}
     if classes_file:
         description["classes_file"] = os.path.abspath(classes_file)
+    if layout == "rawframes":
+        description.update(filename_template=options.filename_template,
+                           start_index=options.start_index, with_offset=options.with_offset)
+    if options.only_present:
+        description["only_present"] = True
     return Source(classes=list(classes), splits=splits, skipped=skipped,
-                  description=description)
+                  description=description, multi_label=options.multi_label, absent=absent)

@@ -30,8 +30,10 @@ def make_clip(label, item_index, clip_shape):
 
 
 def write_prepared(root, classes, items_per_class, clip_shape, *, encoding="raw",
-                   clips_per_video=1, skipped=(), split_names=("train", "test")):
-    """A prepared dataset by hand: manifest.json and one shard per split, per DESIGN.md."""
+                   clips_per_video=1, skipped=(), split_names=("train", "test"), labels=None):
+    """A prepared dataset by hand: manifest.json and one shard per split, per DESIGN.md
+    (as written before manifests counted items per class). `labels`: the label ids that
+    have items (default: all)."""
     frames, height, width, bands = clip_shape
     splits = {}
     for split in split_names:
@@ -40,6 +42,8 @@ def write_prepared(root, classes, items_per_class, clip_shape, *, encoding="raw"
         item_index = 0
         with tf.io.TFRecordWriter(str(root / shard)) as writer:
             for label, name in enumerate(classes):
+                if labels is not None and label not in labels:
+                    continue
                 for _ in range(items_per_class):
                     for clip_index in range(clips_per_video):
                         clip = make_clip(label, item_index, clip_shape)
@@ -228,3 +232,50 @@ def test_cli_reports_a_missing_dataset_in_one_line_and_exits_2(tmp_path, capsys)
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "manifest.json" in err
+
+
+def prepare_sparse(tmp_path, multi_label):
+    """A real prepared list dataset with the 400 names of a class file but items of only
+    three classes (ids 150, 151 and 399), as a Kinetics subset is."""
+    from data_prep.prepare import prepare_dataset
+    from test_sources import write_text
+    from video_fixtures import make_folders_dataset
+
+    root = tmp_path / "root"
+    make_folders_dataset(root, classes=("x", "y", "z"), per_class=2, num_frames=6)
+    names = [f"class{i:03d}" for i in range(400)]
+    classes = write_text(tmp_path / "classes.txt", "".join(n + "\n" for n in names))
+    second = " 151" if multi_label else ""
+    train = write_text(tmp_path / "train.txt", f"x/item0.avi 150{second}\nx/item1.avi 150\n"
+                       "y/item0.avi 399\ny/item1.avi 399\nz/item0.avi 151\n")
+    test = write_text(tmp_path / "test.txt", "z/item1.avi 399\n")
+    out = tmp_path / "out"
+    prepare_dataset("list", str(root), str(out), 3, 8, lists={"train": train, "test": test},
+                    classes_file=classes, multi_label=multi_label, workers=1,
+                    show_progress=False)
+    return out
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_sparse_label_space_shows_the_classes_present(tmp_path, capsys, multi_label):
+    out = prepare_sparse(tmp_path, multi_label)
+    assert run_inspect([str(out), "--max-classes", "2", "--clips-per-class", "1"]) == 0
+    printed = capsys.readouterr().out
+    both = 2 if multi_label else 1  # x/item0.avi is also class 151
+    assert (f"train: 3 of 400 classes present: class150 (2), class151 ({both}), "
+            "class399 (2)" in printed)
+    assert "test: 1 of 400 classes present: class399 (1)" in printed
+    assert ("multi-label: 400 classes" in printed) == multi_label
+    assert "contact sheet:" in printed and "2 classes, 2 clips" in printed
+    result = contact_sheet.write_contact_sheet(out, split="test")
+    assert (result["classes_shown"], result["clips_shown"]) == (1, 1)
+    result = contact_sheet.write_contact_sheet(out, clips_per_class=5)
+    assert (result["classes_shown"], result["clips_shown"]) == (3, 5)
+
+
+def test_old_manifest_without_class_counts_shows_the_classes_that_turn_up(tmp_path):
+    names = [f"class{i:03d}" for i in range(400)]
+    write_prepared(tmp_path, names, items_per_class=2, clip_shape=(2, 8, 8, 3),
+                   split_names=("train",), labels={7, 250, 399})
+    result = contact_sheet.write_contact_sheet(tmp_path, max_classes=20)
+    assert (result["classes_shown"], result["clips_shown"]) == (3, 6)

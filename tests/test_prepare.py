@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -19,6 +20,7 @@ from data_prep.sampling import sample_frame_indices
 from test_sources import write_text
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
                             read_records, write_array, write_broken, write_frame_folder,
+                            write_rawframes,
                             write_video)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -445,6 +447,8 @@ def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_o
         merged = json.load(file)
     assert merged["splits"]["train"]["videos"] == whole["splits"]["train"]["videos"] == 6
     assert merged["splits"]["train"]["clips"] == 12
+    assert merged["splits"]["train"]["items_per_class"] == \
+        whole["splits"]["train"]["items_per_class"] == {"a": 3, "b": 3}
     assert {k: v for k, v in merged.items() if k != "splits"} == \
         {k: v for k, v in whole.items() if k != "splits"}
     shards = merged["splits"]["train"]["shards"]
@@ -582,3 +586,175 @@ def test_a_part_rerun_keeps_other_parts_files_in_a_shared_out(tmp_path):
     assert not own_tmp.exists()
     assert set(before) - {os.path.relpath(own_tmp, tmp_path / "out")} <= \
         set(shard_files(tmp_path / "out"))
+
+
+def make_rawframes(tmp_path, template="img_{:05}.jpg", start_index=1):
+    """A rawframe tree of RGB and grey flow frames, as MMAction2's extract_frames writes it:
+    `jump/a` holds 12 RGB frames (and 12 x/y flow frames of another size)."""
+    root = tmp_path / "rawframes"
+    write_rawframes(root / "jump/a", 12, template=template, start_index=start_index)
+    write_rawframes(root / "run/b", 9, template=template, start_index=start_index)
+    return root
+
+
+@pytest.mark.parametrize("form,template,start_index", [
+    ("plain", "img_{:05}.jpg", 1),
+    ("offset", "img_{:05}.jpg", 1),
+    ("plain", "frame{:04d}.png", 0),
+    ("multi", "img_{:05}.jpg", 1),
+])
+def test_rawframes_clips_hold_the_listed_frames_through_the_template(
+        tmp_path, form, template, start_index):
+    root = make_rawframes(tmp_path, template, start_index)
+    rows = {"plain": "jump/a 10 0\nrun/b 9 1\n",  # total_frames 10 < the 12 on disk
+            "offset": "jump/a 2 10 0\njump/a 0 4 1\n",
+            "multi": "jump/a 10 0 1\nrun/b 9 1\n"}[form]
+    listing = write_text(tmp_path / "train.txt", rows, crlf=True)
+    extra = {"multi": {"multi_label": True, "num_classes": 2},
+             "offset": {"with_offset": True}}.get(form, {})
+    manifest = prepare(root, tmp_path / "out", frames=5, size=8, layout="rawframes",
+                       lists={"train": listing}, filename_template=template,
+                       start_index=start_index, clips_per_video=2, **extra)
+    assert manifest["clip_shape"] == [5, 8, 8, 3] and manifest["skipped"] == []
+    _, records = read_records(tmp_path / "out", "train")
+    by_item = {}
+    for record in records:
+        by_item.setdefault(record["item_id"], []).append(raw_clip(record,
+                                                                  manifest["clip_shape"]))
+    # Frame t of a folder is frame_rgb(t - start_index): the sampled indices plus the offset.
+    expected = {"plain": {"jump/a": (10, 0), "run/b": (9, 0)},
+                "offset": {"jump/a@2": (10, 2), "jump/a@0": (4, 0)},
+                "multi": {"jump/a": (10, 0), "run/b": (9, 0)}}[form]
+    assert sorted(by_item) == sorted(expected)
+    for item_id, (total, offset) in expected.items():
+        np.testing.assert_array_equal(
+            frame_index_of(np.stack(by_item[item_id])),
+            sample_frame_indices(total, 5, num_clips=2) + offset)
+    frames = sum(total for total, _ in expected.values())
+    assert manifest["splits"]["train"]["frames_decoded"] == frames
+    labels = {record["item_id"]: record["label"] for record in records}
+    if form == "multi":
+        assert manifest["multi_label"] is True and manifest["num_classes"] == 2
+        assert labels == {"jump/a": (0, 1), "run/b": (1,)}
+        assert manifest["splits"]["train"]["items_per_class"] == {"0": 1, "1": 2}
+    else:
+        assert "multi_label" not in manifest
+        assert all(isinstance(label, int) for label in labels.values())
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("frame_missing", "1 of the 12 frames img_{:05}.jpg from 1 are not in the folder "
+                      "(first: img_00007.jpg)"),
+    ("too_many", "2 of the 14 frames img_{:05}.jpg from 1 are not in the folder "
+                 "(first: img_00013.jpg)"),
+    ("sizes_differ", "frame images differ in size or band count (img_00001.jpg 24x32x3, "
+                     "img_00003.jpg 10x10x3)"),
+    ("bands_differ", "frame images differ in size or band count (img_00001.jpg 24x32x3, "
+                     "img_00005.jpg 24x32x1)"),
+    ("zero_frames", "the list gives total_frames 0"),
+    ("a_file", "not a frame folder"),
+])
+def test_rawframe_folders_that_do_not_match_the_list_are_skipped_with_a_reason(
+        tmp_path, case, reason):
+    root = make_rawframes(tmp_path)
+    row = {"too_many": "jump/a 14 0", "zero_frames": "jump/a 0 0"}.get(case, "jump/a 12 0")
+    if case == "frame_missing":
+        os.remove(root / "jump/a/img_00007.jpg")
+    elif case == "sizes_differ":
+        cv2.imwrite(str(root / "jump/a/img_00003.jpg"), np.zeros((10, 10, 3), np.uint8))
+    elif case == "bands_differ":
+        cv2.imwrite(str(root / "jump/a/img_00005.jpg"), np.zeros((24, 32), np.uint8))
+    elif case == "a_file":
+        row = "jump/file 3 0"
+        write_text(root / "jump/file", "not frames")
+    listing = write_text(tmp_path / "train.txt", f"{row}\nrun/b 9 1\n")
+    manifest = prepare(root, tmp_path / "out", frames=12, size=8, layout="rawframes",
+                       lists={"train": listing})
+    assert manifest["skipped"] == [{"path": row.split()[0], "reason": reason,
+                                    "split": "train"}]
+    assert manifest["splits"]["train"]["videos"] == 1
+    assert manifest["splits"]["train"]["items_per_class"] == {"1": 1}
+
+
+def test_multi_label_video_list_prepares_labels_records(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=1, kind="mp4")
+    classes = write_text(tmp_path / "classes.txt", "a\nb\nc\n")
+    listing = write_text(tmp_path / "train.txt", "a/item0.mp4 0 2\nb/item0.mp4 1\n")
+    manifest = prepare(tmp_path / "root", tmp_path / "out", layout="list",
+                       lists={"train": listing}, classes_file=classes, multi_label=True)
+    assert manifest["multi_label"] is True and manifest["num_classes"] == 3
+    _, records = read_records(tmp_path / "out", "train")
+    assert sorted((r["item_id"], r["label"]) for r in records) == [
+        ("a/item0.mp4", (0, 2)), ("b/item0.mp4", (1,))]
+    assert manifest["splits"]["train"]["items_per_class"] == {"a": 1, "b": 1, "c": 1}
+
+
+def test_only_present_prepares_what_is_there_and_reports_the_rest(tmp_path, caplog):
+    root, splits = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
+    names = [f"c{i:03d}" for i in range(101)]
+    write_text(splits / "classInd.txt", "".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    write_text(splits / "trainlist01.txt", "".join(
+        f"{n}/v_{n}_g0{g}_c01.avi {i + 1}\n" for i, n in enumerate(names) for g in (1, 2)))
+    write_text(splits / "testlist01.txt", "".join(f"{n}/v_{n}_g03_c01.avi\n" for n in names))
+    for name in ("c007", "c100"):
+        for g in (1, 2, 3):
+            write_video(root / f"{name}/v_{name}_g0{g}_c01.avi", 6)
+    with pytest.raises(UserError, match="297 are missing"):
+        prepare(root, tmp_path / "out", layout="ucf101", split_dir=str(splits))
+    caplog.set_level("INFO")
+    manifest = prepare(root, tmp_path / "out", layout="ucf101", split_dir=str(splits),
+                       only_present=True)
+    assert manifest["classes"] == names
+    assert [manifest["splits"][s]["videos"] for s in ("train", "test")] == [4, 2]
+    assert manifest["splits"]["test"]["items_per_class"] == {"c007": 1, "c100": 1}
+    absent = manifest["absent"]
+    assert absent["count"] == 297 and absent["splits"] == {"train": 198, "test": 99}
+    assert len(absent["items"]) == 100
+    assert absent["items"][0] == {"path": "c000/v_c000_g01_c01.avi", "split": "train"}
+    assert manifest["source"]["only_present"] is True
+    assert manifest["skipped"] == []
+    assert "297 listed item(s) not on disk were left out" in caplog.text
+    assert re.search(r"test\s+2\s+2\s+0\s+1\s+99", caplog.text)
+    _, records = read_records(tmp_path / "out", "test")
+    assert sorted(manifest["classes"][r["label"]] for r in records) == ["c007", "c100"]
+
+
+def test_cli_rawframes_flags(tmp_path, capsys):
+    root = make_rawframes(tmp_path, "rgb_{:03d}.png", 0)
+    listing = write_text(tmp_path / "val.txt", "jump/a 1 6 0 1\nrun/b 0 9 2\nrun/gone 0 3 1\n")
+    classes = write_text(tmp_path / "classes.txt", "jump\nrun\nswim\n")
+    assert main(["prepare", "--layout", "rawframes", "--root", str(root), "--list",
+                 f"val={listing}", "--with-offset", "--filename-template", "rgb_{:03d}.png",
+                 "--start-index", "0", "--multi-label", "--classes", classes,
+                 "--only-present", "--out", str(tmp_path / "out"), "--frames", "3", "--size",
+                 "8", "--workers", "1", "--no-progress"]) == 0
+    with open(tmp_path / "out/manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["splits"]["val"]["videos"] == 2 and manifest["absent"]["count"] == 1
+    assert manifest["source"]["filename_template"] == "rgb_{:03d}.png"
+    assert manifest["multi_label"] is True
+    printed = capsys.readouterr().out
+    assert "manifest.json" in printed and "0 skipped, 1 absent (--only-present)" in printed
+
+
+def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_path):
+    from data_prep.prepare import merge_parts
+
+    make_folders_dataset(tmp_path / "root", per_class=3, num_frames=5)
+    listing = write_text(tmp_path / "train.txt", "a/item0.avi 0 1\na/item1.avi 0\n"
+                         "a/gone.avi 1\nb/item0.avi 1\nb/item1.avi 1 2\nb/item2.avi 2\n")
+    kwargs = dict(layout="list", lists={"train": listing}, multi_label=True, num_classes=3,
+                  only_present=True, items_per_shard=1)
+    whole = prepare(tmp_path / "root", tmp_path / "whole", **kwargs)
+    for index in range(2):
+        prepare(tmp_path / "root", tmp_path / "parts", num_shards=2, shard_index=index,
+                **kwargs)
+    merged = merge_parts(str(tmp_path / "parts"), [str(tmp_path / "parts")])
+    assert whole["absent"] == {"count": 1, "splits": {"train": 1},
+                               "items": [{"path": "a/gone.avi", "split": "train"}]}
+    assert whole["splits"]["train"]["items_per_class"] == {"0": 2, "1": 3, "2": 2}
+    for key in ("absent", "multi_label", "num_classes", "classes"):
+        assert merged[key] == whole[key]
+    assert merged["splits"]["train"]["items_per_class"] == \
+        whole["splits"]["train"]["items_per_class"]
+    assert record_set(tmp_path / "parts", "train") == record_set(tmp_path / "whole", "train")

@@ -11,7 +11,9 @@ import data_prep
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
-from video_fixtures import frame_index_of, make_folders_dataset, raw_clip, read_records
+from test_sources import write_text
+from video_fixtures import (frame_index_of, make_folders_dataset, raw_clip, read_records,
+                            write_rawframes)
 
 CLIPS = 3
 
@@ -139,3 +141,47 @@ def test_bad_manifest_is_a_user_error(tmp_path, content, message):
 def test_bad_arguments_are_user_errors(prepared, kwargs, message):
     with pytest.raises(UserError, match=message):
         data_prep.load_split(prepared["raw"], **kwargs)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "png"])
+@pytest.mark.parametrize("kind", ["list", "rawframes"])
+def test_multi_label_datasets_yield_float_multi_hot_labels(tmp_path, encoding, kind):
+    root = tmp_path / "root"
+    if kind == "list":
+        make_folders_dataset(root, classes=("a", "b"), per_class=2, num_frames=6, kind="mp4")
+        rows = "a/item0.mp4 3 0\na/item1.mp4 2\nb/item0.mp4 0 1 2 3\nb/item1.mp4 1\n"
+    else:
+        for name in ("a/item0", "a/item1", "b/item0", "b/item1"):
+            write_rawframes(root / name, 6)
+        rows = "a/item0 6 3 0\na/item1 5 2\nb/item0 6 0 1 2 3\nb/item1 4 1\n"
+    listing = write_text(tmp_path / "train.txt", rows)
+    out = str(tmp_path / "out")
+    manifest = prepare_dataset(kind, str(root), out, 3, 8, lists={"train": listing},
+                               multi_label=True, num_classes=4, clips_per_video=2,
+                               encoding=encoding, workers=1, show_progress=False,
+                               items_per_shard=3)
+    assert data_prep.read_manifest(out)["multi_label"] is True
+    for selection, clips_per_item in (("all", 2), ("random", 1)):
+        dataset = data_prep.load_split(out, "train", clip_selection=selection,
+                                       with_item_index=True, seed=0)
+        assert dataset.element_spec[1] == tf.TensorSpec((4,), tf.float32)
+        elements = as_numpy(dataset)
+        assert len(elements) == 4 * clips_per_item
+        _, records = read_records(out, "train")
+        ids = {record["item_index"]: record["label"] for record in records}
+        for clip, multi_hot, item_index in elements:
+            expected = np.zeros(4, np.float32)
+            expected[list(ids[item_index])] = 1.0
+            np.testing.assert_array_equal(multi_hot, expected)
+            assert clip.shape == tuple(manifest["clip_shape"])
+    # In tf.data.Dataset.map too, batched as training will take it.
+    batch = next(iter(data_prep.load_split(out, "train").batch(8)))[1].numpy()
+    assert batch.shape == (8, 4) and batch.dtype == np.float32
+    assert sorted(batch.sum(axis=1).tolist()) == [1, 1, 1, 1, 2, 2, 4, 4]
+
+
+def test_single_label_datasets_have_no_multi_label_key_and_int_labels(prepared):
+    manifest = data_prep.read_manifest(prepared["raw"])
+    assert "multi_label" not in manifest and "num_classes" not in manifest
+    assert data_prep.load_split(prepared["raw"], "train").element_spec[1] == \
+        tf.TensorSpec((), tf.int32)

@@ -1,10 +1,12 @@
 """Tests for data_prep.sources: every layout's split files, as the datasets ship them."""
 
 import os
+import re
 
 import pytest
 
 from data_prep.errors import UserError
+from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
 from data_prep.sources import resolve_source
 
 
@@ -215,3 +217,220 @@ def test_bad_arguments_raise_user_error(tmp_path, monkeypatch, kwargs, message):
 def test_missing_root_is_an_error(tmp_path):
     with pytest.raises(UserError, match="root="):
         resolve_source("folders", str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("with_offset,row,expected", [
+    (False, "clips/jump_1 {total} 1", ("clips/jump_1", (DEFAULT_TEMPLATE, 1, 7), 1)),
+    (True, "clips/jump_1 3 {total} 0", ("clips/jump_1@3", (DEFAULT_TEMPLATE, 4, 7), 0)),
+])
+def test_rawframes_rows_give_template_first_frame_and_count(tmp_path, with_offset, row,
+                                                           expected):
+    touch(tmp_path, "clips/jump_1/img_00001.jpg", "clips/jump_1/x_00001.jpg")
+    listing = write_text(tmp_path / "train.txt", row.format(total=7) + "\n", crlf=True)
+    source = resolve_source("rawframes", str(tmp_path), lists={"train": listing},
+                            with_offset=with_offset)
+    item, = source.splits["train"]
+    assert (item.item_id, item.frame_template, item.label) == expected
+    assert source.classes == ["0", "1"][:expected[2] + 1]
+    assert source.description["filename_template"] == DEFAULT_TEMPLATE
+
+
+@pytest.mark.parametrize("layout,row,labels", [
+    ("list", "v/test.mp4 0 2 4", (0, 2, 4)),
+    ("list", "v/test.mp4 4 4 1", (1, 4)),
+    ("rawframes", "v/test.mp4 9 3 0", (0, 3)),
+    ("csv", "v/test.mp4,c4;c0 ; c2", (0, 2, 4)),
+])
+def test_multi_label_rows_give_sorted_label_tuples(tmp_path, layout, row, labels):
+    touch(tmp_path, "v/test.mp4")
+    listing = write_text(tmp_path / "train.txt", row + "\n")
+    classes = write_text(tmp_path / "classes.txt", "".join(f"c{i}\n" for i in range(5)))
+    source = resolve_source(layout, str(tmp_path), lists={"train": listing},
+                            classes_file=classes, multi_label=True)
+    assert source.multi_label and source.classes == [f"c{i}" for i in range(5)]
+    assert [item.label for item in source.splits["train"]] == [labels]
+
+
+def test_multi_label_list_names_classes_by_num_classes(tmp_path):
+    touch(tmp_path, "v/test.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/test.mp4 0 2\n")
+    source = resolve_source("list", str(tmp_path), lists={"train": listing},
+                            multi_label=True, num_classes=3)
+    assert source.classes == ["0", "1", "2"]
+    with pytest.raises(UserError, match="--num-classes N or --classes FILE"):
+        resolve_source("list", str(tmp_path), lists={"train": listing}, multi_label=True)
+    with pytest.raises(UserError, match=r"labels 0\.\.1 .*train.txt:1.*label=2"):
+        resolve_source("list", str(tmp_path), lists={"train": listing}, multi_label=True,
+                       num_classes=2)
+
+
+@pytest.mark.parametrize("layout,kwargs,row,expected", [
+    ("list", {}, "imgs 5 127", "path label"),
+    ("list", {}, "v/test.mp4 0 2 4", "path label"),
+    ("list", {}, "v/test.mp4", "path label"),
+    ("list", {"multi_label": True, "num_classes": 3}, "v/test.mp4", "path label [label"),
+    ("rawframes", {}, "imgs 0 5 127", "path total_frames label"),
+    ("rawframes", {}, "imgs five 1", "path total_frames label"),
+    ("rawframes", {"with_offset": True}, "imgs 5 1", "path offset total_frames label"),
+    ("csv", {}, "v/test.mp4", "path,label"),
+    ("csv", {"multi_label": True}, "v/test.mp4, ; ", "path,label;label"),
+    ("folders", {}, "a/x.avi 5 127", "class/item [label]"),
+])
+def test_unparsable_rows_name_file_line_and_row_format(tmp_path, layout, kwargs, row,
+                                                       expected):
+    touch(tmp_path, "v/test.mp4", "a/x.avi", "imgs/img_00001.jpg")
+    listing = write_text(tmp_path / "train.txt", "\n" + row + "\n")
+    with pytest.raises(UserError, match=re.escape(f"`{expected}") + ".*train.txt:2"
+                       "|train.txt:2.*" + re.escape(f"`{expected}")):
+        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+
+
+@pytest.mark.parametrize("layout,split_file,row", [
+    ("ucf101", "trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1 2"),
+    ("hmdb51", "brush_hair_test_split1.txt", "x_1.avi 5"),
+])
+def test_unparsable_official_split_rows_name_the_row_format(tmp_path, layout, split_file, row):
+    splits = tmp_path / "splits"
+    write_text(splits / "classInd.txt", "1 ApplyEyeMakeup\n")
+    write_text(splits / split_file, row + "\n")
+    write_text(splits / "testlist01.txt", "")
+    with pytest.raises(UserError, match=re.escape(split_file) + ":1.*row="):
+        resolve_source(layout, str(tmp_path), split_dir=str(splits))
+
+
+@pytest.mark.parametrize("spelling", ["as_given", "real"])
+@pytest.mark.parametrize("layout,row", [
+    ("csv", "{entry},a"), ("list", "{entry} 0"), ("folders", "{entry}"),
+    ("rawframes", "{entry} 4 0")])
+def test_absolute_entries_inside_the_root_are_accepted(tmp_path, layout, row, spelling):
+    real_root = tmp_path / "real_root"
+    touch(real_root, "a/inside.avi")
+    os.symlink(str(real_root), str(tmp_path / "root"))  # the root given through a link
+    root = tmp_path / "root"
+    entry = str((root if spelling == "as_given" else real_root) / "a/inside.avi")
+    listing = write_text(tmp_path / "list.txt", row.format(entry=entry) + "\n")
+    source = resolve_source(layout, str(root), lists={"train": listing})
+    assert [item.item_id for item in source.splits["train"]] == ["a/inside.avi"]
+
+
+def test_absolute_entries_resolve_under_root_slash(tmp_path):
+    touch(tmp_path, "a/inside.avi")
+    listing = write_text(tmp_path / "list.txt", f"{tmp_path / 'a/inside.avi'} 0\n")
+    source = resolve_source("list", "/", lists={"train": listing})
+    assert source.splits["train"][0].path == str(tmp_path / "a/inside.avi")
+
+
+def test_absolute_entry_outside_the_root_is_refused_by_name(tmp_path):
+    touch(tmp_path, "root/a/in.avi", "elsewhere/a/out.avi")
+    entry = str(tmp_path / "elsewhere/a/out.avi")
+    listing = write_text(tmp_path / "list.txt", f"{entry} 0\n")
+    with pytest.raises(UserError, match="list.txt:1 is an absolute path outside it") as raised:
+        resolve_source("list", str(tmp_path / "root"), lists={"train": listing})
+    assert repr(entry) in str(raised.value)
+
+
+def make_partial_ucf101(tmp_path, num_classes=101, present=("c003", "c050")):
+    """A UCF101-style split of `num_classes` classes, 3 train and 1 test video each, of
+    which only the classes in `present` are on disk."""
+    root, splits = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
+    names = [f"c{i:03d}" for i in range(num_classes)]
+    write_text(splits / "classInd.txt", "".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    write_text(splits / "trainlist01.txt", "".join(
+        f"{n}/v_{n}_g0{g}_c01.avi {i + 1}\n" for i, n in enumerate(names) for g in (1, 2, 3)),
+        crlf=True)
+    write_text(splits / "testlist01.txt", "".join(f"{n}/v_{n}_g04_c01.avi\n" for n in names))
+    for name in present:
+        for g in (1, 2, 3, 4):
+            touch(root, f"{name}/v_{name}_g0{g}_c01.avi")
+    return str(root), str(splits), names
+
+
+def test_ucf101_with_most_files_absent_is_an_error_unless_only_present(tmp_path):
+    root, splits, names = make_partial_ucf101(tmp_path)
+    with pytest.raises(UserError, match="396 are missing; only_present"):
+        resolve_source("ucf101", root, split_dir=splits)
+    source = resolve_source("ucf101", root, split_dir=splits, only_present=True)
+    assert source.classes == names  # all 101, ids unchanged
+    assert {split: sorted({source.classes[item.label] for item in items})
+            for split, items in source.splits.items()} == {"train": ["c003", "c050"],
+                                                            "test": ["c003", "c050"]}
+    assert [len(items) for items in source.splits.values()] == [6, 2]
+    assert len(source.absent) == 99 * 4
+    assert {"path": "c000/v_c000_g04_c01.avi", "split": "test"} in source.absent
+    assert source.description["only_present"] is True
+
+
+@pytest.mark.parametrize("layout,files,rows,kwargs", [
+    ("list", ["v/a.mp4"], "v/a.mp4 0\nv/gone.mp4 1\n", {}),
+    ("csv", ["v/a.mp4"], "v/a.mp4,x\nv/gone.mp4,y\n", {}),
+    ("folders", ["x/a.mp4", "y/b.mp4"], "x/a.mp4\ny/gone.mp4\n", {}),
+    ("rawframes", ["v/a/img_00001.jpg"], "v/a 1 0\nv/gone 3 1\n", {}),
+    ("rawframes", ["v/a/img_00001.jpg"], "v/a 1 0 1\nv/gone 3 1\n", {"multi_label": True,
+                                                                    "num_classes": 2}),
+])
+def test_only_present_keeps_existing_items_and_every_class(tmp_path, layout, files, rows,
+                                                           kwargs):
+    touch(tmp_path, *files)
+    listing = write_text(tmp_path / "train.txt", rows)
+    with pytest.raises(UserError, match="1 are missing.*gone"):
+        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+    source = resolve_source(layout, str(tmp_path), lists={"train": listing},
+                            only_present=True, **kwargs)
+    assert len(source.classes) == 2
+    assert len(source.splits["train"]) == 1
+    assert [entry["split"] for entry in source.absent] == ["train"]
+    assert "gone" in source.absent[0]["path"]
+
+
+def test_hmdb51_only_present(tmp_path):
+    touch(tmp_path, "root/brush_hair/x_1.avi")
+    splits = tmp_path / "splits"
+    write_text(splits / "brush_hair_test_split1.txt", "x_1.avi 1\nx_2.avi 2\n")
+    write_text(splits / "ride_bike_test_split1.txt", "y_1.avi 1\n")
+    source = resolve_source("hmdb51", str(tmp_path / "root"), split_dir=str(splits),
+                            only_present=True)
+    assert source.classes == ["brush_hair", "ride_bike"]
+    assert source.absent == [{"path": "brush_hair/x_2.avi", "split": "test"},
+                             {"path": "ride_bike/y_1.avi", "split": "train"}]
+
+
+def test_only_present_with_nothing_present_is_an_error(tmp_path):
+    touch(tmp_path, "v/other.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/gone.mp4 0\n")
+    with pytest.raises(UserError, match="at least one item that exists"):
+        resolve_source("list", str(tmp_path), lists={"train": listing}, only_present=True)
+
+
+def test_repeated_rows_are_kept_once_with_a_warning(tmp_path, caplog):
+    touch(tmp_path, "v/a.mp4", "v/b.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\nv/b.mp4 1\nv/a.mp4 0\n")
+    source = resolve_source("list", str(tmp_path), lists={"train": listing})
+    assert [item.item_id for item in source.splits["train"]] == ["v/a.mp4", "v/b.mp4"]
+    assert "v/a.mp4 is listed twice in split train; keeping it once" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layout="rawframes", filename_template="img.jpg"), "filename_template='img.jpg'"),
+    (dict(layout="rawframes", filename_template="{}/../x_{:05}.jpg"), "filename_template="),
+    (dict(layout="rawframes", filename_template="{name}.jpg"), "filename_template="),
+    (dict(layout="rawframes", start_index=-1), "start_index=-1"),
+    (dict(layout="list", start_index=0), "layout='list'"),
+    (dict(layout="list", num_classes=0), "num_classes=0"),
+    (dict(layout="hmdb51", multi_label=True), "multi_label=True"),
+])
+def test_bad_list_options_raise_user_error(tmp_path, kwargs, message):
+    touch(tmp_path, "v/a.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 1 0\n")
+    layout = kwargs.pop("layout")
+    with pytest.raises(UserError, match="Received:.*" + re.escape(message)):
+        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+
+
+@pytest.mark.parametrize("row", ["abseiling,abc,10", "abseiling,abc,10,20,train,extra",
+                                 "abseiling,abc,ten,20,train"])
+def test_unparsable_kinetics_rows_name_file_line_and_row_format(tmp_path, row):
+    touch(tmp_path, "abc_000010_000020.mp4")
+    listing = write_text(tmp_path / "train.csv",
+                         "label,youtube_id,time_start,time_end,split\n" + row + "\n")
+    with pytest.raises(UserError, match=r"`label,youtube_id,time_start,time_end,.*train.csv:2"):
+        resolve_source("kinetics", str(tmp_path), lists={"train": listing})

@@ -62,6 +62,22 @@ def write_frame_folder(path, num_frames, *, grey=False, extension=".png"):
     return str(path)
 
 
+def write_rawframes(path, num_frames, *, template="img_{:05}.jpg", start_index=1,
+                    flow=True):
+    """An MMAction2 rawframe folder: RGB frames `template.format(start_index + t)` showing
+    `frame_rgb(t)`, and (flow=True) the grey optical-flow frames `x_{:05}.jpg`,
+    `y_{:05}.jpg` of another size that extract_frames writes beside them."""
+    os.makedirs(path, exist_ok=True)
+    for t in range(num_frames):
+        cv2.imwrite(os.path.join(str(path), template.format(start_index + t)),
+                    cv2.cvtColor(frame_rgb(t), cv2.COLOR_RGB2BGR))
+        if flow:
+            for axis in "xy":
+                cv2.imwrite(os.path.join(str(path), f"{axis}_{start_index + t:05d}.jpg"),
+                            np.full((HEIGHT // 2, WIDTH // 2), 128, np.uint8))
+    return str(path)
+
+
 def write_array(path, num_frames, bands, dtype=np.uint8):
     """A (T, H, W, band) array whose band b of frame t is 12 * t + b (as uint8 values)."""
     os.makedirs(os.path.dirname(str(path)), exist_ok=True)
@@ -122,7 +138,9 @@ def read_records(prepared_dir, split):
             feature = tf.train.Example.FromString(serialized.numpy()).features.feature
             records.append({
                 "clip": list(feature["clip"].bytes_list.value),
-                "label": feature["label"].int64_list.value[0],
+                # A multi-label record holds `labels` (an id list) instead of `label`.
+                "label": (feature["label"].int64_list.value[0] if "label" in feature
+                          else tuple(feature["labels"].int64_list.value)),
                 "item_id": feature["item_id"].bytes_list.value[0].decode(),
                 "item_index": feature["item_index"].int64_list.value[0],
                 "clip_index": feature["clip_index"].int64_list.value[0],
