@@ -47,7 +47,8 @@ def main():
     }
     # One key per line, so a diff of a new torchvision version reads key by key.
     lines = [f"  {json.dumps(name)}: {json.dumps(value)}" for name, value in document.items() if name != "keys"]
-    lines.append('  "keys": {\n' + ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in keys.items()) + "\n  }")
+    key_lines = [f"    {json.dumps(key)}: {json.dumps(shape)}" for key, shape in keys.items()]
+    lines.append('  "keys": {\n' + ",\n".join(key_lines) + "\n  }")
     with open(OUTPUT, "w") as f:
         f.write("{\n" + ",\n".join(lines) + "\n}\n")
     print(f"wrote {len(keys)} keys ({document['num_params']:,} parameters) to {OUTPUT}")

@@ -78,18 +78,18 @@ def features_shape(frames, height, width):
         shape = tuple(_output_size(*axis) for axis in zip(shape, kernel, stride, padding))
     return shape
 
-def _positive_triple(value, name, minimum):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,) * 3
+
+def _int_triple(value, name, minimum):
+    values = (value,) * 3 if isinstance(value, int) and not isinstance(value, bool) else value
     if (
-        not isinstance(value, (list, tuple))
-        or len(value) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
+        not isinstance(values, (list, tuple))
+        or len(values) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
     ):
         raise ValueError(
             f"`{name}` must be an int or a tuple of 3 ints, each >= {minimum}. Received: {name}={value!r}"
         )
-    return tuple(value)
+    return tuple(values)
 
 
 @keras.saving.register_keras_serializable(package="models")
@@ -123,9 +123,9 @@ class SymmetricMaxPooling3D(keras.layers.Layer):
 
     def __init__(self, pool_size, strides=None, padding=0, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _positive_triple(pool_size, "pool_size", minimum=1)
-        self.strides = _positive_triple(self.pool_size if strides is None else strides, "strides", minimum=1)
-        self.padding = _positive_triple(padding, "padding", minimum=0)
+        self.pool_size = _int_triple(pool_size, "pool_size", minimum=1)
+        self.strides = _int_triple(self.pool_size if strides is None else strides, "strides", minimum=1)
+        self.padding = _int_triple(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.pool_size)):
             raise ValueError(
                 "Each `padding` must be at most half of `pool_size`. "

@@ -117,7 +117,8 @@ def test_larger_clip_averages_the_logits_of_every_position():
 
 
 @pytest.mark.parametrize(
-    "input_shape", [(MIN_FRAMES - 1, 224, 224, 3), (16, MIN_SIZE - 1, 224, 3), (16, 224, 112, 3), (8, 32, 32, 1)]
+    "input_shape",
+    [(MIN_FRAMES - 1, 224, 224, 3), (16, MIN_SIZE - 1, 224, 3), (16, 224, 112, 3), (8, 32, 32, 1)],
 )
 def test_too_small_clip_raises_value_error(input_shape):
     with pytest.raises(ValueError, match=r"s3d needs clips of at least 13 frames and 209 x 209 pixels"):
@@ -177,7 +178,7 @@ def test_symmetric_max_pooling_equals_pytorch_rule(pool_size, strides, padding, 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"pool_size": 0}, r"`pool_size` must be an int or a tuple of 3 ints, each >= 1. Received: pool_size=\(0, 0, 0\)"),
+        ({"pool_size": 0}, r"`pool_size` must be an int or a tuple of 3 ints, each >= 1. Received: pool_size=0"),
         ({"pool_size": (2, 2)}, r"`pool_size` must be an int or a tuple of 3 ints"),
         ({"pool_size": 3, "strides": (1, 0, 1)}, r"`strides` must be .* each >= 1"),
         ({"pool_size": 3, "padding": -1}, r"`padding` must be .* each >= 0"),
