@@ -9,7 +9,8 @@ interpreter that has torch and torchvision (never a dependency of this project),
 The model is torchvision's `s3d()` at its defaults (3 bands, 400 classes), untrained (no
 download); the file lists `{key: shape}` in state_dict order, with the versions used, and
 the `(frames, height, width)` of `model.features`' output for a few clip sizes
-(`models.s3d.features_shape` must agree, and the smallest clip must leave 2x7x7).
+(`models.s3d.features_shape` must agree, and the smallest clip must leave 2x7x7), and the
+kernel, stride, padding and ceil_mode of every max and average pool, by module name.
 """
 
 import json
@@ -29,9 +30,21 @@ OUTPUT = os.path.join(
 CLIP_SIZES = ((13, 209, 209), (12, 209, 209), (13, 208, 209), (13, 209, 208), (16, 224, 224), (32, 256, 231))
 
 
+def _triple(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value] * 3
+
+
 def main():
     model = torchvision.models.video.s3d()
     keys = {key: list(value.shape) for key, value in model.state_dict().items()}
+    pools = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.MaxPool3d, torch.nn.AvgPool3d)):
+            pools[name] = {
+                "kind": type(module).__name__,
+                **{field: _triple(getattr(module, field)) for field in ("kernel_size", "stride", "padding")},
+                "ceil_mode": module.ceil_mode,
+            }
     model.eval()
     features_shapes = []
     with torch.no_grad():
@@ -43,6 +56,7 @@ def main():
         "torchvision_version": torchvision.__version__,
         "num_params": sum(p.numel() for p in model.parameters()),
         "features_shapes": features_shapes,
+        "pools": pools,
         "keys": keys,
     }
     # One key per line, so a diff of a new torchvision version reads key by key.

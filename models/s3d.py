@@ -232,9 +232,9 @@ def s3d(x, num_classes, *, dropout=0.2):
     x = _max_pool(x, "features.1")
     x = _conv_bn_relu(x, 64, 1, 1, 0, "features.2")
     x = _temporal_separable_conv(x, 192, 3, 1, 1, "features.3")
-    x = _max_pool(x, "features.4")
     for index, *branches in INCEPTION_BLOCKS:
-        if index in (8, 14):
+        # features.4, .7 and .13 are the max pools in front of blocks 5, 8 and 14.
+        if f"features.{index - 1}" in POOLS:
             x = _max_pool(x, f"features.{index - 1}")
         x = _sep_inception_block(x, *branches, f"features.{index}")
     x = keras.layers.AveragePooling3D(AVGPOOL_SIZE, strides=1, padding="valid", name="avgpool")(x)

@@ -17,6 +17,10 @@ NUM_CLASSES = 400  # Kinetics-400, the class count of torchvision's parameter co
 TORCHVISION_KEYS = Path(__file__).parent / "data" / "s3d_torchvision_keys.json"
 
 
+def torchvision_document():
+    return json.loads(TORCHVISION_KEYS.read_text())
+
+
 def random_clips(shape, batch=1, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (batch, *shape), dtype=np.uint8)
 
@@ -63,6 +67,26 @@ def test_weights_map_one_to_one_to_torchvision_state_dict(s3d_model):
     assert document["num_params"] == 8_320_048
 
 
+def test_pools_have_torchvision_s_windows(s3d_model):
+    """Every MaxPool3d/AvgPool3d of torchvision's S3D is the layer of the same name here."""
+    pools = torchvision_document()["pools"]
+    assert len(pools) == 14  # 4 in `features`, 9 in the Inception branches, `avgpool`
+    for name, pool in pools.items():
+        layer = s3d_model.get_layer(name)
+        assert pool["ceil_mode"] is False  # floor rounding, which both layers use
+        if pool["kind"] == "MaxPool3d":
+            assert isinstance(layer, SymmetricMaxPooling3D)
+            assert (layer.pool_size, layer.strides, layer.padding) == (
+                tuple(pool["kernel_size"]), tuple(pool["stride"]), tuple(pool["padding"])
+            )
+        else:
+            assert isinstance(layer, keras.layers.AveragePooling3D)
+            assert (layer.pool_size, layer.strides, layer.padding) == (
+                tuple(pool["kernel_size"]), tuple(pool["stride"]), "valid"
+            )
+            assert pool["padding"] == [0, 0, 0]
+
+
 def test_batch_norm_and_dropout_are_torchvision_s(s3d_model):
     batch_norms = [l for l in s3d_model.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert len(batch_norms) == 77
@@ -90,10 +114,6 @@ def test_saves_and_reloads_with_safe_mode(s3d_model, tmp_path):
         keras.ops.convert_to_numpy(reloaded(clips, training=False)),
         keras.ops.convert_to_numpy(s3d_model(clips, training=False)),
     )
-
-
-def torchvision_document():
-    return json.loads(TORCHVISION_KEYS.read_text())
 
 
 @pytest.mark.parametrize("clip, expected", torchvision_document()["features_shapes"])
