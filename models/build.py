@@ -16,6 +16,7 @@ from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
 from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
+from models.s3d import s3d
 from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
 from models.small3d import small3d
 
@@ -50,6 +51,7 @@ ARCHITECTURES = {
     "r3d_18": _Architecture(r3d_18, 0.0, NUM_STAGES),
     "mc3_18": _Architecture(mc3_18, 0.0, NUM_STAGES),
     "r2plus1d_18": _Architecture(r2plus1d_18, 0.0, NUM_STAGES),
+    "s3d": _Architecture(s3d, 0.2, None),
 }
 MODEL_NAMES = tuple(ARCHITECTURES)
 
@@ -98,7 +100,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
 
     Args:
         name: str, one of `MODEL_NAMES`: `"small3d"`, `"frames_as_channels"`, `"c3d"`,
-            `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`.
+            `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`, `"s3d"` (needs clips of at least
+            13 frames and 209 x 209 pixels).
         num_classes: int, number of output logits.
         input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count.
         weights: None (fresh initialisation, the default) or the path of weights to start
@@ -115,7 +118,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
               `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
             - `dropout`: float in [0, 1), dropout before the classifier (model default).
-            and every model except `frames_as_channels` accepts
+            and every model except `frames_as_channels` and `s3d` accepts
             - `deformable_stages`: list of 1-based residual stages (resnets) or conv groups
               (`c3d`, `small3d`) whose 3x3x3 convolutions become `DeformConv3D`. Default: none.
             - `offset_groups`: int, offset groups of those layers. Default: 1.
