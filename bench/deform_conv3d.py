@@ -24,10 +24,15 @@ DEFORM_BENCH_TORCH_PYTHON environment variable), which needs torch and torchvisi
 row is skipped when none is given. torch is never a dependency of this project.
 """
 
+import os
+
+# oneDNN on explicitly, so the numbers do not depend on TensorFlow's CPU-detection default;
+# the project's data_prep.tensorflow_env module (being written) will own this setting.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 import argparse
 import ctypes
 import json
-import os
 import statistics
 import subprocess
 import sys

@@ -7,9 +7,10 @@ a drop-in for `keras.layers.Conv3D` that predicts its own offsets (and mask).
 Memory is bounded by walking the kernel points one at a time (a `tf.while_loop`) and by a
 hand-written gradient that recomputes the samples in the backward pass, chunk by chunk of
 output positions, instead of keeping the B*D'*H'*W'*K*C sampled values alive between the
-two passes. The forward pass and the backward scatter-adds run under XLA, where that was
-measured faster on CPU (docs/BENCHMARKS.md, "DeformConv3D").
-"""
+two passes. The forward pass and the backward's scatter-adds, samples and coordinate
+gradients run under XLA, where that was measured faster on CPU; the backward's
+independent pieces run at once on TF's inter-op threads (docs/BENCHMARKS.md,
+"DeformConv3D")."""
 
 import functools
 
@@ -22,6 +23,13 @@ _PADDINGS = ("valid", "same")
 # _MIN_CHUNK_ROWS rows) so that one chunk's samples, not all of them, are alive.
 _BACKWARD_CHUNKS = 4
 _MIN_CHUNK_ROWS = 64
+# Whether the backward pass runs the input-gradient scatter-adds in a loop of their own,
+# independent of the loop computing the other gradients, so that the two can run on two
+# cores at once. It costs 12-20% more CPU time (both loops recompute the corners and the
+# sample gradient) and was not faster on the shared 2-core machine it was measured on;
+# within one step of the single loop the scatter-adds already run alongside the rest
+# (docs/BENCHMARKS.md, "DeformConv3D").
+_SPLIT_BACKWARD_LOOPS = False
 
 
 def _standardize_triple(value, name):
@@ -250,14 +258,73 @@ def _scatter_add_corners(grad_rows, rows, weights, grad_masked):
     return grad_rows
 
 
-# XLA makes the 8 scatter-adds in-place loops (TF's kernel is ~3x slower here), while
-# TF's own kernels are faster for the gathers with several consumers and the row sums
-# of the backward pass; see docs/BENCHMARKS.md.
+# XLA makes the 8 scatter-adds in-place loops (TF's kernel is ~3x slower here); see
+# docs/BENCHMARKS.md.
 _scatter_add_corners_xla = tf.function(_scatter_add_corners, jit_compile=True)
 
 
+def _corner_sample(input_rows, rows, weights):
+    """The trilinear sample sum_j weights[j] * input_rows[rows[j]] over the 8 corners."""
+    sample = None
+    for corner_rows, weight in zip(rows, weights):
+        term = tf.gather(input_rows, corner_rows) * weight[..., None]
+        sample = term if sample is None else sample + term
+    return sample
+
+
+def _corner_coord_grads(input_rows, rows, weight_grads, grad_masked):
+    """The sample's gradient w.r.t. its (t, y, x) coordinates, (..., G, 3).
+
+    sum_j <grad_masked, input_rows[rows[j]]> * weight_grads[j][axis] over the 8 corners.
+    """
+    coord_grads = [None, None, None]
+    for corner_rows, corner_weight_grads in zip(rows, weight_grads):
+        value_grad = tf.reduce_sum(grad_masked * tf.gather(input_rows, corner_rows), axis=-1)
+        for axis in range(3):
+            term = value_grad * corner_weight_grads[axis]
+            coord_grads[axis] = term if coord_grads[axis] is None else coord_grads[axis] + term
+    return tf.stack(coord_grads, axis=-1)
+
+
+# The backward's sample and coordinate gradients as two single-output XLA computations,
+# each gathering the corners again: XLA fuses each gather into its one consumer, where
+# TF's kernels write all 8 gathered copies out and read them back several times (1.4x
+# less CPU time per step; one XLA computation with both outputs writes the gathers out,
+# see docs/BENCHMARKS.md).
+_corner_sample_xla = tf.function(_corner_sample, jit_compile=True)
+_corner_coord_grads_xla = tf.function(_corner_coord_grads, jit_compile=True)
+
+
+class _BackwardStep:
+    """One (kernel point, chunk of output positions) step of a backward loop.
+
+    All chunks have one size (XLA needs static shapes); the last one is moved back to end
+    at the last row, and its rows already done get a zero output gradient.
+    """
+
+    def __init__(self, geometry, offsets_flat, grad_out, point, chunk, chunk_size, dtype):
+        nominal_start = chunk * chunk_size
+        self.point = point
+        self.start = tf.minimum(nominal_start, geometry.num_outputs - chunk_size)
+        self.size = chunk_size
+        offsets_k = tf.slice(
+            offsets_flat, [self.start, 0, point, 0], [chunk_size, geometry.num_groups, 1, 3]
+        )
+        corners = _point_corners(
+            geometry, _flat_indices(geometry, self.start, chunk_size), offsets_k[:, :, 0, :],
+            point, dtype,
+        )
+        self.rows = [corner[0] for corner in corners]
+        self.weights = [corner[1] for corner in corners]
+        self.weight_grads = [corner[2] for corner in corners]
+        grad_out_chunk = tf.slice(grad_out, [self.start, 0], [chunk_size, geometry.filters])
+        fresh_rows = self.start + tf.range(chunk_size) >= nominal_start
+        self.grad_out = grad_out_chunk * tf.cast(fresh_rows, dtype)[:, None]
+
+
 def _deform_conv3d_backward(
-    inputs, offsets, kernel, mask, geometry, grad_outputs, scatter=_scatter_add_corners
+    inputs, offsets, kernel, mask, geometry, grad_outputs, jit_compile=True,
+    split_loops=None,
 ):
     """Gradients w.r.t. inputs, offsets, kernel and mask, one kernel point at a time.
 
@@ -265,7 +332,16 @@ def _deform_conv3d_backward(
     forward pass, and the output positions are walked in up to `_BACKWARD_CHUNKS`
     chunks: only one chunk of one point's samples is alive at a time, which keeps the
     peak memory within a small multiple of Conv3D's.
+
+    Within a step, the input-gradient scatter-adds, the sample, the coordinate gradients
+    and the kernel-gradient matmul do not depend on each other, so TF's inter-op threads
+    run them at once. With `split_loops` (default `_SPLIT_BACKWARD_LOOPS`) the
+    scatter-adds run in a second loop that shares no state with the first, so the two
+    loops are not held in step by each other, at the price of computing the corners and
+    the sample gradient twice.
     """
+    if split_loops is None:
+        split_loops = _SPLIT_BACKWARD_LOOPS
     dtype = inputs.dtype
     groups, group_channels = geometry.num_groups, geometry.group_channels
     num_points, num_outputs = geometry.num_points, geometry.num_outputs
@@ -275,62 +351,55 @@ def _deform_conv3d_backward(
     offsets_flat = tf.reshape(offsets, (num_outputs, groups, num_points, 3))
     if mask is not None:
         mask_flat = tf.reshape(mask, (num_outputs, groups, num_points))
-    # All chunks have one size (XLA needs static shapes in the loop); the last one is
-    # moved back to end at the last row, and its rows already done get zero weight.
     chunk_size = tf.minimum(
         tf.maximum((num_outputs + _BACKWARD_CHUNKS - 1) // _BACKWARD_CHUNKS, _MIN_CHUNK_ROWS),
         num_outputs,
     )
     num_chunks = (num_outputs + chunk_size - 1) // chunk_size
+    num_steps = num_points * num_chunks
+    scatter = _scatter_add_corners_xla if jit_compile else _scatter_add_corners
+    sample_fn = _corner_sample_xla if jit_compile else _corner_sample
+    coord_grads_fn = _corner_coord_grads_xla if jit_compile else _corner_coord_grads
 
-    def body(step, grad_rows, grad_kernel, grad_offsets, grad_mask):
-        point = step // num_chunks
-        nominal_start = (step % num_chunks) * chunk_size
-        start = tf.minimum(nominal_start, num_outputs - chunk_size)
-        size = chunk_size
-        offsets_k = tf.slice(offsets_flat, [start, 0, point, 0], [size, groups, 1, 3])
-        corners = _point_corners(
-            geometry, _flat_indices(geometry, start, size), offsets_k[:, :, 0, :], point,
-            dtype,
+    def make_step(index):
+        return _BackwardStep(
+            geometry, offsets_flat, grad_out, index // num_chunks, index % num_chunks,
+            chunk_size, dtype,
         )
-        grad_out_chunk = tf.slice(grad_out, [start, 0], [size, geometry.filters])
-        fresh_rows = start + tf.range(size) >= nominal_start
-        grad_out_chunk = grad_out_chunk * tf.cast(fresh_rows, dtype)[:, None]
+
+    def grad_sample_of(step):
+        """(grad w.r.t. the sample, the same times the mask), both (size, G, C/G)."""
         grad_sample = tf.reshape(
-            tf.matmul(grad_out_chunk, kernel_points[point], transpose_b=True),
-            (size, groups, group_channels),
+            tf.matmul(step.grad_out, kernel_points[step.point], transpose_b=True),
+            (step.size, groups, group_channels),
         )
-        if mask is not None:
-            mask_point = tf.slice(mask_flat, [start, 0, point], [size, groups, 1])
-            grad_masked = grad_sample * mask_point
-        else:
-            grad_masked = grad_sample
-        grad_rows = scatter(
-            grad_rows, [c[0] for c in corners], [c[1] for c in corners], grad_masked
-        )
-        sample = None
-        coord_grads = [None, None, None]
-        for rows, weight, weight_grads in corners:
-            values = tf.gather(input_rows, rows)
-            term = values * weight[..., None]
-            sample = term if sample is None else sample + term
-            value_grad = tf.reduce_sum(grad_masked * values, axis=-1)
-            for axis in range(3):
-                term = value_grad * weight_grads[axis]
-                coord_grads[axis] = (
-                    term if coord_grads[axis] is None else coord_grads[axis] + term
-                )
+        if mask is None:
+            return grad_sample, grad_sample, None
+        mask_point = tf.slice(mask_flat, [step.start, 0, step.point], [step.size, groups, 1])
+        return grad_sample, grad_sample * mask_point, mask_point
+
+    def input_grad_body(index, grad_rows):
+        step = make_step(index)
+        _, grad_masked, _ = grad_sample_of(step)
+        return index + 1, scatter(grad_rows, step.rows, step.weights, grad_masked)
+
+    def body(index, grad_rows, grad_kernel, grad_offsets, grad_mask):
+        step = make_step(index)
+        grad_sample, grad_masked, mask_point = grad_sample_of(step)
+        if not split_loops:
+            grad_rows = scatter(grad_rows, step.rows, step.weights, grad_masked)
+        sample = sample_fn(input_rows, step.rows, step.weights)
+        coord_grads = coord_grads_fn(input_rows, step.rows, step.weight_grads, grad_masked)
         # Added in place into the final layout (rows seen twice add zero): collecting
         # per-step pieces and transposing them would hold two more offset-sized copies.
+        size = step.size
         slots = tf.stack(
-            [tf.broadcast_to(start + tf.range(size)[:, None], (size, groups)),
+            [tf.broadcast_to(step.start + tf.range(size)[:, None], (size, groups)),
              tf.broadcast_to(tf.range(groups), (size, groups)),
-             tf.fill((size, groups), point)],
+             tf.fill((size, groups), step.point)],
             axis=-1,
         )
-        grad_offsets = tf.tensor_scatter_nd_add(
-            grad_offsets, slots, tf.stack(coord_grads, axis=-1)
-        )
+        grad_offsets = tf.tensor_scatter_nd_add(grad_offsets, slots, coord_grads)
         if mask is not None:
             grad_mask = tf.tensor_scatter_nd_add(
                 grad_mask, slots, tf.reduce_sum(grad_sample * sample, -1)
@@ -338,21 +407,25 @@ def _deform_conv3d_backward(
             sample = sample * mask_point
         sample = tf.reshape(sample, (size, geometry.in_channels))
         grad_kernel = grad_kernel.write(
-            step, tf.matmul(sample, grad_out_chunk, transpose_a=True)
+            index, tf.matmul(sample, step.grad_out, transpose_a=True)
         )
-        return step + 1, grad_rows, grad_kernel, grad_offsets, grad_mask
+        return index + 1, grad_rows, grad_kernel, grad_offsets, grad_mask
 
-    num_steps = num_points * num_chunks
     loop_vars = (
         tf.constant(0),
-        tf.zeros_like(input_rows),
+        tf.zeros(()) if split_loops else tf.zeros_like(input_rows),
         tf.TensorArray(dtype, size=num_steps),
         tf.zeros_like(offsets_flat),
         tf.zeros_like(mask_flat) if mask is not None else tf.zeros(()),
     )
     _, grad_rows, grad_kernel, grad_offsets, grad_mask = tf.while_loop(
-        lambda step, *_: step < num_steps, body, loop_vars, parallel_iterations=1
+        lambda index, *_: index < num_steps, body, loop_vars, parallel_iterations=1
     )
+    if split_loops:
+        _, grad_rows = tf.while_loop(
+            lambda index, _: index < num_steps, input_grad_body,
+            (tf.constant(0), tf.zeros_like(input_rows)), parallel_iterations=1,
+        )
     grad_inputs = tf.reshape(grad_rows, tf.shape(inputs))
     grad_kernel = tf.reshape(
         grad_kernel.stack(),
@@ -380,9 +453,8 @@ def _compiled_passes(geometry_args, has_mask, jit_compile):
 
     def backward(inputs, offsets, kernel, mask, grad_outputs):
         geometry = _Geometry(inputs, *geometry_args)
-        scatter = _scatter_add_corners_xla if jit_compile else _scatter_add_corners
         return _deform_conv3d_backward(
-            inputs, offsets, kernel, mask, geometry, grad_outputs, scatter
+            inputs, offsets, kernel, mask, geometry, grad_outputs, jit_compile
         )
 
     if not has_mask:
