@@ -36,7 +36,7 @@ def parse_args(argv):
 
 def format_table(results, class_names):
     """A readable summary: the headline metrics, then one row per class."""
-    from training.evaluation import per_class_rows
+    from training.evaluation import per_class_rows  # with TensorFlow: not for --help
 
     k = results["top5_k"]
     lines = [
@@ -62,21 +62,25 @@ def format_table(results, class_names):
 
 
 def run(args):
+    # TensorFlow loads only now, so that --help answers at once.
     from data_prep.errors import UserError
     from training import evaluation
     from training.export import export_run
+    from training.run_dir import open_trained_run
+    from training.scoring import load_run_model
+    from training.views import parse_views
 
     if args.batch_size < 1:
         raise UserError(f"Expected --batch-size >= 1. Received: --batch-size {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"Expected --workers >= 1. Received: --workers {args.workers}")
-    trained = evaluation.open_trained_run(args.run_dir)
+    trained = open_trained_run(args.run_dir)
     if args.export:
         print(f"exported {export_run(trained)}")
         return 0
-    views = evaluation.parse_views(args.views or evaluation.default_views(trained))
+    views = parse_views(args.views or evaluation.default_views(trained))
     split = args.split or trained.info.get("test_split", "test")
-    model = evaluation.load_run_model(trained)
+    model = load_run_model(trained)
     results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size,
                                       workers=args.workers, show_progress=sys.stderr.isatty())
     paths = evaluation.output_paths(trained, split, results["views"], args.out)

@@ -50,7 +50,7 @@ def expand_items(paths):
 
 def predict_item(path, trained, probabilities_of, top_k):
     """[(label, probability)] of the top_k classes, the softmax averaged over the clips."""
-    from training.evaluation import preprocess_item
+    from training.views import preprocess_item
 
     if not os.path.exists(path):
         raise FileNotFoundError("no such file or directory")
@@ -65,13 +65,14 @@ def run(args):
 
     from data_prep.decode import DecodeError
     from data_prep.errors import UserError
-    from training import evaluation
+    from training.run_dir import open_trained_run
+    from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
-    trained = evaluation.open_trained_run(args.run_dir)
-    model = evaluation.load_run_model(trained)
-    probabilities_of = evaluation.clip_probabilities_function(model)
+    trained = open_trained_run(args.run_dir)
+    model = load_run_model(trained)
+    probabilities_of = clip_probabilities_function(model)
     top_k = min(args.top_k, len(trained.class_names))
     results, failed = [], 0
     for path in expand_items(args.items):

@@ -16,10 +16,9 @@ from data_prep.__main__ import main
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
-from test_sources import write_text
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
                             read_records, write_array, write_broken, write_frame_folder,
-                            write_video)
+                            write_text, write_video)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -326,21 +325,11 @@ def test_ctrl_c_exits_130_without_half_written_files_then_resumes(tmp_path):
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
 
 
-def test_cli_config_section_and_flags(tmp_path, capsys, caplog):
-    make_folders_dataset(tmp_path / "root", per_class=1)
-    write_text(tmp_path / "configs/_base_/data.yaml",
-               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
-    config = write_text(tmp_path / "configs/experiment.yaml",
-                        "_base_: _base_/data.yaml\n"
-                        f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"
-                        "  workers: 1\n  train_split: train\nmodel:\n  name: small3d\n")
-    caplog.set_level("INFO")
-    # In process (TensorFlow is already loaded here); the exit-code tests below use a process.
-    assert main(["prepare", "--config", config, "--size", "12", "--no-progress"]) == 0
-    with open(tmp_path / "out/manifest.json") as file:
-        assert json.load(file)["clip_shape"] == [3, 12, 12, 3]
-    assert "frames/s" in caplog.text
-    assert "manifest.json" in capsys.readouterr().out
+def test_cli_config_points_to_the_one_config_loader(tmp_path, capsys):
+    config = write_text(tmp_path / "experiment.yaml", "data:\n  layout: folders\n")
+    assert main(["prepare", "--config", config, "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"python train.py --config {config} --prepare-only" in lines[0]
 
 
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "missing", "bad-flag", "no-root"])
@@ -391,23 +380,6 @@ def test_h264_and_ffv1_videos_prepare(tmp_path):
     write_video(tmp_path / "root/b/y.mkv", 9)
     manifest = prepare(tmp_path / "root", tmp_path / "out")
     assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
-
-
-def test_cli_config_layout_synth_prepares_the_demo_lists(tmp_path):
-    make_folders_dataset(tmp_path / "videos", per_class=1)
-    write_text(tmp_path / "videos/train.csv", "a/item0.avi,a\n")
-    write_text(tmp_path / "videos/test.csv", "b/item0.avi,b\n")
-    config = write_text(tmp_path / "demo.yaml",
-                        "data:\n  layout: synth\n  root: elsewhere\n  frames: 3\n  size: 8\n"
-                        "  synth:\n    seed: 0\n")
-    # --root given on the command line wins over the config's, lists included.
-    assert main(["prepare", "--config", config, "--root", str(tmp_path / "videos"),
-                 "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 0
-    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
-    assert manifest["source"]["layout"] == "csv"
-    assert {split: info["videos"] for split, info in manifest["splits"].items()} == \
-        {"train": 1, "test": 1}
-    assert main(["prepare", "--config", config, "--out", str(tmp_path / "out2")]) == 2
 
 
 # --- several machines: --num-shards N --shard-index i, then merge -------------------------

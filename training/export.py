@@ -27,6 +27,10 @@ import os
 import shutil
 import tempfile
 
+import tensorflow as tf
+
+from training.scoring import load_run_model
+
 logger = logging.getLogger(__name__)
 
 EXPORT_DIRNAME = "export"
@@ -38,8 +42,6 @@ def export_path(run_dir):
 
 
 def _serving_module(model, classes_file):
-    import tensorflow as tf
-
     input_shape = tuple(model.input_shape[1:])
 
     class VideoClassifier(tf.Module):
@@ -73,8 +75,6 @@ def export_saved_model(model, export_dir, class_names):
     Returns:
         str, export_dir.
     """
-    import tensorflow as tf
-
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(f"Expected one class name per model output ({model.output_shape[-1]})."
                          f" Received: {len(class_names)} class names")
@@ -119,8 +119,6 @@ def export_after_training(model, run_dir, class_names):
 
 
 def export_run(run):
-    """Exports a finished run (a `training.evaluation.TrainedRun`) from its model.keras."""
-    from training.evaluation import load_run_model
-
+    """Exports a finished run (a `training.run_dir.TrainedRun`) from its model.keras."""
     model = load_run_model(run)
     return export_saved_model(model, export_path(run.run_dir), run.class_names)
