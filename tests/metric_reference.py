@@ -6,6 +6,9 @@ Ranking: by descending probability, a tie going to the lower class index.
 
 import math
 
+import numpy as np
+import tensorflow as tf
+
 
 def ranked_classes(probabilities):
     return sorted(range(len(probabilities)), key=lambda c: (-probabilities[c], c))
@@ -36,3 +39,15 @@ def reference_video_metrics(clip_probabilities, labels, item_indices, num_classe
             "mean_class_accuracy": sum(recalls) / len(recalls), "loss": loss / videos,
             "clips": len(labels), "videos": videos, "clip_top1": clip_hits / len(labels),
             "confusion_matrix": confusion}
+
+
+def reference_metrics_of(model, dataset, num_classes):
+    """`reference_video_metrics` of `model`'s clip softmax over batches of
+    (clips, one-hot labels, item indices)."""
+    probabilities, labels, items = [], [], []
+    for clips, one_hot, item in dataset:
+        probabilities.append(tf.nn.softmax(model(clips, training=False)).numpy())
+        labels.append(one_hot.numpy().argmax(1))
+        items.append(item.numpy())
+    return reference_video_metrics(np.concatenate(probabilities), np.concatenate(labels),
+                                   np.concatenate(items), num_classes)

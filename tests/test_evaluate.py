@@ -11,11 +11,10 @@ import os
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import evaluate
 from data_prep.errors import UserError
-from metric_reference import reference_video_metrics
+from metric_reference import reference_metrics_of
 from training import input_pipeline
 from training import evaluation
 from training import views as training_views
@@ -112,13 +111,7 @@ def test_stored_views_reproduce_the_trainers_metrics(trained, run_path):
         run.prepared_dir, "test", clip_shape=run.manifest["clip_shape"],
         num_classes=len(run.class_names), batch_size=8, crop_size=run.input_shape[1],
         with_item_index=True)
-    probabilities, labels, items = [], [], []
-    for clips, one_hot, item in dataset:
-        probabilities.append(tf.nn.softmax(model(clips, training=False)).numpy())
-        labels.append(one_hot.numpy().argmax(1))
-        items.append(item.numpy())
-    expected = reference_video_metrics(np.concatenate(probabilities), np.concatenate(labels),
-                                       np.concatenate(items), len(run.class_names))
+    expected = reference_metrics_of(model, dataset, len(run.class_names))
     for key in ("top1", "top5", "mean_class_accuracy", "clip_top1", "videos", "clips"):
         assert results[key] == pytest.approx(expected[key], abs=1e-6), key
     assert results["confusion_matrix"] == expected["confusion_matrix"]

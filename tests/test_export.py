@@ -77,6 +77,7 @@ def deformable(tmp_path_factory):
     return model, export_dir, folder
 
 
+@pytest.mark.slow
 def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, deformable,
                                                                   tmp_path):
     deform_model, deform_export, _ = deformable

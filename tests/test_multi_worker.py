@@ -16,6 +16,9 @@ import pytest
 
 from cluster_fixtures import free_ports, worker_env
 
+# Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
+
 EPOCHS, GLOBAL_BATCH, ITEMS, FEATURES, CLASSES = 2, 8, 32, 6, 4
 # 17 = 2 * 8 + 1: the last validation batch holds one item, so one worker's part is empty.
 VALIDATION_ITEMS = 17

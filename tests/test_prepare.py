@@ -152,7 +152,7 @@ def test_mixed_band_counts_are_an_error(tmp_path):
     with pytest.raises(UserError, match=r"one band count\. Received: band=[34]"):
         prepare(tmp_path / "root", tmp_path / "out")
     assert not os.path.exists(tmp_path / "out/manifest.json")
-    assert not [n for n in os.listdir(tmp_path / "out/train") if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(tmp_path / "out/train") if is_temporary(n)]
 
 
 @pytest.mark.parametrize("encoding,bands,ok", [
@@ -223,6 +223,12 @@ def test_bad_arguments_raise_user_error(tmp_path, kwargs, message):
         prepare(tmp_path / "root", out, **kwargs)
 
 
+def is_temporary(path):
+    """A half-written file: `.tmp-<name>` (data_prep.atomic), or `<name>.tmp` (older runs)."""
+    name = os.path.basename(path)
+    return name.startswith(".tmp-") or name.endswith(".tmp")
+
+
 def shard_files(out):
     return sorted(os.path.relpath(os.path.join(d, n), out)
                   for d, _, names in os.walk(out) for n in names)
@@ -235,6 +241,7 @@ def assert_same_prepared(left, right):
                            shallow=False), name
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     make_folders_dataset(tmp_path / "root", per_class=3)
     prepare(tmp_path / "root", tmp_path / "one", items_per_shard=2, workers=1)
@@ -303,6 +310,7 @@ def interrupt_a_running_prepare(tmp_path, signal_number, workers):
     return arguments, process.returncode, stderr
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     arguments, returncode, _ = interrupt_a_running_prepare(tmp_path, signal.SIGKILL, 1)
     assert returncode == -signal.SIGKILL
@@ -311,15 +319,16 @@ def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     assert "shard(s) reused" in result.stderr
     prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
-    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+    assert not [name for name in shard_files(tmp_path / "out") if is_temporary(name)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_half_written_files_then_resumes(tmp_path):
     _, returncode, stderr = interrupt_a_running_prepare(tmp_path, signal.SIGINT, 2)
     assert returncode == 130, stderr
     assert "interrupted (rerun the same command to resume)" in stderr.splitlines(), stderr
     assert "Traceback" not in stderr, stderr
-    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+    assert not [name for name in shard_files(tmp_path / "out") if is_temporary(name)]
     prepare(tmp_path / "root", tmp_path / "out", items_per_shard=1)
     prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
@@ -332,6 +341,7 @@ def test_cli_config_points_to_the_one_config_loader(tmp_path, capsys):
     assert len(lines) == 1 and f"python train.py --config {config} --prepare-only" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "missing", "bad-flag", "no-root"])
 def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
     make_folders_dataset(tmp_path / "root", per_class=1)
@@ -353,6 +363,7 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
         assert entry in lines[0]
 
 
+@pytest.mark.slow
 def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
     script = write_text(tmp_path / "train_like.py",
                         "import sys\nimport tensorflow\n"
@@ -366,6 +377,7 @@ def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
     assert result.stdout.strip() == "False False", result.stderr
 
 
+@pytest.mark.slow
 def test_data_prep_modules_do_not_import_tensorflow():
     code = ("import sys, data_prep, data_prep.prepare, data_prep.decode, data_prep.sources; "
             "print('tensorflow' in sys.modules)")
@@ -397,6 +409,7 @@ def load_split_set(prepared_dir, split):
                   in load_split(str(prepared_dir), split, with_item_index=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_shards,shared_out", [(2, True), (3, False)])
 def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_out):
     make_folders_dataset(tmp_path / "root", per_class=3, num_frames=6)
@@ -455,6 +468,7 @@ def test_bad_part_arguments_raise_user_error(tmp_path, kwargs, message):
         prepare(tmp_path / "root", tmp_path / "out", **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("missing-part", "missing shard_index=\\[1\\]"), ("other-size", "`resize`"),
     ("other-classes", "`classes`"), ("other-count", "num_shards=\\[2, 3\\]"),
@@ -507,6 +521,7 @@ def test_npy_of_the_wrong_rank_is_skipped_with_its_shape(tmp_path, shape):
     assert manifest["splits"]["train"]["videos"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["under_a_file", "read_only_parent", "split_is_a_file"])
 def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path, case):
     if case == "read_only_parent" and os.geteuid() == 0:

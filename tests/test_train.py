@@ -19,13 +19,16 @@ import yaml
 import train
 import data_prep
 from cluster_fixtures import free_ports, worker_env
-from metric_reference import reference_video_metrics
+from metric_reference import reference_metrics_of
 from video_fixtures import make_folders_dataset, write_text
 from training import input_pipeline, summaries
 from training.config import load_config
 from training.run_dir import RunDir, read_history
 from training.schedules import WarmupSchedule
 from training.trainer import resumed_input_seed
+
+# Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,13 +128,7 @@ def test_run_writes_every_artifact(finished_run):
         os.path.join(tmp_path, "prepared"), "test",
         clip_shape=manifest["clip_shape"], num_classes=8, batch_size=16, crop_size=14,
         with_item_index=True)
-    probabilities, labels, items = [], [], []
-    for clips, one_hot, item in dataset:
-        probabilities.append(tf.nn.softmax(model(clips, training=False)).numpy())
-        labels.append(one_hot.numpy().argmax(1))
-        items.append(item.numpy())
-    again = reference_video_metrics(np.concatenate(probabilities), np.concatenate(labels),
-                                    np.concatenate(items), 8)
+    again = reference_metrics_of(model, dataset, 8)
     for key in ("top1", "top5", "mean_class_accuracy", "clip_top1"):
         assert again[key] == pytest.approx(metrics[key]), key
     assert again["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
