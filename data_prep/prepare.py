@@ -7,7 +7,7 @@ TensorFlow. The parent serialises `tf.train.Example`s and writes the TFRecords.
 
 Determinism and resuming: each split's items are ordered by a hash of their id (a fixed
 pseudo-random order, so every shard mixes classes) and cut into shards of `items_per_shard`
-items. A shard is published by renaming `<name>.tfrecord.tmp` once complete, then its JSON
+items. A shard is published by renaming `.tmp-<name>.tfrecord` once complete, then its JSON
 sidecar (counts, skipped items, a fingerprint of its items and the preparation parameters)
 is written. A rerun with the same arguments keeps every shard whose tfrecord and matching
 sidecar exist, deletes temporary files, redoes the rest, and so writes byte-identical shards

@@ -1,6 +1,6 @@
 """The one Keras version whose private methods this package patches or calls.
 
-`training.multi_worker` replaces `Model._maybe_symbolic_build` and calls `_symbolic_build`;
+`training.distribution` replaces `Model._maybe_symbolic_build` and calls `_symbolic_build`;
 `training.callbacks` walks `Model._flatten_layers`. Private methods change without notice
 between releases, so requirements.txt pins keras, and each patch site calls
 `require_supported_keras` first: another version fails with one clear line instead of a

@@ -21,8 +21,8 @@ import tensorflow as tf
 import data_prep
 from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
-from data_prep.shards import MANIFEST_NAME
 from data_prep.prepare import prepare_dataset
+from data_prep.shards import MANIFEST_NAME
 from data_prep.synth import generate_dataset, split_lists
 from models import build_model
 from training import callbacks as run_callbacks
@@ -37,6 +37,7 @@ from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
 
 logger = logging.getLogger(__name__)
+
 
 class TrainingError(RuntimeError):
     """Training could not go on (e.g. the loss became NaN); the CLI prints it and exits 1."""
