@@ -51,4 +51,4 @@ def test_docstring_examples_run(name, monkeypatch):
         runner.run(test)
     results = runner.summarize(verbose=False)
     assert results.attempted > 0
-    assert results.failed == 0, f"{results.failed} of {results.attempted} examples of {name} failed"
+    assert results.failed == 0, f"{results.failed} of {results.attempted} examples failed"

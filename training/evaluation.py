@@ -2,7 +2,8 @@
 
 A view is one temporal clip x one spatial crop. `evaluate_run` averages the softmax over
 C clips x S crops of every video of a split (MMAction2's multi-view testing; 10x3 is the
-usual protocol) and scores the videos with `training.scoring.evaluate_video_level`, as training does.
+usual protocol) and scores the videos with `training.scoring.evaluate_video_level`, as
+training does.
 
 - C = the stored clips_per_video and S = 1: the stored shards are read, exactly the clips
   training validated on (centre crop to the model's input size).

@@ -29,6 +29,7 @@ import tempfile
 
 import tensorflow as tf
 
+from data_prep.atomic import atomic_write
 from training.scoring import load_run_model
 
 logger = logging.getLogger(__name__)
@@ -87,16 +88,15 @@ def export_saved_model(model, export_dir, class_names):
         with open(classes_file, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in class_names))
         module = _serving_module(model, classes_file)
-        saved = os.path.join(staging, "saved_model")
-        tf.saved_model.save(
-            module, saved,
-            signatures={"serving_default": module.serving_default,
-                        "class_names": module.class_names},
-            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-        )
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(saved, export_dir)
+        with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
+            tf.saved_model.save(
+                module, saved,
+                signatures={"serving_default": module.serving_default,
+                            "class_names": module.class_names},
+                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+            )
+            if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
+                shutil.rmtree(export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported SavedModel to %s", export_dir)
