@@ -15,6 +15,11 @@ Mistakes print one line `error: ...` and exit 2.
 import argparse
 import sys
 
+from data_prep.errors import UserError
+from training.cli import run_cli
+from training.run_dir import open_trained_run
+from training.views import parse_views
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -34,10 +39,8 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def format_table(results, class_names):
-    """A readable summary: the headline metrics, then one row per class."""
-    from training.evaluation import per_class_rows
-
+def format_table(results, rows):
+    """A readable summary: the headline metrics, then one row per class (`per_class_rows`)."""
     k = results["top5_k"]
     lines = [
         f"split {results['split']}, views {results['views']} ({results['source']}), "
@@ -50,7 +53,6 @@ def format_table(results, class_names):
         f"  {'clip top-1 (one view)':<24}{results['clip_top1']:8.4f}",
         "",
     ]
-    rows = per_class_rows(results["confusion_matrix"], class_names)
     width = max(len("class"), *(len(row["class"]) for row in rows))
     lines.append(f"  {'id':>3}  {'class':<{width}}  {'videos':>6}  {'accuracy':>8}  "
                  "most confused with")
@@ -62,33 +64,33 @@ def format_table(results, class_names):
 
 
 def run(args):
-    from data_prep.errors import UserError
+    # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     from training import evaluation
     from training.export import export_run
+    from training.scoring import load_run_model
 
     if args.batch_size < 1:
         raise UserError(f"Expected --batch-size >= 1. Received: --batch-size {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"Expected --workers >= 1. Received: --workers {args.workers}")
-    trained = evaluation.open_trained_run(args.run_dir)
+    trained = open_trained_run(args.run_dir)
     if args.export:
         print(f"exported {export_run(trained)}")
         return 0
-    views = evaluation.parse_views(args.views or evaluation.default_views(trained))
+    views = parse_views(args.views or evaluation.default_views(trained))
     split = args.split or trained.info.get("test_split", "test")
-    model = evaluation.load_run_model(trained)
+    model = load_run_model(trained)
     results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size,
                                       workers=args.workers, show_progress=sys.stderr.isatty())
     paths = evaluation.output_paths(trained, split, results["views"], args.out)
     evaluation.write_evaluation(results, trained.class_names, paths)
-    print(format_table(results, trained.class_names))
+    print(format_table(results, evaluation.per_class_rows(results["confusion_matrix"],
+                                                          trained.class_names)))
     print("\nwrote " + ", ".join(paths))
     return 0
 
 
 def main(argv=None):
-    from training.cli import run_cli
-
     return run_cli(run, parse_args(sys.argv[1:] if argv is None else argv))
 
 

@@ -18,6 +18,14 @@ import json
 import os
 import sys
 
+import cv2
+
+from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
+from data_prep.errors import UserError
+from training.cli import run_cli
+from training.run_dir import open_trained_run
+from training.views import preprocess_item
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Classify videos with a trained run.")
@@ -32,8 +40,6 @@ def parse_args(argv):
 
 def expand_items(paths):
     """Each argument as items: a frame folder stays one item; other directories list theirs."""
-    from data_prep.decode import IMAGE_EXTENSIONS, natural_sort_key
-
     items = []
     for path in paths:
         if not os.path.isdir(path):
@@ -50,8 +56,6 @@ def expand_items(paths):
 
 def predict_item(path, trained, probabilities_of, top_k):
     """[(label, probability)] of the top_k classes, the softmax averaged over the clips."""
-    from training.evaluation import preprocess_item
-
     if not os.path.exists(path):
         raise FileNotFoundError("no such file or directory")
     clips = preprocess_item(path, trained.manifest, trained.input_shape)
@@ -61,17 +65,14 @@ def predict_item(path, trained, probabilities_of, top_k):
 
 
 def run(args):
-    import cv2
-
-    from data_prep.decode import DecodeError
-    from data_prep.errors import UserError
-    from training import evaluation
+    # TensorFlow loads only now, so that --help and argument mistakes answer at once.
+    from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
-    trained = evaluation.open_trained_run(args.run_dir)
-    model = evaluation.load_run_model(trained)
-    probabilities_of = evaluation.clip_probabilities_function(model)
+    trained = open_trained_run(args.run_dir)
+    model = load_run_model(trained)
+    probabilities_of = clip_probabilities_function(model)
     top_k = min(args.top_k, len(trained.class_names))
     results, failed = [], 0
     for path in expand_items(args.items):
@@ -97,8 +98,6 @@ def run(args):
 
 
 def main(argv=None):
-    from training.cli import run_cli
-
     return run_cli(run, parse_args(sys.argv[1:] if argv is None else argv))
 
 

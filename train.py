@@ -2,6 +2,7 @@
 
     python train.py --config configs/demo.yaml [--set key.path=value ...] [--run-dir DIR]
     python train.py --run-dir runs/demo/20260101-120000 --resume
+    python train.py --config configs/demo.yaml --prepare-only   (only data.prepared_dir)
 
 The run directory (default runs/<config name>/<timestamp>) receives the resolved config,
 checkpoints, TensorBoard logs, train.log, model.keras and metrics.json; see docs/TRAINING.md.
@@ -16,6 +17,11 @@ import os
 import shutil
 import sys
 import tempfile
+
+from data_prep.errors import UserError
+from data_prep.shards import MANIFEST_NAME
+from training.config import config_to_dict, load_config
+from training.run_dir import RunDir, default_run_path, open_run_dir
 
 
 def parse_args(argv):
@@ -32,17 +38,18 @@ def parse_args(argv):
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing --run-dir and start again")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only generate/prepare the config's data.prepared_dir (as a run "
+                             "does first), then stop; no run directory")
     args = parser.parse_args(argv)
     if not args.resume and not args.config:
         parser.error("--config is required (unless --resume with --run-dir)")
+    if args.prepare_only and (args.resume or args.run_dir or args.overwrite):
+        parser.error("--prepare-only takes --config and --set only")
     return args
 
 
 def _resolve_config(args):
-    from data_prep.errors import UserError
-    from training.config import config_to_dict, load_config
-    from training.run_dir import RunDir, default_run_path, open_run_dir
-
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite exclude each other: resume continues the "
                         "run, overwrite deletes it and starts again.")
@@ -78,9 +85,6 @@ def _worker_run_dir(config, args, role):
     collective op, so all must take part), but only the chief's land in --run-dir. On
     --resume the chief's backup/ is copied in so that all workers restart at the same epoch.
     """
-    from data_prep.errors import UserError
-    from training.run_dir import RunDir, open_run_dir
-
     try:
         path = tempfile.mkdtemp(prefix=f"run-{role.task_type}{role.task_index}-")
     except OSError as e:
@@ -99,12 +103,15 @@ def _worker_run_dir(config, args, role):
     return run_dir
 
 
+def read_worker_role(tf_config):
+    """training.distribution.read_worker_role, imported (with TensorFlow) only when needed."""
+    from training.distribution import read_worker_role as read
+
+    return read(tf_config)
+
+
 def _resolve_run(args):
     """(config, run_dir, role): role is None unless distribute.strategy is multi_worker."""
-    from training.cluster import read_worker_role
-    from training.config import load_config
-    from training.run_dir import RunDir
-
     if args.resume and args.run_dir and os.environ.get("TF_CONFIG"):
         # A non-chief must not open (or check) the chief's directory as its own.
         config = load_config(args.config or RunDir(args.run_dir).config,
@@ -130,8 +137,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from data_prep.errors import UserError
-
+    if args.prepare_only:
+        return _prepare_only(args)
     try:
         config, run_dir, role = _resolve_run(args)
     except UserError as e:
@@ -144,9 +151,25 @@ def main(argv=None):
             shutil.rmtree(run_dir.path, ignore_errors=True)
 
 
+def _prepare_only(args):
+    """The data step of a run alone: the experiment YAML read by the one config loader."""
+    try:
+        config = load_config(args.config, overrides=args.overrides)
+        from training.trainer import ensure_prepared  # TensorFlow, once the config is valid
+
+        manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {os.path.join(config.data.prepared_dir, MANIFEST_NAME)}: "
+          f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
+          f"{len(manifest['skipped'])} skipped")
+    return 0
+
+
 def _train(args, config, run_dir, role):
-    from data_prep.errors import UserError
-    # TensorFlow loads only now, so that --help and config mistakes answer at once.
+    # TensorFlow loads only now (here and in `read_worker_role`), so that --help and config
+    # mistakes answer at once.
     from training.trainer import TrainingError, run_experiment
 
     try:

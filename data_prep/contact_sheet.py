@@ -10,12 +10,12 @@ training uses), so what the sheet shows is what the model will see.
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from data_prep.atomic import atomic_write
 from data_prep.errors import UserError
 from data_prep.reader import load_split, read_manifest
 
@@ -291,9 +291,8 @@ def write_contact_sheet(
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {image.shape} PNG")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp_path = out_path.with_name(".tmp-" + out_path.name)
-    temp_path.write_bytes(encoded.tobytes())
-    os.replace(temp_path, out_path)
+    with atomic_write(out_path) as temp_path:
+        Path(temp_path).write_bytes(encoded.tobytes())
     logger.debug("contact sheet %s: %s", out_path, image.shape)
     return {
         "path": str(out_path),

@@ -152,11 +152,12 @@ def decode_video(path, *, size=None, resize_short=None):
     Raises:
         DecodeError: the file is empty, cannot be opened, or no frame decodes.
 
-    Example:
+    Example (given UCF101's 164-frame video):
 
-    >>> frames = decode_video("v_ApplyEyeMakeup_g08_c01.avi", size=112, resize_short=128)
-    >>> frames.shape, frames.dtype
-    ((164, 112, 112, 3), dtype('uint8'))
+    ```python
+    frames = decode_video("v_ApplyEyeMakeup_g08_c01.avi", size=112, resize_short=128)
+    frames.shape, frames.dtype  # ((164, 112, 112, 3), dtype('uint8'))
+    ```
     """
     count, kept = _decode_video_pass(path, size, resize_short, keep=lambda index: True)
     return np.stack([kept[index] for index in range(count)])

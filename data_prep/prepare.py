@@ -7,7 +7,7 @@ TensorFlow. The parent serialises `tf.train.Example`s and writes the TFRecords.
 
 Determinism and resuming: each split's items are ordered by a hash of their id (a fixed
 pseudo-random order, so every shard mixes classes) and cut into shards of `items_per_shard`
-items. A shard is published by renaming `<name>.tfrecord.tmp` once complete, then its JSON
+items. A shard is published by renaming `.tmp-<name>.tfrecord` once complete, then its JSON
 sidecar (counts, skipped items, a fingerprint of its items and the preparation parameters)
 is written. A rerun with the same arguments keeps every shard whose tfrecord and matching
 sidecar exist, deletes temporary files, redoes the rest, and so writes byte-identical shards
@@ -29,16 +29,18 @@ import cv2
 import numpy as np
 
 from data_prep.decode import DecodeError, load_clips
+from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
 from data_prep.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
+from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
+                              part_manifest_name, remove_temporary_files)
 from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
                                MAX_ABSENT_LISTED, resolve_source)
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 ENCODINGS = ("raw", "png", "jpeg")
 # Band counts each image codec can store (png grey/RGB/RGBA, jpeg grey/RGB).
 ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
@@ -220,8 +222,6 @@ def _clean_split_dirs(out, plans, splits, prefix=""):
     Only names starting with `prefix` (this part's) are touched: other machines may be
     writing their parts into the same directory.
     """
-    from data_prep.shards import remove_temporary_files
-
     expected = {os.path.basename(path) for plan in plans
                 for path in (plan.tfrecord, plan.sidecar)}
     for split in splits:
@@ -238,8 +238,6 @@ def _clean_split_dirs(out, plans, splits, prefix=""):
 
 def _remove_temporary_files_on_error(out, splits, prefix, exc_type, exc, traceback):
     """However a run stops early (Ctrl-C may land anywhere), leave nothing half-written."""
-    from data_prep.shards import remove_temporary_files
-
     if exc_type is not None:
         for split in splits:
             remove_temporary_files(os.path.join(out, split), prefix)
@@ -265,8 +263,6 @@ def _finished_sidecar(plan):
 
 def _write_shard(plan, results, first_item_index, state):
     """Write one shard from `results` (one per item of the plan, in order)."""
-    from data_prep.shards import ShardWriter, clip_example, write_json_atomically
-
     sidecar = {"fingerprint": plan.fingerprint, "first_item_index": first_item_index,
                "videos": 0, "clips": 0, "band": None, "frames_decoded": 0, "skipped": []}
     with ShardWriter(plan.tfrecord) as writer:
@@ -382,11 +378,12 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
             `root`), an encoding that cannot hold the items' band count, items with
             different band counts, no item that decodes, or any skip with `strict=True`.
 
-    Example:
+    Example (given a folder of RGB videos, one sub-folder per class):
 
-    >>> manifest = prepare_dataset("folders", "videos/", "data/prepared", 16, 112)
-    >>> manifest["clip_shape"]
-    [16, 112, 112, 3]
+    ```python
+    manifest = prepare_dataset("folders", "videos/", "data/prepared", 16, 112)
+    manifest["clip_shape"]  # [16, 112, 112, 3]
+    ```
     """
     frames = _positive(frames, "frames")
     size = _positive(size, "size")
@@ -475,8 +472,6 @@ class _Job:
 
 def _prepare(job):
     """The part of `prepare_dataset` that writes; runs while holding the output's lock."""
-    from data_prep.shards import write_json_atomically
-
     out, source = job.out, job.source
     for split in source.splits:  # before the old manifest goes: a failure here loses nothing
         split_dir = os.path.join(out, split)
@@ -486,7 +481,7 @@ def _prepare(job):
                             f"Received: out/{split}={split_dir!r}")
         _make_output_directory(split_dir, name=f"out/{split}")
     manifest_path = os.path.join(out, part_manifest_name(job.num_shards, job.shard_index)
-                                 if job.is_part else "manifest.json")
+                                 if job.is_part else MANIFEST_NAME)
     if os.path.exists(manifest_path):
         os.remove(manifest_path)  # Written again last: present means complete.
     plans = _plan_shards(out, source, job.parameters, job.items_per_shard, job.num_shards,
@@ -631,11 +626,6 @@ def _add_items_per_class(manifest, source, plans, skipped):
                                    for label in sorted(counts)}
 
 
-def part_manifest_name(num_shards, shard_index):
-    """`manifest.part-1-of-4.json`: never `manifest.json`, so a part never reads as a whole."""
-    return f"manifest.part-{shard_index}-of-{num_shards}.json"
-
-
 # Manifest keys every part of one dataset must agree on.
 _PART_PARAMETERS = ("format_version", "classes", "encoding", "clips_per_video", "sampling",
                     "resize", "source", "items_per_shard")
@@ -688,8 +678,6 @@ def merge_parts(out, part_dirs):
         UserError: no part manifest in a directory, parts of different counts, a missing or
             repeated part, or parts prepared with different parameters or classes.
     """
-    from data_prep.shards import write_json_atomically
-
     if not part_dirs:
         raise UserError("Expected at least one part directory to merge. Received: part_dirs=[]")
     parts = _read_part_manifests(part_dirs)
@@ -750,8 +738,8 @@ def merge_parts(out, part_dirs):
     manifest["splits"] = splits
     manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
     with hold_output_lock(out):  # not while a one-machine prepare writes its manifest there
-        write_json_atomically(os.path.join(out, "manifest.json"), manifest)
-    logger.info("Merged %d parts into %s", count, os.path.join(out, "manifest.json"))
+        write_json_atomically(os.path.join(out, MANIFEST_NAME), manifest)
+    logger.info("Merged %d parts into %s", count, os.path.join(out, MANIFEST_NAME))
     return manifest
 
 
@@ -762,85 +750,13 @@ def _split_list_argument(text):
     return name, path
 
 
-# Flags and their `data:` config keys (config key -> prepare_dataset argument).
-_CONFIG_KEYS = {"layout": "layout", "root": "root", "split_dir": "split_dir", "split": "split",
-                "lists": "lists", "classes_file": "classes_file", "classes": "classes_file",
-                "out": "out", "prepared_dir": "out", "frames": "frames", "size": "size",
-                "resize_short": "resize_short", "clips_per_video": "clips_per_video",
-                "sampling": "sampling", "frame_stride": "frame_stride", "workers": "workers",
-                "encoding": "encoding", "strict": "strict",
-                "items_per_shard": "items_per_shard", "only_present": "only_present",
-                "multi_label": "multi_label", "num_classes": "num_classes",
-                "filename_template": "filename_template", "start_index": "start_index",
-                "with_offset": "with_offset"}
-
-
-def _load_yaml(path, seen=()):
-    import yaml
-
-    if path in seen:
-        raise UserError(f"Expected `_base_` files not to include each other. Received: "
-                        f"cycle={' -> '.join(seen + (path,))}")
-    try:
-        with open(path) as file:
-            config = yaml.safe_load(file) or {}
-    except OSError as error:
-        raise UserError(f"Cannot read the config: {error.strerror}. Received: "
-                        f"config={path!r}") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"Expected valid YAML in {path}. Received: "
-                        f"{' '.join(str(error).split())}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"Expected a mapping at the top of {path}. Received: {type(config)}")
-    bases = config.pop("_base_", [])
-    merged = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        base_path = os.path.join(os.path.dirname(path), base)
-        base_config = _load_yaml(os.path.normpath(base_path), seen + (path,))
-        merged = _deep_merge(merged, base_config)
-    return _deep_merge(merged, config)
-
-
-def _deep_merge(base, override):
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def arguments_from_config(path):
-    """prepare_dataset keyword arguments from the `data:` section of an experiment YAML.
-
-    Reads `_base_` files (paths relative to the including file). Keys the training package
-    uses beyond preparing (batch sizes, augmentation, ...) are ignored. `layout: synth` (the
-    demo) prepares the generated videos with the csv layout and ROOT/train.csv, test.csv.
-    """
-    data = _load_yaml(path).get("data") or {}
-    if not isinstance(data, dict):
-        raise UserError(f"Expected a `data:` mapping in {path}. Received: data={data!r}")
-    return {_CONFIG_KEYS[key]: value for key, value in data.items()
-            if key in _CONFIG_KEYS and value is not None}
-
-
-def _synth_as_csv(arguments):
-    """`layout: synth` means the demo videos of `data_prep synth`: csv layout, its lists."""
-    root = arguments.get("root")
-    arguments["layout"] = "csv"
-    if root and "lists" not in arguments:
-        arguments["lists"] = {"train": os.path.join(root, "train.csv"),
-                              "test": os.path.join(root, "test.csv")}
-        if not os.path.isfile(arguments["lists"]["train"]):
-            raise UserError(f"Expected the demo videos in {root}; generate them with "
-                            f"`python -m data_prep synth --out {root}`. Received: "
-                            f"root={root!r}")
-    return arguments
-
-
 def _run(args):
-    arguments = arguments_from_config(args.config) if args.config else {}
+    if args.config:
+        # The experiment YAML has one reader, training.config (data_prep cannot import it).
+        raise UserError(f"prepare reads no experiment YAML; prepare a config's data with "
+                        f"`python train.py --config {args.config} --prepare-only` (override "
+                        f"keys with --set data.KEY=VALUE). Received: --config {args.config}")
+    arguments = {}
     flags = {"layout": args.layout, "root": args.root, "split_dir": args.split_dir,
              "split": args.split, "lists": dict(args.list) if args.list else None,
              "classes_file": args.classes, "out": args.out, "frames": args.frames,
@@ -854,16 +770,14 @@ def _run(args):
              "filename_template": args.filename_template, "start_index": args.start_index,
              "with_offset": args.with_offset or None}
     arguments.update({key: value for key, value in flags.items() if value is not None})
-    if arguments.get("layout") == "synth":
-        arguments = _synth_as_csv(arguments)
     for required in ("layout", "root", "out", "frames", "size"):
         if arguments.get(required) is None:
             flag = "--" + required.replace("_", "-")
-            raise UserError(f"prepare needs {flag} (or data.{required} in --config). "
+            raise UserError(f"prepare needs {flag}. "
                             f"Received: {required}=None")
     positional = [arguments.pop(key) for key in ("layout", "root", "out", "frames", "size")]
     manifest = prepare_dataset(*positional, show_progress=not args.no_progress, **arguments)
-    name = ("manifest.json" if "part" not in manifest else
+    name = (MANIFEST_NAME if "part" not in manifest else
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
     print(f"wrote {os.path.join(positional[2], name)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
@@ -878,8 +792,9 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "prepare", help="decode videos into TFRecord clip shards",
         description="Decode a dataset into TFRecord shards of uint8 (F, H, W, band) clips. "
-                    "Every flag can also come from the data: section of --config; flags win.")
-    parser.add_argument("--config", help="experiment YAML whose data: section to use")
+                    "To prepare an experiment YAML's data: `python train.py --config FILE "
+                    "--prepare-only`.")
+    parser.add_argument("--config", help=argparse.SUPPRESS)  # moved: train.py --prepare-only
     parser.add_argument("--layout", choices=LAYOUTS, help="how --root is organised")
     parser.add_argument("--root", help="the directory of videos / frame folders / .npy items")
     parser.add_argument("--split-dir", help="official split files (ucf101, hmdb51)")
@@ -936,7 +851,7 @@ def register(subparsers):
 
 def _run_merge(args):
     manifest = merge_parts(args.out, args.part_dirs)
-    print(f"wrote {os.path.join(args.out, 'manifest.json')}: {len(manifest['classes'])} "
+    print(f"wrote {os.path.join(args.out, MANIFEST_NAME)}: {len(manifest['classes'])} "
           f"classes, {sum(s['videos'] for s in manifest['splits'].values())} items, "
           f"{len(manifest['skipped'])} skipped")
     return 0

@@ -8,8 +8,8 @@ import json
 import os
 
 from data_prep.errors import UserError
+from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser
 
-FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",
                   "splits")
 
@@ -21,7 +21,7 @@ def read_manifest(prepared_dir):
         UserError: `prepared_dir/manifest.json` is missing (not prepared, or the run did not
             finish), not JSON, lacks a key, or has another format version.
     """
-    path = os.path.join(str(prepared_dir), "manifest.json")
+    path = os.path.join(str(prepared_dir), MANIFEST_NAME)
     try:
         with open(path) as file:
             manifest = json.load(file)
@@ -42,54 +42,6 @@ def read_manifest(prepared_dir):
                         f"prepare the data again. Received: "
                         f"format_version={manifest['format_version']!r}")
     return manifest
-
-
-def is_multi_label(manifest):
-    """True for a dataset prepared with `multi_label` (records hold a `labels` id list)."""
-    return bool(manifest.get("multi_label", False))
-
-
-def _parse_function(manifest, with_item_index):
-    import tensorflow as tf
-
-    frames, height, width, bands = manifest["clip_shape"]
-    encoding = manifest["encoding"]
-    clip_feature = tf.io.FixedLenFeature([], tf.string) if encoding == "raw" \
-        else tf.io.FixedLenFeature([frames], tf.string)
-    multi_label = is_multi_label(manifest)
-    if multi_label:
-        num_classes = int(manifest.get("num_classes", len(manifest["classes"])))
-        features = {"clip": clip_feature, "labels": tf.io.VarLenFeature(tf.int64)}
-    else:
-        features = {"clip": clip_feature, "label": tf.io.FixedLenFeature([], tf.int64)}
-    if with_item_index:
-        features["item_index"] = tf.io.FixedLenFeature([], tf.int64)
-
-    def decode_frame(data):
-        # decode_image handles png and jpeg; expand_animations=False keeps it 3-D.
-        return tf.io.decode_image(data, channels=bands, dtype=tf.uint8,
-                                  expand_animations=False)
-
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, features)
-        if encoding == "raw":
-            clip = tf.reshape(tf.io.decode_raw(parsed["clip"], tf.uint8),
-                              [frames, height, width, bands])
-        else:
-            clip = tf.map_fn(decode_frame, parsed["clip"],
-                             fn_output_signature=tf.TensorSpec([None, None, bands], tf.uint8))
-            clip = tf.ensure_shape(clip, [frames, height, width, bands])
-        if multi_label:
-            # Ids are distinct, so the summed one-hot rows are the multi-hot vector.
-            label = tf.reduce_sum(tf.one_hot(parsed["labels"].values, num_classes,
-                                             dtype=tf.float32), axis=0)
-        else:
-            label = tf.cast(parsed["label"], tf.int32)
-        if with_item_index:
-            return clip, label, tf.cast(parsed["item_index"], tf.int32)
-        return clip, label
-
-    return parse
 
 
 def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=False,
@@ -122,11 +74,12 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
     Raises:
         UserError: no manifest, an unknown split or `clip_selection`.
 
-    Example:
+    Example (given a dataset prepared with 16 frames of 112 x 112 RGB):
 
-    >>> dataset = load_split("data/prepared", "train", clip_selection="random")
-    >>> dataset.element_spec[0]
-    TensorSpec(shape=(16, 112, 112, 3), dtype=tf.uint8, name=None)
+    ```python
+    dataset = load_split("data/prepared", "train", clip_selection="random")
+    dataset.element_spec[0]  # TensorSpec(shape=(16, 112, 112, 3), dtype=tf.uint8)
+    ```
     """
     import tensorflow as tf
 
@@ -140,7 +93,7 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
     if num_parallel_reads is None:
         num_parallel_reads = tf.data.AUTOTUNE
     shards = [os.path.join(str(prepared_dir), name) for name in manifest["splits"][split]["shards"]]
-    parse = _parse_function(manifest, with_item_index)
+    parse = clip_parser(manifest, with_item_index)
     clips_per_item = int(manifest["clips_per_video"])
 
     files = tf.data.Dataset.from_tensor_slices(tf.constant(shards, tf.string)

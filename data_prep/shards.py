@@ -1,15 +1,27 @@
-"""Write clip shards: one `tf.train.Example` per clip, each shard renamed into place whole.
+"""The on-disk format of a prepared dataset: file names, the manifest's version, the records.
 
-Record format (docs/DESIGN.md): `clip` (bytes list: raw uint8 (F, H, W, band) bytes, or one
-png/jpeg per frame), `label` (multi-label: `labels`, an id list), `item_id`, `item_index`,
-`clip_index`. Only the parent process of `data_prep.prepare` imports this module;
-TensorFlow is imported when a shard is written.
+One module writes and parses the records, so the writer (`data_prep.prepare`) and every
+reader (`data_prep.reader`, `training.input_pipeline`, `training.evaluation`) agree by
+construction. A record is one `tf.train.Example` per clip (docs/DESIGN.md): `clip` (bytes
+list: raw uint8 (F, H, W, band) bytes, or one png/jpeg per frame), `label` (multi-label: `labels`, an id
+list), `item_id`, `item_index`, `clip_index`. Shards are published whole (`data_prep.atomic`).
+
+TensorFlow is imported inside the functions that build or parse records: the worker
+processes of `data_prep.prepare` and `import data_prep` stay without it.
 """
 
-import json
 import os
 
-TEMPORARY_SUFFIX = ".tmp"
+from data_prep.atomic import TEMPORARY_PREFIX, atomic_write
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LEGACY_TEMPORARY_SUFFIX = ".tmp"  # `<name>.tfrecord.tmp`, from before data_prep.atomic
+
+
+def part_manifest_name(num_shards, shard_index):
+    """`manifest.part-1-of-4.json`: never `manifest.json`, so a part never reads as a whole."""
+    return f"manifest.part-{shard_index}-of-{num_shards}.json"
 
 
 def shard_name(index, count):
@@ -17,30 +29,17 @@ def shard_name(index, count):
     return f"shard-{index:05d}-of-{count:05d}"
 
 
-def write_json_atomically(path, value):
-    """Write JSON under a temporary name, fsync, then rename over `path`."""
-    temporary = path + TEMPORARY_SUFFIX
-    try:
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def remove_temporary_files(directory, prefix=""):
     """Delete what an interrupted run left half-written in `directory`; returns the names.
 
-    Only names starting with `prefix`: other parts may be writing into the same directory.
+    Only names of `prefix` (`.tmp-<prefix>...`): other parts may be writing into the same
+    directory.
     """
     removed = []
     if os.path.isdir(directory):
         for name in sorted(os.listdir(directory)):
-            if name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX):
+            if name.startswith(TEMPORARY_PREFIX + prefix) or (
+                    name.startswith(prefix) and name.endswith(LEGACY_TEMPORARY_SUFFIX)):
                 os.remove(os.path.join(directory, name))
                 removed.append(name)
     return removed
@@ -81,38 +80,121 @@ def clip_example(clip_frames, label, item_id, item_index, clip_index):
     return example.SerializeToString(deterministic=True)
 
 
+def is_multi_label(manifest):
+    """True for a dataset prepared with `multi_label` (records hold a `labels` id list)."""
+    return bool(manifest.get("multi_label", False))
+
+
+def num_classes_of(manifest):
+    """The class count of a prepared dataset (`num_classes`, else the length of `classes`)."""
+    return int(manifest.get("num_classes", len(manifest["classes"])))
+
+
+def record_features(keys, clip_shape=None, encoding="raw"):
+    """The `tf.io.parse_example` spec of the record keys `keys`.
+
+    Args:
+        keys: iterable of record keys (`clip`, `label`, `labels` (multi-label datasets),
+            `item_id`, `item_index`, `clip_index`).
+        clip_shape, encoding: the manifest's, needed for `clip` (F encoded images, or one
+            raw string).
+    """
+    import tensorflow as tf
+
+    spec = {"label": tf.io.FixedLenFeature([], tf.int64),
+            "labels": tf.io.VarLenFeature(tf.int64),
+            "item_id": tf.io.FixedLenFeature([], tf.string),
+            "item_index": tf.io.FixedLenFeature([], tf.int64),
+            "clip_index": tf.io.FixedLenFeature([], tf.int64)}
+    if "clip" in keys:
+        spec["clip"] = tf.io.FixedLenFeature([], tf.string) if encoding == "raw" \
+            else tf.io.FixedLenFeature([clip_shape[0]], tf.string)
+    return {key: spec[key] for key in keys}
+
+
+def clip_parser(manifest, with_item_index):
+    """A function from one serialised record to `(clip, label[, item_index])` tensors.
+
+    clip is uint8 (F, H, W, band) (decoded from png/jpeg if so stored), label and
+    item_index int32 scalars; in a multi-label dataset label is a float32 multi-hot
+    `(num_classes,)`.
+    """
+    import tensorflow as tf
+
+    frames, height, width, bands = manifest["clip_shape"]
+    encoding = manifest["encoding"]
+    multi_label = is_multi_label(manifest)
+    label_key = "labels" if multi_label else "label"
+    keys = ("clip", label_key, "item_index") if with_item_index else ("clip", label_key)
+    features = record_features(keys, manifest["clip_shape"], encoding)
+
+    def decode_frame(data):
+        # decode_image handles png and jpeg; expand_animations=False keeps it 3-D.
+        return tf.io.decode_image(data, channels=bands, dtype=tf.uint8,
+                                  expand_animations=False)
+
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, features)
+        if encoding == "raw":
+            clip = tf.reshape(tf.io.decode_raw(parsed["clip"], tf.uint8),
+                              [frames, height, width, bands])
+        else:
+            clip = tf.map_fn(decode_frame, parsed["clip"],
+                             fn_output_signature=tf.TensorSpec([None, None, bands], tf.uint8))
+            clip = tf.ensure_shape(clip, [frames, height, width, bands])
+        if multi_label:
+            # Ids are distinct, so the summed one-hot rows are the multi-hot vector.
+            label = tf.reduce_sum(tf.one_hot(parsed["labels"].values, num_classes_of(manifest),
+                                             dtype=tf.float32), axis=0)
+        else:
+            label = tf.cast(parsed["label"], tf.int32)
+        if with_item_index:
+            return clip, label, tf.cast(parsed["item_index"], tf.int32)
+        return clip, label
+
+    return parse
+
+
+def read_record_fields(shards, keys, batch_size=256, num_parallel_reads=None):
+    """Yields dicts of numpy arrays (one entry per record) of the fields `keys` of `shards`,
+    `batch_size` records at a time; in file order unless `num_parallel_reads` > 1 (or
+    `tf.data.AUTOTUNE`) reads several files at once."""
+    import tensorflow as tf
+
+    features = record_features(keys)
+    records_dataset = tf.data.TFRecordDataset(shards, num_parallel_reads=num_parallel_reads)
+    for records in records_dataset.batch(batch_size):
+        parsed = tf.io.parse_example(records, features)
+        yield {key: parsed[key].numpy() for key in keys}
+
+
 class ShardWriter:
-    """A TFRecord file written under `<path>.tmp` and renamed to `path` only when complete.
+    """A TFRecord file written under `.tmp-<name>` and renamed to `path` only when complete.
 
     Use as a context manager: leaving the block normally publishes the shard; an exception
-    (or Ctrl-C) deletes the temporary file. A SIGKILL leaves `<path>.tmp`, which the next
+    (or Ctrl-C) deletes the temporary file. A SIGKILL leaves `.tmp-<name>`, which the next
     run deletes with `remove_temporary_files`.
     """
 
     def __init__(self, path):
         self.path = path
-        self.temporary = path + TEMPORARY_SUFFIX
+        self._atomic = atomic_write(path)
         self._writer = None
 
     def __enter__(self):
         import tensorflow as tf
 
-        self._writer = tf.io.TFRecordWriter(self.temporary)
+        temporary = self._atomic.__enter__()
+        self._writer = tf.io.TFRecordWriter(temporary)
         return self
 
     def write(self, record):
         self._writer.write(record)
 
     def __exit__(self, exc_type, exc, traceback):
-        published = False
         try:
             self._writer.close()
-            if exc_type is None:
-                with open(self.temporary, "rb") as file:
-                    os.fsync(file.fileno())
-                os.replace(self.temporary, self.path)
-                published = True
-        finally:
-            if not published and os.path.exists(self.temporary):
-                os.remove(self.temporary)
-        return False
+        except BaseException as error:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self._atomic.__exit__(exc_type, exc, traceback)

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_prep.atomic import TEMPORARY_PREFIX, atomic_write, write_text_atomically
 from data_prep.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,6 @@ SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "arrow", "l_shape", "cross")
 # (fourcc, extension) by video index: a mix of the two codecs OpenCV's writer always has.
 CONTAINERS = (("MJPG", ".avi"), ("mp4v", ".mp4"))
 FRAMES_PER_SECOND = 25
-TEMP_PREFIX = ".tmp-"
 PARAMETERS_FILE = "synth.json"
 MARKER_COLOUR = np.array([245.0, 245.0, 245.0])
 
@@ -380,26 +380,19 @@ def write_video_atomically(path, frames_rgb, fourcc):
 
     An interrupted write leaves only a `.tmp-*` file, which the next run removes.
     """
-    path = Path(path)
-    temp_path = path.with_name(TEMP_PREFIX + path.name)  # keeps the extension for the muxer
     height, width = frames_rgb.shape[1:3]
-    writer = cv2.VideoWriter(
-        str(temp_path), cv2.VideoWriter_fourcc(*fourcc), FRAMES_PER_SECOND, (width, height)
-    )
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV could not open a {fourcc} writer for {temp_path}")
-    try:
-        for frame in frames_rgb:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    os.replace(temp_path, path)
-
-
-def _write_text_atomically(path, text):
-    temp_path = path.with_name(TEMP_PREFIX + path.name)
-    temp_path.write_text(text)
-    os.replace(temp_path, path)
+    # The temporary name keeps the extension, from which OpenCV picks the muxer.
+    with atomic_write(path) as temp_path:
+        writer = cv2.VideoWriter(
+            str(temp_path), cv2.VideoWriter_fourcc(*fourcc), FRAMES_PER_SECOND, (width, height)
+        )
+        if not writer.isOpened():
+            raise RuntimeError(f"OpenCV could not open a {fourcc} writer for {temp_path}")
+        try:
+            for frame in frames_rgb:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
 
 
 def _validate(videos_per_class, num_frames, frame_size, test_fraction):
@@ -423,6 +416,12 @@ def _validate(videos_per_class, num_frames, frame_size, test_fraction):
     # At least one of each, so that both lists name every class.
     num_test = min(max(round(videos_per_class * test_fraction), 1), videos_per_class - 1)
     return num_test
+
+
+def split_lists(root):
+    """{"train": ROOT/train.csv, "test": ROOT/test.csv}: the csv-layout lists `generate_dataset`
+    writes, which is how `layout: synth` is prepared (as the csv layout)."""
+    return {split: os.path.join(str(root), f"{split}.csv") for split in ("train", "test")}
 
 
 def generate_dataset(
@@ -481,14 +480,14 @@ def generate_dataset(
                 f"another directory. Received: {asked}"
             )
     else:
-        _write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
+        write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
 
     jobs = []
     rows = {"train": [], "test": []}
     for class_index, class_name in enumerate(CLASSES):
         class_dir = out / class_name
         class_dir.mkdir(exist_ok=True)
-        for stale in class_dir.glob(TEMP_PREFIX + "*"):
+        for stale in class_dir.glob(TEMPORARY_PREFIX + "*"):
             stale.unlink()
         # A seeded choice of test videos per class (the videos are i.i.d., this only
         # keeps the split from following the codec alternation).
@@ -520,7 +519,7 @@ def generate_dataset(
 
     # The lists go last: their presence means every video they name is complete.
     for split, split_rows in rows.items():
-        _write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
+        write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
     seconds = time.perf_counter() - start
     logger.debug("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
     return {

@@ -10,7 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def run_path(tmp_path_factory):
-    """A finished tiny run (`test_evaluate.tiny_run`), trained once per session."""
-    from test_evaluate import tiny_run
+    """A finished tiny run (`run_fixtures.tiny_run`), trained once per session."""
+    # Imported here, not at the top: conftest must set TF_CPP_MIN_LOG_LEVEL before
+    # TensorFlow loads.
+    from run_fixtures import tiny_run
 
     return tiny_run(tmp_path_factory)

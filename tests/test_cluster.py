@@ -1,11 +1,11 @@
-"""training.cluster: a process's role in a multi-worker cluster, from TF_CONFIG."""
+"""training.distribution: a process's role in a multi-worker cluster, from TF_CONFIG."""
 
 import json
 
 import pytest
 
 from data_prep.errors import UserError
-from training.cluster import read_worker_role
+from training.distribution import read_worker_role
 
 
 def tf_config(cluster, task_type, index):

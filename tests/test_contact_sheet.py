@@ -238,7 +238,7 @@ def prepare_sparse(tmp_path, multi_label):
     """A real prepared list dataset with the 400 names of a class file but items of only
     three classes (ids 150, 151 and 399), as a Kinetics subset is."""
     from data_prep.prepare import prepare_dataset
-    from test_sources import write_text
+    from video_fixtures import write_text
     from video_fixtures import make_folders_dataset
 
     root = tmp_path / "root"

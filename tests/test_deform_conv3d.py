@@ -584,6 +584,7 @@ def test_tiny_model_learns_and_offsets_move():
     assert np.abs(deform.offset_conv.kernel.numpy()).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_trains_under_mirrored_strategy():
     # Two logical CPUs make a real 2-replica MirroredStrategy; that has to be configured
     # before TensorFlow starts, hence a fresh interpreter.

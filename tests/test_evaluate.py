@@ -1,8 +1,8 @@
 """Tests for evaluate.py and training.evaluation: views, the shared preprocessing, multi-view
 evaluation of a tiny real run (trained here with the trainer on generated videos).
 
-`tiny_run` is shared with test_predict.py and test_export.py: the run is trained once per
-session (the first caller trains it under pytest's session temp dir)."""
+The tiny run (`run_fixtures.tiny_run`, conftest's `run_path`) is shared with test_predict.py
+and test_export.py: it is trained once per session."""
 
 import csv
 import json
@@ -13,79 +13,18 @@ import numpy as np
 import pytest
 
 import evaluate
+from data_prep.errors import UserError
+from metric_reference import reference_metrics_of
+from training import input_pipeline
 from training import evaluation
-
-CLASSES = ("moving", "still")  # label = index (sorted names)
-HEIGHT, WIDTH, VIDEO_FRAMES = 24, 32, 8  # not square: the spatial crops differ
-
-
-def toy_frames(label, seed, *, frames=VIDEO_FRAMES, height=HEIGHT, width=WIDTH):
-    """uint8 RGB (T, H, W, 3): a bright bar over a static textured background, moving 3 px a
-    frame to the right or standing still: separable by motion alone, which every model
-    (frame differences or not) sees."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(0, 60, (height, width, 3)).astype(np.uint8)
-    colour = rng.integers(200, 256, 3)
-    start = int(rng.integers(4, 9)) if label == "moving" else int(rng.integers(6, 23))
-    clip = np.repeat(background[None], frames, axis=0)
-    for t in range(frames):
-        left = start + 3 * t if label == "moving" else start
-        clip[t, :, left:left + 4] = colour
-    return clip
-
-
-def write_toy_video(path, label, seed):
-    """`toy_frames` as a real MJPG .avi file."""
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (WIDTH, HEIGHT))
-    assert writer.isOpened()
-    for frame in toy_frames(label, seed):
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return str(path)
-
-
-def tiny_run(tmp_path_factory):
-    """A finished run (small3d, moving vs still, 4x16x16 clips, 2 per video, crop 12)."""
-    base = tmp_path_factory.getbasetemp()
-    run_path = base / "tiny_run" / "run"
-    if (run_path / "metrics.json").exists():
-        return str(run_path)
-    from training.config import config_from_dict
-    from training.run_dir import open_run_dir
-    from training.trainer import run_experiment
-
-    root = base / "tiny_run" / "videos"
-    rows = {"train": [], "test": []}
-    for label, name in enumerate(CLASSES):
-        for index in range(6):
-            write_toy_video(root / name / f"{index}.avi", name, seed=100 * label + index)
-            rows["train" if index < 4 else "test"].append(f"{name}/{index}.avi,{name}")
-    for split, lines in rows.items():
-        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    config = config_from_dict({
-        "name": "tiny",
-        "data": {"layout": "csv", "root": str(root),
-                 "prepared_dir": str(base / "tiny_run" / "prepared"),
-                 "lists": {s: str(root / f"{s}.csv") for s in rows},
-                 "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
-        "model": {"name": "small3d"},
-        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
-        # 40 steps: enough for batch norm's moving statistics (momentum 0.9) to settle.
-        "train": {"epochs": 2, "steps_per_epoch": 20, "batch_size": 8, "optimizer": "adam",
-                  "learning_rate": 0.003},
-        "evaluate": {"views": "3x2"},
-        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
-                        "confusion_matrix": False, "deform_offsets": False},
-    })
-    run_experiment(config, open_run_dir(str(run_path)), verbose=0)
-    return str(run_path)
-
+from training import views as training_views
+from training.run_dir import open_trained_run
+from training.scoring import load_run_model
 
 @pytest.fixture(scope="module")
 def trained(run_path):
-    run = evaluation.open_trained_run(run_path)
-    return run, evaluation.load_run_model(run)
+    run = open_trained_run(run_path)
+    return run, load_run_model(run)
 
 
 # --- views and crops ----------------------------------------------------------------------
@@ -94,13 +33,13 @@ def trained(run_path):
 @pytest.mark.parametrize("text, expected", [("10x3", (10, 3)), ("1x1", (1, 1)),
                                             (" 2 X 5 ", (2, 5))])
 def test_parse_views(text, expected):
-    assert evaluation.parse_views(text) == expected
+    assert training_views.parse_views(text) == expected
 
 
 @pytest.mark.parametrize("text", ["10", "0x3", "3x0", "ax3", "10x3x1", "", "-1x2"])
 def test_parse_views_rejects_with_the_expected_form(text):
     with pytest.raises(ValueError, match=r"CLIPSxCROPS .* Received: views="):
-        evaluation.parse_views(text)
+        training_views.parse_views(text)
 
 
 @pytest.mark.parametrize("length, side, count, expected", [
@@ -111,7 +50,7 @@ def test_parse_views_rejects_with_the_expected_form(text):
     (40, 24, 5, [0, 4, 8, 12, 16]),
 ])
 def test_crop_offsets_spread_along_the_long_side(length, side, count, expected):
-    assert evaluation.crop_offsets(length, side, count) == expected
+    assert training_views.crop_offsets(length, side, count) == expected
 
 
 def test_spatial_crops_are_squares_along_the_long_side(tmp_path):
@@ -125,7 +64,7 @@ def test_spatial_crops_are_squares_along_the_long_side(tmp_path):
     np.save(path, array)
     manifest = {"sampling": {"method": "uniform", "frames": 4, "frame_stride": 1},
                 "resize": {"size": 24, "resize_short": None}, "clips_per_video": 2}
-    views = evaluation.preprocess_item(path, manifest, (4, 20, 20, 2), num_clips=2, num_crops=3)
+    views = training_views.preprocess_item(path, manifest, (4, 20, 20, 2), num_clips=2, num_crops=3)
     assert views.shape == (6, 4, 20, 20, 2)
     clip_frames = [[0, 2, 4, 6], [1, 3, 5, 7]]  # uniform sampling of 8 frames, 2 clips of 4
     for clip in range(2):
@@ -149,9 +88,9 @@ def test_one_crop_is_exactly_what_was_stored(trained):
     root = run.manifest["source"]["root"]
     for index, (item_id, label) in enumerate(items):
         assert item_id.split("/")[0] == run.class_names[label]
-        views = evaluation.preprocess_item(os.path.join(root, item_id), run.manifest,
+        views = training_views.preprocess_item(os.path.join(root, item_id), run.manifest,
                                            run.input_shape)
-        expected = evaluation.center_crop_numpy(np.stack(stored[index]), 12)
+        expected = training_views.center_crop_numpy(np.stack(stored[index]), 12)
         np.testing.assert_array_equal(views, expected)
 
 
@@ -167,6 +106,16 @@ def test_stored_views_reproduce_the_trainers_metrics(trained, run_path):
     for key in ("top1", "top5", "mean_class_accuracy", "clip_top1", "videos", "clips"):
         assert results[key] == pytest.approx(metrics[key], abs=1e-6), key
     assert results["loss"] == pytest.approx(metrics["loss"], rel=1e-4, abs=1e-6)
+    # Not only the same function twice: the loop reference over the model's clip softmax.
+    dataset = input_pipeline.eval_dataset(
+        run.prepared_dir, "test", clip_shape=run.manifest["clip_shape"],
+        num_classes=len(run.class_names), batch_size=8, crop_size=run.input_shape[1],
+        with_item_index=True)
+    expected = reference_metrics_of(model, dataset, len(run.class_names))
+    for key in ("top1", "top5", "mean_class_accuracy", "clip_top1", "videos", "clips"):
+        assert results[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert results["confusion_matrix"] == expected["confusion_matrix"]
+    assert results["loss"] == pytest.approx(expected["loss"], rel=1e-4, abs=1e-6)
     decoded = evaluation.evaluate_run(run, model, "test", (2, 1), force_decode=True)
     assert decoded["source"] == "decoded"
     for key in ("top1", "clip_top1", "videos", "clips", "confusion_matrix"):
@@ -202,10 +151,10 @@ def test_a_user_error_while_decoding_stops_the_evaluation(trained, monkeypatch):
     run, model = trained
 
     def wrong_bands(path, *args, **kwargs):
-        raise evaluation.UserError(f"Expected items with 3 band(s). Received: band=5 ({path})")
+        raise UserError(f"Expected items with 3 band(s). Received: band=5 ({path})")
 
     monkeypatch.setattr(evaluation, "preprocess_item", wrong_bands)
-    with pytest.raises(evaluation.UserError, match="Received: band=5"):
+    with pytest.raises(UserError, match="Received: band=5"):
         evaluation.evaluate_run(run, model, "test", (3, 2), workers=1)
 
 

@@ -17,7 +17,9 @@ import tensorflow as tf
 
 import evaluate
 import models
-from training import evaluation, export
+from training import export
+from training.run_dir import RunDir, open_trained_run
+from training.scoring import load_run_model
 
 # Runs with `python -I` (no PYTHONPATH, no user site) from a directory outside the repo, so
 # importing any project package fails; it checks that too.
@@ -75,11 +77,12 @@ def deformable(tmp_path_factory):
     return model, export_dir, folder
 
 
+@pytest.mark.slow
 def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, deformable,
                                                                   tmp_path):
     deform_model, deform_export, _ = deformable
-    run = evaluation.open_trained_run(run_path)
-    run_model = evaluation.load_run_model(run)
+    run = open_trained_run(run_path)
+    run_model = load_run_model(run)
     cases = {"run": (run_model, os.path.join(run_path, "export")),
              "deformable": (deform_model, deform_export)}
     exports, expected = [], {}
@@ -131,7 +134,7 @@ def test_model_keras_reloads_in_safe_mode_with_identical_predictions(run_path, d
 def test_failed_export_is_logged_and_leaves_no_partial_directory(deformable, tmp_path,
                                                                  caplog):
     model = deformable[0]
-    run_dir = evaluation.RunDir(str(tmp_path))
+    run_dir = RunDir(str(tmp_path))
     with caplog.at_level(logging.ERROR, logger="training.export"):
         assert export.export_after_training(model, run_dir, ["only one name"]) is None
     assert "export to" in caplog.text and "evaluate.py --run-dir" in caplog.text

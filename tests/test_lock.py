@@ -31,6 +31,7 @@ def start_holder(out, prefix=""):
     return process
 
 
+@pytest.mark.slow
 def test_a_second_prepare_is_refused_naming_the_first(tmp_path):
     holder = start_holder(tmp_path)
     try:
@@ -43,6 +44,7 @@ def test_a_second_prepare_is_refused_naming_the_first(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder = start_holder(tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
@@ -73,6 +75,7 @@ def test_released_after_the_block_even_on_errors(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_prepare_into_a_locked_output_is_exit_2_and_leaves_it_alone(tmp_path):
     root = tmp_path / "series"
     for label in ("a", "b"):

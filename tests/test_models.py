@@ -76,6 +76,7 @@ def trainable_parameter_count(model):
     return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETER_COUNTS))
 def test_parameter_count_equals_torchvision(built_models, name):
     assert trainable_parameter_count(built_models[name]) == TORCHVISION_PARAMETER_COUNTS[name]
@@ -168,6 +169,7 @@ def torch_shape_of_keras_weight(shape):
     return tuple(shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TORCHVISION_PARAMETER_COUNTS))
 def test_weights_map_one_to_one_to_torchvision_state_dict(built_models, name):
     mapped = {}
@@ -378,6 +380,7 @@ def test_saves_and_reloads_with_safe_mode(built_models, name, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_deformable_model_reloads_in_a_fresh_process(tmp_path):
     """`import models` alone must register every custom layer a saved model may hold."""
     model = models.build_model("small3d", 3, (4, 16, 16, 3), deformable_stages=[5])

@@ -1,4 +1,4 @@
-"""Tests of training/multi_worker.py: Keras's fit under MultiWorkerMirroredStrategy.
+"""Tests of training/distribution.py: Keras's fit under MultiWorkerMirroredStrategy.
 
 Two worker processes on 127.0.0.1 fit small models with the adapted step functions; the
 reference is a plain single-process fit of the same models on the same batches. Run as a
@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from cluster_fixtures import free_ports, worker_env
+
+# Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
 
 EPOCHS, GLOBAL_BATCH, ITEMS, FEATURES, CLASSES = 2, 8, 32, 6, 4
 # 17 = 2 * 8 + 1: the last validation batch holds one item, so one worker's part is empty.
@@ -68,7 +71,7 @@ def fit_and_record(strategy, with_batch_norm):
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = build_model(with_batch_norm)
     if strategy:
-        from training.multi_worker import adapt_model_for_multi_worker
+        from training.distribution import adapt_model_for_multi_worker
 
         adapt_model_for_multi_worker(model, strategy)
     validation = make_dataset(VALIDATION_ITEMS, seed=1)

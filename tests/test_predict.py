@@ -1,4 +1,4 @@
-"""Tests for predict.py on the tiny trained run of test_evaluate (moving vs still videos)."""
+"""Tests for predict.py on the tiny trained run of run_fixtures (moving vs still videos)."""
 
 import json
 import os
@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 import predict
-from test_evaluate import CLASSES, toy_frames, write_toy_video
-from training import evaluation
+from run_fixtures import CLASSES, toy_frames, write_toy_video
+from training.run_dir import open_trained_run
+from training.scoring import load_run_model
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,8 @@ def test_json_probabilities_are_the_models_mean_softmax_over_the_clips(untrained
     predictions = result[0]["predictions"]
     assert predictions[0]["probability"] >= predictions[1]["probability"]
 
-    run = evaluation.open_trained_run(untrained_run)
-    model = evaluation.load_run_model(run)
+    run = open_trained_run(untrained_run)
+    model = load_run_model(run)
     resized = np.stack([cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA)
                         for frame in array])
 

@@ -17,11 +17,9 @@ from data_prep.__main__ import main
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
-from test_sources import write_text
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
                             read_records, write_array, write_broken, write_frame_folder,
-                            write_rawframes,
-                            write_video)
+                            write_rawframes, write_text, write_video)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,7 +153,7 @@ def test_mixed_band_counts_are_an_error(tmp_path):
     with pytest.raises(UserError, match=r"one band count\. Received: band=[34]"):
         prepare(tmp_path / "root", tmp_path / "out")
     assert not os.path.exists(tmp_path / "out/manifest.json")
-    assert not [n for n in os.listdir(tmp_path / "out/train") if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(tmp_path / "out/train") if is_temporary(n)]
 
 
 @pytest.mark.parametrize("encoding,bands,ok", [
@@ -226,6 +224,12 @@ def test_bad_arguments_raise_user_error(tmp_path, kwargs, message):
         prepare(tmp_path / "root", out, **kwargs)
 
 
+def is_temporary(path):
+    """A half-written file: `.tmp-<name>` (data_prep.atomic), or `<name>.tmp` (older runs)."""
+    name = os.path.basename(path)
+    return name.startswith(".tmp-") or name.endswith(".tmp")
+
+
 def shard_files(out):
     return sorted(os.path.relpath(os.path.join(d, n), out)
                   for d, _, names in os.walk(out) for n in names)
@@ -238,6 +242,7 @@ def assert_same_prepared(left, right):
                            shallow=False), name
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_bytes_as_one(tmp_path):
     make_folders_dataset(tmp_path / "root", per_class=3)
     prepare(tmp_path / "root", tmp_path / "one", items_per_shard=2, workers=1)
@@ -306,6 +311,7 @@ def interrupt_a_running_prepare(tmp_path, signal_number, workers):
     return arguments, process.returncode, stderr
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     arguments, returncode, _ = interrupt_a_running_prepare(tmp_path, signal.SIGKILL, 1)
     assert returncode == -signal.SIGKILL
@@ -314,37 +320,29 @@ def test_resume_after_sigkill_equals_a_clean_run(tmp_path):
     assert "shard(s) reused" in result.stderr
     prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
-    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+    assert not [name for name in shard_files(tmp_path / "out") if is_temporary(name)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_half_written_files_then_resumes(tmp_path):
     _, returncode, stderr = interrupt_a_running_prepare(tmp_path, signal.SIGINT, 2)
     assert returncode == 130, stderr
     assert "interrupted (rerun the same command to resume)" in stderr.splitlines(), stderr
     assert "Traceback" not in stderr, stderr
-    assert not [name for name in shard_files(tmp_path / "out") if name.endswith(".tmp")]
+    assert not [name for name in shard_files(tmp_path / "out") if is_temporary(name)]
     prepare(tmp_path / "root", tmp_path / "out", items_per_shard=1)
     prepare(tmp_path / "root", tmp_path / "clean", items_per_shard=1)
     assert_same_prepared(tmp_path / "clean", tmp_path / "out")
 
 
-def test_cli_config_section_and_flags(tmp_path, capsys, caplog):
-    make_folders_dataset(tmp_path / "root", per_class=1)
-    write_text(tmp_path / "configs/_base_/data.yaml",
-               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
-    config = write_text(tmp_path / "configs/experiment.yaml",
-                        "_base_: _base_/data.yaml\n"
-                        f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"
-                        "  workers: 1\n  train_split: train\nmodel:\n  name: small3d\n")
-    caplog.set_level("INFO")
-    # In process (TensorFlow is already loaded here); the exit-code tests below use a process.
-    assert main(["prepare", "--config", config, "--size", "12", "--no-progress"]) == 0
-    with open(tmp_path / "out/manifest.json") as file:
-        assert json.load(file)["clip_shape"] == [3, 12, 12, 3]
-    assert "frames/s" in caplog.text
-    assert "manifest.json" in capsys.readouterr().out
+def test_cli_config_points_to_the_one_config_loader(tmp_path, capsys):
+    config = write_text(tmp_path / "experiment.yaml", "data:\n  layout: folders\n")
+    assert main(["prepare", "--config", config, "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"python train.py --config {config} --prepare-only" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["dotdot", "absolute", "missing", "bad-flag", "no-root"])
 def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
     make_folders_dataset(tmp_path / "root", per_class=1)
@@ -366,6 +364,7 @@ def test_cli_user_errors_are_one_line_exit_2(tmp_path, case):
         assert entry in lines[0]
 
 
+@pytest.mark.slow
 def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
     script = write_text(tmp_path / "train_like.py",
                         "import sys\nimport tensorflow\n"
@@ -379,6 +378,7 @@ def test_workers_started_from_a_tensorflow_script_do_not_load_it(tmp_path):
     assert result.stdout.strip() == "False False", result.stderr
 
 
+@pytest.mark.slow
 def test_data_prep_modules_do_not_import_tensorflow():
     code = ("import sys, data_prep, data_prep.prepare, data_prep.decode, data_prep.sources; "
             "print('tensorflow' in sys.modules)")
@@ -393,23 +393,6 @@ def test_h264_and_ffv1_videos_prepare(tmp_path):
     write_video(tmp_path / "root/b/y.mkv", 9)
     manifest = prepare(tmp_path / "root", tmp_path / "out")
     assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
-
-
-def test_cli_config_layout_synth_prepares_the_demo_lists(tmp_path):
-    make_folders_dataset(tmp_path / "videos", per_class=1)
-    write_text(tmp_path / "videos/train.csv", "a/item0.avi,a\n")
-    write_text(tmp_path / "videos/test.csv", "b/item0.avi,b\n")
-    config = write_text(tmp_path / "demo.yaml",
-                        "data:\n  layout: synth\n  root: elsewhere\n  frames: 3\n  size: 8\n"
-                        "  synth:\n    seed: 0\n")
-    # --root given on the command line wins over the config's, lists included.
-    assert main(["prepare", "--config", config, "--root", str(tmp_path / "videos"),
-                 "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 0
-    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
-    assert manifest["source"]["layout"] == "csv"
-    assert {split: info["videos"] for split, info in manifest["splits"].items()} == \
-        {"train": 1, "test": 1}
-    assert main(["prepare", "--config", config, "--out", str(tmp_path / "out2")]) == 2
 
 
 # --- several machines: --num-shards N --shard-index i, then merge -------------------------
@@ -427,6 +410,7 @@ def load_split_set(prepared_dir, split):
                   in load_split(str(prepared_dir), split, with_item_index=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_shards,shared_out", [(2, True), (3, False)])
 def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_out):
     make_folders_dataset(tmp_path / "root", per_class=3, num_frames=6)
@@ -487,6 +471,7 @@ def test_bad_part_arguments_raise_user_error(tmp_path, kwargs, message):
         prepare(tmp_path / "root", tmp_path / "out", **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("missing-part", "missing shard_index=\\[1\\]"), ("other-size", "`resize`"),
     ("other-classes", "`classes`"), ("other-count", "num_shards=\\[2, 3\\]"),
@@ -539,6 +524,7 @@ def test_npy_of_the_wrong_rank_is_skipped_with_its_shape(tmp_path, shape):
     assert manifest["splits"]["train"]["videos"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["under_a_file", "read_only_parent", "split_is_a_file"])
 def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path, case):
     if case == "read_only_parent" and os.geteuid() == 0:

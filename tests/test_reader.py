@@ -11,7 +11,7 @@ import data_prep
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
-from test_sources import write_text
+from video_fixtures import write_text
 from video_fixtures import (frame_index_of, make_folders_dataset, raw_clip, read_records,
                             write_rawframes)
 

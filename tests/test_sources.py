@@ -8,6 +8,7 @@ import pytest
 from data_prep.errors import UserError
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
 from data_prep.sources import resolve_source
+from video_fixtures import write_text
 
 
 def touch(root, *relative_paths):
@@ -16,13 +17,6 @@ def touch(root, *relative_paths):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as file:
             file.write(b"x")
-
-
-def write_text(path, text, crlf=False):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with open(str(path), "w", newline="") as file:
-        file.write(text.replace("\n", "\r\n") if crlf else text)
-    return str(path)
 
 
 def summary(source):

@@ -17,12 +17,18 @@ import tensorflow as tf
 import yaml
 
 import train
+import data_prep
 from cluster_fixtures import free_ports, worker_env
-from training import summaries
+from metric_reference import reference_metrics_of
+from video_fixtures import make_folders_dataset, write_text
+from training import input_pipeline, summaries
 from training.config import load_config
-from training.run_dir import RunDir
+from training.run_dir import RunDir, read_history
 from training.schedules import WarmupSchedule
-from training.trainer import read_history, resumed_input_seed
+from training.trainer import resumed_input_seed
+
+# Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +51,14 @@ def tiny_config(tmp_path, name="tiny", **sections):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def assert_video_level(metrics):
+    """top-1 and top-5 count whole videos (k of them right), and the loss is finite."""
+    for key in ("top1", "top5"):
+        hits = metrics[key] * metrics["videos"]
+        assert hits == pytest.approx(round(hits)) and 0 <= round(hits) <= metrics["videos"], key
+    assert np.isfinite(metrics["loss"]) and metrics["loss"] > 0
 
 
 def read_events(log_dir):
@@ -106,27 +120,17 @@ def test_run_writes_every_artifact(finished_run):
     metrics = json.load(open(run_dir.metrics))
     test_videos = manifest["splits"]["test"]["videos"]
     assert metrics["videos"] == test_videos and metrics["clips"] == 2 * test_videos
-    for key in ("top1", "top5", "mean_class_accuracy"):
-        assert 0.0 <= metrics[key] <= 1.0
     assert metrics["top5"] >= metrics["top1"] and metrics["loss"] > 0
-    # model.keras reloads (safe mode) and reproduces the video-level top-1.
-    import data_prep
-    from training import input_pipeline
-    from training.metrics import video_level_metrics
-
+    # model.keras reloads (safe mode) and reproduces the video-level metrics, computed again
+    # by the loop reference from its clip probabilities.
     model = keras.saving.load_model(run_dir.model, safe_mode=True)
     dataset = input_pipeline.eval_dataset(
         os.path.join(tmp_path, "prepared"), "test",
         clip_shape=manifest["clip_shape"], num_classes=8, batch_size=16, crop_size=14,
         with_item_index=True)
-    probabilities, labels, items = [], [], []
-    for clips, one_hot, item in dataset:
-        probabilities.append(tf.nn.softmax(model(clips, training=False)).numpy())
-        labels.append(one_hot.numpy().argmax(1))
-        items.append(item.numpy())
-    again = video_level_metrics(np.concatenate(probabilities), np.concatenate(labels),
-                                np.concatenate(items), 8)
-    assert again["top1"] == pytest.approx(metrics["top1"])
+    again = reference_metrics_of(model, dataset, 8)
+    for key in ("top1", "top5", "mean_class_accuracy", "clip_top1"):
+        assert again[key] == pytest.approx(metrics[key]), key
     assert again["loss"] == pytest.approx(metrics["loss"], rel=1e-4)
     assert data_prep.read_manifest(os.path.join(tmp_path, "prepared")) == manifest
 
@@ -342,7 +346,7 @@ def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):
                       "--set", "tensorboard.clip_images=0"])
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.load(open(run_dir.metrics))
-    assert 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    assert_video_level(metrics)
     model = keras.saving.load_model(run_dir.model)
     assert model.layers[-1].name == "logits_float32"  # float32 logits for softmax and top-k
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)  # CPU: bfloat16
@@ -399,7 +403,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
         "checkpoints", "classes.txt", "config.yaml", "data_manifest.json", "export",
         "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard", "train.log"]
     metrics = json.load(open(run_dir.metrics))
-    assert 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+    assert_video_level(metrics)
     # Both workers end with one model (BatchNorm statistics averaged too): worker 1's
     # evaluation of the test split, printed on its stdout, is the chief's.
     worker_metrics = json.loads(outputs[1][0].splitlines()[-2])
@@ -461,3 +465,43 @@ def test_same_config_and_seed_give_the_same_metrics_on_cpu(finished_run, tmp_pat
         values = json.load(open(run_dir.metrics))
         metrics.append({k: v for k, v in values.items() if "seconds" not in k})
     assert metrics[0] == metrics[1]
+
+
+# --- train.py --prepare-only: the data step alone, through the one config loader ----------
+
+
+def test_prepare_only_reads_base_files_and_set_overrides(tmp_path, capsys, caplog):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    write_text(tmp_path / "configs/_base_/data.yaml",
+               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
+    config = write_text(tmp_path / "configs/experiment.yaml",
+                        "_base_: _base_/data.yaml\n"
+                        f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"
+                        "  workers: 1\n  train_split: train\n  test_split: train\n"
+                        "model:\n  name: small3d\n")
+    caplog.set_level("INFO")
+    assert train.main(["--config", config, "--set", "data.size=12", "--prepare-only"]) == 0
+    with open(tmp_path / "out/manifest.json") as file:
+        assert json.load(file)["clip_shape"] == [3, 12, 12, 3]
+    assert "frames/s" in caplog.text
+    assert "manifest.json" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and not os.path.exists("runs/experiment")
+
+
+def test_prepare_only_generates_the_demo_and_rejects_a_typo_under_data(tmp_path, capsys):
+    config = write_text(tmp_path / "demo.yaml",
+                        f"data:\n  layout: synth\n  root: {tmp_path / 'videos'}\n"
+                        f"  prepared_dir: {tmp_path / 'out'}\n  frames: 3\n  size: 8\n"
+                        "  workers: 1\n  synth:\n    seed: 0\n    videos_per_class: 2\n"
+                        "    num_frames: 4\n    frame_size: [16, 16]\n    test_fraction: 0.5\n")
+    assert train.main(["--config", config, "--prepare-only"]) == 0
+    manifest = json.loads((tmp_path / "out/manifest.json").read_text())
+    assert manifest["source"]["layout"] == "csv"
+    classes = len(manifest["classes"])
+    assert {split: info["videos"] for split, info in manifest["splits"].items()} == \
+        {"train": classes, "test": classes}
+    capsys.readouterr()
+    # `python -m data_prep prepare --config` used to ignore this key; now it is an error.
+    assert train.main(["--config", config, "--set", "data.frame=4", "--prepare-only"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "data.frame" in lines[0] and "data.frames" in lines[0], lines

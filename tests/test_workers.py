@@ -6,6 +6,9 @@ import pytest
 
 from data_prep.workers import worker_pool
 
+# Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
+pytestmark = pytest.mark.slow
+
 CRASH = "__import__('os')._exit(3)"
 
 

@@ -150,3 +150,10 @@ def read_records(prepared_dir, split):
 
 def raw_clip(record, clip_shape):
     return np.frombuffer(record["clip"][0], np.uint8).reshape(clip_shape)
+
+
+def write_text(path, text, crlf=False):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(str(path), "w", newline="") as file:
+        file.write(text.replace("\n", "\r\n") if crlf else text)
+    return str(path)

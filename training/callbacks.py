@@ -16,7 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep.atomic import atomic_write, write_json_atomically
+from models.deform_conv3d import DeformConv3D
 from training import summaries, visuals
+from training.keras_version import require_supported_keras
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +78,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 def save_model_atomically(model, path):
     """model.save to a temporary name, then rename: a kill never leaves half a file."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{name}")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def write_json_atomically(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as temporary:  # `.tmp-name.keras`: Keras needs the extension
+        model.save(temporary)
 
 
 class RunCheckpoints(keras.callbacks.Callback):
@@ -164,8 +157,7 @@ class EpochLog(keras.callbacks.Callback):
 
 def _offset_feature_models(model):
     """(layer, model from the clip to that layer's input) for every DeformConv3D in `model`."""
-    from models.deform_conv3d import DeformConv3D
-
+    require_supported_keras("TensorBoard's deformable-offset views")
     found = []
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, DeformConv3D):

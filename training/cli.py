@@ -4,6 +4,9 @@ import logging
 import os
 import sys
 
+from data_prep.errors import UserError
+from data_prep.workers import quiet_video_logs
+
 
 def run_cli(run, args):
     """Runs `run(args)` with quiet library logs; a `UserError` becomes one line and exit 2.
@@ -11,9 +14,6 @@ def run_cli(run, args):
     Returns:
         int, `run`'s exit code, or 2 for a user's mistake.
     """
-    from data_prep.errors import UserError
-    from data_prep.workers import quiet_video_logs
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # An item that fails to decode is reported once, by us, not by FFmpeg as well.
     quiet_video_logs()

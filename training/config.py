@@ -25,9 +25,13 @@ import typing
 
 import yaml
 
+from data_prep.atomic import write_text_atomically
+from data_prep import synth
 from data_prep.errors import UserError
+from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 
-LAYOUTS = ("synth", "folders", "ucf101", "hmdb51", "csv", "list", "kinetics")
+# synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
+LAYOUTS = ("synth",) + SOURCE_LAYOUTS
 OVERRIDE_SOURCE = "--set"
 
 
@@ -462,8 +466,6 @@ def _check_consistency(config, origins, default_source):
         fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
              "(or will be prepared). Received: data.prepared_dir=None")
     if config.data.synth:
-        from data_prep import synth  # numpy and OpenCV only: cheap to import here
-
         accepted = [name for name, p in inspect.signature(synth.generate_dataset).parameters.items()
                     if p.kind == inspect.Parameter.KEYWORD_ONLY and name != "show_progress"]
         for key in config.data.synth:
@@ -516,11 +518,8 @@ def config_to_dict(config):
 def dump_config(config, path):
     """Writes the resolved config as YAML; `load_config(path)` gives back an equal config."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=False)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("# Resolved config of this run: python train.py --config THIS_FILE reproduces it.\n")
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomically(path, "# Resolved config of this run: python train.py --config "
+                                "THIS_FILE reproduces it.\n" + text)
 
 
 def config_reference():

@@ -27,6 +27,11 @@ import os
 import shutil
 import tempfile
 
+import tensorflow as tf
+
+from data_prep.atomic import atomic_write
+from training.scoring import load_run_model
+
 logger = logging.getLogger(__name__)
 
 EXPORT_DIRNAME = "export"
@@ -38,8 +43,6 @@ def export_path(run_dir):
 
 
 def _serving_module(model, classes_file):
-    import tensorflow as tf
-
     input_shape = tuple(model.input_shape[1:])
 
     class VideoClassifier(tf.Module):
@@ -73,8 +76,6 @@ def export_saved_model(model, export_dir, class_names):
     Returns:
         str, export_dir.
     """
-    import tensorflow as tf
-
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(f"Expected one class name per model output ({model.output_shape[-1]})."
                          f" Received: {len(class_names)} class names")
@@ -87,16 +88,15 @@ def export_saved_model(model, export_dir, class_names):
         with open(classes_file, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in class_names))
         module = _serving_module(model, classes_file)
-        saved = os.path.join(staging, "saved_model")
-        tf.saved_model.save(
-            module, saved,
-            signatures={"serving_default": module.serving_default,
-                        "class_names": module.class_names},
-            options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-        )
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(saved, export_dir)
+        with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
+            tf.saved_model.save(
+                module, saved,
+                signatures={"serving_default": module.serving_default,
+                            "class_names": module.class_names},
+                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+            )
+            if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
+                shutil.rmtree(export_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("exported SavedModel to %s", export_dir)
@@ -119,8 +119,6 @@ def export_after_training(model, run_dir, class_names):
 
 
 def export_run(run):
-    """Exports a finished run (a `training.evaluation.TrainedRun`) from its model.keras."""
-    from training.evaluation import load_run_model
-
+    """Exports a finished run (a `training.run_dir.TrainedRun`) from its model.keras."""
     model = load_run_model(run)
     return export_saved_model(model, export_path(run.run_dir), run.class_names)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import data_prep
+from data_prep.shards import read_record_fields
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -170,11 +171,10 @@ def split_label_counts(prepared_dir, manifest, split):
     rather than a crash deep inside the loss.
     """
     shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
-    dataset = tf.data.TFRecordDataset(shards, num_parallel_reads=AUTOTUNE).batch(1024)
-    features = {"label": tf.io.FixedLenFeature([], tf.int64)}
     counts = {}
-    for records in dataset:
-        labels = tf.io.parse_example(records, features)["label"].numpy()
+    for fields in read_record_fields(shards, ("label",), batch_size=1024,
+                                     num_parallel_reads=AUTOTUNE):
+        labels = fields["label"]
         for label, count in zip(*np.unique(labels, return_counts=True)):
             counts[int(label)] = counts.get(int(label), 0) + int(count)
     return counts

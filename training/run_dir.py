@@ -13,12 +13,21 @@ RUN_DIR/tensorboard/         train/, validation/ and the run's own hparams + tes
 RUN_DIR/model.keras          the final model
 RUN_DIR/metrics.json         video-level evaluation on the test split (written last)
 ```
+
+Writing (`open_run_dir`, `write_run_info`) and reading (`open_trained_run`, `read_history`)
+live here together, so a file's name and content are decided in one place.
 """
 
+import csv
+import dataclasses
 import datetime
+import json
 import os
 import shutil
+import sys
+import time
 
+from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
 
 
@@ -95,3 +104,82 @@ def open_run_dir(path, *, resume=False, overwrite=False):
         raise UserError(f"Expected --run-dir to be a directory that can be created and written: "
                         f"{e.strerror}. Received: --run-dir {path}") from None
     return run_dir
+
+
+def write_run_info(run_dir, config, manifest, input_shape, status, versions):
+    """run.json: what evaluate.py and predict.py read back with `open_trained_run`.
+
+    Args:
+        status: str, "running" or "finished".
+        versions: dict, e.g. {"tensorflow": ..., "keras": ...}, recorded as they are.
+    """
+    info = {
+        "name": config.name,
+        "status": status,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "prepared_dir": os.path.abspath(config.data.prepared_dir),
+        "data_manifest": os.path.basename(run_dir.data_manifest),
+        "classes": list(manifest["classes"]),
+        "num_classes": len(manifest["classes"]),
+        "input_shape": list(input_shape),
+        "train_split": config.data.train_split,
+        "test_split": config.data.test_split,
+        **versions,
+        "command": " ".join(sys.argv),
+    }
+    write_json_atomically(run_dir.run_info, info)
+
+
+def read_history(run_dir):
+    """history.csv as a list of dicts of floats (epoch as int)."""
+    with open(run_dir.history, newline="", encoding="utf-8") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """What evaluation and prediction need from a run directory."""
+
+    run_dir: RunDir
+    info: dict  # run.json
+    manifest: dict  # data_manifest.json: sampling, resize, classes, splits
+    class_names: list
+    input_shape: tuple  # (F, crop, crop, band) the model takes
+
+    @property
+    def prepared_dir(self):
+        return self.info["prepared_dir"]
+
+
+def _read_json(path, what, run_path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"Expected a run directory written by train.py with {what} in it. "
+                        f"Received: --run-dir {run_path}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"Expected {path} to be readable JSON. Received: {e}") from None
+
+
+def open_trained_run(run_path, *, need_model=True):
+    """Reads run.json, data_manifest.json and classes.txt of a run directory.
+
+    Raises:
+        UserError: not a run directory, or (with `need_model`) model.keras is missing.
+    """
+    if not os.path.isdir(run_path):
+        raise UserError(f"Expected an existing run directory. Received: --run-dir {run_path}")
+    run_dir = RunDir(run_path)
+    info = _read_json(run_dir.run_info, "run.json", run_path)
+    manifest = _read_json(run_dir.data_manifest, "data_manifest.json", run_path)
+    if need_model and not os.path.isfile(run_dir.model):
+        raise UserError(f"Expected a finished run with model.keras (train.py writes it after "
+                        f"the last epoch). Received: --run-dir {run_path}")
+    try:
+        with open(run_dir.classes, encoding="utf-8") as f:
+            class_names = [line.rstrip("\n") for line in f]
+    except OSError:
+        class_names = list(manifest["classes"])
+    return TrainedRun(run_dir, info, manifest, class_names, tuple(info["input_shape"]))

@@ -1,241 +1,104 @@
-"""TensorBoard summaries written with TensorFlow's core ops only.
+"""TensorBoard summaries, through TensorBoard's own API.
 
-TensorFlow 2.21 no longer installs the `tensorboard` package, and without it
-`tf.summary.scalar/image/histogram` (and so `keras.callbacks.TensorBoard`) raise
-`TBNotInstalledError`. The records TensorBoard reads are plain `tf.summary.write` calls with
-plugin metadata, so this module writes exactly those: the same tags, tensors and plugin names
-as tensorboard's own summary ops, readable by `tensorboard --logdir runs` (install
-`tensorboard` to view them) and by `tf.compat.v1.train.summary_iterator`.
+Scalars, images and histograms are `tf.summary` calls (they work once the pinned
+`tensorboard` package is installed); the HParams records come from
+`tensorboard.plugins.hparams` (`summary_v2.hparams_config_pb`, `summary_v2.hparams_pb`,
+`summary.session_end_pb`), written raw so that the experiment keeps each hyperparameter's
+type and description and the session its model URI. `tensorboard --logdir runs` shows them;
+`tf.compat.v1.train.summary_iterator` plus `parse_hparams_plugin_data` read them back.
 
 Call these inside `with writer.as_default():`.
 """
 
 import time
 
-import cv2
 import numpy as np
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, message_factory, struct_pb2
-from tensorflow.core.framework import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.plugins.hparams import summary as hparams_summary_v1
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
-HPARAMS_PLUGIN = "hparams"
-EXPERIMENT_TAG = "_hparams_/experiment"
-SESSION_START_TAG = "_hparams_/session_start_info"
-SESSION_END_TAG = "_hparams_/session_end_info"
-STATUS_SUCCESS = 1
-STATUS_FAILURE = 2
-DATA_TYPE_STRING, DATA_TYPE_BOOL, DATA_TYPE_FLOAT64 = 1, 2, 3
-
-
-def _metadata(plugin_name, data_class, content=b""):
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=plugin_name, content=content
-        ),
-        data_class=data_class,
-    )
+EXPERIMENT_TAG = metadata.EXPERIMENT_TAG
+SESSION_START_TAG = metadata.SESSION_START_INFO_TAG
+SESSION_END_TAG = metadata.SESSION_END_INFO_TAG
+STATUS_SUCCESS = api_pb2.STATUS_SUCCESS
+STATUS_FAILURE = api_pb2.STATUS_FAILURE
 
 
 def scalar(name, value, step):
     """A scalar in the Scalars dashboard."""
-    return tf.summary.write(
-        name, tf.constant(float(value), tf.float32), step=step,
-        metadata=_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR),
-    )
+    return tf.summary.scalar(name, float(value), step=step)
 
 
 def image(name, images, step):
-    """uint8 images (N, H, W, 1 or 3) as PNGs in the Images dashboard."""
+    """uint8 images (N, H, W, 1 or 3), or one (H, W, 1 or 3), in the Images dashboard."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[None]
-    encoded = []
-    for picture in images:
-        if picture.shape[-1] == 3:
-            picture = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)  # cv2 writes BGR
-        ok, png = cv2.imencode(".png", picture)
-        if not ok:
-            raise ValueError(f"Could not PNG-encode an image of shape {picture.shape}")
-        encoded.append(png.tobytes())
-    height, width = images.shape[1:3]
-    tensor = tf.constant([str(width).encode(), str(height).encode(), *encoded])
-    return tf.summary.write(
-        name, tensor, step=step,
-        metadata=_metadata("images", summary_pb2.DATA_CLASS_BLOB_SEQUENCE),
-    )
+    return tf.summary.image(name, tf.constant(images, tf.uint8), step=step,
+                            max_outputs=len(images))
 
 
 def histogram(name, values, step, buckets=30):
-    """A histogram (left edge, right edge, count per bucket) in the Histograms dashboard."""
+    """A histogram of the finite `values` in the Histograms dashboard."""
     values = np.asarray(values, np.float64).ravel()
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        tensor = np.zeros((0, 3), np.float64)
-    else:
-        low, high = values.min(), values.max()
-        if low == high:
-            low, high = low - 0.5, high + 0.5
-        counts, edges = np.histogram(values, bins=buckets, range=(low, high))
-        tensor = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
-    return tf.summary.write(
-        name, tf.constant(tensor, tf.float64), step=step,
-        metadata=_metadata("histograms", summary_pb2.DATA_CLASS_TENSOR),
-    )
+    return tf.summary.histogram(name, values[np.isfinite(values)], step=step, buckets=buckets)
 
 
-# --- HParams ------------------------------------------------------------------------------
-# The HParams dashboard reads `HParamsPluginData` protos (tensorboard/plugins/hparams/
-# plugin_data.proto and api.proto). Without the tensorboard package we declare the few
-# messages we need here, with the same package, names and field numbers.
+def _write_summary_pb(summary_pb):
+    return tf.summary.experimental.write_raw_pb(summary_pb.SerializeToString(), step=0)
 
 
-def _hparams_messages():
-    T = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="video_training/hparams_plugin_data.proto",
-        package="tensorboard.hparams",
-        syntax="proto3",
-        dependency=["google/protobuf/struct.proto"],
-    )
-
-    def message(name, fields, nested=()):
-        proto = file.message_type.add(name=name)
-        for field_name, number, kind, label, type_name, oneof in fields:
-            field = proto.field.add(name=field_name, number=number, type=kind, label=label)
-            if type_name:
-                field.type_name = type_name
-            if oneof is not None:
-                field.oneof_index = oneof
-        for nested_proto in nested:
-            proto.nested_type.add().CopyFrom(nested_proto)
-        return proto
-
-    opt, rep = T.LABEL_OPTIONAL, T.LABEL_REPEATED
-    message("Interval", [("min_value", 1, T.TYPE_DOUBLE, opt, None, None),
-                         ("max_value", 2, T.TYPE_DOUBLE, opt, None, None)])
-    info = message("HParamInfo", [
-        ("name", 1, T.TYPE_STRING, opt, None, None),
-        ("display_name", 2, T.TYPE_STRING, opt, None, None),
-        ("description", 3, T.TYPE_STRING, opt, None, None),
-        ("type", 4, T.TYPE_INT32, opt, None, None),  # enum DataType on the wire
-        ("domain_discrete", 5, T.TYPE_MESSAGE, opt, ".google.protobuf.ListValue", 0),
-        ("domain_interval", 6, T.TYPE_MESSAGE, opt, ".tensorboard.hparams.Interval", 0),
-    ])
-    info.oneof_decl.add(name="domain")
-    message("MetricName", [("group", 1, T.TYPE_STRING, opt, None, None),
-                           ("tag", 2, T.TYPE_STRING, opt, None, None)])
-    message("MetricInfo", [
-        ("name", 1, T.TYPE_MESSAGE, opt, ".tensorboard.hparams.MetricName", None),
-        ("display_name", 3, T.TYPE_STRING, opt, None, None),
-        ("description", 4, T.TYPE_STRING, opt, None, None),
-        ("dataset_type", 5, T.TYPE_INT32, opt, None, None),
-    ])
-    message("Experiment", [
-        ("name", 6, T.TYPE_STRING, opt, None, None),
-        ("description", 1, T.TYPE_STRING, opt, None, None),
-        ("user", 2, T.TYPE_STRING, opt, None, None),
-        ("time_created_secs", 3, T.TYPE_DOUBLE, opt, None, None),
-        ("hparam_infos", 4, T.TYPE_MESSAGE, rep, ".tensorboard.hparams.HParamInfo", None),
-        ("metric_infos", 5, T.TYPE_MESSAGE, rep, ".tensorboard.hparams.MetricInfo", None),
-    ])
-    entry = descriptor_pb2.DescriptorProto(name="HparamsEntry")
-    entry.field.add(name="key", number=1, type=T.TYPE_STRING, label=opt)
-    entry.field.add(name="value", number=2, type=T.TYPE_MESSAGE, label=opt,
-                    type_name=".google.protobuf.Value")
-    entry.options.map_entry = True
-    message("SessionStartInfo", [
-        ("hparams", 1, T.TYPE_MESSAGE, rep,
-         ".tensorboard.hparams.SessionStartInfo.HparamsEntry", None),
-        ("model_uri", 2, T.TYPE_STRING, opt, None, None),
-        ("monitor_url", 3, T.TYPE_STRING, opt, None, None),
-        ("group_name", 4, T.TYPE_STRING, opt, None, None),
-        ("start_time_secs", 5, T.TYPE_DOUBLE, opt, None, None),
-    ], nested=[entry])
-    message("SessionEndInfo", [("status", 1, T.TYPE_INT32, opt, None, None),
-                               ("end_time_secs", 2, T.TYPE_DOUBLE, opt, None, None)])
-    plugin_data = message("HParamsPluginData", [
-        ("version", 1, T.TYPE_INT32, opt, None, None),
-        ("experiment", 2, T.TYPE_MESSAGE, opt, ".tensorboard.hparams.Experiment", 0),
-        ("session_start_info", 3, T.TYPE_MESSAGE, opt,
-         ".tensorboard.hparams.SessionStartInfo", 0),
-        ("session_end_info", 4, T.TYPE_MESSAGE, opt, ".tensorboard.hparams.SessionEndInfo", 0),
-    ])
-    plugin_data.oneof_decl.add(name="data")
-
-    from google.protobuf import descriptor_pool
-
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file)
-    return {
-        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorboard.hparams.{name}"))
-        for name in ("HParamsPluginData", "Experiment", "SessionStartInfo", "SessionEndInfo")
-    }
+def _edit_plugin_data(summary_pb, edit):
+    """Applies `edit(HParamsPluginData)` to the plugin data of a one-value hparams summary."""
+    value = summary_pb.value[0]
+    plugin_data = parse_hparams_plugin_data(value.metadata.plugin_data.content)
+    edit(plugin_data)
+    value.metadata.plugin_data.content = plugin_data.SerializeToString()
+    return summary_pb
 
 
-_MESSAGES = {}
-
-
-def hparams_messages():
-    """The HParams proto classes, built once on first use (nothing runs on import)."""
-    if not _MESSAGES:
-        _MESSAGES.update(_hparams_messages())
-    return _MESSAGES
-
-
-def _write_plugin_data(tag, plugin_data):
-    return tf.summary.write(
-        tag, tf.constant(0.0), step=0,
-        metadata=_metadata(HPARAMS_PLUGIN, summary_pb2.DATA_CLASS_UNKNOWN,
-                           plugin_data.SerializeToString()),
-    )
-
-
-def _set_value(value, python_value):
-    """Fills a google.protobuf.Value in place (the message class belongs to our own pool)."""
+def _data_type(python_value):
     if isinstance(python_value, bool):
-        value.bool_value = python_value
-    elif isinstance(python_value, (int, float)):
-        value.number_value = float(python_value)
-    else:
-        value.string_value = str(python_value)
+        return api_pb2.DATA_TYPE_BOOL
+    if isinstance(python_value, (int, float)):
+        return api_pb2.DATA_TYPE_FLOAT64
+    return api_pb2.DATA_TYPE_STRING
 
 
 def hparams_experiment(hparams, metrics, description=""):
     """The experiment: which hyperparameters and which metrics (group, tag) to show."""
-    messages = hparams_messages()
-    experiment = messages["Experiment"](description=description, time_created_secs=time.time())
-    for name, python_value in hparams.items():
-        kind = (DATA_TYPE_BOOL if isinstance(python_value, bool) else
-                DATA_TYPE_FLOAT64 if isinstance(python_value, (int, float)) else DATA_TYPE_STRING)
-        experiment.hparam_infos.add(name=name, type=kind)
-    for group, tag in metrics:
-        info = experiment.metric_infos.add()
-        info.name.group = group
-        info.name.tag = tag
-    return _write_plugin_data(EXPERIMENT_TAG,
-                              messages["HParamsPluginData"](version=0, experiment=experiment))
+    summary_pb = hparams_summary.hparams_config_pb(
+        hparams=[hparams_summary.HParam(name) for name in hparams],
+        metrics=[hparams_summary.Metric(tag, group=group or None) for group, tag in metrics],
+        time_created_secs=time.time())
+
+    def add_types_and_description(plugin_data):
+        plugin_data.experiment.description = description
+        for info in plugin_data.experiment.hparam_infos:
+            info.type = _data_type(hparams[info.name])
+
+    return _write_summary_pb(_edit_plugin_data(summary_pb, add_types_and_description))
 
 
 def hparams_session_start(hparams, model_uri=""):
-    messages = hparams_messages()
-    start = messages["SessionStartInfo"](model_uri=model_uri, start_time_secs=time.time())
-    for name, python_value in hparams.items():
-        _set_value(start.hparams[name], python_value)
-    return _write_plugin_data(SESSION_START_TAG,
-                              messages["HParamsPluginData"](version=0, session_start_info=start))
+    """This run's hyperparameter values (bools, numbers, else their text)."""
+    values = {name: value if isinstance(value, (bool, int, float)) else str(value)
+              for name, value in hparams.items()}
+    summary_pb = hparams_summary.hparams_pb(values, start_time_secs=time.time())
+
+    def add_model_uri(plugin_data):
+        plugin_data.session_start_info.model_uri = model_uri
+
+    return _write_summary_pb(_edit_plugin_data(summary_pb, add_model_uri))
 
 
 def hparams_session_end(success=True):
-    messages = hparams_messages()
-    end = messages["SessionEndInfo"](status=STATUS_SUCCESS if success else STATUS_FAILURE,
-                                     end_time_secs=time.time())
-    return _write_plugin_data(SESSION_END_TAG,
-                              messages["HParamsPluginData"](version=0, session_end_info=end))
+    summary_pb = hparams_summary_v1.session_end_pb(
+        STATUS_SUCCESS if success else STATUS_FAILURE, end_time_secs=time.time())
+    return _write_summary_pb(summary_pb)
 
 
 def parse_hparams_plugin_data(content):
     """Decodes the bytes of an hparams summary (tests and tools read the runs back with it)."""
-    plugin_data = hparams_messages()["HParamsPluginData"]()
-    plugin_data.ParseFromString(content)
-    return plugin_data
+    return plugin_data_pb2.HParamsPluginData.FromString(content)

@@ -7,13 +7,11 @@ callbacks (backup, checkpoints, TensorBoard, NaN stop), save the model, evaluate
 split averaging the softmax over every stored clip of a video, and write metrics.json.
 """
 
-import csv
 import json
 import logging
 import math
 import os
 import shutil
-import sys
 import time
 
 import keras
@@ -21,16 +19,24 @@ import numpy as np
 import tensorflow as tf
 
 import data_prep
+from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
+from data_prep.prepare import prepare_dataset
+from data_prep.shards import MANIFEST_NAME
+from data_prep.synth import generate_dataset, split_lists
+from models import build_model
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries
 from training.config import ConfigError, dump_config
-from training.metrics import MeanClassAccuracy, video_level_metrics
+from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
+                                   split_input_between_workers, wait_for_manifest)
+from training.export import export_after_training
+from training.metrics import MeanClassAccuracy
+from training.run_dir import write_run_info
 from training.schedules import schedule_from_config
+from training.scoring import evaluate_video_level
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_NAME = "manifest.json"
 
 
 class TrainingError(RuntimeError):
@@ -51,22 +57,17 @@ def ensure_prepared(data, *, show_progress=False):
     if not os.path.exists(manifest_path):
         layout, root, lists = data.layout, data.root, data.lists
         if layout == "synth":
-            from data_prep import synth
-
             if not root:
                 raise ConfigError("data.root is required for layout synth: where the demo "
                                   "videos are generated. Received: data.root=None")
             logger.info("generating the synthetic demo videos in %s", root)
-            synth.generate_dataset(root, show_progress=show_progress, **data.synth)
+            generate_dataset(root, show_progress=show_progress, **data.synth)
             layout = "csv"
-            lists = {"train": os.path.join(root, "train.csv"),
-                     "test": os.path.join(root, "test.csv")}
+            lists = split_lists(root)
         elif not root:
             raise ConfigError(f"data.root is required to prepare layout {layout} "
                               f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
                               "Received: data.root=None")
-        from data_prep.prepare import prepare_dataset
-
         logger.info("preparing %s clips from %s into %s", layout, root, data.prepared_dir)
         prepare_dataset(
             layout, root, data.prepared_dir, data.frames, data.size,
@@ -115,69 +116,6 @@ def check_labels(prepared_dir, manifest, splits):
 # --- model --------------------------------------------------------------------------------
 
 
-def make_strategy(distribute):
-    """The tf.distribute strategy; multi_worker reads its cluster from TF_CONFIG.
-
-    Call it before any other TensorFlow op: MultiWorkerMirroredStrategy configures the
-    collective ops of the eager context, which is fixed once the context starts.
-    """
-    if distribute.strategy == "none":
-        return tf.distribute.get_strategy()
-    if distribute.strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def wait_for_manifest(prepared_dir, *, timeout_seconds, poll_seconds=2.0):
-    """A non-chief worker waits until the chief has prepared data.prepared_dir.
-
-    Raises:
-        UserError: no manifest.json appeared within `timeout_seconds`.
-    """
-    path = os.path.join(prepared_dir, MANIFEST_NAME)
-    deadline = time.monotonic() + timeout_seconds
-    next_log = time.monotonic()
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise UserError(
-                f"{path} did not appear within {timeout_seconds:.0f} s: the chief prepares the "
-                "data, so data.prepared_dir must be on a shared filesystem or prepared on this "
-                f"machine beforehand. Received: data.prepared_dir={prepared_dir}")
-        if time.monotonic() >= next_log:
-            logger.info("waiting for the chief to prepare %s", prepared_dir)
-            next_log = time.monotonic() + 60
-        time.sleep(poll_seconds)
-
-
-def _data_sharding():
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return options
-
-
-def split_input_between_workers(num_shard_files, worker_role):
-    """How the workers share the training input: (num_input_pipelines, input_pipeline_id,
-    tf.data.Options for tf.distribute).
-
-    By file when every worker gets at least one shard file: each worker's pipeline reads its
-    own files (sharded explicitly; tf.distribute's FILE auto-sharding cannot see through the
-    pipeline's zip with its random seeds), and tf.distribute is told not to shard again.
-    Otherwise by element: every worker reads every file and keeps 1/N of the elements.
-    """
-    options = tf.data.Options()
-    policy = tf.data.experimental.AutoShardPolicy
-    num_workers = worker_role.num_workers
-    if num_shard_files >= num_workers:
-        logger.info("sharding the training input by file: %d shard files over %d workers",
-                    num_shard_files, num_workers)
-        options.experimental_distribute.auto_shard_policy = policy.OFF
-        return num_workers, worker_role.input_pipeline_id, options
-    logger.warning("%d shard files for %d workers: sharding by element (DATA) instead of "
-                   "by file; every worker reads every file", num_shard_files, num_workers)
-    options.experimental_distribute.auto_shard_policy = policy.DATA
-    return 1, 0, options
-
-
 def resumed_input_seed(seed, first_epoch):
     """The training input's seed for an attempt starting after `first_epoch` epochs.
 
@@ -215,8 +153,6 @@ def build_optimizer(train, schedule):
 
 
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
-    from models import build_model
-
     try:
         model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
     except (ValueError, TypeError) as e:
@@ -240,30 +176,6 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
         ],
     )
     return model, confusion
-
-
-# --- evaluation ---------------------------------------------------------------------------
-
-
-def evaluate_video_level(model, dataset, num_classes):
-    """Video-level metrics: softmax averaged over every stored clip of each item.
-
-    Args:
-        dataset: batches of (clips, one-hot labels, item indices), e.g. from
-            `input_pipeline.eval_dataset(..., with_item_index=True)`.
-    """
-    probabilities = tf.function(
-        lambda clips: tf.nn.softmax(tf.cast(model(clips, training=False), tf.float32))
-    )
-    all_probabilities, all_labels, all_items = [], [], []
-    for clips, labels, items in dataset:
-        all_probabilities.append(probabilities(clips).numpy())
-        all_labels.append(np.argmax(labels.numpy(), axis=1))
-        all_items.append(items.numpy())
-    if not all_labels:
-        raise UserError("The test split holds no clips to evaluate.")
-    return video_level_metrics(np.concatenate(all_probabilities), np.concatenate(all_labels),
-                               np.concatenate(all_items), num_classes)
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -291,23 +203,8 @@ HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_a
                    ("train", "epoch_top1"), ("train", "epoch_loss")]
 
 
-def _write_run_info(run_dir, config, manifest, input_shape, status):
-    info = {
-        "name": config.name,
-        "status": status,
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "prepared_dir": os.path.abspath(config.data.prepared_dir),
-        "data_manifest": os.path.basename(run_dir.data_manifest),
-        "classes": list(manifest["classes"]),
-        "num_classes": len(manifest["classes"]),
-        "input_shape": list(input_shape),
-        "train_split": config.data.train_split,
-        "test_split": config.data.test_split,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "command": " ".join(sys.argv),
-    }
-    run_callbacks.write_json_atomically(run_dir.run_info, info)
+def _versions():
+    return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def _attach_log_file(path):
@@ -378,7 +275,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         raise UserError(f"augment.crop_size expects at most the stored size {min(height, width)}."
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
-    _write_run_info(run_dir, config, manifest, input_shape, "running")
+    write_run_info(run_dir, config, manifest, input_shape, "running", _versions())
 
     # Input pipelines.
     train_split = manifest["splits"][config.data.train_split]
@@ -419,7 +316,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     if worker_role is not None:
         train_data = train_data.with_options(sharding)
         # Validation by element: its every-clip count is asserted before the shard.
-        validation_data = validation_data.with_options(_data_sharding())
+        validation_data = validation_data.with_options(data_sharding())
 
     # Model, under the strategy; the policy is global in Keras, so set it every run.
     keras.backend.clear_session()
@@ -428,9 +325,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     with strategy.scope():
         model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
     if config.distribute.strategy == "multi_worker":
-        # Keras 3.15.1's fit fails under this strategy (see training/multi_worker.py).
-        from training.multi_worker import adapt_model_for_multi_worker
-
+        # Keras 3.15.1's fit fails under this strategy (see training/distribution.py).
         adapt_model_for_multi_worker(model, strategy)
     logger.info("model %s: %d parameters, input %s, %d classes, %d steps/epoch",
                 config.model.name, model.count_params(), input_shape, num_classes,
@@ -521,24 +416,15 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
             summaries.scalar(f"test/{key}", metrics[key], step=config.train.epochs)
         summaries.hparams_session_end(success=True)
     tensorboard_logger.close()
-    run_callbacks.write_json_atomically(run_dir.metrics, metrics)
-    _write_run_info(run_dir, config, manifest, input_shape, "finished")
+    write_json_atomically(run_dir.metrics, metrics)
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
     # Every worker exports (a non-chief into its temporary run_dir), like every other save.
-    from training.export import export_after_training
-
     export_after_training(model, run_dir, class_names)
     logger.info("test (%s, %d videos, %d clips): top1 %.4f, top5 %.4f, mean class accuracy "
                 "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
                 metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
                 metrics["loss"])
     return metrics
-
-
-def read_history(run_dir):
-    """history.csv as a list of dicts of floats (epoch as int)."""
-    with open(run_dir.history, newline="", encoding="utf-8") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]

@@ -1,0 +1,107 @@
+"""An item's views (temporal clips x spatial crops), decoded with a run's own preprocessing.
+
+A view is one temporal clip x one spatial crop. Spatial crops follow MMAction2's ThreeCrop:
+S squares with the frame's short side, spread evenly along its long side (first at the
+start, last at the end; S = 1 is the centre one). Each square then goes through the run's
+own `resize_frame(size, resize_short)` and the evaluation's centre crop to the model's input
+size, so every view has the scale training saw. A square frame has one possible square, so
+its S crops are all equal (as in MMAction2).
+
+`preprocess_item` is what `evaluate.py` (views other than the stored ones) and `predict.py`
+use: with S = 1 it is exactly the preparation's decode/sample/resize path followed by the
+evaluation's centre crop.
+"""
+
+import functools
+import re
+
+import numpy as np
+
+from data_prep.decode import load_clips, resize_frame
+from data_prep.errors import UserError
+from data_prep.sampling import sample_frame_indices
+
+_VIEWS = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def parse_views(text):
+    """`"10x3"` -> (10, 3): temporal clips x spatial crops, both >= 1.
+
+    Raises:
+        UserError: not of the form CxS with positive integers.
+    """
+    match = _VIEWS.match(str(text))
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise UserError("Expected views as CLIPSxCROPS with positive integers, e.g. 10x3 "
+                        f"(10 temporal clips x 3 spatial crops). Received: views={text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def crop_offsets(length, side, count):
+    """Start positions of `count` windows of `side` pixels spread evenly over `length`.
+
+    One window is centred; more go from the start to the end (MMAction2's ThreeCrop for 3).
+
+    >>> crop_offsets(40, 24, 3)
+    [0, 8, 16]
+    """
+    if count == 1:
+        return [(length - side) // 2]
+    return [index * (length - side) // (count - 1) for index in range(count)]
+
+
+def center_crop_numpy(clips, crop_size):
+    """The centre window of (..., H, W, band) frames; the same offsets as
+    `input_pipeline.center_crop`, which the shards go through."""
+    height, width = clips.shape[-3:-1]
+    top, left = (height - crop_size) // 2, (width - crop_size) // 2
+    return clips[..., top:top + crop_size, left:left + crop_size, :]
+
+
+def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1):
+    """An item's views, decoded with the run's sampling and resize parameters.
+
+    Args:
+        path: str, a video file, a folder of frame images or a .npy array.
+        manifest: dict, the run's data_manifest.json (sampling, resize).
+        input_shape: (F, crop, crop, band) the model takes.
+        num_clips: int, temporal clips C; None = the stored clips_per_video.
+        num_crops: int, spatial crops S (see the module docstring).
+
+    Returns:
+        uint8 array (C * S, F, crop, crop, band), clip-major (clip 0's S crops first).
+
+    Raises:
+        DecodeError: the item does not decode.
+        UserError: the item's band count differs from the model's.
+    """
+    sampling, resize = manifest["sampling"], manifest["resize"]
+    num_clips = num_clips or int(manifest["clips_per_video"])
+    frames, crop_size, _, bands = input_shape
+    select = functools.partial(sample_frame_indices, num_frames=sampling["frames"],
+                               method=sampling["method"], stride=sampling["frame_stride"],
+                               num_clips=num_clips)
+    size, resize_short = resize["size"], resize["resize_short"]
+    if num_crops == 1:
+        # Exactly the preparation's path: load_clips resizes as it decodes.
+        _, clips = load_clips(path, select, size=size, resize_short=resize_short)
+        views = clips[:, None]
+    else:
+        _, native = load_clips(path, select)  # (C, F, H, W, band) at the native size
+        height, width = native.shape[2:4]
+        side = min(height, width)
+        offsets = crop_offsets(max(height, width), side, num_crops)
+        views = np.empty(native.shape[:1] + (num_crops, frames, size, size, native.shape[-1]),
+                         np.uint8)
+        for crop, offset in enumerate(offsets):
+            square = native[:, :, :, offset:offset + side] if width >= height else \
+                native[:, :, offset:offset + side]
+            for clip in range(native.shape[0]):
+                for frame in range(frames):
+                    resized = resize_frame(square[clip, frame], size, resize_short)
+                    views[clip, crop, frame] = resized.reshape(size, size, -1)
+    if views.shape[-1] != bands:
+        raise UserError(f"Expected items with {bands} band(s), as the run was trained on. "
+                        f"Received: band={views.shape[-1]} ({path})")
+    views = center_crop_numpy(views, crop_size)
+    return np.ascontiguousarray(views.reshape((-1, frames, crop_size, crop_size, bands)))
