@@ -28,6 +28,7 @@ import time
 import cv2
 import numpy as np
 
+from data_prep import synth
 from data_prep.decode import DecodeError, load_clips
 from data_prep.errors import UserError
 from data_prep.lock import hold_output_lock
@@ -826,16 +827,12 @@ def arguments_from_config(path):
 
 
 def _synth_as_csv(arguments):
-    """`layout: synth` means the demo videos of `data_prep synth`: csv layout, its lists."""
+    """`layout: synth` means the demo videos of `data_prep synth`: csv layout, its lists
+    (multi-label if ROOT/synth.json says the videos are)."""
     root = arguments.get("root")
     arguments["layout"] = "csv"
     if root and "lists" not in arguments:
-        arguments["lists"] = {"train": os.path.join(root, "train.csv"),
-                              "test": os.path.join(root, "test.csv")}
-        if not os.path.isfile(arguments["lists"]["train"]):
-            raise UserError(f"Expected the demo videos in {root}; generate them with "
-                            f"`python -m data_prep synth --out {root}`. Received: "
-                            f"root={root!r}")
+        arguments.update(synth.prepare_arguments(root))
     return arguments
 
 
