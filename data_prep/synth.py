@@ -19,10 +19,21 @@ its own random stream seeded by (seed, class, index), so a rerun that skips the 
 interrupted run already finished gives the same files as one uninterrupted run;
 `OUT/synth.json` records the parameters, and a rerun with other ones is refused.
 
+With `multi_label=True` (`--multi-label`) each video combines one to three motions, at most
+one of each group of `MOTION_GROUPS`: a translation (a direction, or none), a rotation (cw,
+ccw or none) and a scaling (grow, shrink or none); the eight names are its labels. The groups are dealt independently so that in each split every label is on exactly
+a fifth of the videos (see `draw_label_sets`); `videos_per_class` is then the number of
+videos each label is on, so there are five times as many videos in all. They go to
+`OUT/train/video_<index>.<ext>` and `OUT/test/...`, and the list rows are the csv layout's
+multi-label rows `path,name1;name2`; `prepare_arguments(OUT)` gives what `prepare_dataset`
+needs to read either kind (csv, the lists, `multi_label`). The first frame is still the
+same whatever the labels.
+
 Mirroring a clip changes its label (a horizontal flip swaps move_left/move_right and
 rotate_cw/rotate_ccw), so augmentations for this dataset must not flip.
 
     python -m data_prep synth --out data/synth_motion --seed 0
+    python -m data_prep synth --out data/synth_multi_label --multi-label
 """
 
 import argparse
@@ -73,6 +84,9 @@ MARKER_COLOUR = np.array([245.0, 245.0, 245.0])
 # Ranges of the motion per video, for the whole video; one "amount" in [0, 1] per video
 # sets all three so that every class draws its speed from the same distribution.
 TRAVEL_FRACTION = (0.45, 0.75)  # of the frame's width or height
+# Multi-label: slower, so that a moving shape's turn is not swamped by its travel (with the
+# single-label range a small3d tells cw from ccw on still shapes, not on moving ones).
+MULTI_LABEL_TRAVEL_FRACTION = (0.2, 0.35)
 # Under 90 degrees (where a 2-fold symmetric outline aliases) per step at 8 of 32 frames.
 SPIN_DEGREES = (200.0, 320.0)
 SCALE_FACTOR = (1.6, 2.1)  # grow: radius x factor; shrink: radius / factor
@@ -267,7 +281,7 @@ def _motion_names(motion):
     return motions
 
 
-def pose_at(appearance, motion, progress, frame_size):
+def pose_at(appearance, motion, progress, frame_size, travel_fraction=TRAVEL_FRACTION):
     """Where the shape is at `progress` in [0, 1] through the video.
 
     Args:
@@ -276,6 +290,8 @@ def pose_at(appearance, motion, progress, frame_size):
             `MOTION_GROUPS`), applied together; an empty one keeps the shape still.
         progress: float in [0, 1].
         frame_size: `(width, height)` in pixels.
+        travel_fraction: `(low, high)`, the range of a translation over the whole video, as
+            a fraction of the frame's width or height.
 
     Returns:
         `(x, y, angle_degrees_clockwise, radius_pixels)`; x and y are not wrapped.
@@ -284,7 +300,7 @@ def pose_at(appearance, motion, progress, frame_size):
     x, y = appearance.center
     angle, radius = appearance.angle, appearance.radius
     amount = appearance.amount
-    travel = np.interp(amount, (0, 1), TRAVEL_FRACTION) * progress
+    travel = np.interp(amount, (0, 1), travel_fraction) * progress
     spin = np.interp(amount, (0, 1), SPIN_DEGREES) * progress
     log_scale = math.log(np.interp(amount, (0, 1), SCALE_FACTOR)) * progress
     for name in _motion_names(motion):
@@ -380,13 +396,14 @@ def render_frame(appearance, pose, frame_index, wrap):
     return np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
-def render_clip(appearance, motion, num_frames):
+def render_clip(appearance, motion, num_frames, travel_fraction=TRAVEL_FRACTION):
     """Renders a whole video.
 
     Args:
         appearance: an `Appearance` (see `draw_appearance`).
         motion: one of `CLASSES`, or a collection of them (see `pose_at`).
         num_frames: number of frames, at least 2.
+        travel_fraction: `(low, high)`, see `pose_at`.
 
     Returns:
         uint8 array (num_frames, H, W, 3), RGB. Frame 0 is the same for every motion.
@@ -396,7 +413,8 @@ def render_clip(appearance, motion, num_frames):
     wrap = any(name.startswith("move_") for name in motions)
     frames = []
     for index in range(num_frames):
-        pose = pose_at(appearance, motions, index / (num_frames - 1), (width, height))
+        pose = pose_at(appearance, motions, index / (num_frames - 1), (width, height),
+                       travel_fraction)
         frames.append(render_frame(appearance, pose, index, wrap=wrap))
     return np.stack(frames)
 
@@ -580,10 +598,12 @@ def generate_dataset(
         from tqdm import tqdm
 
         progress = tqdm(total=len(jobs), desc="synth", unit="video")
+    travel_fraction = MULTI_LABEL_TRAVEL_FRACTION if multi_label else TRAVEL_FRACTION
     for stream_index, motion, video_index, fourcc, path in jobs:
         if not path.exists():
             appearance = draw_appearance(video_rng(seed, stream_index, video_index), frame_size)
-            write_video_atomically(path, render_clip(appearance, motion, num_frames), fourcc)
+            clip = render_clip(appearance, motion, num_frames, travel_fraction)
+            write_video_atomically(path, clip, fourcc)
             written += 1
         if progress is not None:
             progress.update(1)
