@@ -21,13 +21,15 @@ interrupted run already finished gives the same files as one uninterrupted run;
 
 With `multi_label=True` (`--multi-label`) each video combines one to three motions, at most
 one of each group of `MOTION_GROUPS`: a translation (a direction, or none), a rotation (cw,
-ccw or none) and a scaling (grow, shrink or none); the eight names are its labels. The groups are dealt independently so that in each split every label is on exactly
-a fifth of the videos (see `draw_label_sets`); `videos_per_class` is then the number of
-videos each label is on, so there are five times as many videos in all. They go to
-`OUT/train/video_<index>.<ext>` and `OUT/test/...`, and the list rows are the csv layout's
-multi-label rows `path,name1;name2`; `prepare_arguments(OUT)` gives what `prepare_dataset`
-needs to read either kind (csv, the lists, `multi_label`). The first frame is still the
-same whatever the labels.
+ccw or none) and a scaling (grow, shrink or none); the eight names are its labels. The
+groups are dealt independently so that in each split every label is on exactly a fifth of
+the videos (see `draw_label_sets`); `videos_per_class` is then the number of videos each
+label is on, so there are five times as many videos in all. Shapes travel less far
+(`MULTI_LABEL_TRAVEL_FRACTION`), so that the turn of a moving shape stays visible. The
+videos go to `OUT/train/video_<index>.<ext>` and `OUT/test/...`, and the list rows are the
+csv layout's multi-label rows `path,name1;name2`; `prepare_arguments(OUT)` gives what
+`prepare_dataset` needs to read either kind (csv, the lists, `multi_label`). The first
+frame is still the same whatever the labels.
 
 Mirroring a clip changes its label (a horizontal flip swaps move_left/move_right and
 rotate_cw/rotate_ccw), so augmentations for this dataset must not flip.
