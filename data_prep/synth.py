@@ -459,8 +459,9 @@ def draw_label_sets(rng, num_videos):
     still = [i for i in range(num_videos) if translation[i] is None and not turns_or_scales(i)]
     donors = [i for i in rng.permutation(num_videos)
               if translation[i] is not None and turns_or_scales(i)]
-    # Each of the 4/5 of rotation and scaling slots sits on a video; counting them shows
-    # there are always more donors than still videos.
+    # Enough donors: with k = num_videos / 5, rotations and scalings fill 4k slots; the
+    # k - e unmoving videos that are not still hold at most 2(k - e) of them, so moving
+    # videos hold at least 2k + 2e, two at most each: k + e donors for e still videos.
     for i, donor in zip(still, donors, strict=False):
         translation[i], translation[donor] = translation[donor], None
     return [tuple(name for name in CLASSES if name in {column[i] for column in columns})
@@ -588,11 +589,8 @@ def generate_dataset(
         jobs, rows = _multi_label_jobs(out, seed, videos_per_class, num_test)
     else:
         jobs, rows = _single_label_jobs(out, seed, videos_per_class, num_test)
-    label_counts = {split: {name: 0 for name in CLASSES} for split in rows}
-    for split, split_rows in rows.items():
-        for row in split_rows:
-            for name in row.split(",")[1].split(CSV_LABEL_SEPARATOR):
-                label_counts[split][name] += 1
+    label_counts = {split: {name: sum(name in labels for _, labels in split_rows)
+                            for name in CLASSES} for split, split_rows in rows.items()}
 
     written = 0
     progress = None
@@ -614,7 +612,9 @@ def generate_dataset(
 
     # The lists go last: their presence means every video they name is complete.
     for split, split_rows in rows.items():
-        _write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
+        lines = [f"{relative},{CSV_LABEL_SEPARATOR.join(labels)}"
+                 for relative, labels in split_rows]
+        _write_text_atomically(out / f"{split}.csv", "\n".join(lines) + "\n")
     seconds = time.perf_counter() - start
     logger.debug("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
     return {
@@ -638,7 +638,12 @@ def _fresh_dir(path):
 
 
 def _single_label_jobs(out, seed, videos_per_class, num_test):
-    """Videos `OUT/<class>/<class>_<index>.<ext>`, one motion each: jobs and list rows."""
+    """Videos `OUT/<class>/<class>_<index>.<ext>`, one motion each.
+
+    Returns:
+        `(jobs, rows)`: jobs `(stream_index, motion, video_index, fourcc, path)`, rows
+        `{split: [(relative path, label names)]}`.
+    """
     jobs = []
     rows = {split: [] for split in SPLITS}
     for class_index, class_name in enumerate(CLASSES):
@@ -652,13 +657,13 @@ def _single_label_jobs(out, seed, videos_per_class, num_test):
             fourcc, extension = CONTAINERS[video_index % len(CONTAINERS)]
             relative = f"{class_name}/{class_name}_{video_index:03d}{extension}"
             split = "test" if video_index in test_indices else "train"
-            rows[split].append(f"{relative},{class_name}")
+            rows[split].append((relative, (class_name,)))
             jobs.append((class_index, class_name, video_index, fourcc, out / relative))
     return jobs, rows
 
 
 def _multi_label_jobs(out, seed, videos_per_class, num_test):
-    """Videos `OUT/<split>/video_<index>.<ext>` with 1-3 motions each: jobs and list rows."""
+    """Videos `OUT/<split>/video_<index>.<ext>` with 1-3 motions each; as `_single_label_jobs`."""
     jobs = []
     rows = {split: [] for split in SPLITS}
     sizes = {"train": videos_per_class - num_test, "test": num_test}
@@ -672,7 +677,7 @@ def _multi_label_jobs(out, seed, videos_per_class, num_test):
         for video_index, motions in enumerate(label_sets):
             fourcc, extension = CONTAINERS[video_index % len(CONTAINERS)]
             relative = f"{split}/video_{video_index:04d}{extension}"
-            rows[split].append(f"{relative},{CSV_LABEL_SEPARATOR.join(motions)}")
+            rows[split].append((relative, motions))
             jobs.append((stream_index, motions, video_index, fourcc, out / relative))
     return jobs, rows
 

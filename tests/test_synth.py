@@ -328,6 +328,15 @@ def test_label_sets_put_every_label_on_a_fifth_of_the_videos(num_videos, seed):
         assert {len(labels) for labels in label_sets} == {1, 2, 3}
 
 
+@pytest.mark.parametrize("num_videos", [5, 10, 15])
+def test_label_sets_of_small_splits_always_find_a_motion_for_every_video(num_videos):
+    for seed in range(200):
+        label_sets = synth.draw_label_sets(np.random.default_rng(seed), num_videos)
+        assert all(label_sets), (seed, label_sets)
+        counts = [sum(name in labels for labels in label_sets) for name in synth.CLASSES]
+        assert counts == [num_videos // 5] * 8, (seed, label_sets)
+
+
 def test_multi_label_rows_list_the_drawn_motions_and_the_videos_show_them(multi_label_dataset):
     out, summary = multi_label_dataset
     for split_index, split in enumerate(synth.SPLITS):
