@@ -19,10 +19,23 @@ its own random stream seeded by (seed, class, index), so a rerun that skips the 
 interrupted run already finished gives the same files as one uninterrupted run;
 `OUT/synth.json` records the parameters, and a rerun with other ones is refused.
 
+With `multi_label=True` (`--multi-label`) each video combines one to three motions, at most
+one of each group of `MOTION_GROUPS`: a translation (a direction, or none), a rotation (cw,
+ccw or none) and a scaling (grow, shrink or none); the eight names are its labels. The
+groups are dealt independently so that in each split every label is on exactly a fifth of
+the videos (see `draw_label_sets`); `videos_per_class` is then the number of videos each
+label is on, so there are five times as many videos in all. Shapes travel less far
+(`MULTI_LABEL_TRAVEL_FRACTION`), so that the turn of a moving shape stays visible. The
+videos go to `OUT/train/video_<index>.<ext>` and `OUT/test/...`, and the list rows are the
+csv layout's multi-label rows `path,name1;name2`; `prepare_arguments(OUT)` gives what
+`prepare_dataset` needs to read either kind (csv, the lists, `multi_label`). The first
+frame is still the same whatever the labels.
+
 Mirroring a clip changes its label (a horizontal flip swaps move_left/move_right and
 rotate_cw/rotate_ccw), so augmentations for this dataset must not flip.
 
     python -m data_prep synth --out data/synth_motion --seed 0
+    python -m data_prep synth --out data/synth_multi_label --multi-label
 """
 
 import argparse
@@ -39,6 +52,7 @@ import numpy as np
 
 from data_prep.atomic import TEMPORARY_PREFIX, atomic_write, write_text_atomically
 from data_prep.errors import UserError
+from data_prep.sources import CSV_LABEL_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +66,16 @@ CLASSES = (
     "grow",
     "shrink",
 )
+# The motions that exclude each other; a multi-label video has at most one of each group.
+MOTION_GROUPS = (
+    ("move_left", "move_right", "move_up", "move_down"),
+    ("rotate_cw", "rotate_ccw"),
+    ("grow", "shrink"),
+)
+# Multi-label: every label is on this share of a split's videos (the four directions then
+# leave a fifth of the videos without translation, each group's "none" takes the rest).
+LABEL_SHARE = 5
+SPLITS = ("train", "test")
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "arrow", "l_shape", "cross")
 # (fourcc, extension) by video index: a mix of the two codecs OpenCV's writer always has.
 CONTAINERS = (("MJPG", ".avi"), ("mp4v", ".mp4"))
@@ -62,6 +86,9 @@ MARKER_COLOUR = np.array([245.0, 245.0, 245.0])
 # Ranges of the motion per video, for the whole video; one "amount" in [0, 1] per video
 # sets all three so that every class draws its speed from the same distribution.
 TRAVEL_FRACTION = (0.45, 0.75)  # of the frame's width or height
+# Multi-label: slower, so that a moving shape's turn is not swamped by its travel (with the
+# single-label range a small3d tells cw from ccw on still shapes, not on moving ones).
+MULTI_LABEL_TRAVEL_FRACTION = (0.2, 0.35)
 # Under 90 degrees (where a 2-fold symmetric outline aliases) per step at 8 of 32 frames.
 SPIN_DEGREES = (200.0, 320.0)
 SCALE_FACTOR = (1.6, 2.1)  # grow: radius x factor; shrink: radius / factor
@@ -244,8 +271,29 @@ def draw_appearance(rng, frame_size):
     )
 
 
-def pose_at(appearance, motion, progress, frame_size):
+def _motion_names(motion):
+    """`motion` (one name, or a collection of names) as a tuple, at most one per group."""
+    motions = (motion,) if isinstance(motion, str) else tuple(motion)
+    for name in motions:
+        if name not in CLASSES:
+            raise ValueError(f"Expected motions among {CLASSES}. Received: motion={motion!r}")
+    for group in MOTION_GROUPS:
+        if sum(name in group for name in motions) > 1:
+            raise ValueError(f"Expected at most one motion of {group}. Received: motion={motion!r}")
+    return motions
+
+
+def pose_at(appearance, motion, progress, frame_size, travel_fraction=TRAVEL_FRACTION):
     """Where the shape is at `progress` in [0, 1] through the video.
+
+    Args:
+        appearance: an `Appearance`.
+        motion: one of `CLASSES`, or a collection of them (at most one of each of
+            `MOTION_GROUPS`), applied together; an empty one keeps the shape still.
+        progress: float in [0, 1].
+        frame_size: `(width, height)` in pixels.
+        travel_fraction: `(low, high)`, the range of a translation over the whole video, as
+            a fraction of the frame's width or height.
 
     Returns:
         `(x, y, angle_degrees_clockwise, radius_pixels)`; x and y are not wrapped.
@@ -254,27 +302,26 @@ def pose_at(appearance, motion, progress, frame_size):
     x, y = appearance.center
     angle, radius = appearance.angle, appearance.radius
     amount = appearance.amount
-    travel = np.interp(amount, (0, 1), TRAVEL_FRACTION) * progress
+    travel = np.interp(amount, (0, 1), travel_fraction) * progress
     spin = np.interp(amount, (0, 1), SPIN_DEGREES) * progress
     log_scale = math.log(np.interp(amount, (0, 1), SCALE_FACTOR)) * progress
-    if motion == "move_left":
-        x -= travel * width
-    elif motion == "move_right":
-        x += travel * width
-    elif motion == "move_up":
-        y -= travel * height
-    elif motion == "move_down":
-        y += travel * height
-    elif motion == "rotate_cw":
-        angle += spin
-    elif motion == "rotate_ccw":
-        angle -= spin
-    elif motion == "grow":
-        radius *= math.exp(log_scale)
-    elif motion == "shrink":
-        radius *= math.exp(-log_scale)
-    else:
-        raise ValueError(f"Expected a motion in {CLASSES}. Received: motion={motion!r}")
+    for name in _motion_names(motion):
+        if name == "move_left":
+            x -= travel * width
+        elif name == "move_right":
+            x += travel * width
+        elif name == "move_up":
+            y -= travel * height
+        elif name == "move_down":
+            y += travel * height
+        elif name == "rotate_cw":
+            angle += spin
+        elif name == "rotate_ccw":
+            angle -= spin
+        elif name == "grow":
+            radius *= math.exp(log_scale)
+        else:  # shrink
+            radius *= math.exp(-log_scale)
     return float(x), float(y), float(angle), float(radius)
 
 
@@ -351,28 +398,74 @@ def render_frame(appearance, pose, frame_index, wrap):
     return np.clip(np.round(frame), 0, 255).astype(np.uint8)
 
 
-def render_clip(appearance, motion, num_frames):
+def render_clip(appearance, motion, num_frames, travel_fraction=TRAVEL_FRACTION):
     """Renders a whole video.
 
     Args:
         appearance: an `Appearance` (see `draw_appearance`).
-        motion: one of `CLASSES`.
+        motion: one of `CLASSES`, or a collection of them (see `pose_at`).
         num_frames: number of frames, at least 2.
+        travel_fraction: `(low, high)`, see `pose_at`.
 
     Returns:
         uint8 array (num_frames, H, W, 3), RGB. Frame 0 is the same for every motion.
     """
     height, width = appearance.background.shape[:2]
+    motions = _motion_names(motion)
+    wrap = any(name.startswith("move_") for name in motions)
     frames = []
     for index in range(num_frames):
-        pose = pose_at(appearance, motion, index / (num_frames - 1), (width, height))
-        frames.append(render_frame(appearance, pose, index, wrap=motion.startswith("move_")))
+        pose = pose_at(appearance, motions, index / (num_frames - 1), (width, height),
+                       travel_fraction)
+        frames.append(render_frame(appearance, pose, index, wrap=wrap))
     return np.stack(frames)
 
 
 def video_rng(seed, class_index, video_index):
-    """The random stream of one video: independent of every other video's."""
+    """The random stream of one video: independent of every other video's.
+
+    A multi-label video of split `s` (0 train, 1 test) uses `class_index = len(CLASSES) + s`.
+    """
     return np.random.default_rng([seed, class_index, video_index])
+
+
+def draw_label_sets(rng, num_videos):
+    """Balanced motion sets for the `num_videos` videos of one multi-label split.
+
+    Each group of `MOTION_GROUPS` is dealt independently of the others: its motions go to
+    exactly a fifth of the videos each, shuffled, and the rest of the videos get none of the
+    group. So every label is on exactly a fifth of the videos, and a video has 0 to 3
+    labels. A video left with none (about 7%) takes the direction of a video that also
+    turns or scales, which keeps the counts exact and gives every video 1 to 3 labels.
+
+    Args:
+        rng: `np.random.Generator`.
+        num_videos: int, a multiple of 5.
+
+    Returns:
+        A list of `num_videos` tuples of class names, each in `CLASSES` order.
+    """
+    share = num_videos // LABEL_SHARE
+    columns = []
+    for group in MOTION_GROUPS:
+        deck = [name for name in group for _ in range(share)]
+        deck += [None] * (num_videos - len(deck))
+        columns.append([deck[i] for i in rng.permutation(num_videos)])
+    translation, others = columns[0], columns[1:]
+
+    def turns_or_scales(i):
+        return any(column[i] is not None for column in others)
+
+    still = [i for i in range(num_videos) if translation[i] is None and not turns_or_scales(i)]
+    donors = [i for i in rng.permutation(num_videos)
+              if translation[i] is not None and turns_or_scales(i)]
+    # Enough donors: with k = num_videos / 5, rotations and scalings fill 4k slots; the
+    # k - e unmoving videos that are not still hold at most 2(k - e) of them, so moving
+    # videos hold at least 2k + 2e, two at most each: k + e donors for e still videos.
+    for i, donor in zip(still, donors, strict=False):
+        translation[i], translation[donor] = translation[donor], None
+    return [tuple(name for name in CLASSES if name in {column[i] for column in columns})
+            for i in range(num_videos)]
 
 
 def write_video_atomically(path, frames_rgb, fourcc):
@@ -418,12 +511,6 @@ def _validate(videos_per_class, num_frames, frame_size, test_fraction):
     return num_test
 
 
-def split_lists(root):
-    """{"train": ROOT/train.csv, "test": ROOT/test.csv}: the csv-layout lists `generate_dataset`
-    writes, which is how `layout: synth` is prepared (as the csv layout)."""
-    return {split: os.path.join(str(root), f"{split}.csv") for split in ("train", "test")}
-
-
 def generate_dataset(
     out,
     *,
@@ -432,6 +519,7 @@ def generate_dataset(
     num_frames=32,
     frame_size=(64, 64),
     test_fraction=0.25,
+    multi_label=False,
     show_progress=True,
 ):
     """Writes the synthetic motion dataset to `out`, resuming an interrupted run.
@@ -439,15 +527,20 @@ def generate_dataset(
     Args:
         out: output directory (created if missing).
         seed: int, the dataset is a function of the seed and the other arguments.
-        videos_per_class: int, videos per class, split between train and test.
+        videos_per_class: int, videos per class, split between train and test; with
+            `multi_label`, the videos each label is on (5 x as many videos in all).
         num_frames: int, frames per video.
         frame_size: `(width, height)` in pixels, both even.
         test_fraction: float in (0, 1), the share of each class held out for `test.csv`.
+        multi_label: bool, each video combines up to one translation, one rotation and
+            one scaling (see `draw_label_sets`), and its list row names them all
+            (`path,name1;name2`); videos go to `OUT/train/` and `OUT/test/`.
         show_progress: bool, show a progress bar.
 
     Returns:
         A dict summary: `out`, `classes`, `videos`, `train`, `test`, `written`,
-        `already_present`, `seconds`, and the generation parameters.
+        `already_present`, `seconds`, `label_counts` (`{split: {class: videos}}`), and the
+        generation parameters.
 
     Raises:
         UserError: for bad arguments, or if `out` holds a synthetic dataset made with
@@ -464,16 +557,19 @@ def generate_dataset(
         "frame_size": list(frame_size),
         "test_fraction": float(test_fraction),
         "classes": list(CLASSES),
+        "multi_label": bool(multi_label),
     }
     out.mkdir(parents=True, exist_ok=True)
     parameters_path = out / PARAMETERS_FILE
     # Skipping finished videos is only right if they were made with the same parameters.
     if parameters_path.exists():
-        previous = json.loads(parameters_path.read_text())
+        # Files written before the multi-label mode existed are single-label ones.
+        previous = {"multi_label": False, **json.loads(parameters_path.read_text())}
         if previous != parameters:
-            keys = [key for key in parameters if previous.get(key) != parameters[key]]
+            keys = [key for key in {**previous, **parameters}
+                    if previous.get(key) != parameters.get(key)]
             made = ", ".join(f"{key}={previous.get(key)}" for key in keys)
-            asked = ", ".join(f"{key}={parameters[key]}" for key in keys)
+            asked = ", ".join(f"{key}={parameters.get(key)}" for key in keys)
             raise UserError(
                 f"Expected {out} to be empty or to hold a synthetic dataset made with the same "
                 f"parameters, but its {PARAMETERS_FILE} says {made}; delete it or choose "
@@ -482,13 +578,69 @@ def generate_dataset(
     else:
         write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
 
+    if multi_label:
+        jobs, rows = _multi_label_jobs(out, seed, videos_per_class, num_test)
+    else:
+        jobs, rows = _single_label_jobs(out, seed, videos_per_class, num_test)
+    label_counts = {split: {name: sum(name in labels for _, labels in split_rows)
+                            for name in CLASSES} for split, split_rows in rows.items()}
+
+    written = 0
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(jobs), desc="synth", unit="video")
+    travel_fraction = MULTI_LABEL_TRAVEL_FRACTION if multi_label else TRAVEL_FRACTION
+    for stream_index, motion, video_index, fourcc, path in jobs:
+        if not path.exists():
+            appearance = draw_appearance(video_rng(seed, stream_index, video_index), frame_size)
+            clip = render_clip(appearance, motion, num_frames, travel_fraction)
+            write_video_atomically(path, clip, fourcc)
+            written += 1
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+
+    # The lists go last: their presence means every video they name is complete.
+    for split, split_rows in rows.items():
+        lines = [f"{relative},{CSV_LABEL_SEPARATOR.join(labels)}"
+                 for relative, labels in split_rows]
+        write_text_atomically(out / f"{split}.csv", "\n".join(lines) + "\n")
+    seconds = time.perf_counter() - start
+    logger.debug("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
+    return {
+        "out": str(out),
+        "videos": len(jobs),
+        "train": len(rows["train"]),
+        "test": len(rows["test"]),
+        "written": written,
+        "already_present": len(jobs) - written,
+        "seconds": seconds,
+        "label_counts": label_counts,
+        **parameters,
+    }
+
+
+def _fresh_dir(path):
+    """Creates `path` if needed and removes the temporary files an interrupted run left."""
+    path.mkdir(exist_ok=True)
+    for stale in path.glob(TEMPORARY_PREFIX + "*"):
+        stale.unlink()
+
+
+def _single_label_jobs(out, seed, videos_per_class, num_test):
+    """Videos `OUT/<class>/<class>_<index>.<ext>`, one motion each.
+
+    Returns:
+        `(jobs, rows)`: jobs `(stream_index, motion, video_index, fourcc, path)`, rows
+        `{split: [(relative path, label names)]}`.
+    """
     jobs = []
-    rows = {"train": [], "test": []}
+    rows = {split: [] for split in SPLITS}
     for class_index, class_name in enumerate(CLASSES):
-        class_dir = out / class_name
-        class_dir.mkdir(exist_ok=True)
-        for stale in class_dir.glob(TEMPORARY_PREFIX + "*"):
-            stale.unlink()
+        _fresh_dir(out / class_name)
         # A seeded choice of test videos per class (the videos are i.i.d., this only
         # keeps the split from following the codec alternation).
         test_indices = set(
@@ -498,41 +650,53 @@ def generate_dataset(
             fourcc, extension = CONTAINERS[video_index % len(CONTAINERS)]
             relative = f"{class_name}/{class_name}_{video_index:03d}{extension}"
             split = "test" if video_index in test_indices else "train"
-            rows[split].append(f"{relative},{class_name}")
+            rows[split].append((relative, (class_name,)))
             jobs.append((class_index, class_name, video_index, fourcc, out / relative))
+    return jobs, rows
 
-    written = 0
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
 
-        progress = tqdm(total=len(jobs), desc="synth", unit="video")
-    for class_index, class_name, video_index, fourcc, path in jobs:
-        if not path.exists():
-            appearance = draw_appearance(video_rng(seed, class_index, video_index), frame_size)
-            write_video_atomically(path, render_clip(appearance, class_name, num_frames), fourcc)
-            written += 1
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
+def _multi_label_jobs(out, seed, videos_per_class, num_test):
+    """Videos `OUT/<split>/video_<index>.<ext>` with 1-3 motions each; as `_single_label_jobs`."""
+    jobs = []
+    rows = {split: [] for split in SPLITS}
+    sizes = {"train": videos_per_class - num_test, "test": num_test}
+    for split_index, split in enumerate(SPLITS):
+        _fresh_dir(out / split)
+        # Streams after the single-label ones' (class indices 0..7).
+        stream_index = len(CLASSES) + split_index
+        label_sets = draw_label_sets(
+            np.random.default_rng([seed, stream_index]), LABEL_SHARE * sizes[split]
+        )
+        for video_index, motions in enumerate(label_sets):
+            fourcc, extension = CONTAINERS[video_index % len(CONTAINERS)]
+            relative = f"{split}/video_{video_index:04d}{extension}"
+            rows[split].append((relative, motions))
+            jobs.append((stream_index, motions, video_index, fourcc, out / relative))
+    return jobs, rows
 
-    # The lists go last: their presence means every video they name is complete.
-    for split, split_rows in rows.items():
-        write_text_atomically(out / f"{split}.csv", "\n".join(split_rows) + "\n")
-    seconds = time.perf_counter() - start
-    logger.debug("synth: %d videos (%d written) in %s in %.1f s", len(jobs), written, out, seconds)
-    return {
-        "out": str(out),
-        "classes": list(CLASSES),
-        "videos": len(jobs),
-        "train": len(rows["train"]),
-        "test": len(rows["test"]),
-        "written": written,
-        "already_present": len(jobs) - written,
-        "seconds": seconds,
-        **parameters,
-    }
+
+def prepare_arguments(root):
+    """The `prepare_dataset` arguments of a dataset this module wrote to `root`.
+
+    The csv layout with `root/train.csv` and `root/test.csv`, multi-label if `root/synth.json`
+    says the dataset is.
+
+    Returns:
+        A dict: `layout`, `lists` and, for a multi-label dataset, `multi_label=True`.
+
+    Raises:
+        UserError: if `root` holds no finished synthetic dataset (no `train.csv`).
+    """
+    root = Path(root)
+    lists = {split: str(root / f"{split}.csv") for split in SPLITS}
+    if not os.path.isfile(lists["train"]):
+        raise UserError(f"Expected the demo videos in {root}; generate them with "
+                        f"`python -m data_prep synth --out {root}`. Received: root={str(root)!r}")
+    arguments = {"layout": "csv", "lists": lists}
+    parameters_path = root / PARAMETERS_FILE
+    if parameters_path.is_file() and json.loads(parameters_path.read_text()).get("multi_label"):
+        arguments["multi_label"] = True
+    return arguments
 
 
 def _run(args):
@@ -543,6 +707,7 @@ def _run(args):
         num_frames=args.frames,
         frame_size=parse_frame_size(args.size),
         test_fraction=args.test_fraction,
+        multi_label=args.multi_label,
         show_progress=not args.no_progress,
     )
     width, height = summary["frame_size"]
@@ -553,6 +718,10 @@ def _run(args):
         f"in {summary['seconds']:.1f} s"
     )
     print(f"train.csv: {summary['train']} videos, test.csv: {summary['test']} videos")
+    if summary["multi_label"]:
+        counts = summary["label_counts"]
+        print("videos per label (train/test): " + ", ".join(
+            f"{name} {counts['train'][name]}/{counts['test'][name]}" for name in CLASSES))
     return 0
 
 
@@ -571,6 +740,11 @@ def register(subparsers):
     parser.add_argument("--size", default="64x64", help="frame size WxH (both even)")
     parser.add_argument(
         "--test-fraction", type=float, default=0.25, help="share of each class in test.csv"
+    )
+    parser.add_argument(
+        "--multi-label", action="store_true",
+        help="each video combines a translation, a rotation and a scaling (1-3 labels); "
+             "--videos-per-class is then the videos per label",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)

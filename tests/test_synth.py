@@ -1,14 +1,20 @@
 """Tests for data_prep.synth: the synthetic motion dataset, checked on the decoded files."""
 
 import argparse
+import itertools
+import json
 import math
+import os
 
 import cv2
 import numpy as np
 import pytest
 
 from data_prep import synth
+from data_prep.__main__ import main
 from data_prep.errors import UserError
+from data_prep.sources import resolve_source
+from video_fixtures import read_records
 
 SMALL = dict(videos_per_class=2, num_frames=6, frame_size=(32, 32), show_progress=False)
 
@@ -285,3 +291,222 @@ def test_registered_subcommand_writes_the_dataset(tmp_path, capsys):
     assert "16 videos" in capsys.readouterr().out
     assert len(read_list(tmp_path / "train.csv")) == 8
     assert decode(tmp_path / "shrink" / "shrink_001.mp4").shape == (5, 32, 32, 3)
+
+
+# --- multi-label: each video combines a translation, a rotation and a scaling -------------
+
+MULTI = dict(SMALL, multi_label=True)
+
+
+def label_sets_of(rows):
+    return {path: tuple(labels.split(";")) for path, labels in rows}
+
+
+@pytest.fixture(scope="module")
+def multi_label_dataset(tmp_path_factory):
+    """20 videos of 16 frames at 64x64 (each label on 3 train and 1 test video)."""
+    out = tmp_path_factory.mktemp("synth_multi_label")
+    summary = synth.generate_dataset(
+        out, seed=5, videos_per_class=4, num_frames=16, frame_size=(64, 64), multi_label=True,
+        show_progress=False,
+    )
+    return out, summary
+
+
+@pytest.mark.parametrize("num_videos, seed", [(5, 0), (5, 1), (10, 2), (45, 3), (300, 4)])
+def test_label_sets_put_every_label_on_a_fifth_of_the_videos(num_videos, seed):
+    label_sets = synth.draw_label_sets(np.random.default_rng(seed), num_videos)
+    assert len(label_sets) == num_videos
+    for name in synth.CLASSES:
+        assert sum(name in labels for labels in label_sets) == num_videos // 5, name
+    for labels in label_sets:
+        assert 1 <= len(labels) <= 3, labels
+        assert list(labels) == [name for name in synth.CLASSES if name in labels]
+        for group in synth.MOTION_GROUPS:
+            assert sum(name in group for name in labels) <= 1, labels
+    if num_videos >= 45:  # combinations of 1, 2 and 3 motions all occur
+        assert {len(labels) for labels in label_sets} == {1, 2, 3}
+
+
+@pytest.mark.parametrize("num_videos", [5, 10, 15])
+def test_label_sets_of_small_splits_always_find_a_motion_for_every_video(num_videos):
+    for seed in range(200):
+        label_sets = synth.draw_label_sets(np.random.default_rng(seed), num_videos)
+        assert all(label_sets), (seed, label_sets)
+        counts = [sum(name in labels for labels in label_sets) for name in synth.CLASSES]
+        assert counts == [num_videos // 5] * 8, (seed, label_sets)
+
+
+def test_multi_label_rows_list_the_drawn_motions_and_the_videos_show_them(multi_label_dataset):
+    out, summary = multi_label_dataset
+    for split_index, split in enumerate(synth.SPLITS):
+        rows = read_list(out / f"{split}.csv")
+        stream = len(synth.CLASSES) + split_index
+        drawn = synth.draw_label_sets(np.random.default_rng([5, stream]), len(rows))
+        assert [tuple(labels.split(";")) for _, labels in rows] == drawn
+        assert len(rows) == summary[split] == {"train": 15, "test": 5}[split]
+        assert summary["label_counts"][split] == {
+            name: len(rows) // 5 for name in synth.CLASSES}
+        for video_index, (path, _) in enumerate(rows):
+            assert path.startswith(f"{split}/video_")
+            frames = decode(out / path)
+            appearance = synth.draw_appearance(synth.video_rng(5, stream, video_index), (64, 64))
+            # The decoded video is close to its own motions' rendering (MJPG and mp4v lose a
+            # few levels on the clutter), farther from other motions'.
+            error = {}
+            for labels in {drawn[video_index], *drawn[:4]}:
+                rendered = synth.render_clip(appearance, labels, 16,
+                                             synth.MULTI_LABEL_TRAVEL_FRACTION)
+                error[labels] = np.abs(frames - rendered.astype(np.float64)).mean()
+            own = error.pop(drawn[video_index])
+            assert own < 8.0 and all(other > 1.5 * own for other in error.values()), (path, error)
+
+
+@pytest.mark.parametrize("group", synth.MOTION_GROUPS, ids=["translation", "rotation", "scale"])
+def test_multi_label_videos_move_as_labelled(multi_label_dataset, group):
+    out, _ = multi_label_dataset
+    rows = read_list(out / "train.csv") + read_list(out / "test.csv")
+    turned = []
+    for path, labels in rows:
+        frames = decode(out / path)
+        motion = next((name for name in labels.split(";") if name in group), None)
+        if group[0] == "move_left":
+            shift = [total_displacement(frames, axis) / 64 for axis in (0, 1)]
+            expected = {None: (0, 0), "move_left": (-1, 0), "move_right": (1, 0),
+                        "move_up": (0, -1), "move_down": (0, 1)}[motion]
+            for axis in (0, 1):
+                if expected[axis]:  # turning and scaling move the centroid too, a little
+                    low = synth.MULTI_LABEL_TRAVEL_FRACTION[0]
+                    assert expected[axis] * shift[axis] > 0.6 * low, (path, labels, shift)
+                else:
+                    assert abs(shift[axis]) < 0.1, (path, labels, shift)
+        elif group[0] == "grow":
+            areas = np.array([shape_mask(frame).sum() for frame in frames], np.float64)
+            log_ratio = math.log(areas[-3:].mean() / areas[:3].mean())
+            sign = {None: 0, "grow": 1, "shrink": -1}[motion]
+            if sign:
+                assert sign * log_ratio > math.log(1.3), (path, labels, areas)
+            else:
+                assert abs(log_ratio) < math.log(1.3), (path, labels, areas)
+        elif motion is not None:
+            turned.append({"rotate_cw": 1, "rotate_ccw": -1}[motion] * orientation_change(frames))
+    if group[0] == "rotate_cw":
+        # The principal axis of a near-round mask is noisy: most videos, not all.
+        low = synth.SPIN_DEGREES[0]
+        assert sum(turn > 0.6 * low for turn in turned) >= 0.75 * len(turned), turned
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_first_frame_is_the_same_for_every_set_of_motions(seed):
+    appearance = synth.draw_appearance(np.random.default_rng(seed), (48, 32))
+    # Every combination of at most one motion per group, the empty one included.
+    label_sets = [tuple(name for name in combination if name)
+                  for combination in itertools.product(*[(None, *g) for g in synth.MOTION_GROUPS])]
+    assert len(label_sets) == 5 * 3 * 3
+    clips = [synth.render_clip(appearance, labels, 3) for labels in label_sets]
+    for labels, clip in zip(label_sets, clips):
+        np.testing.assert_array_equal(clip[0], clips[0][0], err_msg=str(labels))
+    assert len({clip[-1].tobytes() for clip in clips}) == len(label_sets)
+
+
+@pytest.mark.parametrize("motion", [("move_left", "move_up"), ("grow", "shrink"), ("jump",)])
+def test_motions_of_one_group_or_unknown_ones_are_refused(motion):
+    appearance = synth.draw_appearance(np.random.default_rng(0), (32, 32))
+    with pytest.raises(ValueError, match="Expected"):
+        synth.render_clip(appearance, motion, 3)
+
+
+def test_multi_label_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
+    synth.generate_dataset(tmp_path / "a", seed=7, **MULTI)
+    synth.generate_dataset(tmp_path / "b", seed=7, **MULTI)
+    synth.generate_dataset(tmp_path / "c", seed=8, **MULTI)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len([f for f in files if f.suffix in (".avi", ".mp4")]) == 10
+    for relative in files:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+    for relative in files:
+        if relative.suffix in (".avi", ".mp4"):
+            assert not np.array_equal(decode(tmp_path / "a" / relative),
+                                      decode(tmp_path / "c" / relative)), relative
+
+
+def test_multi_label_rerun_finishes_an_interrupted_run(tmp_path):
+    synth.generate_dataset(tmp_path / "reference", **MULTI)
+    out = tmp_path / "out"
+    synth.generate_dataset(out, **MULTI)
+    missing = out / "train" / "video_0003.mp4"
+    missing.rename(missing.with_name(".tmp-video_0003.mp4"))
+    (out / "train.csv").unlink()
+    summary = synth.generate_dataset(out, **MULTI)
+    assert summary["written"] == 1 and summary["already_present"] == 9
+    assert not list(out.rglob(".tmp-*"))
+    reference = tmp_path / "reference"
+    for path in sorted(reference.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (out / path.relative_to(reference)).read_bytes(), path
+
+
+@pytest.mark.parametrize("first, second", [(False, True), (True, False)])
+def test_rerun_in_the_other_mode_is_refused(tmp_path, first, second):
+    synth.generate_dataset(tmp_path, **{**SMALL, "multi_label": first})
+    with pytest.raises(UserError, match=f"multi_label={first}.*Received: multi_label={second}"):
+        synth.generate_dataset(tmp_path, **{**SMALL, "multi_label": second})
+
+
+def test_parameters_file_without_the_mode_is_a_single_label_one(tmp_path):
+    synth.generate_dataset(tmp_path, **SMALL)
+    parameters_path = tmp_path / synth.PARAMETERS_FILE
+    parameters = json.loads(parameters_path.read_text())
+    assert parameters["multi_label"] is False
+    del parameters["multi_label"]  # as written before the multi-label mode existed
+    parameters_path.write_text(json.dumps(parameters))
+    assert synth.generate_dataset(tmp_path, **SMALL)["written"] == 0
+    with pytest.raises(UserError, match="multi_label=False"):
+        synth.generate_dataset(tmp_path, **MULTI)
+
+
+def test_multi_label_lists_read_through_the_csv_source(tmp_path):
+    synth.generate_dataset(tmp_path, seed=2, **MULTI)
+    arguments = synth.prepare_arguments(tmp_path)
+    lists = {split: str(tmp_path / f"{split}.csv") for split in ("train", "test")}
+    assert arguments == {"layout": "csv", "multi_label": True, "lists": lists}
+    source = resolve_source("csv", str(tmp_path), lists=arguments["lists"], multi_label=True)
+    assert source.classes == sorted(synth.CLASSES)
+    for split in synth.SPLITS:
+        expected = {path: tuple(sorted(source.classes.index(name) for name in labels))
+                    for path, labels in label_sets_of(read_list(tmp_path / f"{split}.csv")).items()}
+        items = {os.path.relpath(item.path, tmp_path): item.label for item in source.splits[split]}
+        assert items == expected
+
+
+def test_prepare_only_with_layout_synth_prepares_multi_label_records(tmp_path):
+    import train
+
+    synth.generate_dataset(tmp_path / "videos", seed=1, **MULTI)
+    config = tmp_path / "demo.yaml"
+    # The trainer regenerates (resumes) the videos, so the config names the same parameters.
+    synth_keys = {key: value for key, value in MULTI.items() if key != "show_progress"}
+    config.write_text(json.dumps({"data": {
+        "layout": "synth", "root": str(tmp_path / "videos"), "frames": 3, "size": 16,
+        "workers": 1, "prepared_dir": str(tmp_path / "out"), "synth": dict(synth_keys, seed=1)}}))
+    assert train.main(["--config", str(config), "--prepare-only"]) == 0
+    manifest, records = read_records(tmp_path / "out", "test")
+    assert manifest["multi_label"] is True and manifest["num_classes"] == 8
+    assert manifest["source"]["layout"] == "csv"
+    expected = {path: tuple(sorted(manifest["classes"].index(name) for name in labels))
+                for path, labels in label_sets_of(read_list(tmp_path / "videos/test.csv")).items()}
+    assert {record["item_id"]: record["label"] for record in records} == expected
+
+
+def test_registered_subcommand_writes_a_multi_label_dataset(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="data_prep")
+    synth.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["synth", "--out", str(tmp_path), "--videos-per-class", "2", "--frames", "3",
+         "--size", "32x32", "--multi-label", "--no-progress"]
+    )
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "10 videos" in printed and "move_left 1/1" in printed
+    assert json.loads((tmp_path / synth.PARAMETERS_FILE).read_text())["multi_label"] is True
+    assert len(read_list(tmp_path / "test.csv")) == 5

@@ -23,7 +23,7 @@ from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME
-from data_prep.synth import generate_dataset, split_lists
+from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries
@@ -56,14 +56,16 @@ def ensure_prepared(data, *, show_progress=False):
     manifest_path = os.path.join(data.prepared_dir, MANIFEST_NAME)
     if not os.path.exists(manifest_path):
         layout, root, lists = data.layout, data.root, data.lists
+        multi_label = False
         if layout == "synth":
             if not root:
                 raise ConfigError("data.root is required for layout synth: where the demo "
                                   "videos are generated. Received: data.root=None")
             logger.info("generating the synthetic demo videos in %s", root)
             generate_dataset(root, show_progress=show_progress, **data.synth)
-            layout = "csv"
-            lists = split_lists(root)
+            generated = prepare_arguments(root)
+            layout, lists = generated["layout"], generated["lists"]
+            multi_label = generated.get("multi_label", False)
         elif not root:
             raise ConfigError(f"data.root is required to prepare layout {layout} "
                               f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
@@ -75,7 +77,7 @@ def ensure_prepared(data, *, show_progress=False):
             classes_file=data.classes_file, resize_short=data.resize_short,
             clips_per_video=data.clips_per_video, sampling=data.sampling,
             frame_stride=data.frame_stride, workers=data.workers, encoding=data.encoding,
-            show_progress=show_progress,
+            multi_label=multi_label, show_progress=show_progress,
         )
     manifest = data_prep.read_manifest(data.prepared_dir)
     frames, height, width, _ = manifest["clip_shape"]
