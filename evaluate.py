@@ -15,6 +15,8 @@ Mistakes print one line `error: ...` and exit 2.
 import argparse
 import sys
 
+from data_prep.tensorflow_env import configure_tensorflow
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -87,6 +89,7 @@ def run(args):
 
 
 def main(argv=None):
+    configure_tensorflow()
     from training.cli import run_cli
 
     return run_cli(run, parse_args(sys.argv[1:] if argv is None else argv))

@@ -18,6 +18,8 @@ import json
 import os
 import sys
 
+from data_prep.tensorflow_env import configure_tensorflow
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Classify videos with a trained run.")
@@ -97,6 +99,7 @@ def run(args):
 
 
 def main(argv=None):
+    configure_tensorflow()
     from training.cli import run_cli
 
     return run_cli(run, parse_args(sys.argv[1:] if argv is None else argv))

@@ -17,6 +17,8 @@ import shutil
 import sys
 import tempfile
 
+from data_prep.tensorflow_env import configure_tensorflow
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -130,6 +132,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_tensorflow()
     from data_prep.errors import UserError
 
     try:
