@@ -8,7 +8,8 @@ the baseline's.
 
     python bench/models.py                       # every model, 2 warm-up + 5 timed steps
     python bench/models.py --models small3d r3d_18 --steps 3
-    python bench/models.py --deformable          # also small3d[5] and r2plus1d_18[4] deformable
+    python bench/models.py --deformable          # also small3d [5], [4, 5] and r2plus1d_18 [4], [3, 4]
+                                                 # deformable; "vs plain": its s/step over the plain model's
 """
 
 import argparse
@@ -34,7 +35,9 @@ BASELINE = "frames_as_channels"
 # Extra rows for --deformable: (label, model name, options).
 DEFORMABLE_ROWS = (
     ("small3d deformable [5]", "small3d", {"deformable_stages": [5]}),
+    ("small3d deformable [4, 5]", "small3d", {"deformable_stages": [4, 5]}),
     ("r2plus1d_18 deformable [4]", "r2plus1d_18", {"deformable_stages": [4]}),
+    ("r2plus1d_18 deformable [3, 4]", "r2plus1d_18", {"deformable_stages": [3, 4]}),
 )
 
 
@@ -83,10 +86,12 @@ def main(argv=None):
         f"{args.classes} classes, {args.warmup} warm-up + median of {args.steps} steps",
         flush=True,
     )
-    header = f"{'model':28s} {'params':>12s} {'s/step':>8s} {'min':>8s} {'max':>8s} {'clips/s':>8s} {'vs ' + BASELINE:>22s}"
+    header = (f"{'model':30s} {'params':>12s} {'s/step':>8s} {'min':>8s} {'max':>8s} {'clips/s':>8s} "
+              f"{'vs ' + BASELINE:>22s} {'vs plain':>9s}")
     print(header)
     print("-" * len(header), flush=True)
     baseline_rate = None
+    plain_seconds = {}
     for label, name, options in rows:
         params, seconds = time_training_steps(
             name, options, clips, labels, args.classes, args.warmup, args.steps
@@ -96,9 +101,12 @@ def main(argv=None):
         if label == BASELINE:
             baseline_rate = rate
         ratio = f"{rate / baseline_rate:.3f}x" if baseline_rate else "-"
+        if not options:
+            plain_seconds[name] = median
+        vs_plain = f"{median / plain_seconds[name]:.3f}x" if options and name in plain_seconds else ""
         print(
-            f"{label:28s} {params:12,d} {median:8.3f} {min(seconds):8.3f} {max(seconds):8.3f} "
-            f"{rate:8.2f} {ratio:>22s}",
+            f"{label:30s} {params:12,d} {median:8.3f} {min(seconds):8.3f} {max(seconds):8.3f} "
+            f"{rate:8.2f} {ratio:>22s} {vs_plain:>9s}",
             flush=True,
         )
         keras.backend.clear_session()
