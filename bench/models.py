@@ -8,6 +8,7 @@ the baseline's.
 
     python bench/models.py                       # every model, 2 warm-up + 5 timed steps
     python bench/models.py --models small3d r3d_18 --steps 3
+    python bench/models.py --models small3d --deformable --interleave   # steps taken in turn
     python bench/models.py --deformable          # also small3d [5], [4, 5] and r2plus1d_18 [4], [3, 4]
                                                  # deformable; "vs plain": its s/step over the plain model's
 """
@@ -41,14 +42,34 @@ DEFORMABLE_ROWS = (
 )
 
 
-def time_training_steps(name, options, clips, labels, num_classes, warmup, steps):
-    """Builds and compiles one model; returns (parameter count, list of step seconds)."""
+def build_for_training(name, options, input_shape, num_classes):
     keras.utils.set_random_seed(0)
-    model = models.build_model(name, num_classes, clips.shape[1:], **options)
+    model = models.build_model(name, num_classes, input_shape, **options)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model
+
+
+def time_interleaved(rows, clips, labels, num_classes, warmup, steps):
+    """All rows' models built at once and stepped in turn, so load changes hit them alike."""
+    built = [build_for_training(name, options, clips.shape[1:], num_classes) for _, name, options in rows]
+    for model in built:
+        for _ in range(warmup):
+            model.train_on_batch(clips, labels)
+    seconds = [[] for _ in built]
+    for _ in range(steps):
+        for model, times in zip(built, seconds):
+            start = time.perf_counter()
+            model.train_on_batch(clips, labels)
+            times.append(time.perf_counter() - start)
+    return [(model.count_params(), times) for model, times in zip(built, seconds)]
+
+
+def time_training_steps(name, options, clips, labels, num_classes, warmup, steps):
+    """Builds and compiles one model; returns (parameter count, list of step seconds)."""
+    model = build_for_training(name, options, clips.shape[1:], num_classes)
     for _ in range(warmup):
         model.train_on_batch(clips, labels)
     seconds = []
@@ -69,7 +90,11 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=101)
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (the first traces)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps; the median is reported")
-    parser.add_argument("--deformable", action="store_true", help="add the deformable rows")
+    parser.add_argument("--deformable", action="store_true",
+                        help="add the deformable rows of the models in --models")
+    parser.add_argument("--interleave", action="store_true",
+                        help="build every row's model first, then time their steps in turn "
+                             "(fair ratios on a loaded machine; needs the memory of all of them)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -79,7 +104,7 @@ def main(argv=None):
     # The baseline first, so every later row has its ratio.
     rows = [(BASELINE, BASELINE, {})] + [(name, name, {}) for name in args.models if name != BASELINE]
     if args.deformable:
-        rows += list(DEFORMABLE_ROWS)
+        rows += [row for row in DEFORMABLE_ROWS if row[1] in args.models]
 
     print(
         f"training clips/s, batch {args.batch} of {args.frames}x{args.size}x{args.size}x{args.bands}, "
@@ -92,10 +117,15 @@ def main(argv=None):
     print("-" * len(header), flush=True)
     baseline_rate = None
     plain_seconds = {}
+    if args.interleave:
+        timings = iter(time_interleaved(rows, clips, labels, args.classes, args.warmup, args.steps))
     for label, name, options in rows:
-        params, seconds = time_training_steps(
-            name, options, clips, labels, args.classes, args.warmup, args.steps
-        )
+        if args.interleave:
+            params, seconds = next(timings)
+        else:
+            params, seconds = time_training_steps(
+                name, options, clips, labels, args.classes, args.warmup, args.steps
+            )
         median = statistics.median(seconds)
         rate = args.batch / median
         if label == BASELINE:
