@@ -15,6 +15,7 @@ Mistakes print one line `error: ...` and exit 2.
 import argparse
 import sys
 
+# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
 from training.cli import run_cli
 from training.run_dir import open_trained_run

@@ -21,6 +21,7 @@ import sys
 import cv2
 
 from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
+# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
 from training.cli import run_cli
 from training.run_dir import open_trained_run

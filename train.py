@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 
+# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
 from data_prep.shards import MANIFEST_NAME
 from training.config import config_to_dict, load_config

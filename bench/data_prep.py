@@ -29,6 +29,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.prepare import prepare_dataset  # noqa: E402
+from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+
+configure_tensorflow()
 
 
 def write_videos(root, count, num_frames, width, height, seed=0):

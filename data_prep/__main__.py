@@ -6,6 +6,7 @@ import os
 import sys
 
 from data_prep.errors import UserError
+from data_prep.tensorflow_env import configure_tensorflow
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -29,6 +30,7 @@ def build_parser():
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure_tensorflow()  # prepare and inspect import TensorFlow
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

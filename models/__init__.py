@@ -3,13 +3,18 @@
 See docs/MODELS.md for the architectures, band handling, normalisation and deformable options.
 """
 
-from models.build import MODEL_NAMES, build_model
+# Before anything here imports Keras (and so TensorFlow): oneDNN on unless the user chose.
+from data_prep.tensorflow_env import configure_tensorflow
+
+configure_tensorflow()
+
+from models.build import MODEL_NAMES, build_model  # noqa: E402
 
 # Imported for their registration with Keras: after `import models`, every saved model,
 # deformable or not, reloads with `keras.models.load_model` in a fresh process.
-from models.deform_conv3d import DeformConv3D
-from models.preprocessing import ClipNormalization, FrameDifferences
-from models.s3d import SymmetricMaxPooling3D
+from models.deform_conv3d import DeformConv3D  # noqa: E402
+from models.preprocessing import ClipNormalization, FrameDifferences  # noqa: E402
+from models.s3d import SymmetricMaxPooling3D  # noqa: E402
 
 __all__ = [
     "MODEL_NAMES",

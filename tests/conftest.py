@@ -1,11 +1,15 @@
-"""Shared pytest setup: quiet TensorFlow's start-up logs before anything imports it, and
+"""Shared pytest setup: quiet TensorFlow's start-up logs and turn oneDNN on (as every entry
+point does) before anything imports it, and
 the tiny trained run that the evaluate, export and predict tests share."""
 
 import os
 
 import pytest
 
+from data_prep.tensorflow_env import configure_tensorflow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+configure_tensorflow()
 
 
 @pytest.fixture(scope="session")
