@@ -2,7 +2,7 @@
 
     python bench/deform_conv3d.py                         # all three shapes of issue 3
     python bench/deform_conv3d.py --shapes 2,16,28,28,64,64 --repeats 3
-    python bench/deform_conv3d.py --torch-python /work/venv-torch/bin/python
+    python bench/deform_conv3d.py --torch-python /path/to/torch-venv/bin/python
 
 Time: forward + backward (gradients w.r.t. everything that has one), median of
 `--repeats` warm runs inside one tf.function, both sides measured side by side in this
@@ -24,19 +24,21 @@ DEFORM_BENCH_TORCH_PYTHON environment variable), which needs torch and torchvisi
 row is skipped when none is given. torch is never a dependency of this project.
 """
 
-import os
-
-# oneDNN on explicitly, so the numbers do not depend on TensorFlow's CPU-detection default;
-# the project's data_prep.tensorflow_env module (being written) will own this setting.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 import argparse
 import ctypes
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+
+# oneDNN on unless the user chose (the project's default), before anything imports TensorFlow.
+configure_tensorflow()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SHAPES = ["2,16,28,28,64,64", "4,8,56,56,32,32", "1,16,56,56,64,64"]
@@ -221,7 +223,6 @@ def main(argv=None):
                         help="interpreter with torch + torchvision for the comparison row")
     parser.add_argument("--memory-worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sys.path.insert(0, REPO)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
     shapes = [parse_shape(text) for text in args.shapes]
