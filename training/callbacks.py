@@ -181,10 +181,12 @@ class TensorBoardLogger(keras.callbacks.Callback):
             at epoch end) or None.
         histograms, graph, deform_offsets: bool, from the config's tensorboard section.
         offset_sample: uint8 (1, F, H, W, band) clip the offset views are computed on.
+        learning_rate_every: int, steps between `step_learning_rate` scalars (the rate the
+            optimizer applies at step `optimizer.iterations`, so warmup shows); 0 = none.
     """
 
     def __init__(self, log_dir, *, class_names, sample_clips, confusion_metric, histograms=True,
-                 graph=True, deform_offsets=True, offset_sample=None):
+                 graph=True, deform_offsets=True, offset_sample=None, learning_rate_every=1):
         super().__init__()
         self.log_dir = log_dir
         self.class_names = list(class_names)
@@ -194,6 +196,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self.graph = graph
         self.deform_offsets = deform_offsets
         self.offset_sample = offset_sample
+        self.learning_rate_every = learning_rate_every
         self._writers = {}
         self._offset_views = None
         self._started = False
@@ -212,6 +215,15 @@ class TensorBoardLogger(keras.callbacks.Callback):
         if not self._started:
             self._started = True
             self._write_initial(step=epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.learning_rate_every:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.learning_rate_every == 0:
+            with self.writer("train").as_default():
+                summaries.scalar("step_learning_rate",
+                                 current_learning_rate(self.model.optimizer), step)
 
     def _write_initial(self, step):
         for split, clips in self.sample_clips.items():

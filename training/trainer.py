@@ -184,7 +184,8 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
 
 
 def _hparams(config):
-    """Scalars of the config for the HParams dashboard (lists and dicts as text)."""
+    """Scalars of the config for the HParams dashboard, under their config keys (model
+    options one per key, other lists and dicts as text)."""
     flat = {}
     for section in ("data", "model", "augment", "train"):
         for key, value in vars(getattr(config, section)).items():
@@ -193,11 +194,35 @@ def _hparams(config):
                 continue
             if value is None:
                 continue
+            if section == "model" and key == "options":
+                for option, option_value in sorted(value.items()):
+                    flat[f"model.options.{option}"] = (
+                        json.dumps(option_value, sort_keys=True)
+                        if isinstance(option_value, (list, dict)) else option_value)
+                continue
             if isinstance(value, (list, dict)):
                 value = json.dumps(value, sort_keys=True)
             flat[f"{section}.{key}"] = value
     flat["distribute.strategy"] = config.distribute.strategy
     return flat
+
+
+# What runs are compared on, shown by default (the dashboard ticks the first five; the rest,
+# and every other config key, are a tick away); model options follow them.
+SHOWN_HPARAMS = ("model.name", "train.learning_rate", "train.batch_size", "train.epochs",
+                 "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
+                 "data.size", "augment.crop_size", "model.weights")
+
+
+def shown_hparams(hparams):
+    """SHOWN_HPARAMS then the model options, those present in `hparams`."""
+    options = [name for name in hparams if name.startswith("model.options.")]
+    return [name for name in (*SHOWN_HPARAMS, *options) if name in hparams]
+
+
+def trial_name(config, run_dir):
+    """`<config name>/<run directory name>`, e.g. `demo/20260101-120000`."""
+    return f"{config.name}/{os.path.basename(os.path.normpath(run_dir.path))}"
 
 
 HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
@@ -368,8 +393,10 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     if not resume:  # a resumed run continues the session its first attempt started
         with tensorboard_logger.writer("").as_default():
             summaries.hparams_experiment(hparams, HPARAMS_METRICS,
-                                         description=f"{config.name}: {config.model.name}")
-            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints)
+                                         description=f"{config.name}: {config.model.name}",
+                                         shown=shown_hparams(hparams))
+            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints,
+                                            trial_name=trial_name(config, run_dir))
 
     fit_started = time.perf_counter()
     try:
