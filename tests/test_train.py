@@ -21,6 +21,7 @@ import data_prep
 from cluster_fixtures import free_ports, worker_env
 from metric_reference import reference_metrics_of
 from video_fixtures import make_folders_dataset, write_text
+from tensorboard.plugins.hparams import api_pb2
 from training import input_pipeline, summaries
 from training.config import load_config
 from training.run_dir import RunDir, read_history
@@ -103,7 +104,8 @@ def test_run_writes_every_artifact(finished_run):
 
     tmp_path, config_path, run_dir = finished_run
     for path in (run_dir.config, run_dir.run_info, run_dir.data_manifest, run_dir.classes,
-                 run_dir.train_log, run_dir.history, run_dir.model, run_dir.metrics,
+                 run_dir.train_log, run_dir.history, run_dir.curves, run_dir.model,
+                 run_dir.metrics,
                  os.path.join(run_dir.checkpoints, "best.keras"),
                  os.path.join(run_dir.checkpoints, "best.json"),
                  os.path.join(run_dir.checkpoints, "last.keras")):
@@ -144,6 +146,13 @@ def test_tensorboard_records_read_back(finished_run):
         assert [step for step, _ in train_run["scalars"][tag]] == [1], tag
     assert train_run["scalars"]["learning_rate"][0][1] == pytest.approx(0.0)  # cosine's end
     assert train_run["scalars"]["clips_per_second"][0][1] > 0
+    # The rate per step, so the half-epoch warmup shows: rising, then the cosine decay.
+    steps, rates = zip(*train_run["scalars"]["step_learning_rate"])
+    assert list(steps) == list(range(len(steps))) and len(steps) >= 2
+    schedule = WarmupSchedule(0.003, total_steps=len(steps),
+                              warmup_steps=int(round(0.5 * len(steps))), decay="cosine")
+    np.testing.assert_allclose(rates, [float(schedule(step)) for step in steps], rtol=1e-5)
+    assert rates[0] < max(rates)
     for tag in ("epoch_loss", "epoch_top1", "epoch_top5"):
         assert len(validation["scalars"][tag]) == 1, tag
     assert {"input_clips/train"} <= train_run["images"]
@@ -160,11 +169,29 @@ def test_tensorboard_records_read_back(finished_run):
     # final test metrics as scalars of the same run.
     hparams = root["hparams"]
     experiment = hparams[summaries.EXPERIMENT_TAG].experiment
-    assert "train.learning_rate" in [info.name for info in experiment.hparam_infos]
+    infos = {info.name: info for info in experiment.hparam_infos}
+    # The comparison keys come first and are flagged `differs`: the dashboard sorts those
+    # first and ticks the first five.
+    shown = ["model.name", "train.learning_rate", "train.batch_size", "train.epochs",
+             "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
+             "data.size", "augment.crop_size", "model.options.deformable_stages"]
+    assert [info.name for info in experiment.hparam_infos][:len(shown)] == shown
+    assert all(infos[name].differs for name in shown)
+    assert not infos["train.seed"].differs and not infos["augment.horizontal_flip"].differs
+    assert infos["train.learning_rate"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["train.batch_size"].type == api_pb2.DATA_TYPE_STRING
+    assert infos["augment.horizontal_flip"].type == api_pb2.DATA_TYPE_BOOL
     assert ("", "test/top1") in [(m.name.group, m.name.tag) for m in experiment.metric_infos]
     start = hparams[summaries.SESSION_START_TAG].session_start_info
+    assert set(start.hparams) == set(infos)
     assert start.hparams["train.learning_rate"].number_value == pytest.approx(0.003)
     assert start.hparams["model.name"].string_value == "small3d"
+    # Integers as integers (the table prints numbers with 5 digits: 8 would be 8.0000).
+    assert start.hparams["train.batch_size"].string_value == "8"
+    assert start.hparams["data.frames"].string_value == "4"
+    assert start.hparams["model.options.deformable_stages"].string_value == "[5]"
+    assert start.hparams["augment.horizontal_flip"].bool_value is False
+    assert start.group_name == "tiny/run"  # <config name>/<run directory name>
     assert hparams[summaries.SESSION_END_TAG].session_end_info.status == summaries.STATUS_SUCCESS
     metrics = json.load(open(run_dir.metrics))
     assert root["scalars"]["test/top1"][0][1] == pytest.approx(metrics["top1"])

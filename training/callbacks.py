@@ -176,7 +176,9 @@ class TensorBoardLogger(keras.callbacks.Callback):
     Args:
         log_dir: str, RUN_DIR/tensorboard.
         class_names: list of str, for the confusion matrix.
-        sample_clips: {split: list of uint8 (F, H, W, band) clips} drawn once as frame strips.
+        sample_clips: {split: (list of uint8 (F, H, W, band) clips, list of label ids)}, clips
+            of different videos drawn as frames >= 96 px with their class; the validation
+            ones again after each epoch with the model's prediction.
         confusion_metric: the compiled MeanClassAccuracy (its matrix holds validation counts
             at epoch end) or None.
         histograms, graph, deform_offsets: bool, from the config's tensorboard section.
@@ -226,16 +228,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
                                  current_learning_rate(self.model.optimizer), step)
 
     def _write_initial(self, step):
-        for split, clips in self.sample_clips.items():
-            run = "train" if split == "train" else "validation"
-            if not clips:
-                continue
-            strips = [visuals.frame_strip(clip) for clip in clips]
-            width = max(s.shape[1] for s in strips)
-            padded = np.stack([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)),
-                                      constant_values=255) for s in strips])
-            with self.writer(run).as_default():
-                summaries.image(f"input_clips/{split}", padded, step=step)
+        for split in self.sample_clips:
+            self._write_clips(split, step, with_predictions=False)
         if self.graph and step == 0:
             self._write_graph()
         if self.deform_offsets and self.offset_sample is not None:
@@ -244,6 +238,23 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 self._write_offsets(step)
         for writer in self._writers.values():
             writer.flush()
+
+    def _write_clips(self, split, step, with_predictions):
+        clips, labels = self.sample_clips[split]
+        if not clips:
+            return
+        captions = [[f"true: {self.class_names[label]}"] for label in labels]
+        if with_predictions:
+            logits = self.model(np.stack(clips), training=False)
+            probabilities = keras.ops.convert_to_numpy(
+                keras.ops.softmax(keras.ops.cast(logits, "float32")))
+            for caption, row in zip(captions, probabilities):
+                caption.append(f"predicted: {self.class_names[int(row.argmax())]} "
+                               f"({row.max():.2f})")
+        images = [visuals.captioned(visuals.frame_strip(clip, columns=8), caption)
+                  for clip, caption in zip(clips, captions)]
+        with self.writer("train" if split == "train" else "validation").as_default():
+            summaries.image(f"input_clips/{split}", visuals.pad_to_same_size(images), step=step)
 
     def _write_graph(self):
         spec = tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype)
@@ -288,8 +299,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
                     summaries.scalar(f"epoch_{key[4:]}", value, step)
             if self.confusion_metric is not None and "val_loss" in logs:
                 matrix = keras.ops.convert_to_numpy(self.confusion_metric.confusion)
-                summaries.image("confusion_matrix",
-                                visuals.confusion_matrix_image(matrix, self.class_names), step)
+                title = f"validation clips, epoch {step}, top-1 {logs.get('val_top1', 0):.4f}"
+                summaries.image("confusion_matrix", visuals.confusion_matrix_image(
+                    matrix, self.class_names, title=title), step)
+        if "validation" in self.sample_clips:
+            self._write_clips("validation", step, with_predictions=True)
         if self.deform_offsets and self.offset_sample is not None:
             self._write_offsets(step)
         for writer in self._writers.values():

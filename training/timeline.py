@@ -67,16 +67,21 @@ def frames_per_second(path):
     return float(fps) if fps and np.isfinite(fps) and fps > 0 else DEFAULT_FPS
 
 
+def check_window_arguments(window_seconds=None, stride_seconds=None):
+    """Raises UserError unless each given length (seconds) is positive."""
+    for name, value in (("--window-seconds", window_seconds),
+                        ("--window-stride", stride_seconds)):
+        if value is not None and not value > 0:
+            raise UserError(f"Expected {name} > 0 (seconds). Received: {name} {value}")
+
+
 def resolve_window(manifest, fps, window_seconds=None, stride_seconds=None):
     """(window_frames, stride_frames) from seconds, or the run's clip span and half of it.
 
     Raises:
         UserError: a given length is not positive.
     """
-    for name, value in (("--window-seconds", window_seconds),
-                        ("--window-stride", stride_seconds)):
-        if value is not None and not value > 0:
-            raise UserError(f"Expected {name} > 0 (seconds). Received: {name} {value}")
+    check_window_arguments(window_seconds, stride_seconds)
     window = (max(1, round(window_seconds * fps)) if window_seconds is not None
               else clip_span(manifest["sampling"]))
     stride = (max(1, round(stride_seconds * fps)) if stride_seconds is not None

@@ -1,5 +1,7 @@
-"""Pictures for TensorBoard, drawn with numpy and OpenCV: frame strips, confusion matrices
-and DeformConv3D offset fields. All return uint8 RGB (H, W, 3) arrays."""
+"""Pictures drawn with numpy and OpenCV (no plotting dependency): frame strips with
+captions, confusion matrices and DeformConv3D offset fields for TensorBoard and evaluate.py,
+the training curves of RUN_DIR/curves.png and predict.py's timelines. All return uint8 RGB
+(H, W, 3) arrays."""
 
 import cv2
 import numpy as np
@@ -147,7 +149,7 @@ def confusion_matrix_image(matrix, class_names, title=None):
 
 
 def offset_field_image(frame, offsets, min_height=192):
-    """Mean spatial offset per output location drawn as arrows over a frame.
+    """Mean spatial offset per output location drawn as arrows over a frame, with a legend.
 
     Args:
         frame: (H, W, band) uint8, the sample frame (the layer's input time covers it).
@@ -155,9 +157,10 @@ def offset_field_image(frame, offsets, min_height=192):
             offsets in its input's pixels, last axis (dt, dy, dx).
 
     Returns:
-        uint8 RGB image; arrows start at each output location's centre and show the mean
-        (dy, dx) over kernel points, scaled from feature pixels to frame pixels. Arrow colour
-        goes from green (no temporal offset) to red (|dt| >= 1 frame).
+        uint8 RGB image; arrows start at each output location's centre (black dot) and show
+        the mean (dy, dx) over kernel points, scaled from feature pixels to frame pixels.
+        Arrow colour goes from green (no temporal offset) to red (|dt| >= 1 frame). The band
+        below says so, with the colour scale and the largest mean offset.
     """
     frame = _as_rgb(frame)
     height, width = frame.shape[:2]
@@ -173,8 +176,207 @@ def offset_field_image(frame, offsets, min_height=192):
             dt, dy, dx = mean[i, j]
             start = (int((j + 0.5) * cell_x), int((i + 0.5) * cell_y))
             end = (int(start[0] + dx * cell_x), int(start[1] + dy * cell_y))
-            red = int(255 * min(abs(dt), 1.0))
-            cv2.arrowedLine(canvas, start, end, (red, 200 - red // 2, 0), 1, cv2.LINE_AA,
-                            tipLength=0.3)
+            cv2.arrowedLine(canvas, start, end, _dt_colour(dt), 1, cv2.LINE_AA, tipLength=0.3)
             cv2.circle(canvas, start, 1, (0, 0, 0), -1)
-    return canvas
+    spatial = np.sqrt(mean[..., 1] ** 2 + mean[..., 2] ** 2)
+    return _with_offset_legend(canvas, float(spatial.max()), float(np.abs(mean[..., 0]).max()))
+
+
+def _dt_colour(dt):
+    red = int(255 * min(abs(dt), 1.0))
+    return (red, 200 - red // 2, 0)
+
+
+def _with_offset_legend(canvas, max_spatial, max_temporal):
+    lines = ["arrow: mean (dy, dx) offset of the kernel points from",
+             "each output location (dot), drawn to the frame's scale",
+             f"largest {max_spatial:.2f} input px; |dt| up to {max_temporal:.2f} frames"]
+    width = max(canvas.shape[1], max(_text_width(line, 0.4) for line in lines) + 10)
+    band = np.full((18 * len(lines) + 34, width, 3), 255, np.uint8)
+    for index, line in enumerate(lines):
+        _put(band, line, (4, 18 * index + 15), 0.4)
+    top, bar_left, bar_width = 18 * len(lines) + 6, 60, 120
+    _put(band, "|dt| 0", (4, top + 13), 0.4)
+    for x in range(bar_width):
+        cv2.line(band, (bar_left + x, top + 2), (bar_left + x, top + 16),
+                 _dt_colour(x / (bar_width - 1)), 1)
+    _put(band, "1 frame", (bar_left + bar_width + 6, top + 13), 0.4)
+    body = np.full((canvas.shape[0], width, 3), 255, np.uint8)
+    body[:, :canvas.shape[1]] = canvas
+    return np.concatenate([body, band])
+
+
+# --- line charts --------------------------------------------------------------------------
+
+SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
+
+
+def _nice_ticks(low, high, count=5):
+    """Round tick values covering [low, high]."""
+    if not high > low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / count
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw),
+               default=10 * magnitude)
+    first = np.floor(low / step) * step
+    return [first + i * step for i in range(int(np.ceil((high - first) / step - 1e-9)) + 1)]
+
+
+def _tick_text(value):
+    return f"{value:.3g}" if value else "0"
+
+
+def line_chart(series, *, title, x_label, width=460, height=260):
+    """A chart of named (xs, ys) series with axes, ticks, a title and a legend.
+
+    Args:
+        series: list of (name, xs, ys); a series with no finite point is left out.
+        title, x_label: str.
+
+    Returns:
+        uint8 RGB (height, width, 3).
+    """
+    image = np.full((height, width, 3), 255, np.uint8)
+    series = [(name, np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+              for name, xs, ys in series]
+    series = [(n, xs[np.isfinite(ys)], ys[np.isfinite(ys)]) for n, xs, ys in series]
+    series = [s for s in series if len(s[1])]
+    _put(image, title, (8, 20), 0.55)
+    left, right, top, bottom = 62, width - 12, 34, height - 62
+    if not series:
+        _put(image, "no data", (left + 10, (top + bottom) // 2), 0.45)
+        return image
+    all_x = np.concatenate([xs for _, xs, _ in series])
+    all_y = np.concatenate([ys for _, _, ys in series])
+    x_ticks = _nice_ticks(all_x.min(), all_x.max())
+    y_ticks = _nice_ticks(all_y.min(), all_y.max())
+    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+
+    def to_pixel(x, y):
+        return (int(round(left + (x - x0) / (x1 - x0) * (right - left))),
+                int(round(bottom - (y - y0) / (y1 - y0) * (bottom - top))))
+
+    for value in y_ticks:
+        _, y = to_pixel(x0, value)
+        cv2.line(image, (left, y), (right, y), (232, 232, 232), 1)
+        text = _tick_text(value)
+        _put(image, text, (left - 6 - _text_width(text, 0.38), y + 4), 0.38)
+    for value in x_ticks:
+        x, _ = to_pixel(value, y0)
+        cv2.line(image, (x, bottom), (x, bottom + 4), TEXT, 1)
+        text = _tick_text(value)
+        _put(image, text, (x - _text_width(text, 0.38) // 2, bottom + 18), 0.38)
+    cv2.rectangle(image, (left, top), (right, bottom), (150, 150, 150), 1)
+    _put(image, x_label, ((left + right - _text_width(x_label, 0.42)) // 2, bottom + 36), 0.42)
+    legend_x = left
+    for index, (name, xs, ys) in enumerate(series):
+        colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+        points = np.array([to_pixel(x, y) for x, y in zip(xs, ys)], np.int32)
+        if len(points) > 1:
+            cv2.polylines(image, [points], False, colour, 2, cv2.LINE_AA)
+        for point in points if len(points) <= 60 else ():
+            cv2.circle(image, tuple(int(v) for v in point), 3, colour, -1, cv2.LINE_AA)
+        cv2.line(image, (legend_x, height - 12), (legend_x + 22, height - 12), colour, 3)
+        _put(image, name, (legend_x + 28, height - 7), 0.42)
+        legend_x += 40 + _text_width(name, 0.42)
+    return image
+
+
+def training_curves_image(history, learning_rate=None, title=""):
+    """RUN_DIR/curves.png: loss and top-1 (train vs validation) by epoch, and the rate.
+
+    Args:
+        history: list of dicts, `run_dir.read_history` rows (epoch from 0, `loss`,
+            `val_loss`, `top1`, `val_top1`, `learning_rate`).
+        learning_rate: (epochs as floats, rates) per step, or None for the history's
+            per-epoch `learning_rate`.
+        title: str, the line above the charts.
+    """
+    # A resumed run may repeat an epoch's row: the last one counts.
+    history = sorted({row["epoch"]: row for row in history}.values(), key=lambda r: r["epoch"])
+    epochs = [row["epoch"] + 1 for row in history]
+
+    def column(key):
+        return [row.get(key, float("nan")) for row in history]
+
+    if learning_rate is None:
+        learning_rate = (epochs, column("learning_rate"))
+    charts = [
+        line_chart([("train", epochs, column("loss")),
+                    ("validation", epochs, column("val_loss"))],
+                   title="loss", x_label="epoch"),
+        line_chart([("train", epochs, column("top1")),
+                    ("validation", epochs, column("val_top1"))],
+                   title="top-1 (clips)", x_label="epoch"),
+        line_chart([("learning rate", *learning_rate)], title="learning rate",
+                   x_label="epoch"),
+    ]
+    row = np.concatenate(charts, axis=1)
+    return captioned(row, [title], scale=0.6, line_height=26) if title else row
+
+
+def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", max_rows=10,
+                   width=720):
+    """Classes over time: one row per class that is ever among the top 3 (at most
+    `max_rows`, the most probable first), colour = probability (white 0, dark blue 1), the
+    top-1 class of each stretch written on a band above.
+
+    Args:
+        probabilities: (windows, classes) float.
+        starts_s, ends_s: window starts and ends in seconds; a stretch of time is drawn with
+            the window whose centre is nearest.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    starts_s, ends_s = np.asarray(starts_s, np.float64), np.asarray(ends_s, np.float64)
+    top3 = np.argsort(-probabilities, axis=1, kind="stable")[:, :3]
+    candidates = np.unique(top3)
+    rows = candidates[np.argsort(-probabilities[:, candidates].max(axis=0),
+                                 kind="stable")][:max_rows]
+    names = [str(class_names[i]) for i in rows]
+    label_width = max(_text_width(n, 0.45) for n in names) + 16
+    row_height, band, top = 24, 30, 40
+    plot_width = width - label_width - 16
+    height = top + band + len(rows) * row_height + 50
+    image = np.full((height, width, 3), 255, np.uint8)
+    if title:
+        _put(image, title, (8, 22), 0.55)
+    begin, end = float(starts_s.min()), float(ends_s.max())
+    duration = max(end - begin, 1e-9)
+    centres = (starts_s + ends_s) / 2
+    column_time = begin + (np.arange(plot_width) + 0.5) / plot_width * duration
+    window_of = np.abs(column_time[:, None] - centres[None]).argmin(axis=1)
+    grid_top = top + band
+    for r, class_index in enumerate(rows):
+        y = grid_top + r * row_height
+        _put(image, names[r], (label_width - 8 - _text_width(names[r], 0.45), y + 17), 0.45)
+        for x in range(plot_width):
+            rate = probabilities[window_of[x], class_index]
+            cv2.line(image, (label_width + x, y + 1), (label_width + x, y + row_height - 2),
+                     _rate_colour(rate), 1)
+    # The top-1 band: a change of colour (class) marks where the top class changes.
+    top1 = probabilities.argmax(axis=1)
+    x = 0
+    while x < plot_width:
+        stop = x
+        while stop < plot_width and top1[window_of[stop]] == top1[window_of[x]]:
+            stop += 1
+        colour = SERIES_COLOURS[int(top1[window_of[x]]) % len(SERIES_COLOURS)]
+        cv2.rectangle(image, (label_width + x, top + 4), (label_width + stop - 1, top + band - 6),
+                      colour, -1)
+        name = str(class_names[top1[window_of[x]]])
+        if _text_width(name, 0.4) < stop - x - 6:
+            _put(image, name, (label_width + x + 4, top + band - 11), 0.4, (255, 255, 255))
+        x = stop
+    _put(image, "top-1", (label_width - 8 - _text_width("top-1", 0.45), top + band - 11), 0.45)
+    axis_y = grid_top + len(rows) * row_height + 4
+    for value in _nice_ticks(begin, end):
+        if value < begin - 1e-9 or value > end + 1e-9:
+            continue
+        x = label_width + int(round((value - begin) / duration * (plot_width - 1)))
+        cv2.line(image, (x, axis_y), (x, axis_y + 4), TEXT, 1)
+        text = _tick_text(value)
+        _put(image, text, (x - _text_width(text, 0.38) // 2, axis_y + 18), 0.38)
+    _put(image, "seconds; colour: probability (white 0, blue 1)",
+         (label_width, axis_y + 38), 0.42)
+    return image
