@@ -211,11 +211,11 @@ def _with_offset_legend(canvas, max_spatial, max_temporal):
 SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40))
 
 
-def _nice_ticks(low, high, count=5):
-    """Round tick values covering [low, high]."""
+def _nice_ticks(low, high, count=5, integer=False):
+    """Round tick values covering [low, high] (whole numbers only with `integer`)."""
     if not high > low:
         high = low + (abs(low) or 1.0)
-    raw = (high - low) / count
+    raw = max((high - low) / count, 1.0 if integer else 0.0)
     magnitude = 10 ** np.floor(np.log10(raw))
     step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw),
                default=10 * magnitude)
@@ -227,12 +227,13 @@ def _tick_text(value):
     return f"{value:.3g}" if value else "0"
 
 
-def line_chart(series, *, title, x_label, width=460, height=260):
+def line_chart(series, *, title, x_label, width=460, height=260, integer_x=False):
     """A chart of named (xs, ys) series with axes, ticks, a title and a legend.
 
     Args:
         series: list of (name, xs, ys); a series with no finite point is left out.
         title, x_label: str.
+        integer_x: bool, whole-number ticks on x (epochs).
 
     Returns:
         uint8 RGB (height, width, 3).
@@ -249,7 +250,7 @@ def line_chart(series, *, title, x_label, width=460, height=260):
         return image
     all_x = np.concatenate([xs for _, xs, _ in series])
     all_y = np.concatenate([ys for _, _, ys in series])
-    x_ticks = _nice_ticks(all_x.min(), all_x.max())
+    x_ticks = _nice_ticks(all_x.min(), all_x.max(), integer=integer_x)
     y_ticks = _nice_ticks(all_y.min(), all_y.max())
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
 
@@ -305,10 +306,10 @@ def training_curves_image(history, learning_rate=None, title=""):
     charts = [
         line_chart([("train", epochs, column("loss")),
                     ("validation", epochs, column("val_loss"))],
-                   title="loss", x_label="epoch"),
+                   title="loss", x_label="epoch", integer_x=True),
         line_chart([("train", epochs, column("top1")),
                     ("validation", epochs, column("val_top1"))],
-                   title="top-1 (clips)", x_label="epoch"),
+                   title="top-1 (clips)", x_label="epoch", integer_x=True),
         line_chart([("learning rate", *learning_rate)], title="learning rate",
                    x_label="epoch"),
     ]
