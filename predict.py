@@ -15,7 +15,9 @@ predictions).
 `--window-stride SECONDS`, default half a window; `--window-seconds`, default the run's clip
 span) and prints, per window, its start and end in seconds and the top-k classes; in the JSON
 each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probability"}]}]`.
-`--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time). A broken item prints `error: PATH: reason` to stderr and the others still run.
+`--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time).
+
+A broken item prints `error: PATH: reason` to stderr and the others still run.
 Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
 """
 

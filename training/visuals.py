@@ -320,8 +320,9 @@ def training_curves_image(history, learning_rate=None, title=""):
 def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", max_rows=10,
                    width=720):
     """Classes over time: one row per class that is ever among the top 3 (at most
-    `max_rows`, the most probable first), colour = probability (white 0, dark blue 1), the
-    top-1 class of each stretch written on a band above.
+    `max_rows`, the most probable first), colour = probability (white 0, dark blue 1); the
+    top-1 class of each stretch is framed in its row and named on a band above (when the
+    name fits).
 
     Args:
         probabilities: (windows, classes) float.
@@ -362,12 +363,18 @@ def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", ma
         stop = x
         while stop < plot_width and top1[window_of[stop]] == top1[window_of[x]]:
             stop += 1
-        colour = SERIES_COLOURS[int(top1[window_of[x]]) % len(SERIES_COLOURS)]
-        cv2.rectangle(image, (label_width + x, top + 4), (label_width + stop - 1, top + band - 6),
+        best = int(top1[window_of[x]])
+        colour = SERIES_COLOURS[best % len(SERIES_COLOURS)]
+        # A white gap between stretches: two classes may share a colour.
+        cv2.rectangle(image, (label_width + x, top + 4), (label_width + stop - 2, top + band - 6),
                       colour, -1)
-        name = str(class_names[top1[window_of[x]]])
+        name = str(class_names[best])
         if _text_width(name, 0.4) < stop - x - 6:
             _put(image, name, (label_width + x + 4, top + band - 11), 0.4, (255, 255, 255))
+        if best in rows:  # and a frame around the top-1 class's cells of the stretch
+            y = grid_top + int(np.flatnonzero(rows == best)[0]) * row_height
+            cv2.rectangle(image, (label_width + x, y + 1),
+                          (label_width + stop - 2, y + row_height - 2), TEXT, 2)
         x = stop
     _put(image, "top-1", (label_width - 8 - _text_width("top-1", 0.45), top + band - 11), 0.45)
     axis_y = grid_top + len(rows) * row_height + 4
