@@ -193,6 +193,8 @@ def _hparams(config):
             if section == "data" and key in ("root", "split_dir", "lists", "classes_file",
                                              "prepared_dir", "workers", "synth"):
                 continue
+            if section == "model" and key == "weights" and value is None:
+                value = "none"  # trained from scratch: a value to compare pretrained runs with
             if value is None:
                 continue
             if section == "model" and key == "options":
