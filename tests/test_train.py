@@ -427,8 +427,9 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
         assert os.path.getsize(path) > 0, path
     # Exactly a finished run's files: no backup/, no half-written export or checkpoint.
     assert sorted(os.listdir(run_path)) == [
-        "checkpoints", "classes.txt", "config.yaml", "data_manifest.json", "export",
-        "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard", "train.log"]
+        "checkpoints", "classes.txt", "config.yaml", "curves.png", "data_manifest.json",
+        "export", "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard",
+        "train.log"]
     metrics = json.load(open(run_dir.metrics))
     assert_video_level(metrics)
     # Both workers end with one model (BatchNorm statistics averaged too): worker 1's
