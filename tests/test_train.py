@@ -63,10 +63,12 @@ def assert_video_level(metrics):
 
 
 def read_events(log_dir):
-    """{run: {"scalars": {tag: [(step, value)]}, "images": set, "histograms": set,
-    "hparams": {tag: plugin data}, "graph": bool}} from every event file under log_dir."""
+    """{run: {"scalars": {tag: [(step, value)]}, "images": set, "image_sizes": {tag: [(step,
+    width, height)]}, "histograms": set, "hparams": {tag: plugin data}, "graph": bool}} from
+    every event file under log_dir."""
     runs = collections.defaultdict(lambda: {"scalars": collections.defaultdict(list),
                                             "images": set(), "histograms": set(),
+                                            "image_sizes": collections.defaultdict(list),
                                             "hparams": {}, "graph": False})
     for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
         run = os.path.relpath(os.path.dirname(path), log_dir)
@@ -82,6 +84,8 @@ def read_events(log_dir):
                     runs[run]["images"].add(value.tag)
                     width, height = tf.make_ndarray(value.tensor)[:2]
                     assert int(width) > 0 and int(height) > 0
+                    runs[run]["image_sizes"][value.tag].append(
+                        (event.step, int(width), int(height)))
                 elif plugin == "histograms":
                     runs[run]["histograms"].add(value.tag)
                 elif plugin == "hparams":
@@ -157,6 +161,11 @@ def test_tensorboard_records_read_back(finished_run):
         assert len(validation["scalars"][tag]) == 1, tag
     assert {"input_clips/train"} <= train_run["images"]
     assert {"input_clips/validation", "confusion_matrix"} <= validation["images"]
+    # Clips of 4 frames of 14 px, enlarged 7x to 98 px under a caption band (1 line, then 2
+    # with the prediction after the epoch).
+    assert train_run["image_sizes"]["input_clips/train"] == [(0, 4 * 98 + 3 * 2, 98 + 26)]
+    assert validation["image_sizes"]["input_clips/validation"] == [
+        (0, 4 * 98 + 3 * 2, 98 + 26), (1, 4 * 98 + 3 * 2, 98 + 46)]
     assert train_run["graph"]
     assert any(tag.endswith("/kernel") for tag in train_run["histograms"])
     # The deformable group: offset magnitudes (scalars, histogram) and the field image,
