@@ -9,7 +9,15 @@ images is one item; any other directory stands for the items directly inside it.
 
 Prints the top-k class names and probabilities per item, or with `--json` a JSON list of
 `{"path", "predictions": [{"label", "probability"}]}` (a failed item has `"error"` and no
-predictions). A broken item prints `error: PATH: reason` to stderr and the others still run.
+predictions).
+
+`--timeline` also slides the run's clip window over each item (training/timeline.py;
+`--window-stride SECONDS`, default half a window; `--window-seconds`, default the run's clip
+span) and prints, per window, its start and end in seconds and the top-k classes; in the JSON
+each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probability"}]}]`.
+`--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time).
+
+A broken item prints `error: PATH: reason` to stderr and the others still run.
 Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
 """
 
@@ -25,7 +33,9 @@ from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
 from data_prep.errors import UserError
 from training.cli import run_cli
 from training.run_dir import open_trained_run
+from training.timeline import check_window_arguments, item_timeline
 from training.views import preprocess_item
+from training.visuals import timeline_image
 
 
 def parse_args(argv):
@@ -33,6 +43,14 @@ def parse_args(argv):
     parser.add_argument("--run-dir", required=True, help="a run directory written by train.py")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per item (5)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also score each window of the clip length along the item")
+    parser.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
+                        help="--timeline: seconds between window starts (half a window)")
+    parser.add_argument("--window-seconds", type=float, default=None, metavar="SECONDS",
+                        help="--timeline: window length (the run's clip span)")
+    parser.add_argument("--plot", default=None, metavar="DIR",
+                        help="--timeline: write DIR/<item>.timeline.png per item")
     parser.add_argument("items", nargs="+", metavar="VIDEO_OR_DIR",
                         help="video files, frame-image folders, .npy arrays, or directories "
                              "of them")
@@ -65,12 +83,37 @@ def predict_item(path, trained, probabilities_of, top_k):
     return [(trained.class_names[index], float(mean[index])) for index in order]
 
 
+def write_timeline_plot(directory, path, timeline, probabilities, class_names):
+    """DIR/<item name>.timeline.png (classes over time) for one item."""
+    name = os.path.basename(os.path.normpath(path)) or "item"
+    out = os.path.join(directory, f"{name}.timeline.png")
+    image = timeline_image(probabilities, [w["start_s"] for w in timeline],
+                           [w["end_s"] for w in timeline], class_names, title=path)
+    if not cv2.imwrite(out, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {out}")
+    return out
+
+
+def print_timeline(timeline):
+    for window in timeline:
+        shown = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in window["top_k"])
+        print(f"  {window['start_s']:8.2f}-{window['end_s']:<8.2f} {shown}")
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
+    if not args.timeline and (args.plot or args.window_stride is not None
+                              or args.window_seconds is not None):
+        raise UserError("Expected --timeline with --plot, --window-stride or --window-seconds."
+                        " Received: no --timeline")
+    check_window_arguments(args.window_seconds, args.window_stride)
+    if args.timeline:
+        if args.plot:
+            os.makedirs(args.plot, exist_ok=True)
     trained = open_trained_run(args.run_dir)
     model = load_run_model(trained)
     probabilities_of = clip_probabilities_function(model)
@@ -87,11 +130,28 @@ def run(args):
             continue
         results.append({"path": path, "predictions": [
             {"label": label, "probability": probability} for label, probability in predictions]})
+        if args.timeline:
+            try:
+                timeline, probabilities = item_timeline(
+                    path, trained.manifest, trained.input_shape, probabilities_of,
+                    trained.class_names, top_k=top_k, window_seconds=args.window_seconds,
+                    stride_seconds=args.window_stride)
+                results[-1]["timeline"] = timeline
+                if args.plot:
+                    write_timeline_plot(args.plot, path, timeline, probabilities,
+                                        trained.class_names)
+            except (DecodeError, UserError, OSError, cv2.error) as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(f"error: {path}: timeline: {reason}", file=sys.stderr, flush=True)
+                failed += 1
+                results[-1]["error"] = f"timeline: {reason}"
         if not args.json:
             width = max(len(label) for label, _ in predictions)
             print(path)
             for rank, (label, probability) in enumerate(predictions, start=1):
                 print(f"  {rank}. {label:<{width}}  {probability:.4f}")
+            if "timeline" in results[-1]:
+                print_timeline(results[-1]["timeline"])
             sys.stdout.flush()
     if args.json:
         print(json.dumps(results, indent=2))

@@ -138,10 +138,17 @@ def test_eval_dataset_is_every_clip_centre_cropped_in_order(prepared):
         assert label.argmax() == ref_label and item == ref_item
 
 
-def test_sample_clips_takes_the_first_clips(prepared):
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_sample_clips_takes_every_nth_clip_with_its_label(prepared, every):
     prepared_dir, manifest = prepared
     dataset = input_pipeline.eval_dataset(
         prepared_dir, "test", clip_shape=manifest["clip_shape"],
         num_classes=len(manifest["classes"]), batch_size=2, crop_size=CROP)
-    first = np.concatenate([b[0].numpy() for b in dataset])[:3]
-    np.testing.assert_array_equal(np.stack(input_pipeline.sample_clips(dataset, 3)), first)
+    all_clips = np.concatenate([b[0].numpy() for b in dataset])
+    all_labels = np.concatenate([b[1].numpy() for b in dataset]).argmax(axis=1)
+    count = min(3, -(-len(all_clips) // every))
+    np.testing.assert_array_equal(
+        np.stack(input_pipeline.sample_clips(dataset, 3, every=every)),
+        all_clips[::every][:count])
+    clips, labels = input_pipeline.sample_clips(dataset, 3, every=every, with_labels=True)
+    assert labels == all_labels[::every][:count].tolist() and len(clips) == count

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINING_ORDER = (
     "training", "training.keras_version", "training.cli", "training.config",
     "training.schedules", "training.run_dir", "training.metrics", "training.visuals",
-    "training.summaries", "training.input_pipeline", "training.views",
+    "training.summaries", "training.input_pipeline", "training.views", "training.timeline",
     "training.distribution", "training.callbacks", "training.scoring", "training.export",
     "training.evaluation", "training.trainer",
 )

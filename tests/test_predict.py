@@ -121,9 +121,59 @@ def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, c
                                                           ["1.", "still"]]
 
 
+def write_joined_video(path, parts, fps=25):
+    """One MJPG video of the toy clips `parts` [(label, seed)] one after the other."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))
+    assert writer.isOpened()
+    for label, seed in parts:
+        for frame in toy_frames(label, seed):
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+def test_timeline_of_joined_videos_names_each_part(run_path, tmp_path, capsys):
+    """moving, moving, still, still (8 frames each, unseen seeds) at 25 fps: 8-frame windows
+    (the length of a training video) every 4 frames. The windows inside one part (every
+    other one, the first and the last among them) name its class; a window across a cut
+    sees a jump of bar and background, which this toy model may call either."""
+    parts = [("moving", 3001), ("moving", 3002), ("still", 3003), ("still", 3004)]
+    path = write_joined_video(tmp_path / "joined.avi", parts)
+    plots = tmp_path / "plots"
+    argv = ["--run-dir", run_path, "--json", "--timeline", "--window-seconds", "0.32",
+            "--window-stride", "0.16", "--plot", str(plots), path]
+    assert predict.main(argv) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    timeline = result["timeline"]
+    assert [(w["start_s"], w["end_s"]) for w in timeline] == [
+        (round(0.16 * i, 3), round(0.16 * i + 0.32, 3)) for i in range(7)]
+    top1 = [w["top_k"][0]["class"] for w in timeline]
+    assert top1[0::2] == ["moving", "moving", "still", "still"], top1
+    for window in timeline:
+        assert [t["class"] for t in window["top_k"]] != [] and len(window["top_k"]) == 2
+        assert sum(t["probability"] for t in window["top_k"]) == pytest.approx(1, abs=1e-5)
+    assert result["predictions"][0]["label"] in CLASSES  # the video-level answer stays
+    image = cv2.imread(str(plots / "joined.avi.timeline.png"))
+    assert image is not None and image.shape[1] >= 600
+
+
+def test_timeline_default_window_is_the_clip_span_and_text_lists_windows(run_path, tmp_path,
+                                                                        capsys):
+    """The tiny run samples 4 frames uniformly: a window of 4 frames, every 2 frames; a
+    16-frame video has windows at 0, 2, ..., 12 (0.08 s apart at 25 fps)."""
+    path = write_joined_video(tmp_path / "two.avi", [("moving", 3005), ("still", 3006)])
+    assert predict.main(["--run-dir", run_path, "--timeline", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == path and len(lines) == 3 + 7
+    assert [line.split()[0] for line in lines[3:]] == [
+        f"{0.08 * i:.2f}-{0.08 * i + 0.16:.2f}" for i in range(7)]
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--top-k", "0"], "Received: --top-k 0"),
     (["--run-dir", "/nonexistent/run"], "Received: --run-dir /nonexistent/run"),
+    (["--timeline", "--window-stride", "0"], "Received: --window-stride 0"),
+    (["--plot", "somewhere"], "Expected --timeline with --plot"),
 ])
 def test_usage_mistakes_are_one_line_exit_2(run_path, fresh_videos, capsys, arguments,
                                             message):

@@ -21,6 +21,7 @@ import data_prep
 from cluster_fixtures import free_ports, worker_env
 from metric_reference import reference_metrics_of
 from video_fixtures import make_folders_dataset, write_text
+from tensorboard.plugins.hparams import api_pb2
 from training import input_pipeline, summaries
 from training.config import load_config
 from training.run_dir import RunDir, read_history
@@ -62,10 +63,12 @@ def assert_video_level(metrics):
 
 
 def read_events(log_dir):
-    """{run: {"scalars": {tag: [(step, value)]}, "images": set, "histograms": set,
-    "hparams": {tag: plugin data}, "graph": bool}} from every event file under log_dir."""
+    """{run: {"scalars": {tag: [(step, value)]}, "images": set, "image_sizes": {tag: [(step,
+    width, height)]}, "histograms": set, "hparams": {tag: plugin data}, "graph": bool}} from
+    every event file under log_dir."""
     runs = collections.defaultdict(lambda: {"scalars": collections.defaultdict(list),
                                             "images": set(), "histograms": set(),
+                                            "image_sizes": collections.defaultdict(list),
                                             "hparams": {}, "graph": False})
     for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
         run = os.path.relpath(os.path.dirname(path), log_dir)
@@ -81,6 +84,8 @@ def read_events(log_dir):
                     runs[run]["images"].add(value.tag)
                     width, height = tf.make_ndarray(value.tensor)[:2]
                     assert int(width) > 0 and int(height) > 0
+                    runs[run]["image_sizes"][value.tag].append(
+                        (event.step, int(width), int(height)))
                 elif plugin == "histograms":
                     runs[run]["histograms"].add(value.tag)
                 elif plugin == "hparams":
@@ -103,7 +108,8 @@ def test_run_writes_every_artifact(finished_run):
 
     tmp_path, config_path, run_dir = finished_run
     for path in (run_dir.config, run_dir.run_info, run_dir.data_manifest, run_dir.classes,
-                 run_dir.train_log, run_dir.history, run_dir.model, run_dir.metrics,
+                 run_dir.train_log, run_dir.history, run_dir.curves, run_dir.model,
+                 run_dir.metrics,
                  os.path.join(run_dir.checkpoints, "best.keras"),
                  os.path.join(run_dir.checkpoints, "best.json"),
                  os.path.join(run_dir.checkpoints, "last.keras")):
@@ -144,10 +150,22 @@ def test_tensorboard_records_read_back(finished_run):
         assert [step for step, _ in train_run["scalars"][tag]] == [1], tag
     assert train_run["scalars"]["learning_rate"][0][1] == pytest.approx(0.0)  # cosine's end
     assert train_run["scalars"]["clips_per_second"][0][1] > 0
+    # The rate per step, so the half-epoch warmup shows: rising, then the cosine decay.
+    steps, rates = zip(*train_run["scalars"]["step_learning_rate"])
+    assert list(steps) == list(range(len(steps))) and len(steps) >= 2
+    schedule = WarmupSchedule(0.003, total_steps=len(steps),
+                              warmup_steps=int(round(0.5 * len(steps))), decay="cosine")
+    np.testing.assert_allclose(rates, [float(schedule(step)) for step in steps], rtol=1e-5)
+    assert rates[0] < max(rates)
     for tag in ("epoch_loss", "epoch_top1", "epoch_top5"):
         assert len(validation["scalars"][tag]) == 1, tag
     assert {"input_clips/train"} <= train_run["images"]
     assert {"input_clips/validation", "confusion_matrix"} <= validation["images"]
+    # Clips of 4 frames of 14 px, enlarged 7x to 98 px under a caption band (1 line, then 2
+    # with the prediction after the epoch).
+    assert train_run["image_sizes"]["input_clips/train"] == [(0, 4 * 98 + 3 * 2, 98 + 26)]
+    assert validation["image_sizes"]["input_clips/validation"] == [
+        (0, 4 * 98 + 3 * 2, 98 + 26), (1, 4 * 98 + 3 * 2, 98 + 46)]
     assert train_run["graph"]
     assert any(tag.endswith("/kernel") for tag in train_run["histograms"])
     # The deformable group: offset magnitudes (scalars, histogram) and the field image,
@@ -160,11 +178,29 @@ def test_tensorboard_records_read_back(finished_run):
     # final test metrics as scalars of the same run.
     hparams = root["hparams"]
     experiment = hparams[summaries.EXPERIMENT_TAG].experiment
-    assert "train.learning_rate" in [info.name for info in experiment.hparam_infos]
+    infos = {info.name: info for info in experiment.hparam_infos}
+    # The comparison keys come first and are flagged `differs`: the dashboard sorts those
+    # first and ticks the first five.
+    shown = ["model.name", "train.learning_rate", "train.batch_size", "train.epochs",
+             "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
+             "data.size", "augment.crop_size", "model.options.deformable_stages"]
+    assert [info.name for info in experiment.hparam_infos][:len(shown)] == shown
+    assert all(infos[name].differs for name in shown)
+    assert not infos["train.seed"].differs and not infos["augment.horizontal_flip"].differs
+    assert infos["train.learning_rate"].type == api_pb2.DATA_TYPE_FLOAT64
+    assert infos["train.batch_size"].type == api_pb2.DATA_TYPE_STRING
+    assert infos["augment.horizontal_flip"].type == api_pb2.DATA_TYPE_BOOL
     assert ("", "test/top1") in [(m.name.group, m.name.tag) for m in experiment.metric_infos]
     start = hparams[summaries.SESSION_START_TAG].session_start_info
+    assert set(start.hparams) == set(infos)
     assert start.hparams["train.learning_rate"].number_value == pytest.approx(0.003)
     assert start.hparams["model.name"].string_value == "small3d"
+    # Integers as integers (the table prints numbers with 5 digits: 8 would be 8.0000).
+    assert start.hparams["train.batch_size"].string_value == "8"
+    assert start.hparams["data.frames"].string_value == "4"
+    assert start.hparams["model.options.deformable_stages"].string_value == "[5]"
+    assert start.hparams["augment.horizontal_flip"].bool_value is False
+    assert start.group_name == "tiny/run"  # <config name>/<run directory name>
     assert hparams[summaries.SESSION_END_TAG].session_end_info.status == summaries.STATUS_SUCCESS
     metrics = json.load(open(run_dir.metrics))
     assert root["scalars"]["test/top1"][0][1] == pytest.approx(metrics["top1"])
@@ -400,8 +436,9 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
         assert os.path.getsize(path) > 0, path
     # Exactly a finished run's files: no backup/, no half-written export or checkpoint.
     assert sorted(os.listdir(run_path)) == [
-        "checkpoints", "classes.txt", "config.yaml", "data_manifest.json", "export",
-        "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard", "train.log"]
+        "checkpoints", "classes.txt", "config.yaml", "curves.png", "data_manifest.json",
+        "export", "history.csv", "metrics.json", "model.keras", "run.json", "tensorboard",
+        "train.log"]
     metrics = json.load(open(run_dir.metrics))
     assert_video_level(metrics)
     # Both workers end with one model (BatchNorm statistics averaged too): worker 1's

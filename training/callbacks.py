@@ -176,15 +176,19 @@ class TensorBoardLogger(keras.callbacks.Callback):
     Args:
         log_dir: str, RUN_DIR/tensorboard.
         class_names: list of str, for the confusion matrix.
-        sample_clips: {split: list of uint8 (F, H, W, band) clips} drawn once as frame strips.
+        sample_clips: {split: (list of uint8 (F, H, W, band) clips, list of label ids)}, clips
+            of different videos drawn as frames >= 96 px with their class; the validation
+            ones again after each epoch with the model's prediction.
         confusion_metric: the compiled MeanClassAccuracy (its matrix holds validation counts
             at epoch end) or None.
         histograms, graph, deform_offsets: bool, from the config's tensorboard section.
         offset_sample: uint8 (1, F, H, W, band) clip the offset views are computed on.
+        learning_rate_every: int, steps between `step_learning_rate` scalars (the rate the
+            optimizer applies at step `optimizer.iterations`, so warmup shows); 0 = none.
     """
 
     def __init__(self, log_dir, *, class_names, sample_clips, confusion_metric, histograms=True,
-                 graph=True, deform_offsets=True, offset_sample=None):
+                 graph=True, deform_offsets=True, offset_sample=None, learning_rate_every=1):
         super().__init__()
         self.log_dir = log_dir
         self.class_names = list(class_names)
@@ -194,6 +198,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self.graph = graph
         self.deform_offsets = deform_offsets
         self.offset_sample = offset_sample
+        self.learning_rate_every = learning_rate_every
         self._writers = {}
         self._offset_views = None
         self._started = False
@@ -213,17 +218,18 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self._started = True
             self._write_initial(step=epoch)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.learning_rate_every:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.learning_rate_every == 0:
+            with self.writer("train").as_default():
+                summaries.scalar("step_learning_rate",
+                                 current_learning_rate(self.model.optimizer), step)
+
     def _write_initial(self, step):
-        for split, clips in self.sample_clips.items():
-            run = "train" if split == "train" else "validation"
-            if not clips:
-                continue
-            strips = [visuals.frame_strip(clip) for clip in clips]
-            width = max(s.shape[1] for s in strips)
-            padded = np.stack([np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)),
-                                      constant_values=255) for s in strips])
-            with self.writer(run).as_default():
-                summaries.image(f"input_clips/{split}", padded, step=step)
+        for split in self.sample_clips:
+            self._write_clips(split, step, with_predictions=False)
         if self.graph and step == 0:
             self._write_graph()
         if self.deform_offsets and self.offset_sample is not None:
@@ -232,6 +238,23 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 self._write_offsets(step)
         for writer in self._writers.values():
             writer.flush()
+
+    def _write_clips(self, split, step, with_predictions):
+        clips, labels = self.sample_clips[split]
+        if not clips:
+            return
+        captions = [[f"true: {self.class_names[label]}"] for label in labels]
+        if with_predictions:
+            logits = self.model(np.stack(clips), training=False)
+            probabilities = keras.ops.convert_to_numpy(
+                keras.ops.softmax(keras.ops.cast(logits, "float32")))
+            for caption, row in zip(captions, probabilities):
+                caption.append(f"predicted: {self.class_names[int(row.argmax())]} "
+                               f"({row.max():.2f})")
+        images = [visuals.captioned(visuals.frame_strip(clip, columns=8), caption)
+                  for clip, caption in zip(clips, captions)]
+        with self.writer("train" if split == "train" else "validation").as_default():
+            summaries.image(f"input_clips/{split}", visuals.pad_to_same_size(images), step=step)
 
     def _write_graph(self):
         spec = tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype)
@@ -276,8 +299,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
                     summaries.scalar(f"epoch_{key[4:]}", value, step)
             if self.confusion_metric is not None and "val_loss" in logs:
                 matrix = keras.ops.convert_to_numpy(self.confusion_metric.confusion)
-                summaries.image("confusion_matrix",
-                                visuals.confusion_matrix_image(matrix, self.class_names), step)
+                title = f"validation clips, epoch {step}, top-1 {logs.get('val_top1', 0):.4f}"
+                summaries.image("confusion_matrix", visuals.confusion_matrix_image(
+                    matrix, self.class_names, title=title), step)
+        if "validation" in self.sample_clips:
+            self._write_clips("validation", step, with_predictions=True)
         if self.deform_offsets and self.offset_sample is not None:
             self._write_offsets(step)
         for writer in self._writers.values():

@@ -238,7 +238,9 @@ def write_evaluation(results, class_names, paths):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    image = confusion_matrix_image(results["confusion_matrix"], class_names)
+    title = (f"{results['split']}, views {results['views']}, {results['videos']} videos, "
+             f"video top-1 {results['top1']:.4f}")
+    image = confusion_matrix_image(results["confusion_matrix"], class_names, title=title)
     if not cv2.imwrite(png_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise UserError(f"Cannot write the confusion matrix image. Received: {png_path}")
     return summary

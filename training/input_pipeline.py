@@ -154,14 +154,20 @@ def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, cr
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def sample_clips(dataset, count):
-    """The first `count` clips of a batched dataset as a uint8 numpy array (for images)."""
-    clips = []
+def sample_clips(dataset, count, *, every=1, with_labels=False):
+    """Every `every`-th clip of a batched dataset, `count` of them, as uint8 numpy arrays (for
+    images); `every` = clips_per_video takes them from different videos of an eval dataset.
+    With `with_labels`, (clips, label ids)."""
+    clips, labels, seen = [], [], 0
     for batch in dataset:
-        clips.extend(batch[0].numpy())
+        for clip, label in zip(batch[0].numpy(), batch[1].numpy()):
+            if seen % every == 0 and len(clips) < count:
+                clips.append(clip)
+                labels.append(int(np.argmax(label)) if np.ndim(label) else int(label))
+            seen += 1
         if len(clips) >= count:
             break
-    return clips[:count]
+    return (clips, labels) if with_labels else clips
 
 
 def split_label_counts(prepared_dir, manifest, split):

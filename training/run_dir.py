@@ -7,6 +7,7 @@ RUN_DIR/data_manifest.json   copy of the prepared data's manifest (sampling, res
 RUN_DIR/classes.txt          class names, one a line, line number = label id
 RUN_DIR/train.log            the log of every attempt (appended on resume)
 RUN_DIR/history.csv          one row per epoch: losses, metrics, learning rate, clips/s
+RUN_DIR/curves.png           loss, top-1 (train vs validation) and learning rate, drawn
 RUN_DIR/checkpoints/         best.keras (+ best.json), last.keras
 RUN_DIR/backup/              BackupAndRestore state while the run is unfinished
 RUN_DIR/tensorboard/         train/, validation/ and the run's own hparams + test metrics
@@ -43,6 +44,7 @@ class RunDir:
         self.classes = join("classes.txt")
         self.train_log = join("train.log")
         self.history = join("history.csv")
+        self.curves = join("curves.png")
         self.checkpoints = join("checkpoints")
         self.backup = join("backup")
         self.tensorboard = join("tensorboard")

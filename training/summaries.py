@@ -58,34 +58,55 @@ def _edit_plugin_data(summary_pb, edit):
     return summary_pb
 
 
-def _data_type(python_value):
-    if isinstance(python_value, bool):
+def hparam_value(python_value):
+    """How a config value shows in the HParams table: bools and floats as they are, integers
+    as their decimal text (the table prints every number with 5 significant digits, so 16
+    would read `16.000`), anything else as its text."""
+    if isinstance(python_value, (bool, float)):
+        return python_value
+    return str(python_value)
+
+
+def _data_type(shown_value):
+    if isinstance(shown_value, bool):
         return api_pb2.DATA_TYPE_BOOL
-    if isinstance(python_value, (int, float)):
+    if isinstance(shown_value, float):
         return api_pb2.DATA_TYPE_FLOAT64
     return api_pb2.DATA_TYPE_STRING
 
 
-def hparams_experiment(hparams, metrics, description=""):
-    """The experiment: which hyperparameters and which metrics (group, tag) to show."""
+def hparams_experiment(hparams, metrics, description="", shown=()):
+    """The experiment: which hyperparameters and which metrics (group, tag) to show.
+
+    Args:
+        hparams: {config key: value}, declared in this order.
+        metrics: [(group, tag)].
+        shown: config keys the dashboard shows by default. It ticks the first five
+            hyperparameters flagged `differs` (sorting those first), so `shown` are flagged
+            and declared first, in the order given; the others stay a tick away.
+    """
+    shown = [name for name in shown if name in hparams]
+    ordered = shown + [name for name in hparams if name not in shown]
     summary_pb = hparams_summary.hparams_config_pb(
-        hparams=[hparams_summary.HParam(name) for name in hparams],
+        hparams=[hparams_summary.HParam(name) for name in ordered],
         metrics=[hparams_summary.Metric(tag, group=group or None) for group, tag in metrics],
         time_created_secs=time.time())
 
     def add_types_and_description(plugin_data):
         plugin_data.experiment.description = description
         for info in plugin_data.experiment.hparam_infos:
-            info.type = _data_type(hparams[info.name])
+            info.type = _data_type(hparam_value(hparams[info.name]))
+            info.differs = info.name in shown
 
     return _write_summary_pb(_edit_plugin_data(summary_pb, add_types_and_description))
 
 
-def hparams_session_start(hparams, model_uri=""):
-    """This run's hyperparameter values (bools, numbers, else their text)."""
-    values = {name: value if isinstance(value, (bool, int, float)) else str(value)
-              for name, value in hparams.items()}
-    summary_pb = hparams_summary.hparams_pb(values, start_time_secs=time.time())
+def hparams_session_start(hparams, model_uri="", trial_name=None):
+    """This run's hyperparameter values (see `hparam_value`); `trial_name` is the name the
+    dashboard lists the session under (TensorBoard's default is a hash of the values)."""
+    values = {name: hparam_value(value) for name, value in hparams.items()}
+    summary_pb = hparams_summary.hparams_pb(values, trial_id=trial_name,
+                                            start_time_secs=time.time())
 
     def add_model_uri(plugin_data):
         plugin_data.session_start_info.model_uri = model_uri

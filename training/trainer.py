@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -26,13 +27,13 @@ from data_prep.shards import MANIFEST_NAME
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from training import callbacks as run_callbacks
-from training import input_pipeline, summaries
+from training import input_pipeline, summaries, visuals
 from training.config import ConfigError, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import MeanClassAccuracy
-from training.run_dir import write_run_info
+from training.run_dir import read_history, write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
 
@@ -184,14 +185,23 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
 
 
 def _hparams(config):
-    """Scalars of the config for the HParams dashboard (lists and dicts as text)."""
+    """Scalars of the config for the HParams dashboard, under their config keys (model
+    options one per key, other lists and dicts as text)."""
     flat = {}
     for section in ("data", "model", "augment", "train"):
         for key, value in vars(getattr(config, section)).items():
             if section == "data" and key in ("root", "split_dir", "lists", "classes_file",
                                              "prepared_dir", "workers", "synth"):
                 continue
+            if section == "model" and key == "weights" and value is None:
+                value = "none"  # trained from scratch: a value to compare pretrained runs with
             if value is None:
+                continue
+            if section == "model" and key == "options":
+                for option, option_value in sorted(value.items()):
+                    flat[f"model.options.{option}"] = (
+                        json.dumps(option_value, sort_keys=True)
+                        if isinstance(option_value, (list, dict)) else option_value)
                 continue
             if isinstance(value, (list, dict)):
                 value = json.dumps(value, sort_keys=True)
@@ -200,9 +210,52 @@ def _hparams(config):
     return flat
 
 
+# What runs are compared on, shown by default (the dashboard ticks the first five; the rest,
+# and every other config key, are a tick away); model options follow them.
+SHOWN_HPARAMS = ("model.name", "train.learning_rate", "train.batch_size", "train.epochs",
+                 "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
+                 "data.size", "augment.crop_size", "model.weights")
+
+
+def shown_hparams(hparams):
+    """SHOWN_HPARAMS then the model options, those present in `hparams`."""
+    options = [name for name in hparams if name.startswith("model.options.")]
+    return [name for name in (*SHOWN_HPARAMS, *options) if name in hparams]
+
+
+def trial_name(config, run_dir):
+    """`<config name>/<run directory name>`, e.g. `demo/20260101-120000`."""
+    return f"{config.name}/{os.path.basename(os.path.normpath(run_dir.path))}"
+
+
 HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
                    ("", "test/loss"), ("validation", "epoch_top1"), ("validation", "epoch_loss"),
                    ("train", "epoch_top1"), ("train", "epoch_loss")]
+
+
+def learning_rate_every(steps_per_epoch, per_epoch=20):
+    """Steps between `step_learning_rate` scalars: about `per_epoch` of them an epoch."""
+    return max(1, steps_per_epoch // per_epoch)
+
+
+def write_training_curves(run_dir, config, steps_per_epoch, points=400):
+    """RUN_DIR/curves.png from history.csv, the rate drawn per step from the schedule (what
+    the optimizer applied at each `optimizer.iterations`). A failure is only logged."""
+    try:
+        history = read_history(run_dir)
+        if not history:
+            return
+        schedule = schedule_from_config(config.train, steps_per_epoch)
+        total = config.train.epochs * steps_per_epoch
+        steps = np.unique(np.linspace(0, total - 1, min(points, total)).round().astype(int))
+        rates = keras.ops.convert_to_numpy(schedule(keras.ops.convert_to_tensor(steps, "int64")))
+        image = visuals.training_curves_image(
+            history, (steps / steps_per_epoch, rates),
+            title=f"{config.name}: {config.model.name}, {run_dir.path}")
+        if not cv2.imwrite(run_dir.curves, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {run_dir.curves}")
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("no curves.png: %s", e)
 
 
 def _versions():
@@ -343,8 +396,11 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         sample_clips = {
             "train": input_pipeline.sample_clips(input_pipeline.train_dataset(
                 prepared_dir, config.data.train_split, batch_size=count, shuffle_buffer=1,
-                seed=config.train.seed, **augment, **pipeline), count),
-            "validation": input_pipeline.sample_clips(validation_data, count),
+                seed=config.train.seed, **augment, **pipeline), count, with_labels=True),
+            # The first clip of each of `count` videos (a video's clips are consecutive).
+            "validation": input_pipeline.sample_clips(
+                validation_data, count, every=int(manifest["clips_per_video"]),
+                with_labels=True),
         }
     offset_sample = input_pipeline.sample_clips(validation_data, 1)
     nan_stop = run_callbacks.NanLossStop()
@@ -354,6 +410,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         histograms=tensorboard.histograms, graph=tensorboard.graph,
         deform_offsets=tensorboard.deform_offsets,
         offset_sample=np.stack(offset_sample) if offset_sample else None,
+        learning_rate_every=learning_rate_every(steps_per_epoch),
     )
     callback_list = [
         nan_stop,
@@ -368,8 +425,10 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     if not resume:  # a resumed run continues the session its first attempt started
         with tensorboard_logger.writer("").as_default():
             summaries.hparams_experiment(hparams, HPARAMS_METRICS,
-                                         description=f"{config.name}: {config.model.name}")
-            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints)
+                                         description=f"{config.name}: {config.model.name}",
+                                         shown=shown_hparams(hparams))
+            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints,
+                                            trial_name=trial_name(config, run_dir))
 
     fit_started = time.perf_counter()
     try:
@@ -391,6 +450,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
                    "was kept). Lower train.learning_rate, add train.gradient_clip_norm, or "
                    "check the data.")
         logger.error(message)
+        write_training_curves(run_dir, config, steps_per_epoch)
         raise TrainingError(message)
 
     # The final model, then the video-level evaluation on the test split.
@@ -419,6 +479,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         summaries.hparams_session_end(success=True)
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
+    write_training_curves(run_dir, config, steps_per_epoch)
     write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)

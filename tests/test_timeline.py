@@ -1,0 +1,60 @@
+"""Tests for training/timeline.py: where the windows go and which frames each one reads."""
+
+import numpy as np
+import pytest
+
+from data_prep.errors import UserError
+from training import timeline
+
+
+@pytest.mark.parametrize("total, window, stride, expected", [
+    (16, 8, 4, [0, 4, 8]),
+    (17, 8, 4, [0, 4, 8, 9]),  # one more window ends at the last frame
+    (8, 8, 4, [0]),
+    (3, 8, 4, [0]),  # shorter than a window: one (looping) window
+    (10, 4, 10, [0, 6]),
+])
+def test_window_starts_cover_the_whole_item(total, window, stride, expected):
+    assert timeline.window_starts(total, window, stride) == expected
+
+
+@pytest.mark.parametrize("sampling, span", [
+    ({"frames": 4, "frame_stride": 1, "method": "uniform"}, 4),
+    ({"frames": 4, "frame_stride": 2, "method": "uniform"}, 8),
+    ({"frames": 4, "frame_stride": 3, "method": "stride"}, 10),
+])
+def test_clip_span(sampling, span):
+    assert timeline.clip_span(sampling) == span
+
+
+def test_window_indices_are_the_runs_sampling_shifted_to_each_window():
+    sampling = {"frames": 4, "frame_stride": 2, "method": "stride"}
+    starts, indices = timeline.window_indices(20, sampling, 7, 4)
+    assert starts == [0, 4, 8, 12, 13]
+    np.testing.assert_array_equal(indices[0], [0, 2, 4, 6])
+    np.testing.assert_array_equal(indices - indices[:, :1], np.tile([0, 2, 4, 6], (5, 1)))
+    np.testing.assert_array_equal(indices[:, 0], starts)
+    assert indices.max() == 19
+
+
+def test_short_item_loops_like_sample_frame_indices():
+    sampling = {"frames": 4, "frame_stride": 1, "method": "uniform"}
+    _, indices = timeline.window_indices(3, sampling, 8, 4)
+    np.testing.assert_array_equal(indices, [[0, 1, 2, 0]])
+
+
+@pytest.mark.parametrize("window_seconds, stride_seconds, expected", [
+    (None, None, (8, 4)),
+    (1.0, None, (25, 12)),
+    (None, 0.2, (8, 5)),
+    (0.32, 0.16, (8, 4)),
+])
+def test_resolve_window(window_seconds, stride_seconds, expected):
+    manifest = {"sampling": {"frames": 8, "frame_stride": 1, "method": "uniform"}}
+    assert timeline.resolve_window(manifest, 25.0, window_seconds, stride_seconds) == expected
+
+
+@pytest.mark.parametrize("window_seconds, stride_seconds", [(0, None), (None, -1.0)])
+def test_non_positive_lengths_are_user_errors(window_seconds, stride_seconds):
+    with pytest.raises(UserError, match="Received: --window"):
+        timeline.check_window_arguments(window_seconds, stride_seconds)
