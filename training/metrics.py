@@ -184,7 +184,7 @@ def multi_label_video_metrics(clip_probabilities, labels, item_indices, threshol
 
     Returns:
         dict: mean_average_precision, per_class_ap (list, None for a class without a
-        positive), micro_f1, macro_f1, threshold, loss (binary cross-entropy of the averaged
+        positive), positives (videos of each class), micro_f1, macro_f1, threshold, loss (binary cross-entropy of the averaged
         scores, mean over items and classes), clips, videos, clip_mean_average_precision
         (single clips ranked alone).
     """
@@ -204,6 +204,7 @@ def multi_label_video_metrics(clip_probabilities, labels, item_indices, threshol
     return {
         "mean_average_precision": mean_average_precision(video_probabilities, video_labels),
         "per_class_ap": [None if np.isnan(value) else float(value) for value in per_class],
+        "positives": [int(count) for count in (video_labels == 1).sum(axis=0)],
         "micro_f1": micro,
         "macro_f1": macro,
         "threshold": float(threshold),
