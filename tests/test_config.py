@@ -169,9 +169,8 @@ def test_later_override_wins(tmp_path):
         ({"c.yaml": MINIMAL}, ["data.multi_label=true"],
          "data.multi_label expects data.layout one of synth, list, rawframes, csv. "
          "Received: data.layout=folders"),
-        ({"c.yaml": MINIMAL + "  layout: synth\n  synth:\n    multi_label: true\n"}, [],
-         "data.multi_label and data.synth.multi_label expect the same value"),
-        ({"c.yaml": MINIMAL + "  layout: synth\n  multi_label: true\n"}, [],
+        ({"c.yaml": MINIMAL + "  layout: synth\n  multi_label: true\n  synth:\n"
+                   "    multi_label: false\n"}, [],
          "Received: data.multi_label=True, data.synth.multi_label=False"),
         ({"c.yaml": MINIMAL}, ["data.num_classes=0"], "data.num_classes expects an integer >= 1"),
         ({"c.yaml": MINIMAL}, ["data.start_index=-1"], "data.start_index expects an integer >= 0"),
@@ -235,3 +234,12 @@ def test_data_prep_options_reach_the_config(tmp_path):
     defaults = config_lib.DataConfig()
     assert (defaults.multi_label, defaults.num_classes, defaults.filename_template,
             defaults.start_index, defaults.with_offset) == (False, None, "img_{:05}.jpg", 1, False)
+
+
+@pytest.mark.parametrize("keys", ["  multi_label: true\n", "  synth:\n    multi_label: true\n"])
+def test_either_multi_label_key_makes_the_synthetic_demo_multi_label(tmp_path, keys):
+    path = write(tmp_path / "c.yaml", MINIMAL + "  layout: synth\n" + keys)
+    config = load_config(path)
+    assert config.data.multi_label is True and config.data.synth["multi_label"] is True
+    config_lib.dump_config(config, str(tmp_path / "resolved.yaml"))
+    assert load_config(str(tmp_path / "resolved.yaml")).data == config.data

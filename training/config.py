@@ -489,11 +489,17 @@ def _check_consistency(config, origins, default_source):
     if data.multi_label and data.layout not in multi_label_layouts:
         fail("data.multi_label", "data.multi_label expects data.layout one of "
              f"{', '.join(multi_label_layouts)}. Received: data.layout={data.layout}")
-    if data.layout == "synth" and bool(data.synth.get("multi_label", False)) != data.multi_label:
-        fail("data.multi_label", "data.multi_label and data.synth.multi_label expect the same "
-             f"value (the generated videos are what is trained). Received: "
-             f"data.multi_label={data.multi_label}, "
-             f"data.synth.multi_label={data.synth.get('multi_label', False)}")
+    if data.layout == "synth":
+        # Either key makes the demo multi-label (the generated videos are what is trained);
+        # the resolved config then says so in both places.
+        generated = data.synth.get("multi_label")
+        if data.multi_label and generated is not None and not generated:
+            fail("data.multi_label", "data.multi_label expects data.synth.multi_label true or "
+                 f"unset (the generated videos are what is trained). Received: "
+                 f"data.multi_label=True, data.synth.multi_label={generated!r}")
+        if data.multi_label or generated:
+            data.multi_label = True
+            data.synth = {**data.synth, "multi_label": True}
     if config.data.lists is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in config.data.lists.items()
     ):
