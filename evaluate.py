@@ -8,7 +8,9 @@ Averages the softmax over C temporal clips x S spatial crops of every video (def
 run's evaluate.views, 10x3) with the run's own preprocessing, then reports top-1, top-5,
 mean class accuracy and clip- vs video-level accuracy. Writes FILE.json (default
 RUN_DIR/evaluation/<split>-<CxS>.json), FILE-per_class.csv and FILE-confusion.png; see
-docs/EVALUATION.md. `--export` writes RUN_DIR/export/ (a SavedModel) and does not evaluate.
+docs/EVALUATION.md. A multi-label run averages the sigmoid scores instead and reports mean
+average precision and F1, with FILE-per_class.csv holding each class's AP (no confusion
+matrix). `--export` writes RUN_DIR/export/ (a SavedModel) and does not evaluate.
 Mistakes print one line `error: ...` and exit 2.
 """
 
@@ -64,6 +66,36 @@ def format_table(results, rows):
     return "\n".join(line.rstrip() for line in lines)
 
 
+def format_multi_label_table(results, rows):
+    """The headline metrics of a multi-label run, then each class's average precision."""
+    lines = [
+        f"split {results['split']}, views {results['views']} ({results['source']}), "
+        f"{results['videos']} videos, {results['clips']} views scored"
+        + (f", {len(results['skipped'])} skipped" if results["skipped"] else ""),
+        "",
+        f"  {'mean average precision':<28}{results['mean_average_precision']:8.4f}",
+        f"  {'micro F1 @ ' + str(results['threshold']):<28}{results['micro_f1']:8.4f}",
+        f"  {'macro F1 @ ' + str(results['threshold']):<28}{results['macro_f1']:8.4f}",
+        f"  {'clip mAP (one view)':<28}{results['clip_mean_average_precision']:8.4f}",
+        "",
+    ]
+    width = max(len("class"), *(len(row["class"]) for row in rows))
+    lines.append(f"  {'id':>3}  {'class':<{width}}  {'videos':>6}  {'AP':>8}")
+    for row in rows:
+        value = f"{row['average_precision']:.4f}" if row["average_precision"] != "" else "-"
+        lines.append(f"  {row['class_id']:>3}  {row['class']:<{width}}  {row['videos']:>6}  "
+                     f"{value:>8}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def report_multi_label(evaluation, results, class_names, paths):
+    """Writes and prints a multi-label evaluation (JSON and per-class AP CSV)."""
+    evaluation.write_multi_label_evaluation(results, class_names, paths)
+    print(format_multi_label_table(results, evaluation.multi_label_rows(results, class_names)))
+    print("\nwrote " + ", ".join(paths[:2]))
+    return 0
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     from training import evaluation
@@ -84,6 +116,8 @@ def run(args):
     results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size,
                                       workers=args.workers, show_progress=sys.stderr.isatty())
     paths = evaluation.output_paths(trained, split, results["views"], args.out)
+    if "mean_average_precision" in results:
+        return report_multi_label(evaluation, results, trained.class_names, paths)
     evaluation.write_evaluation(results, trained.class_names, paths)
     print(format_table(results, evaluation.per_class_rows(results["confusion_matrix"],
                                                           trained.class_names)))

@@ -1,13 +1,16 @@
 """Classify videos (or frame folders, or .npy arrays) with a trained run.
 
-    python predict.py --run-dir runs/demo/20260101-120000 [--top-k 5] [--json] ITEM ...
+    python predict.py --run-dir runs/demo/20260101-120000 [--top-k 5] [--threshold 0.5]
+                      [--json] ITEM ...
 
 Each ITEM is decoded exactly as the run's data was prepared (sampling, frames, resize read
 from RUN_DIR/data_manifest.json), cut into the run's clips_per_video clips and centre-cropped
 to the model's input; the softmax is averaged over the clips. A directory that holds frame
 images is one item; any other directory stands for the items directly inside it.
 
-Prints the top-k class names and probabilities per item, or with `--json` a JSON list of
+Prints the top-k class names and probabilities per item (a multi-label run: every label whose
+sigmoid score, averaged over the clips, is above `--threshold`, default 0.5), or with `--json`
+a JSON list of
 `{"path", "predictions": [{"label", "probability"}]}` (a failed item has `"error"` and no
 predictions).
 
@@ -31,6 +34,7 @@ import cv2
 from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
+from data_prep.shards import is_multi_label
 from training.cli import run_cli
 from training.run_dir import open_trained_run
 from training.timeline import check_window_arguments, item_timeline
@@ -51,6 +55,8 @@ def parse_args(argv):
                         help="--timeline: window length (the run's clip span)")
     parser.add_argument("--plot", default=None, metavar="DIR",
                         help="--timeline: write DIR/<item>.timeline.png per item")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="multi-label runs: show the labels scoring above it (0.5)")
     parser.add_argument("items", nargs="+", metavar="VIDEO_OR_DIR",
                         help="video files, frame-image folders, .npy arrays, or directories "
                              "of them")
@@ -100,12 +106,35 @@ def print_timeline(timeline):
         print(f"  {window['start_s']:8.2f}-{window['end_s']:<8.2f} {shown}")
 
 
+def predict_labels_above(path, trained, probabilities_of, threshold):
+    """Multi-label: [(label, probability)] of the classes whose sigmoid score, averaged over
+    the clips, is above `threshold`, highest first."""
+    if not os.path.exists(path):
+        raise FileNotFoundError("no such file or directory")
+    clips = preprocess_item(path, trained.manifest, trained.input_shape)
+    mean = probabilities_of(clips).numpy().mean(axis=0)
+    order = [index for index in mean.argsort(kind="stable")[::-1] if mean[index] > threshold]
+    return [(trained.class_names[index], float(mean[index])) for index in order]
+
+
+def print_multi_label(path, predictions, threshold):
+    print(path)
+    if not predictions:
+        print(f"  (no label above {threshold})")
+    width = max((len(label) for label, _ in predictions), default=0)
+    for label, probability in predictions:
+        print(f"  {label:<{width}}  {probability:.4f}")
+    sys.stdout.flush()
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"Expected --threshold in [0, 1]. Received: --threshold {args.threshold}")
     if not args.timeline and (args.plot or args.window_stride is not None
                               or args.window_seconds is not None):
         raise UserError("Expected --timeline with --plot, --window-stride or --window-seconds."
@@ -115,13 +144,18 @@ def run(args):
         if args.plot:
             os.makedirs(args.plot, exist_ok=True)
     trained = open_trained_run(args.run_dir)
+    multi_label = is_multi_label(trained.manifest)
     model = load_run_model(trained)
-    probabilities_of = clip_probabilities_function(model)
+    probabilities_of = clip_probabilities_function(model, multi_label)
     top_k = min(args.top_k, len(trained.class_names))
     results, failed = [], 0
     for path in expand_items(args.items):
         try:
-            predictions = predict_item(path, trained, probabilities_of, top_k)
+            if multi_label:
+                predictions = predict_labels_above(path, trained, probabilities_of,
+                                                   args.threshold)
+            else:
+                predictions = predict_item(path, trained, probabilities_of, top_k)
         except (DecodeError, UserError, OSError, cv2.error) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
@@ -145,14 +179,18 @@ def run(args):
                 print(f"error: {path}: timeline: {reason}", file=sys.stderr, flush=True)
                 failed += 1
                 results[-1]["error"] = f"timeline: {reason}"
-        if not args.json:
+        if args.json:
+            continue
+        if multi_label:
+            print_multi_label(path, predictions, args.threshold)
+        else:
             width = max(len(label) for label, _ in predictions)
             print(path)
             for rank, (label, probability) in enumerate(predictions, start=1):
                 print(f"  {rank}. {label:<{width}}  {probability:.4f}")
-            if "timeline" in results[-1]:
-                print_timeline(results[-1]["timeline"])
-            sys.stdout.flush()
+        if "timeline" in results[-1]:
+            print_timeline(results[-1]["timeline"])
+        sys.stdout.flush()
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failed else 0

@@ -188,8 +188,9 @@ def _train(args, config, run_dir, role):
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({k: metrics[k] for k in ("top1", "top5", "mean_class_accuracy", "loss",
-                                              "clips", "videos")}))
+    shown = ("mean_average_precision", "micro_f1", "macro_f1") if metrics.get("multi_label") \
+        else ("top1", "top5", "mean_class_accuracy")
+    print(json.dumps({k: metrics[k] for k in (*shown, "loss", "clips", "videos")}))
     print(f"tensorboard --logdir {run_dir.tensorboard}")
     return 0
 

@@ -157,7 +157,7 @@ def clip_parser(manifest, with_item_index):
 
 def read_record_fields(shards, keys, batch_size=256, num_parallel_reads=None):
     """Yields dicts of numpy arrays (one entry per record) of the fields `keys` of `shards`,
-    `batch_size` records at a time; in file order unless `num_parallel_reads` > 1 (or
+    `batch_size` records at a time (`labels`: an object array of int64 arrays); in file order unless `num_parallel_reads` > 1 (or
     `tf.data.AUTOTUNE`) reads several files at once."""
     import tensorflow as tf
 
@@ -165,7 +165,10 @@ def read_record_fields(shards, keys, batch_size=256, num_parallel_reads=None):
     records_dataset = tf.data.TFRecordDataset(shards, num_parallel_reads=num_parallel_reads)
     for records in records_dataset.batch(batch_size):
         parsed = tf.io.parse_example(records, features)
-        yield {key: parsed[key].numpy() for key in keys}
+        # A list feature (`labels`) parses sparse: one int64 array per record.
+        yield {key: tf.RaggedTensor.from_sparse(parsed[key]).numpy()
+               if isinstance(parsed[key], tf.sparse.SparseTensor) else parsed[key].numpy()
+               for key in keys}
 
 
 class ShardWriter:

@@ -20,3 +20,11 @@ def run_path(tmp_path_factory):
     from run_fixtures import tiny_run
 
     return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def multi_label_run_path(tmp_path_factory):
+    """A finished tiny multi-label run (`run_fixtures.tiny_multi_label_run`)."""
+    from run_fixtures import tiny_multi_label_run
+
+    return tiny_multi_label_run(tmp_path_factory)

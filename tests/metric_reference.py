@@ -51,3 +51,28 @@ def reference_metrics_of(model, dataset, num_classes):
         items.append(item.numpy())
     return reference_video_metrics(np.concatenate(probabilities), np.concatenate(labels),
                                    np.concatenate(items), num_classes)
+
+
+def reference_average_precision(scores, targets):
+    """Average precision by its definition, one threshold at a time: for every distinct score t
+    (highest first), precision and recall of "score >= t" (a tie is in or out together);
+    AP = sum of (recall gained at t) x (precision at t). NaN without a positive."""
+    positives = sum(1 for target in targets if target == 1)
+    if positives == 0:
+        return float("nan")
+    total, previous_recall = 0.0, 0.0
+    for threshold in sorted(set(float(s) for s in scores), reverse=True):
+        chosen = [target for score, target in zip(scores, targets) if float(score) >= threshold]
+        hits = sum(1 for target in chosen if target == 1)
+        recall = hits / positives
+        total += (recall - previous_recall) * hits / len(chosen)
+        previous_recall = recall
+    return total
+
+
+def reference_mean_average_precision(scores, targets):
+    """Mean over the classes (columns) that have a positive of `reference_average_precision`."""
+    values = [reference_average_precision([row[c] for row in scores], [row[c] for row in targets])
+              for c in range(len(scores[0]))]
+    values = [value for value in values if not math.isnan(value)]
+    return sum(values) / len(values) if values else float("nan")

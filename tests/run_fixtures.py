@@ -71,3 +71,29 @@ def tiny_run(tmp_path_factory):
     })
     run_experiment(config, open_run_dir(str(run_path)), verbose=0)
     return str(run_path)
+
+
+def tiny_multi_label_run(tmp_path_factory):
+    """A finished multi-label run: small3d on a few generated multi-label synth videos
+    (`data.synth.multi_label`; 8 labels, 1 to 3 per video), 4x16x16 clips, 2 per video."""
+    base = tmp_path_factory.getbasetemp() / "tiny_multi_label_run"
+    run_path = base / "run"
+    if (run_path / "metrics.json").exists():
+        return str(run_path)
+    config = config_from_dict({
+        "name": "tiny_multi_label",
+        "data": {"layout": "synth", "root": str(base / "videos"),
+                 "prepared_dir": str(base / "prepared"), "multi_label": True,
+                 "synth": {"multi_label": True, "videos_per_class": 2, "num_frames": 8,
+                           "frame_size": [24, 24], "seed": 0},
+                 "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
+        "model": {"name": "small3d"},
+        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
+        "train": {"epochs": 2, "steps_per_epoch": 5, "batch_size": 8, "optimizer": "adam",
+                  "learning_rate": 0.003},
+        "evaluate": {"views": "3x1"},
+        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
+                        "deform_offsets": False},
+    })
+    run_experiment(config, open_run_dir(str(run_path)), verbose=0)
+    return str(run_path)

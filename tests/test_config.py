@@ -166,6 +166,14 @@ def test_later_override_wins(tmp_path):
         ({"c.yaml": MINIMAL}, ["train.epochs.x=3"], "--set: train.epochs expects an integer"),
         ({"c.yaml": MINIMAL}, ["data.prepared_dir.x=3"],
          "--set: data.prepared_dir is a value, not a section"),
+        ({"c.yaml": MINIMAL}, ["data.multi_label=true"],
+         "data.multi_label expects data.layout one of synth, list, rawframes, csv. "
+         "Received: data.layout=folders"),
+        ({"c.yaml": MINIMAL + "  layout: synth\n  multi_label: true\n  synth:\n"
+                   "    multi_label: false\n"}, [],
+         "Received: data.multi_label=True, data.synth.multi_label=False"),
+        ({"c.yaml": MINIMAL}, ["data.num_classes=0"], "data.num_classes expects an integer >= 1"),
+        ({"c.yaml": MINIMAL}, ["data.start_index=-1"], "data.start_index expects an integer >= 0"),
     ],
 )
 def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overrides, message):
@@ -212,3 +220,26 @@ def test_config_reference_lists_every_leaf_key():
         if dataclasses.is_dataclass(getattr(defaults, f.name)) else 1
         for f in dataclasses.fields(defaults)
     )
+
+
+def test_data_prep_options_reach_the_config(tmp_path):
+    path = write(tmp_path / "c.yaml", MINIMAL + (
+        "  layout: rawframes\n  multi_label: true\n  num_classes: 4\n  only_present: true\n"
+        "  filename_template: '{:06}.png'\n  start_index: 0\n  with_offset: true\n"))
+    data = load_config(path).data
+    assert (data.layout, data.multi_label, data.num_classes, data.only_present) == \
+        ("rawframes", True, 4, True)
+    assert (data.filename_template, data.start_index, data.with_offset) == ("{:06}.png", 0, True)
+    assert "rawframes" in config_lib.LAYOUTS
+    defaults = config_lib.DataConfig()
+    assert (defaults.multi_label, defaults.num_classes, defaults.filename_template,
+            defaults.start_index, defaults.with_offset) == (False, None, "img_{:05}.jpg", 1, False)
+
+
+@pytest.mark.parametrize("keys", ["  multi_label: true\n", "  synth:\n    multi_label: true\n"])
+def test_either_multi_label_key_makes_the_synthetic_demo_multi_label(tmp_path, keys):
+    path = write(tmp_path / "c.yaml", MINIMAL + "  layout: synth\n" + keys)
+    config = load_config(path)
+    assert config.data.multi_label is True and config.data.synth["multi_label"] is True
+    config_lib.dump_config(config, str(tmp_path / "resolved.yaml"))
+    assert load_config(str(tmp_path / "resolved.yaml")).data == config.data

@@ -203,3 +203,42 @@ def test_cli_missing_run_dir_is_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert evaluate.main(["--run-dir", str(tmp_path / "empty")]) == 2
     assert "run.json" in capsys.readouterr().err
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+def test_multi_label_stored_views_reproduce_the_trainers_map(multi_label_run_path, tmp_path,
+                                                             capsys):
+    out = tmp_path / "stored.json"
+    assert evaluate.main(["--run-dir", multi_label_run_path, "--views", "2x1",
+                          "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "views 2x1 (shards)" in printed and "mean average precision" in printed
+    summary = json.loads(out.read_text())
+    metrics = json.load(open(os.path.join(multi_label_run_path, "metrics.json")))
+    for key in ("mean_average_precision", "micro_f1", "macro_f1", "videos", "clips"):
+        assert summary[key] == pytest.approx(metrics[key], abs=1e-6), key
+    assert summary["multi_label"] is True and "top1" not in summary
+    with open(tmp_path / "stored-per_class.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["class"] for row in rows] == summary["classes"]
+    assert [int(row["videos"]) for row in rows] == summary["positives"]
+    for row, value in zip(rows, summary["per_class_ap"]):
+        assert (row["average_precision"] == "") == (value is None)
+        if value is not None:
+            assert float(row["average_precision"]) == pytest.approx(value, abs=1e-6)
+    assert not (tmp_path / "stored-confusion.png").exists()
+
+
+def test_multi_label_decoded_views_average_sigmoid_scores(multi_label_run_path):
+    run = open_trained_run(multi_label_run_path)
+    model = load_run_model(run)
+    results = evaluation.evaluate_run(run, model, "test", (3, 1), batch_size=8, workers=1)
+    assert results["source"] == "decoded" and results["clips"] == 3 * results["videos"]
+    # Decoding the two stored clips again scores like the shards (the same preprocessing).
+    decoded = evaluation.evaluate_run(run, model, "test", (2, 1), force_decode=True, workers=1)
+    stored = evaluation.evaluate_run(run, model, "test", (2, 1))
+    assert decoded["mean_average_precision"] == pytest.approx(
+        stored["mean_average_precision"], abs=1e-4)
+    assert decoded["positives"] == stored["positives"] and sum(stored["positives"]) > 0

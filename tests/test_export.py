@@ -152,3 +152,16 @@ def test_evaluate_export_rewrites_an_older_runs_export(run_path, capsys):
         assert f.read().split() == ["moving", "still"]
     assert sorted(os.listdir(os.path.dirname(target))).count("export") == 1
     assert not [n for n in os.listdir(run_path) if n.startswith(".export-")]
+
+
+def test_multi_label_export_returns_a_sigmoid_per_class(multi_label_run_path, tmp_path):
+    run = open_trained_run(multi_label_run_path)
+    model = load_run_model(run)
+    clips = random_clips(model.input_shape[1:], count=4)
+    loaded = tf.saved_model.load(os.path.join(multi_label_run_path, "export"))
+    got = loaded.signatures["serving_default"](clips=tf.constant(clips))["probabilities"].numpy()
+    expected = tf.sigmoid(model(clips, training=False)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got.sum(axis=1), 1.0, atol=1e-3)  # independent, not a softmax
+    names = loaded.signatures["class_names"]()["class_names"].numpy()
+    assert [name.decode() for name in names] == run.class_names

@@ -181,3 +181,44 @@ def test_usage_mistakes_are_one_line_exit_2(run_path, fresh_videos, capsys, argu
     assert predict.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+def test_multi_label_prints_the_labels_above_the_threshold(multi_label_run_path, tmp_path,
+                                                           capsys):
+    array = np.random.default_rng(3).integers(0, 256, (8, 24, 24, 3), np.uint8)
+    path = str(tmp_path / "item.npy")
+    np.save(path, array)
+    assert predict.main(["--run-dir", multi_label_run_path, "--json", "--threshold", "0",
+                         path]) == 0
+    every = json.loads(capsys.readouterr().out)[0]["predictions"]
+    run = open_trained_run(multi_label_run_path)
+    assert sorted(p["label"] for p in every) == sorted(run.class_names)  # all above 0
+    scores = [p["probability"] for p in every]
+    assert scores == sorted(scores, reverse=True) and sum(scores) != pytest.approx(1.0)
+    # The mean sigmoid over the 2 clips: resize to 16x16, frames 0,2,4,6 / 1,3,5,7, crop 12.
+    model = load_run_model(run)
+    resized = np.stack([cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA)
+                        for frame in array])
+    clips = resized[[[0, 2, 4, 6], [1, 3, 5, 7]]][:, :, 2:14, 2:14]
+    expected = tf.sigmoid(model(clips, training=False)).numpy().mean(axis=0)
+    for prediction in every:
+        index = run.class_names.index(prediction["label"])
+        assert prediction["probability"] == pytest.approx(float(expected[index]), abs=1e-6)
+    # A threshold between the scores keeps exactly those above it, in the text output too.
+    threshold = (scores[2] + scores[3]) / 2
+    assert predict.main(["--run-dir", multi_label_run_path, "--threshold", str(threshold),
+                         path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == path and [line.split()[0] for line in lines[1:]] == \
+        [p["label"] for p in every[:3]]
+    assert predict.main(["--run-dir", multi_label_run_path, "--threshold", "1", path]) == 0
+    assert "(no label above 1.0)" in capsys.readouterr().out
+
+
+def test_threshold_outside_zero_one_is_a_usage_error(multi_label_run_path, tmp_path, capsys):
+    assert predict.main(["--run-dir", multi_label_run_path, "--threshold", "1.5", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Received: --threshold 1.5" in err

@@ -542,3 +542,66 @@ def test_prepare_only_generates_the_demo_and_rejects_a_typo_under_data(tmp_path,
     assert train.main(["--config", config, "--set", "data.frame=4", "--prepare-only"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "data.frame" in lines[0] and "data.frames" in lines[0], lines
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+def test_multi_label_run_reports_mean_average_precision(multi_label_run_path):
+    import keras
+    from metric_reference import reference_mean_average_precision
+
+    run_dir = RunDir(multi_label_run_path)
+    metrics = json.load(open(run_dir.metrics))
+    manifest = json.load(open(run_dir.data_manifest))
+    assert manifest["multi_label"] is True and metrics["multi_label"] is True
+    assert "top1" not in metrics and len(metrics["per_class_ap"]) == 8
+    assert metrics["videos"] == manifest["splits"]["test"]["videos"]
+    assert 0 <= metrics["mean_average_precision"] <= 1 and metrics["loss"] > 0
+    # model.keras reproduces it: sigmoid scores averaged per video, the loop reference's mAP.
+    model = keras.saving.load_model(run_dir.model, safe_mode=True)
+    dataset = input_pipeline.eval_dataset(
+        os.path.dirname(multi_label_run_path) + "/prepared", "test",
+        clip_shape=manifest["clip_shape"], num_classes=8, batch_size=16, crop_size=12,
+        with_item_index=True)
+    sums, targets = {}, {}
+    for clips, labels, items in dataset:
+        for scores, label, item in zip(tf.sigmoid(model(clips, training=False)).numpy(),
+                                       labels.numpy(), items.numpy()):
+            sums.setdefault(int(item), []).append(scores)
+            targets[int(item)] = label
+    video_scores = [np.mean(sums[item], axis=0).tolist() for item in sorted(sums)]
+    video_targets = [targets[item].tolist() for item in sorted(sums)]
+    assert metrics["mean_average_precision"] == pytest.approx(
+        reference_mean_average_precision(video_scores, video_targets), abs=1e-5)
+    assert json.load(open(os.path.join(run_dir.checkpoints, "best.json")))["monitor"] == \
+        "val_mean_average_precision"
+    # TensorBoard: the epoch mAP of both runs, the per-class AP, the test mAP.
+    runs = read_events(run_dir.tensorboard)
+    assert len(runs["validation"]["scalars"]["epoch_mean_average_precision"]) == 2
+    assert len(runs["train"]["scalars"]["epoch_mean_average_precision"]) == 2
+    per_class = [tag for tag in runs["validation"]["scalars"] if tag.startswith("per_class_ap/")]
+    assert per_class and all(tag.split("/")[1] in manifest["classes"] for tag in per_class)
+    assert runs["."]["scalars"]["test/mean_average_precision"][0][1] == pytest.approx(
+        metrics["mean_average_precision"])
+    assert "confusion_matrix" not in runs["validation"]["images"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"multi_label": False}, "prepared with multi_label=true but the config asks for "
+                             "data.multi_label=false"),
+    ({"num_classes": 5}, "prepared with num_classes=8 but the config asks for "
+                         "data.num_classes=5"),
+])
+def test_prepared_data_that_disagrees_on_multi_label_is_a_user_error(multi_label_run_path,
+                                                                     override, message):
+    from data_prep.errors import UserError
+    from training.config import config_from_dict
+    from training.trainer import ensure_prepared
+
+    prepared = os.path.join(os.path.dirname(multi_label_run_path), "prepared")
+    data = {"layout": "csv", "prepared_dir": prepared, "frames": 4, "size": 16,
+            "clips_per_video": 2, "multi_label": True, **override}
+    config = config_from_dict({"data": data})
+    with pytest.raises(UserError, match=re.escape(message)):
+        ensure_prepared(config.data)

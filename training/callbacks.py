@@ -3,7 +3,8 @@
 TensorBoard records are written by `training.summaries` (core TensorFlow ops), in the same
 layout `keras.callbacks.TensorBoard` uses: `train/` and `validation/` runs with `epoch_*`
 scalars, plus learning rate, epoch time, clips/s, weight histograms, the graph, input clips
-as frame strips, the validation confusion matrix, and DeformConv3D offsets.
+as frame strips, the validation confusion matrix (multi-label: per-class AP), and
+DeformConv3D offsets.
 """
 
 import json
@@ -181,6 +182,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
             ones again after each epoch with the model's prediction.
         confusion_metric: the compiled MeanClassAccuracy (its matrix holds validation counts
             at epoch end) or None.
+        average_precision_metric: the compiled MeanAveragePrecision of a multi-label run (it
+            holds the validation clips at epoch end: per-class AP scalars) or None.
         histograms, graph, deform_offsets: bool, from the config's tensorboard section.
         offset_sample: uint8 (1, F, H, W, band) clip the offset views are computed on.
         learning_rate_every: int, steps between `step_learning_rate` scalars (the rate the
@@ -188,12 +191,14 @@ class TensorBoardLogger(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir, *, class_names, sample_clips, confusion_metric, histograms=True,
-                 graph=True, deform_offsets=True, offset_sample=None, learning_rate_every=1):
+                 graph=True, deform_offsets=True, offset_sample=None, learning_rate_every=1,
+                 average_precision_metric=None):
         super().__init__()
         self.log_dir = log_dir
         self.class_names = list(class_names)
         self.sample_clips = sample_clips
         self.confusion_metric = confusion_metric
+        self.average_precision_metric = average_precision_metric
         self.histograms = histograms
         self.graph = graph
         self.deform_offsets = deform_offsets
@@ -302,12 +307,20 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 title = f"validation clips, epoch {step}, top-1 {logs.get('val_top1', 0):.4f}"
                 summaries.image("confusion_matrix", visuals.confusion_matrix_image(
                     matrix, self.class_names, title=title), step)
+            if self.average_precision_metric is not None and "val_loss" in logs:
+                self._write_per_class_average_precision(step)
         if "validation" in self.sample_clips:
             self._write_clips("validation", step, with_predictions=True)
         if self.deform_offsets and self.offset_sample is not None:
             self._write_offsets(step)
         for writer in self._writers.values():
             writer.flush()
+
+    def _write_per_class_average_precision(self, step):
+        # The metric holds the validation clips at epoch end (fit evaluated last).
+        for name, value in zip(self.class_names, self.average_precision_metric.per_class()):
+            if not np.isnan(value):  # a class without a positive clip has no AP
+                summaries.scalar(f"per_class_ap/{name}", value, step)
 
     def close(self):
         for writer in self._writers.values():

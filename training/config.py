@@ -28,7 +28,9 @@ import yaml
 from data_prep.atomic import write_text_atomically
 from data_prep import synth
 from data_prep.errors import UserError
+from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
+from data_prep.sources import MULTI_LABEL_LAYOUTS
 
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
@@ -76,6 +78,14 @@ class DataConfig:
     train_split: str = _option("train", help="split trained on")
     test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
     synth: dict = _option({}, help="keyword arguments of data_prep.synth.generate_dataset")
+    only_present: bool = _option(False, help="prepare the listed items on disk, count the rest")
+    multi_label: bool = _option(False, help="several labels per item (list, rawframes, csv, "
+                                             "synth): sigmoid outputs, binary cross-entropy, mAP")
+    num_classes: int | None = _option(None, minimum=1,
+                                      help="class count for list/rawframes without classes_file")
+    filename_template: str = _option(DEFAULT_FILENAME_TEMPLATE, help="rawframes: frame file names")
+    start_index: int = _option(DEFAULT_START_INDEX, minimum=0, help="rawframes: number of the first frame file")
+    with_offset: bool = _option(False, help="rawframes: rows carry a first-frame offset")
 
 
 @dataclasses.dataclass
@@ -474,6 +484,22 @@ def _check_consistency(config, origins, default_source):
                 hint = f" — did you mean data.synth.{close[0]}?" if close else (
                     f" — valid keys: {', '.join(accepted)}")
                 fail(f"data.synth.{key}", f"unknown key data.synth.{key}{hint}")
+    data = config.data
+    multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS
+    if data.multi_label and data.layout not in multi_label_layouts:
+        fail("data.multi_label", "data.multi_label expects data.layout one of "
+             f"{', '.join(multi_label_layouts)}. Received: data.layout={data.layout}")
+    if data.layout == "synth":
+        # Either key makes the demo multi-label (the generated videos are what is trained);
+        # the resolved config then says so in both places.
+        generated = data.synth.get("multi_label")
+        if data.multi_label and generated is not None and not generated:
+            fail("data.multi_label", "data.multi_label expects data.synth.multi_label true or "
+                 f"unset (the generated videos are what is trained). Received: "
+                 f"data.multi_label=True, data.synth.multi_label={generated!r}")
+        if data.multi_label or generated:
+            data.multi_label = True
+            data.synth = {**data.synth, "multi_label": True}
     if config.data.lists is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in config.data.lists.items()
     ):

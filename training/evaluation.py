@@ -27,7 +27,7 @@ from tqdm import tqdm
 import data_prep
 from data_prep.decode import DecodeError
 from data_prep.errors import UserError
-from data_prep.shards import read_record_fields
+from data_prep.shards import is_multi_label, read_record_fields
 from data_prep.workers import available_cores, worker_pool
 from training import input_pipeline
 from training.config import load_config
@@ -47,7 +47,8 @@ def default_views(run):
 
 
 def split_items(prepared_dir, manifest, split):
-    """(item_id, label) of every prepared item of a split, in item-index order.
+    """(item_id, label) of every prepared item of a split, in item-index order (in a
+    multi-label dataset label is the list of the item's class ids).
 
     Read from the shards' `item_id`/`label` features of each item's first clip, so the items
     are exactly those training evaluated (skipped ones are not there).
@@ -58,11 +59,13 @@ def split_items(prepared_dir, manifest, split):
         raise UserError(f"Expected the run's prepared shards (run.json prepared_dir) to list "
                         f"the items to decode again. Received: missing {missing[0]}")
     items = {}
-    keys = ("item_id", "label", "item_index", "clip_index")
+    multi_label = is_multi_label(manifest)
+    keys = ("item_id", "labels" if multi_label else "label", "item_index", "clip_index")
     for fields in read_record_fields(shards, keys):
         for item_id, label, index, clip in zip(*(fields[key] for key in keys)):
             if clip == 0:
-                items[int(index)] = (item_id.decode(), int(label))
+                label = [int(c) for c in label] if multi_label else int(label)
+                items[int(index)] = (item_id.decode(), label)
     return [items[index] for index in sorted(items)]
 
 
@@ -125,7 +128,7 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
                     skipped.append({"path": item_id, "reason": value})
                     continue
                 one_hot = np.zeros((len(value), num_classes), np.float32)
-                one_hot[:, label] = 1.0
+                one_hot[:, label] = 1.0  # a list of ids (multi-label) sets each of them
                 yield value, one_hot, np.full(len(value), index, np.int32)
 
     signature = (tf.TensorSpec((None, frames, crop_size, crop_size, bands), tf.uint8),
@@ -154,7 +157,9 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
     Returns:
         dict: top1, top5 (top-min(5, classes)), top5_k, mean_class_accuracy, loss,
         clip_top1 (one view alone), views ("CxS"), videos, clips (views scored), split,
-        source ("shards" or "decoded"), skipped items, confusion_matrix (rows true).
+        source ("shards" or "decoded"), skipped items, confusion_matrix (rows true). For a
+        multi-label run (sigmoid scores averaged over the views) the metrics are those of
+        `training.metrics.multi_label_video_metrics` instead.
     """
     if split not in run.manifest["splits"]:
         raise UserError(f"Expected a split of the run's data ({', '.join(run.manifest['splits'])})."
@@ -180,7 +185,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
         dataset = _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped,
                                          failures, workers=workers, show_progress=show_progress)
     try:
-        results = evaluate_video_level(model, dataset, num_classes)
+        results = evaluate_video_level(model, dataset, num_classes,
+                                       is_multi_label(run.manifest))
     except UserError:  # no clips at all: say why, if decoding failed on the first item
         if not failures:
             raise
@@ -243,4 +249,42 @@ def write_evaluation(results, class_names, paths):
     image = confusion_matrix_image(results["confusion_matrix"], class_names, title=title)
     if not cv2.imwrite(png_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
         raise UserError(f"Cannot write the confusion matrix image. Received: {png_path}")
+    return summary
+
+
+# --- multi-label ----------------------------------------------------------------------------
+
+
+def multi_label_rows(results, class_names):
+    """Rows (class_id, class, videos (positives), average_precision) of a multi-label run."""
+    return [{"class_id": index, "class": name, "videos": positives,
+             "average_precision": round(value, 6) if value is not None else ""}
+            for index, (name, positives, value) in enumerate(
+                zip(class_names, results["positives"], results["per_class_ap"]))]
+
+
+def write_multi_label_evaluation(results, class_names, paths):
+    """Writes the JSON summary (mean_average_precision, F1, per-class AP) and the per-class AP
+    CSV of a multi-label evaluation; no confusion matrix (a video has several labels)."""
+    json_path, csv_path, _ = paths
+    directory = os.path.dirname(os.path.abspath(json_path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the output directory ({e.strerror}). "
+                        f"Received: --out {json_path}") from None
+    summary = {key: results[key] for key in (
+        "mean_average_precision", "micro_f1", "macro_f1", "threshold",
+        "clip_mean_average_precision", "loss", "views", "videos", "clips", "split", "source",
+        "skipped", "per_class_ap", "positives")}
+    summary["multi_label"] = True
+    summary["classes"] = list(class_names)
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    rows = multi_label_rows(results, class_names)
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     return summary

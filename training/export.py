@@ -7,7 +7,8 @@ RUN_DIR/export/assets/classes.txt            class names, one a line, line numbe
 
 Signatures:
 - `serving_default(clips)`: uint8 clips `(None, F, H, W, band)` (H = W = the model's input
-  size) -> `{"probabilities": float32 (None, num_classes)}`, the softmax of the logits.
+  size) -> `{"probabilities": float32 (None, num_classes)}`, the softmax of the logits (for a
+  multi-label run, a sigmoid per class: independent probabilities).
   Normalisation is inside the model, so the clips are raw pixels.
 - `class_names()`: `{"class_names": string (num_classes,)}`, read from the asset.
 
@@ -30,7 +31,8 @@ import tempfile
 import tensorflow as tf
 
 from data_prep.atomic import atomic_write
-from training.scoring import load_run_model
+from data_prep.shards import is_multi_label
+from training.scoring import load_run_model, output_activation
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def export_path(run_dir):
     return os.path.join(run_dir.path, EXPORT_DIRNAME)
 
 
-def _serving_module(model, classes_file):
+def _serving_module(model, classes_file, multi_label):
     input_shape = tuple(model.input_shape[1:])
 
     class VideoClassifier(tf.Module):
@@ -55,7 +57,7 @@ def _serving_module(model, classes_file):
                                                     name="clips")])
         def serving_default(self, clips):
             logits = self.model(clips, training=False)
-            return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+            return {"probabilities": output_activation(logits, multi_label)}
 
         @tf.function(input_signature=[])
         def class_names(self):
@@ -65,13 +67,14 @@ def _serving_module(model, classes_file):
     return VideoClassifier()
 
 
-def export_saved_model(model, export_dir, class_names):
+def export_saved_model(model, export_dir, class_names, multi_label=False):
     """Writes `model` as a SavedModel to `export_dir`, replacing any previous export whole.
 
     Args:
         model: a keras.Model taking uint8 clips and returning logits.
         export_dir: str, the directory to (re)create.
         class_names: list of str, one per output, as the `classes.txt` asset.
+        multi_label: bool, sigmoid probabilities per class instead of the softmax.
 
     Returns:
         str, export_dir.
@@ -87,7 +90,7 @@ def export_saved_model(model, export_dir, class_names):
         classes_file = os.path.join(staging, CLASSES_ASSET)
         with open(classes_file, "w", encoding="utf-8") as f:
             f.write("".join(f"{name}\n" for name in class_names))
-        module = _serving_module(model, classes_file)
+        module = _serving_module(model, classes_file, multi_label)
         with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
             tf.saved_model.save(
                 module, saved,
@@ -103,7 +106,7 @@ def export_saved_model(model, export_dir, class_names):
     return export_dir
 
 
-def export_after_training(model, run_dir, class_names):
+def export_after_training(model, run_dir, class_names, multi_label=False):
     """`export_saved_model` into RUN_DIR/export/, never raising: the model is already saved.
 
     Returns:
@@ -111,7 +114,7 @@ def export_after_training(model, run_dir, class_names):
     """
     target = export_path(run_dir)
     try:
-        return export_saved_model(model, target, class_names)
+        return export_saved_model(model, target, class_names, multi_label)
     except Exception:  # noqa: BLE001  (any failure: the run itself has succeeded)
         logger.exception("export to %s failed; model.keras and metrics.json are kept. Retry "
                          "with: python evaluate.py --run-dir %s --export", target, run_dir.path)
@@ -121,4 +124,5 @@ def export_after_training(model, run_dir, class_names):
 def export_run(run):
     """Exports a finished run (a `training.run_dir.TrainedRun`) from its model.keras."""
     model = load_run_model(run)
-    return export_saved_model(model, export_path(run.run_dir), run.class_names)
+    return export_saved_model(model, export_path(run.run_dir), run.class_names,
+                              is_multi_label(run.manifest))

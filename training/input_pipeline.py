@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import data_prep
-from data_prep.shards import read_record_fields
+from data_prep.shards import is_multi_label, read_record_fields
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -60,6 +60,13 @@ def augment_clip(clip, seed, *, crop_size, random_crop_enabled, horizontal_flip)
     if horizontal_flip:
         clip = random_horizontal_flip(clip, seed)
     return clip
+
+
+def _as_target(label, num_classes):
+    """One-hot of an int label; a multi-label dataset's float32 multi-hot passes as it is."""
+    if label.dtype == tf.float32:
+        return tf.ensure_shape(label, (num_classes,))
+    return tf.one_hot(label, num_classes, dtype=tf.float32)
 
 
 def _with_static_shape(clip, clip_shape, crop_size):
@@ -122,7 +129,7 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
                             random_crop_enabled=random_crop_enabled,
                             horizontal_flip=horizontal_flip)
         clip = _with_static_shape(clip, clip_shape, crop_size)
-        return clip, tf.one_hot(label, num_classes, dtype=tf.float32)
+        return clip, _as_target(label, num_classes)
 
     dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)
     return dataset.batch(batch_size).prefetch(AUTOTUNE)
@@ -145,7 +152,7 @@ def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, cr
 
     def transform(*element):
         clip = _with_static_shape(center_crop(element[0], crop_size), clip_shape, crop_size)
-        label = tf.one_hot(element[1], num_classes, dtype=tf.float32)
+        label = _as_target(element[1], num_classes)
         if with_item_index:
             return clip, label, element[2]
         return clip, label
@@ -171,16 +178,19 @@ def sample_clips(dataset, count, *, every=1, with_labels=False):
 
 
 def split_label_counts(prepared_dir, manifest, split):
-    """Clips per label id in one split, reading only the `label` feature of each record.
+    """Clips per label id in one split, reading only the `label` (`labels`) feature of each record.
 
     Used before training so that a label outside [0, num_classes) is a clear error up front
     rather than a crash deep inside the loss.
     """
     shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    key = "labels" if is_multi_label(manifest) else "label"
     counts = {}
-    for fields in read_record_fields(shards, ("label",), batch_size=1024,
+    for fields in read_record_fields(shards, (key,), batch_size=1024,
                                      num_parallel_reads=AUTOTUNE):
-        labels = fields["label"]
+        labels = fields[key]
+        if key == "labels":  # each clip counts once for each of its labels
+            labels = np.concatenate([*labels, np.zeros(0, np.int64)])
         for label, count in zip(*np.unique(labels, return_counts=True)):
             counts[int(label)] = counts.get(int(label), 0) + int(count)
     return counts

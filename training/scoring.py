@@ -1,4 +1,5 @@
-"""A trained model and how it scores videos: the softmax averaged over a video's clips.
+"""A trained model and how it scores videos: the softmax (multi-label: the sigmoid) averaged
+over a video's clips.
 
 Training's final evaluation, `evaluate.py` and `predict.py` all score through here, so a
 video's score is computed one way: `clip_probabilities_function` (softmax of the logits, in
@@ -11,7 +12,8 @@ import tensorflow as tf
 
 import models  # noqa: F401  (registers ClipNormalization and DeformConv3D for loading)
 from data_prep.errors import UserError
-from training.metrics import MeanClassAccuracy, video_level_metrics  # noqa: F401  (registers it)
+from training.metrics import (MeanAveragePrecision, MeanClassAccuracy,  # noqa: F401  (registered)
+                              multi_label_video_metrics, video_level_metrics)
 
 
 def load_run_model(run):
@@ -19,28 +21,40 @@ def load_run_model(run):
     return keras.saving.load_model(run.run_dir.model, compile=False, safe_mode=True)
 
 
-def clip_probabilities_function(model):
-    """A tf.function from uint8 clips to float32 softmax probabilities."""
+def output_activation(logits, multi_label=False):
+    """float32 probabilities of logits: softmax over classes, or a sigmoid per class for a
+    multi-label model (each class on its own)."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+
+
+def clip_probabilities_function(model, multi_label=False):
+    """A tf.function from uint8 clips to float32 probabilities (`output_activation`)."""
     return tf.function(
-        lambda clips: tf.nn.softmax(tf.cast(model(clips, training=False), tf.float32)),
+        lambda clips: output_activation(model(clips, training=False), multi_label),
         reduce_retracing=True,
     )
 
 
-def evaluate_video_level(model, dataset, num_classes):
-    """Video-level metrics: softmax averaged over every stored clip of each item.
+def evaluate_video_level(model, dataset, num_classes, multi_label=False):
+    """Video-level metrics: softmax (multi-label: sigmoid) averaged over every stored clip
+    of each item; `video_level_metrics` or `multi_label_video_metrics`.
 
     Args:
-        dataset: batches of (clips, one-hot labels, item indices), e.g. from
+        dataset: batches of (clips, one-hot (multi-hot) labels, item indices), e.g. from
             `input_pipeline.eval_dataset(..., with_item_index=True)`.
     """
-    probabilities = clip_probabilities_function(model)
+    probabilities = clip_probabilities_function(model, multi_label)
     all_probabilities, all_labels, all_items = [], [], []
     for clips, labels, items in dataset:
         all_probabilities.append(probabilities(clips).numpy())
-        all_labels.append(np.argmax(labels.numpy(), axis=1))
+        labels = labels.numpy()
+        all_labels.append(labels if multi_label else np.argmax(labels, axis=1))
         all_items.append(items.numpy())
     if not all_labels:
         raise UserError("The test split holds no clips to evaluate.")
+    if multi_label:
+        return multi_label_video_metrics(np.concatenate(all_probabilities),
+                                         np.concatenate(all_labels), np.concatenate(all_items))
     return video_level_metrics(np.concatenate(all_probabilities), np.concatenate(all_labels),
                                np.concatenate(all_items), num_classes)

@@ -23,7 +23,7 @@ import data_prep
 from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
-from data_prep.shards import MANIFEST_NAME
+from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from training import callbacks as run_callbacks
@@ -32,7 +32,7 @@ from training.config import ConfigError, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
-from training.metrics import MeanClassAccuracy
+from training.metrics import MeanAveragePrecision, MeanClassAccuracy
 from training.run_dir import read_history, write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
@@ -57,7 +57,7 @@ def ensure_prepared(data, *, show_progress=False):
     manifest_path = os.path.join(data.prepared_dir, MANIFEST_NAME)
     if not os.path.exists(manifest_path):
         layout, root, lists = data.layout, data.root, data.lists
-        multi_label = False
+        multi_label = data.multi_label
         if layout == "synth":
             if not root:
                 raise ConfigError("data.root is required for layout synth: where the demo "
@@ -78,9 +78,13 @@ def ensure_prepared(data, *, show_progress=False):
             classes_file=data.classes_file, resize_short=data.resize_short,
             clips_per_video=data.clips_per_video, sampling=data.sampling,
             frame_stride=data.frame_stride, workers=data.workers, encoding=data.encoding,
-            multi_label=multi_label, show_progress=show_progress,
+            only_present=data.only_present, multi_label=multi_label,
+            num_classes=data.num_classes,
+            filename_template=data.filename_template, start_index=data.start_index,
+            with_offset=data.with_offset, show_progress=show_progress,
         )
     manifest = data_prep.read_manifest(data.prepared_dir)
+    check_label_kind(data, manifest)
     frames, height, width, _ = manifest["clip_shape"]
     expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
                 "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
@@ -96,6 +100,27 @@ def ensure_prepared(data, *, show_progress=False):
             raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
                             f"{', '.join(manifest['splits'])}). Received: split={split}")
     return manifest
+
+
+def check_label_kind(data, manifest):
+    """Raises UserError if the prepared data's multi_label or num_classes differ from the config.
+
+    A dataset prepared single-label cannot train a multi-label config (nor the reverse): the
+    records hold `label` or `labels`, and the loss and metrics follow the config.
+    """
+    found = is_multi_label(manifest)
+    if found != data.multi_label:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with multi_label={str(found).lower()} but the "
+            f"config asks for data.multi_label={str(data.multi_label).lower()}; use another "
+            f"data.prepared_dir or set data.multi_label={str(found).lower()}. "
+            f"Received: data.multi_label={str(data.multi_label).lower()}")
+    if data.num_classes is not None and num_classes_of(manifest) != data.num_classes:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with num_classes={num_classes_of(manifest)} but "
+            f"the config asks for data.num_classes={data.num_classes}; use another "
+            f"data.prepared_dir or set data.num_classes={num_classes_of(manifest)}. "
+            f"Received: data.num_classes={data.num_classes}")
 
 
 def check_labels(prepared_dir, manifest, splits):
@@ -155,7 +180,27 @@ def build_optimizer(train, schedule):
     return optimizer
 
 
-def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
+def compile_metrics(num_classes, multi_label, validation_clips, single_device):
+    """(metrics for compile, the metric TensorBoard draws each epoch, or None).
+
+    Single-label: top-1, top-k and MeanClassAccuracy (its confusion matrix is drawn).
+    Multi-label: MeanAveragePrecision holding the validation split's clips (its per-class AP
+    is drawn); it keeps the clips of one device, so under a strategy only the final test
+    evaluation reports mAP.
+    """
+    if multi_label:
+        if not single_device:
+            return [], None
+        average_precision = MeanAveragePrecision(num_classes, capacity=validation_clips)
+        return [average_precision], average_precision
+    confusion = MeanClassAccuracy(num_classes)
+    return [keras.metrics.CategoricalAccuracy(name="top1"),
+            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+            confusion], confusion
+
+
+def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, multi_label=False,
+                      validation_clips=1, single_device=True):
     try:
         model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
     except (ValueError, TypeError) as e:
@@ -166,19 +211,17 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
             model.outputs[0])
         model = keras.Model(model.inputs[0], logits, name=model.name)
     schedule = schedule_from_config(config.train, steps_per_epoch)
-    confusion = MeanClassAccuracy(num_classes)
+    # Multi-label: a sigmoid per class, each class a binary decision (the model gives logits).
+    loss_class = keras.losses.BinaryCrossentropy if multi_label \
+        else keras.losses.CategoricalCrossentropy
+    metrics, drawn_metric = compile_metrics(num_classes, multi_label, validation_clips,
+                                            single_device)
     model.compile(
         optimizer=build_optimizer(config.train, schedule),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config.train.label_smoothing
-        ),
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="top1"),
-            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-            confusion,
-        ],
+        loss=loss_class(from_logits=True, label_smoothing=config.train.label_smoothing),
+        metrics=metrics,
     )
-    return model, confusion
+    return model, drawn_metric
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -256,6 +299,12 @@ def write_training_curves(run_dir, config, steps_per_epoch, points=400):
             raise OSError(f"cannot write {run_dir.curves}")
     except (OSError, ValueError, KeyError) as e:
         logger.warning("no curves.png: %s", e)
+
+
+MULTI_LABEL_HPARAMS_METRICS = [
+    ("", "test/mean_average_precision"), ("", "test/micro_f1"), ("", "test/macro_f1"),
+    ("", "test/loss"), ("validation", "epoch_mean_average_precision"),
+    ("validation", "epoch_loss"), ("train", "epoch_loss")]
 
 
 def _versions():
@@ -377,8 +426,12 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
+    multi_label = is_multi_label(manifest)
     with strategy.scope():
-        model, confusion = build_and_compile(config, num_classes, input_shape, steps_per_epoch)
+        model, drawn_metric = build_and_compile(
+            config, num_classes, input_shape, steps_per_epoch, multi_label=multi_label,
+            validation_clips=manifest["splits"][config.data.test_split]["clips"],
+            single_device=config.distribute.strategy == "none")
     if config.distribute.strategy == "multi_worker":
         # Keras 3.15.1's fit fails under this strategy (see training/distribution.py).
         adapt_model_for_multi_worker(model, strategy)
@@ -406,7 +459,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     nan_stop = run_callbacks.NanLossStop()
     tensorboard_logger = run_callbacks.TensorBoardLogger(
         run_dir.tensorboard, class_names=class_names, sample_clips=sample_clips,
-        confusion_metric=confusion if tensorboard.confusion_matrix else None,
+        confusion_metric=drawn_metric if tensorboard.confusion_matrix and not multi_label
+        else None,
+        average_precision_metric=drawn_metric if multi_label else None,
         histograms=tensorboard.histograms, graph=tensorboard.graph,
         deform_offsets=tensorboard.deform_offsets,
         offset_sample=np.stack(offset_sample) if offset_sample else None,
@@ -415,7 +470,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     callback_list = [
         nan_stop,
         run_callbacks.EpochLog(clips_per_epoch),
-        run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop),
+        run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop, monitor=(
+            "val_mean_average_precision" if multi_label else "val_top1")),
         tensorboard_logger,
         keras.callbacks.CSVLogger(run_dir.history, append=True),
         *extra_callbacks,
@@ -424,7 +480,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     hparams = _hparams(config)
     if not resume:  # a resumed run continues the session its first attempt started
         with tensorboard_logger.writer("").as_default():
-            summaries.hparams_experiment(hparams, HPARAMS_METRICS,
+            summaries.hparams_experiment(hparams, MULTI_LABEL_HPARAMS_METRICS if multi_label
+                                         else HPARAMS_METRICS,
                                          description=f"{config.name}: {config.model.name}",
                                          shown=shown_hparams(hparams))
             summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints,
@@ -458,7 +515,10 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     test_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, with_item_index=True,
         **pipeline)
-    results = evaluate_video_level(model, test_data, num_classes)
+    results = evaluate_video_level(model, test_data, num_classes, multi_label)
+    if multi_label:
+        return _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
+                                   tensorboard_logger, results, fit_seconds, started)
     metrics = {
         "split": config.data.test_split,
         "top1": results["top1"],
@@ -490,4 +550,38 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
                 "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
                 metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
                 metrics["loss"])
+    return metrics
+
+
+def _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
+                        tensorboard_logger, results, fit_seconds, started):
+    """The end of a multi-label run: metrics.json with mean_average_precision, the test
+    scalars (mAP, F1, per-class AP), the export."""
+    metrics = {
+        "split": config.data.test_split,
+        "multi_label": True,
+        **{key: results[key] for key in (
+            "mean_average_precision", "micro_f1", "macro_f1", "threshold", "loss", "clips",
+            "videos", "clip_mean_average_precision", "per_class_ap")},
+        "epochs": config.train.epochs,
+        "fit_seconds_this_attempt": round(fit_seconds, 2),
+        "seconds_this_attempt": round(time.perf_counter() - started, 2),
+    }
+    step = config.train.epochs
+    with tensorboard_logger.writer("").as_default():
+        for key in ("mean_average_precision", "micro_f1", "macro_f1", "loss"):
+            summaries.scalar(f"test/{key}", metrics[key], step=step)
+        for name, value in zip(class_names, metrics["per_class_ap"]):
+            if value is not None:
+                summaries.scalar(f"test_per_class_ap/{name}", value, step=step)
+        summaries.hparams_session_end(success=True)
+    tensorboard_logger.close()
+    write_json_atomically(run_dir.metrics, metrics)
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
+    shutil.rmtree(run_dir.backup, ignore_errors=True)
+    export_after_training(model, run_dir, class_names, multi_label=True)
+    logger.info("test (%s, %d videos, %d clips): mean average precision %.4f, micro F1 %.4f, "
+                "macro F1 %.4f, loss %.4f", metrics["split"], metrics["videos"],
+                metrics["clips"], metrics["mean_average_precision"], metrics["micro_f1"],
+                metrics["macro_f1"], metrics["loss"])
     return metrics
