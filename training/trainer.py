@@ -25,6 +25,8 @@ from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
+from models.finetune import freeze, variable_groups
+from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries
 from training.config import ConfigError, dump_config
@@ -32,6 +34,7 @@ from training.distribution import (adapt_model_for_multi_worker, data_sharding, 
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import MeanClassAccuracy
+from training.optimizers import OPTIMIZERS
 from training.run_dir import write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
@@ -136,29 +139,58 @@ def mixed_precision_policy(enabled):
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def build_optimizer(train, schedule):
+def build_optimizer(train, schedule, lr_multipliers=None):
+    """The configured optimizer; `lr_multipliers` = {variable path: multiplier} (see
+    training/optimizers.py), from `learning_rate_multipliers`."""
     weight_decay = train.weight_decay or None
     clipnorm = train.gradient_clip_norm
+    options = dict(clipnorm=clipnorm, lr_multipliers=lr_multipliers)
     if train.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=train.momentum,
-                                         nesterov=train.nesterov, weight_decay=weight_decay,
-                                         clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["sgd"](schedule, momentum=train.momentum, nesterov=train.nesterov,
+                                      weight_decay=weight_decay, **options)
     elif train.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay, clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["adam"](schedule, weight_decay=weight_decay, **options)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay,
-                                           clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["adamw"](schedule, weight_decay=train.weight_decay, **options)
     if weight_decay:
         # Decay the kernels only: shrinking biases and normalisation scales does not regularise.
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
 
 
+def learning_rate_multipliers(model, group_multipliers):
+    """{variable path: multiplier} of the trainable variables whose group (head, backbone,
+    offsets: models.finetune.variable_groups) has a multiplier other than 1."""
+    trainable = {variable.path for variable in model.trainable_variables}
+    return {path: float(group_multipliers[group])
+            for path, group in variable_groups(model).items()
+            if path in trainable and float(group_multipliers.get(group, 1.0)) != 1.0}
+
+
+def prepare_fine_tuning(model, config):
+    """Applies train.freeze_stages / train.freeze_bn (before compile); returns the frozen
+    layer names. Raises UserError for a stage count the architecture does not have."""
+    train = config.train
+    if train.freeze_stages is None and not train.freeze_bn:
+        return []
+    try:
+        frozen = freeze(model, config.model.name, stages=train.freeze_stages,
+                        batch_norm=train.freeze_bn)
+    except ValueError as e:
+        raise UserError(f"train.freeze_stages: {e}") from None
+    logger.info("frozen (not trainable) %d layers: %s", len(frozen),
+                ", ".join(frozen[:12]) + (", ..." if len(frozen) > 12 else ""))
+    return frozen
+
+
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
     try:
-        model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
+        model = build_model(config.model.name, num_classes, input_shape,
+                            weights=config.model.weights, **config.model.options)
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
+    prepare_fine_tuning(model, config)
+    lr_multipliers = learning_rate_multipliers(model, config.train.lr_multipliers)
     if config.train.mixed_precision:
         # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
         logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
@@ -167,7 +199,7 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch):
     schedule = schedule_from_config(config.train, steps_per_epoch)
     confusion = MeanClassAccuracy(num_classes)
     model.compile(
-        optimizer=build_optimizer(config.train, schedule),
+        optimizer=build_optimizer(config.train, schedule, lr_multipliers),
         loss=keras.losses.CategoricalCrossentropy(
             from_logits=True, label_smoothing=config.train.label_smoothing
         ),
@@ -203,6 +235,18 @@ def _hparams(config):
 HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
                    ("", "test/loss"), ("validation", "epoch_top1"), ("validation", "epoch_loss"),
                    ("train", "epoch_top1"), ("train", "epoch_loss")]
+
+
+def weights_record(path):
+    """run.json's `weights`: where the run's starting weights came from, or None."""
+    if path is None:
+        return None
+    try:
+        digest = weights_sha256(path)
+    except OSError as e:
+        raise UserError(f"model.weights: cannot read the weights file {path}: {e.strerror}. "
+                        f"Received: model.weights={path!r}") from None
+    return {"path": os.path.abspath(path), "sha256": digest}
 
 
 def _versions():
@@ -277,7 +321,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         raise UserError(f"augment.crop_size expects at most the stored size {min(height, width)}."
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
-    write_run_info(run_dir, config, manifest, input_shape, "running", _versions())
+    weights = weights_record(config.model.weights)
+    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights)
 
     # Input pipelines.
     train_split = manifest["splits"][config.data.train_split]
@@ -419,7 +464,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         summaries.hparams_session_end(success=True)
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
