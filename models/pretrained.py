@@ -42,6 +42,14 @@ logger = logging.getLogger(__name__)
 # in the 0-255 units of ClipNormalization.
 TORCHVISION_KINETICS_MEAN = tuple(255.0 * v for v in (0.43216, 0.394666, 0.37645))
 TORCHVISION_KINETICS_STD = tuple(255.0 * v for v in (0.22803, 0.22145, 0.216989))
+# torchvision's eval transforms of its Kinetics-400 video weights (weights' `transforms`):
+# (resize height, resize width), centre crop, frames per clip.
+TORCHVISION_EVAL_TRANSFORMS = {
+    "r3d_18": ((128, 171), 112, 16),
+    "mc3_18": ((128, 171), 112, 16),
+    "r2plus1d_18": ((128, 171), 112, 16),
+    "s3d": ((256, 256), 224, 16),
+}
 KINETICS400_CLASSES_FILE = Path(__file__).with_name("kinetics400_classes.txt")
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
