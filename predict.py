@@ -22,12 +22,22 @@ each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probabili
 
 A broken item prints `error: PATH: reason` to stderr and the others still run.
 Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
+
+Without a run, from torchvision's Kinetics-400 weights (or any checkpoint of the same layout):
+
+    python predict.py --model r2plus1d_18 --weights r2plus1d_18-91a641e6.pth video.mp4
+
+builds the model with `--num-classes` logits (400), loads the file and prints Kinetics-400
+class names (`--classes FILE` for others), preprocessing as torchvision's eval transform:
+`--clips` clips of 16 consecutive frames, resized to 128x171 and centre-cropped to 112
+(S3D: 256x256, 224).
 """
 
 import argparse
 import json
 import os
 import sys
+import types
 
 import cv2
 
@@ -38,13 +48,22 @@ from data_prep.shards import is_multi_label
 from training.cli import run_cli
 from training.run_dir import open_trained_run
 from training.timeline import check_window_arguments, item_timeline
-from training.views import preprocess_item
+from training.views import preprocess_item, torchvision_views
 from training.visuals import timeline_image
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Classify videos with a trained run.")
-    parser.add_argument("--run-dir", required=True, help="a run directory written by train.py")
+    parser.add_argument("--run-dir", help="a run directory written by train.py")
+    parser.add_argument("--model", help="without --run-dir: a torchvision model name (r3d_18, "
+                                        "mc3_18, r2plus1d_18, s3d) to build for --weights")
+    parser.add_argument("--weights", help="without --run-dir: the weights file (.pth) to load")
+    parser.add_argument("--num-classes", type=int, default=400,
+                        help="with --model: logits of the checkpoint's head (400)")
+    parser.add_argument("--classes", help="with --model: class names, one a line (default: "
+                                          "Kinetics-400's for 400 classes)")
+    parser.add_argument("--clips", type=int, default=1,
+                        help="with --model: clips per item, softmax averaged (1)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per item (5)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.add_argument("--timeline", action="store_true",
@@ -79,11 +98,14 @@ def expand_items(paths):
     return items
 
 
-def predict_item(path, trained, probabilities_of, top_k):
-    """[(label, probability)] of the top_k classes, the softmax averaged over the clips."""
+def predict_item(path, trained, probabilities_of, top_k, views_of=None):
+    """[(label, probability)] of the top_k classes, the softmax averaged over the clips.
+
+    `views_of(path)` gives the clips; None means the run's own `preprocess_item`."""
     if not os.path.exists(path):
         raise FileNotFoundError("no such file or directory")
-    clips = preprocess_item(path, trained.manifest, trained.input_shape)
+    clips = views_of(path) if views_of else preprocess_item(path, trained.manifest,
+                                                            trained.input_shape)
     mean = probabilities_of(clips).numpy().mean(axis=0)
     order = mean.argsort(kind="stable")[::-1][:top_k]
     return [(trained.class_names[index], float(mean[index])) for index in order]
@@ -127,6 +149,58 @@ def print_multi_label(path, predictions, threshold):
     sys.stdout.flush()
 
 
+def open_pretrained(args):
+    """The model, class names and preprocessing for `--model NAME --weights FILE`.
+
+    Returns:
+        (an object with `class_names`, the keras.Model, views_of(path) -> uint8 clips).
+
+    Raises:
+        UserError: a missing option, an unknown model, or weights that do not fit it
+            (including a head with another class count than --num-classes).
+    """
+    from models import build_model
+    from models.pretrained import (TORCHVISION_EVAL_TRANSFORMS, TORCHVISION_KINETICS_MEAN,
+                                   TORCHVISION_KINETICS_STD, kinetics400_classes, load_weights,
+                                   weights_format)
+
+    if not args.model or not args.weights:
+        raise UserError("Expected --run-dir, or --model NAME with --weights FILE. Received: "
+                        f"--model {args.model} --weights {args.weights}")
+    if args.model not in TORCHVISION_EVAL_TRANSFORMS:
+        raise UserError(f"Expected --model one of {', '.join(TORCHVISION_EVAL_TRANSFORMS)} (the "
+                        f"models with torchvision's preprocessing). Received: --model {args.model}")
+    for option, value in (("--num-classes", args.num_classes), ("--clips", args.clips)):
+        if value < 1:
+            raise UserError(f"Expected {option} >= 1. Received: {option} {value}")
+    if args.classes:
+        try:
+            with open(args.classes, encoding="utf-8") as file:
+                class_names = [line.strip() for line in file if line.strip()]
+        except OSError as e:
+            raise UserError(f"cannot read --classes {args.classes}: {e.strerror}") from None
+        if len(class_names) != args.num_classes:
+            raise UserError(f"Expected {args.num_classes} class names in --classes (one a "
+                            f"line, --num-classes). Received: {len(class_names)} in {args.classes}")
+    elif args.num_classes == 400:
+        class_names = kinetics400_classes()
+    else:
+        class_names = [str(index) for index in range(args.num_classes)]
+    resize, crop_size, frames = TORCHVISION_EVAL_TRANSFORMS[args.model]
+    options = {}
+    if weights_format(args.weights) == "torchvision":
+        options = {"mean": TORCHVISION_KINETICS_MEAN, "std": TORCHVISION_KINETICS_STD}
+    model = build_model(args.model, args.num_classes, (frames, crop_size, crop_size, 3), **options)
+    _, head_loaded = load_weights(model, args.weights)
+    if not head_loaded:
+        raise UserError(f"{args.weights}: its classifier does not have --num-classes "
+                        f"{args.num_classes} classes; pass the checkpoint's class count. "
+                        f"Received: --num-classes {args.num_classes}")
+    views_of = lambda path: torchvision_views(path, frames=frames, resize=resize,  # noqa: E731
+                                              crop_size=crop_size, num_clips=args.clips)
+    return types.SimpleNamespace(class_names=class_names), model, views_of
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     from training.scoring import clip_probabilities_function, load_run_model
@@ -140,12 +214,23 @@ def run(args):
         raise UserError("Expected --timeline with --plot, --window-stride or --window-seconds."
                         " Received: no --timeline")
     check_window_arguments(args.window_seconds, args.window_stride)
-    if args.timeline:
-        if args.plot:
-            os.makedirs(args.plot, exist_ok=True)
-    trained = open_trained_run(args.run_dir)
-    multi_label = is_multi_label(trained.manifest)
-    model = load_run_model(trained)
+    if args.timeline and args.run_dir is None:
+        raise UserError("Expected --run-dir with --timeline (windows follow the run's clip "
+                        f"sampling). Received: --model {args.model} --weights {args.weights}")
+    if args.timeline and args.plot:
+        os.makedirs(args.plot, exist_ok=True)
+    views_of = None
+    multi_label = False
+    if args.run_dir is None:
+        trained, model, views_of = open_pretrained(args)
+    else:
+        if args.model or args.weights:
+            raise UserError("Expected either --run-dir or --model with --weights, not both. "
+                            f"Received: --run-dir {args.run_dir} --model {args.model} "
+                            f"--weights {args.weights}")
+        trained = open_trained_run(args.run_dir)
+        multi_label = is_multi_label(trained.manifest)
+        model = load_run_model(trained)
     probabilities_of = clip_probabilities_function(model, multi_label)
     top_k = min(args.top_k, len(trained.class_names))
     results, failed = [], 0
@@ -155,7 +240,7 @@ def run(args):
                 predictions = predict_labels_above(path, trained, probabilities_of,
                                                    args.threshold)
             else:
-                predictions = predict_item(path, trained, probabilities_of, top_k)
+                predictions = predict_item(path, trained, probabilities_of, top_k, views_of)
         except (DecodeError, UserError, OSError, cv2.error) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"error: {path}: {reason}", file=sys.stderr, flush=True)

@@ -12,7 +12,10 @@ layer `P` holds the torch tensors `P.<name>`:
 | BatchNormalization `gamma`, `beta` | `P.weight`, `P.bias` | as is |
 | `moving_mean`, `moving_variance` | `P.running_mean`, `P.running_var` | as is |
 
-`P.num_batches_tracked` has no Keras counterpart and is skipped. The head is the last layer
+`P.num_batches_tracked` has no Keras counterpart and is skipped. A deformable variant loads
+the same file: a `DeformConv3D` named `P` takes `P.weight`/`P.bias` as its kernel and bias,
+and its offset branch (`P/offset_conv/*`) keeps its zero initialisation, so the loaded model
+computes exactly what the plain one does until training moves the offsets. The head is the last layer
 with weights (its output channels are the classes); when the checkpoint has another class
 count, the backbone loads and the head keeps its fresh initialisation.
 
@@ -30,6 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from models.finetune import OFFSET_BRANCH
 from models.torch_checkpoint import ZIP_SIGNATURE, CheckpointError, read_torch_state_dict
 
 logger = logging.getLogger(__name__)
@@ -38,6 +42,14 @@ logger = logging.getLogger(__name__)
 # in the 0-255 units of ClipNormalization.
 TORCHVISION_KINETICS_MEAN = tuple(255.0 * v for v in (0.43216, 0.394666, 0.37645))
 TORCHVISION_KINETICS_STD = tuple(255.0 * v for v in (0.22803, 0.22145, 0.216989))
+# torchvision's eval transforms of its Kinetics-400 video weights (weights' `transforms`):
+# (resize height, resize width), centre crop, frames per clip.
+TORCHVISION_EVAL_TRANSFORMS = {
+    "r3d_18": ((128, 171), 112, 16),
+    "mc3_18": ((128, 171), 112, 16),
+    "r2plus1d_18": ((128, 171), 112, 16),
+    "s3d": ((256, 256), 224, 16),
+}
 KINETICS400_CLASSES_FILE = Path(__file__).with_name("kinetics400_classes.txt")
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -203,6 +215,8 @@ def load_torchvision_weights(model, path):
     for layer in _weighted_layers(model):
         items = []
         for variable in layer.weights:
+            if OFFSET_BRANCH in f"/{variable.path}":
+                continue  # a DeformConv3D's offset branch: no torchvision counterpart, stays zero
             key = f"{layer.name}.{TORCH_TENSOR_NAMES.get(variable.name, variable.name)}"
             value = tensors.get(key)
             file_shape = None

@@ -174,6 +174,17 @@ def test_later_override_wins(tmp_path):
          "Received: data.multi_label=True, data.synth.multi_label=False"),
         ({"c.yaml": MINIMAL}, ["data.num_classes=0"], "data.num_classes expects an integer >= 1"),
         ({"c.yaml": MINIMAL}, ["data.start_index=-1"], "data.start_index expects an integer >= 0"),
+        ({"c.yaml": MINIMAL}, ["train.lr_multipliers={backbon: 0.1}"],
+         "--set: train.lr_multipliers expects groups among head, backbone, offsets — did you "
+         "mean backbone?. Received: train.lr_multipliers.backbon=0.1"),
+        ({"c.yaml": MINIMAL}, ["train.lr_multipliers.offsets=-1"],
+         "--set: train.lr_multipliers.offsets expects a number >= 0. "
+         "Received: train.lr_multipliers.offsets=-1"),
+        ({"c.yaml": MINIMAL}, ["train.freeze_stages=-1"],
+         "train.freeze_stages expects an integer >= 0 (or null)"),
+        ({"c.yaml": MINIMAL}, ["model.weights=3"], "model.weights expects a string (or null)"),
+        ({"c.yaml": MINIMAL}, ["model.weights=a.pth", "model.options.weights=b.pth"],
+         "--set: give the weights once, as model.weights"),
     ],
 )
 def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overrides, message):
@@ -189,6 +200,15 @@ def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overri
             os.chdir(cwd)
     assert message in str(info.value)
     assert "\n" not in str(info.value)  # the CLI prints it as one line
+
+
+def test_fine_tuning_keys_from_set(tmp_path):
+    config = load_config(write(tmp_path / "c.yaml", MINIMAL), overrides=[
+        "model.weights=r2plus1d_18-91a641e6.pth", "train.freeze_stages=1", "train.freeze_bn=true",
+        "train.lr_multipliers.backbone=0.1", "train.lr_multipliers.offsets=0.1"])
+    assert config.model.weights == "r2plus1d_18-91a641e6.pth"
+    assert (config.train.freeze_stages, config.train.freeze_bn) == (1, True)
+    assert config.train.lr_multipliers == {"backbone": 0.1, "offsets": 0.1}
 
 
 def test_missing_config_file(tmp_path):

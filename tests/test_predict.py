@@ -222,3 +222,102 @@ def test_threshold_outside_zero_one_is_a_usage_error(multi_label_run_path, tmp_p
     assert predict.main(["--run-dir", multi_label_run_path, "--threshold", "1.5", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Received: --threshold 1.5" in err
+
+
+# --- without a run: --model NAME --weights FILE ------------------------------------------
+
+TINY_TORCHVISION = os.path.join(os.path.dirname(__file__), "data", "torchvision_tiny")
+
+
+@pytest.fixture
+def tiny_r3d_18(monkeypatch):
+    """build_model's r3d_18 narrowed to the fixture checkpoints' widths (5 classes)."""
+    import functools
+
+    from models import build as build_module
+    from models.resnet3d import r3d_18
+    monkeypatch.setitem(build_module.ARCHITECTURES, "r3d_18", build_module._Architecture(
+        functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                          blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
+
+
+def test_torchvision_views_resize_to_128x171_and_crop_112(fresh_videos):
+    from training.views import torchvision_views
+    views = torchvision_views(fresh_videos["moving"], frames=16, resize=(128, 171), crop_size=112,
+                              num_clips=2)
+    assert views.shape == (2, 16, 112, 112, 3) and views.dtype == np.uint8
+    # The reference: every decoded frame resized to exactly 128x171 (aspect not kept, here
+    # enlarged: bilinear), its centre 112; the 8-frame video loops to fill 16 frames, clip 1
+    # starting at frame 8 * 1 // 2.
+    from data_prep.decode import decode_video
+    decoded = decode_video(fresh_videos["moving"])
+    for clip, start in ((0, 0), (1, 4)):
+        for frame in (0, 9):
+            source = decoded[(start + frame) % len(decoded)]
+            expected = cv2.resize(source, (171, 128), interpolation=cv2.INTER_LINEAR)[8:120, 29:141]
+            np.testing.assert_array_equal(views[clip, frame], expected)
+
+
+def test_kinetics_checkpoint_prints_kinetics_names(tiny_r3d_18, fresh_videos, tmp_path, capsys):
+    import keras
+
+    from models import build_model
+    from models.pretrained import kinetics400_classes
+    keras.utils.set_random_seed(5)
+    weights = tmp_path / "kinetics.weights.h5"
+    build_model("r3d_18", 400, (16, 112, 112, 3)).save_weights(weights)
+    argv = ["--model", "r3d_18", "--weights", str(weights), "--top-k", "3"]
+    assert predict.main([*argv, fresh_videos["moving"]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == fresh_videos["moving"] and len(lines) == 4
+    assert all(line.split()[1] in kinetics400_classes() for line in lines[1:])
+    assert predict.main([*argv, "--json", fresh_videos["moving"]]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    assert [p["label"] for p in result["predictions"]] == [line.split()[1] for line in lines[1:]]
+
+
+def test_torchvision_checkpoint_gives_the_models_softmax(tiny_r3d_18, fresh_videos, tmp_path, capsys):
+    from models import build_model
+    from training.views import torchvision_views
+    names = [f"class_{i}" for i in range(5)]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(names) + "\n")
+    weights = os.path.join(TINY_TORCHVISION, "r3d_18.pth")
+    path = fresh_videos["still"]
+    assert predict.main(["--model", "r3d_18", "--weights", weights, "--num-classes", "5",
+                         "--classes", str(classes), "--clips", "2", "--json", path]) == 0
+    [result] = json.loads(capsys.readouterr().out)
+    model = build_model("r3d_18", 5, (16, 112, 112, 3), weights=weights)
+    clips = torchvision_views(path, frames=16, resize=(128, 171), crop_size=112, num_clips=2)
+    expected = tf.nn.softmax(model(clips, training=False)).numpy().mean(axis=0)
+    got = {p["label"]: p["probability"] for p in result["predictions"]}
+    np.testing.assert_allclose([got[name] for name in names], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "r3d_18"], "Expected --run-dir, or --model NAME with --weights FILE"),
+    (["--model", "c3d", "--weights", "x.pth"], "Expected --model one of r3d_18, mc3_18, r2plus1d_18, s3d"),
+    (["--model", "r3d_18", "--weights", "r3d_18.pth"],
+     "r3d_18.pth: its classifier does not have --num-classes 400 classes"),
+    (["--model", "r3d_18", "--weights", "r3d_18.pth", "--num-classes", "5", "--classes", "two.txt"],
+     "Expected 5 class names in --classes"),
+    (["--model", "mc3_18", "--weights", "r3d_18.pth", "--num-classes", "5"],
+     "the weights do not fit model 'mc3_18'"),
+    (["--model", "r3d_18", "--weights", "logits.npz", "--num-classes", "5"], "logits.npz"),
+    (["--model", "r3d_18", "--weights", "missing.pth"], "cannot open the weights file"),
+])
+def test_pretrained_mode_mistakes_are_one_line_exit_2(tiny_r3d_18, fresh_videos, capsys, tmp_path,
+                                                      monkeypatch, arguments, message):
+    from models import build as build_module
+    import functools
+    from models.resnet3d import mc3_18
+    monkeypatch.setitem(build_module.ARCHITECTURES, "mc3_18", build_module._Architecture(
+        functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                          blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    monkeypatch.chdir(tmp_path)
+    for name in ("r3d_18.pth", "logits.npz"):
+        shutil.copy(os.path.join(TINY_TORCHVISION, name), tmp_path / name)
+    assert predict.main([*arguments, fresh_videos["moving"]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err

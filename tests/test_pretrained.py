@@ -193,3 +193,14 @@ def test_weights_sha256_is_the_files_hash():
 def test_bad_weights_argument_raises(weights, error, message):
     with pytest.raises(error, match=message):
         build_model("small3d", 4, (8, 32, 32, 3), weights=weights)
+
+
+@pytest.mark.parametrize("arch, stages", [("r3d_18", [4]), ("r2plus1d_18", [1]), ("mc3_18", [3])])
+def test_deformable_variant_loads_the_plain_checkpoint_with_zero_offsets(tiny_architectures, expected, arch, stages):
+    model = build_model(arch, TINY_CLASSES, CLIP_SHAPE, weights=DATA / f"{arch}.pth",
+                        deformable_stages=stages, modulated=True)
+    offsets = [v for v in model.weights if "/offset_conv/" in v.path]
+    assert offsets and all(not np.any(np.array(v)) for v in offsets)
+    logits = np.asarray(model(expected["clips"], training=False))
+    reference = expected[f"logits_{arch}"]
+    assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()

@@ -28,6 +28,8 @@ from training.run_dir import RunDir, read_history
 from training.schedules import WarmupSchedule
 from training.trainer import resumed_input_seed
 
+TINY_TORCHVISION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchvision_tiny")
+
 # Multi-process or subprocess runs: the slow tier (`pytest -m "not slow"` skips them).
 pytestmark = pytest.mark.slow
 
@@ -279,6 +281,12 @@ def test_resume_after_sigkill_continues_schedule_and_finishes(finished_run):
         (["--set", "model.options.wings=2"], "error: model: "),
         (["--set", "data.frames=6"], "was prepared with data.frames=4"),
         (["--set", "data.synth.videos=3"], "--set: unknown key data.synth.videos — valid keys: seed"),
+        # Weights that are not a checkpoint, do not fit, or are missing; a stage count too high.
+        (["--set", f"model.weights={TINY_TORCHVISION}/r3d_18.pth"],
+         "error: model: " + f"{TINY_TORCHVISION}/r3d_18.pth: the weights do not fit model 'small3d'"),
+        (["--set", f"model.weights={TINY_TORCHVISION}/logits.npz"], "a zip file but not a torch checkpoint"),
+        (["--set", "model.weights=/nonexistent/k400.pth"], "model.weights: cannot read the weights file /nonexistent/k400.pth: No such file"),
+        (["--set", "train.freeze_stages=6"], "train.freeze_stages: `stages` must be None or an int in 0..5"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(finished_run, capsys, tmp_path, monkeypatch, extra,

@@ -35,6 +35,9 @@ from data_prep.sources import MULTI_LABEL_LAYOUTS
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
 OVERRIDE_SOURCE = "--set"
+# models.finetune.PARAMETER_GROUPS (config imports no TensorFlow, so not from there; a test
+# keeps the two equal).
+LR_MULTIPLIER_GROUPS = ("head", "backbone", "offsets")
 
 
 class ConfigError(UserError):
@@ -92,6 +95,8 @@ class DataConfig:
 class ModelConfig:
     name: str = _option("small3d", help="a models.build_model name")
     options: dict = _option({}, help="keyword arguments of that builder")
+    weights: str | None = _option(None, help="start from: a torchvision .pth, a run's model.keras "
+                                             "or .weights.h5 (docs/MODELS.md)")
 
 
 @dataclasses.dataclass
@@ -123,6 +128,12 @@ class TrainConfig:
     mixed_precision: bool = _option(False, help="mixed_float16 compute, float32 variables")
     seed: int = _option(0, minimum=0)
     shuffle_buffer: int = _option(256, minimum=1, help="items held by the shuffle")
+    freeze_bn: bool = _option(False, help="every BatchNormalization frozen: moving statistics, "
+                                          "gamma and beta")
+    freeze_stages: int | None = _option(None, minimum=0, help="null = none; 0 = the stem; N = the "
+                                                              "stem and stages 1..N")
+    lr_multipliers: dict = _option({}, help="learning-rate multiplier per group: head, backbone, "
+                                            "offsets (e.g. {backbone: 0.1})")
 
 
 @dataclasses.dataclass
@@ -468,6 +479,19 @@ def _check_consistency(config, origins, default_source):
     if train.min_learning_rate > train.learning_rate:
         fail("train.min_learning_rate", "train.min_learning_rate expects a value <= "
              f"train.learning_rate. Received: train.min_learning_rate={train.min_learning_rate}")
+    for group, value in train.lr_multipliers.items():
+        if group not in LR_MULTIPLIER_GROUPS:
+            close = difflib.get_close_matches(str(group), LR_MULTIPLIER_GROUPS, n=1)
+            hint = f" — did you mean {close[0]}?" if close else ""
+            fail(f"train.lr_multipliers.{group}", "train.lr_multipliers expects groups among "
+                 f"{', '.join(LR_MULTIPLIER_GROUPS)}{hint}. Received: "
+                 f"train.lr_multipliers.{group}={value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            fail(f"train.lr_multipliers.{group}", f"train.lr_multipliers.{group} expects a "
+                 f"number >= 0. Received: train.lr_multipliers.{group}={value!r}")
+    if config.model.weights is not None and "weights" in config.model.options:
+        fail("model.options.weights", "give the weights once, as model.weights. Received: "
+             f"model.options.weights={config.model.options['weights']!r}")
     crop = config.augment.crop_size
     if crop is not None and crop > config.data.size:
         fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "

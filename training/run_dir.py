@@ -108,12 +108,14 @@ def open_run_dir(path, *, resume=False, overwrite=False):
     return run_dir
 
 
-def write_run_info(run_dir, config, manifest, input_shape, status, versions):
+def write_run_info(run_dir, config, manifest, input_shape, status, versions, weights=None):
     """run.json: what evaluate.py and predict.py read back with `open_trained_run`.
 
     Args:
         status: str, "running" or "finished".
         versions: dict, e.g. {"tensorflow": ..., "keras": ...}, recorded as they are.
+        weights: None, or `{"path": absolute path, "sha256": hex}` of the weights the run
+            started from (model.weights); written as `"weights"` (null without).
     """
     info = {
         "name": config.name,
@@ -126,6 +128,7 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions):
         "input_shape": list(input_shape),
         "train_split": config.data.train_split,
         "test_split": config.data.test_split,
+        "weights": weights,
         **versions,
         "command": " ".join(sys.argv),
     }

@@ -26,6 +26,8 @@ from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
+from models.finetune import freeze, variable_groups
+from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries, visuals
 from training.config import ConfigError, dump_config
@@ -33,6 +35,7 @@ from training.distribution import (adapt_model_for_multi_worker, data_sharding, 
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import MeanAveragePrecision, MeanClassAccuracy
+from training.optimizers import OPTIMIZERS
 from training.run_dir import read_history, write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
@@ -162,22 +165,48 @@ def mixed_precision_policy(enabled):
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def build_optimizer(train, schedule):
+def build_optimizer(train, schedule, lr_multipliers=None):
+    """The configured optimizer; `lr_multipliers` = {variable path: multiplier} (see
+    training/optimizers.py), from `learning_rate_multipliers`."""
     weight_decay = train.weight_decay or None
     clipnorm = train.gradient_clip_norm
+    options = dict(clipnorm=clipnorm, lr_multipliers=lr_multipliers)
     if train.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=train.momentum,
-                                         nesterov=train.nesterov, weight_decay=weight_decay,
-                                         clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["sgd"](schedule, momentum=train.momentum, nesterov=train.nesterov,
+                                      weight_decay=weight_decay, **options)
     elif train.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(schedule, weight_decay=weight_decay, clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["adam"](schedule, weight_decay=weight_decay, **options)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay,
-                                           clipnorm=clipnorm)
+        optimizer = OPTIMIZERS["adamw"](schedule, weight_decay=train.weight_decay, **options)
     if weight_decay:
         # Decay the kernels only: shrinking biases and normalisation scales does not regularise.
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
+
+
+def learning_rate_multipliers(model, group_multipliers):
+    """{variable path: multiplier} of the trainable variables whose group (head, backbone,
+    offsets: models.finetune.variable_groups) has a multiplier other than 1."""
+    trainable = {variable.path for variable in model.trainable_variables}
+    return {path: float(group_multipliers[group])
+            for path, group in variable_groups(model).items()
+            if path in trainable and float(group_multipliers.get(group, 1.0)) != 1.0}
+
+
+def prepare_fine_tuning(model, config):
+    """Applies train.freeze_stages / train.freeze_bn (before compile); returns the frozen
+    layer names. Raises UserError for a stage count the architecture does not have."""
+    train = config.train
+    if train.freeze_stages is None and not train.freeze_bn:
+        return []
+    try:
+        frozen = freeze(model, config.model.name, stages=train.freeze_stages,
+                        batch_norm=train.freeze_bn)
+    except ValueError as e:
+        raise UserError(f"train.freeze_stages: {e}") from None
+    logger.info("frozen (not trainable) %d layers: %s", len(frozen),
+                ", ".join(frozen[:12]) + (", ..." if len(frozen) > 12 else ""))
+    return frozen
 
 
 def compile_metrics(num_classes, multi_label, validation_clips, single_device):
@@ -202,9 +231,12 @@ def compile_metrics(num_classes, multi_label, validation_clips, single_device):
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, multi_label=False,
                       validation_clips=1, single_device=True):
     try:
-        model = build_model(config.model.name, num_classes, input_shape, **config.model.options)
+        model = build_model(config.model.name, num_classes, input_shape,
+                            weights=config.model.weights, **config.model.options)
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
+    prepare_fine_tuning(model, config)
+    lr_multipliers = learning_rate_multipliers(model, config.train.lr_multipliers)
     if config.train.mixed_precision:
         # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
         logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
@@ -217,7 +249,7 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, mult
     metrics, drawn_metric = compile_metrics(num_classes, multi_label, validation_clips,
                                             single_device)
     model.compile(
-        optimizer=build_optimizer(config.train, schedule),
+        optimizer=build_optimizer(config.train, schedule, lr_multipliers),
         loss=loss_class(from_logits=True, label_smoothing=config.train.label_smoothing),
         metrics=metrics,
     )
@@ -307,6 +339,18 @@ MULTI_LABEL_HPARAMS_METRICS = [
     ("validation", "epoch_loss"), ("train", "epoch_loss")]
 
 
+def weights_record(path):
+    """run.json's `weights`: where the run's starting weights came from, or None."""
+    if path is None:
+        return None
+    try:
+        digest = weights_sha256(path)
+    except OSError as e:
+        raise UserError(f"model.weights: cannot read the weights file {path}: {e.strerror}. "
+                        f"Received: model.weights={path!r}") from None
+    return {"path": os.path.abspath(path), "sha256": digest}
+
+
 def _versions():
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
@@ -379,7 +423,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         raise UserError(f"augment.crop_size expects at most the stored size {min(height, width)}."
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
-    write_run_info(run_dir, config, manifest, input_shape, "running", _versions())
+    weights = weights_record(config.model.weights)
+    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights)
 
     # Input pipelines.
     train_split = manifest["splits"][config.data.train_split]
@@ -517,8 +562,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         **pipeline)
     results = evaluate_video_level(model, test_data, num_classes, multi_label)
     if multi_label:
+        write_training_curves(run_dir, config, steps_per_epoch)
         return _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
-                                   tensorboard_logger, results, fit_seconds, started)
+                                   tensorboard_logger, results, fit_seconds, started, weights)
     metrics = {
         "split": config.data.test_split,
         "top1": results["top1"],
@@ -540,7 +586,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
     write_training_curves(run_dir, config, steps_per_epoch)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
@@ -554,7 +600,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
 
 
 def _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
-                        tensorboard_logger, results, fit_seconds, started):
+                        tensorboard_logger, results, fit_seconds, started, weights):
     """The end of a multi-label run: metrics.json with mean_average_precision, the test
     scalars (mAP, F1, per-class AP), the export."""
     metrics = {
@@ -577,7 +623,7 @@ def _finish_multi_label(config, run_dir, manifest, input_shape, model, class_nam
         summaries.hparams_session_end(success=True)
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions())
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     export_after_training(model, run_dir, class_names, multi_label=True)
     logger.info("test (%s, %d videos, %d clips): mean average precision %.4f, micro F1 %.4f, "

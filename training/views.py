@@ -7,6 +7,10 @@ own `resize_frame(size, resize_short)` and the evaluation's centre crop to the m
 size, so every view has the scale training saw. A square frame has one possible square, so
 its S crops are all equal (as in MMAction2).
 
+`torchvision_views` is the other preprocessing, for torchvision's Kinetics weights used
+without a run (`predict.py --model NAME --weights FILE`): consecutive frames, each resized
+to torchvision's fixed (height, width), then centre-cropped.
+
 `preprocess_item` is what `evaluate.py` (views other than the stored ones) and `predict.py`
 use: with S = 1 it is exactly the preparation's decode/sample/resize path followed by the
 evaluation's centre crop.
@@ -15,6 +19,7 @@ evaluation's centre crop.
 import functools
 import re
 
+import cv2
 import numpy as np
 
 from data_prep.decode import load_clips, resize_frame
@@ -105,3 +110,39 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                         f"Received: band={views.shape[-1]} ({path})")
     views = center_crop_numpy(views, crop_size)
     return np.ascontiguousarray(views.reshape((-1, frames, crop_size, crop_size, bands)))
+
+
+def resize_to(frame, height, width):
+    """One (H, W, band) frame resized to exactly (height, width), aspect not kept (as
+    torchvision's `Resize((128, 171))`); INTER_AREA when shrinking, INTER_LINEAR otherwise,
+    as `data_prep.decode.resize_frame` does."""
+    if frame.shape[:2] == (height, width):
+        return frame
+    shrinking = height * width < frame.shape[0] * frame.shape[1]
+    resized = cv2.resize(frame, (width, height),
+                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return resized[:, :, None] if resized.ndim == 2 else resized
+
+
+def torchvision_views(path, *, frames, resize, crop_size, num_clips=1):
+    """An item's clips as torchvision's video eval transform makes them.
+
+    Args:
+        path: str, a video file, a folder of frame images or a .npy array.
+        frames: int, consecutive frames per clip (16 for torchvision's Kinetics weights).
+        resize: (height, width) every frame is resized to, e.g. (128, 171).
+        crop_size: int, the centre crop after the resize, e.g. 112.
+        num_clips: int, clips spread evenly over the item (one: the centre window).
+
+    Returns:
+        uint8 array (num_clips, frames, crop_size, crop_size, band), RGB.
+
+    Raises:
+        DecodeError: the item does not decode.
+    """
+    select = functools.partial(sample_frame_indices, num_frames=frames, method="stride",
+                               stride=1, num_clips=num_clips)
+    _, native = load_clips(path, select)  # (C, F, H, W, band) at the native size
+    height, width = resize
+    clips = np.stack([[resize_to(frame, height, width) for frame in clip] for clip in native])
+    return np.ascontiguousarray(center_crop_numpy(clips, crop_size))

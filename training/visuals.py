@@ -285,7 +285,8 @@ def line_chart(series, *, title, x_label, width=460, height=260, integer_x=False
 
 
 def training_curves_image(history, learning_rate=None, title=""):
-    """RUN_DIR/curves.png: loss and top-1 (train vs validation) by epoch, and the rate.
+    """RUN_DIR/curves.png: loss and top-1 (or, multi-label, mean average precision; train vs
+    validation) by epoch, and the rate.
 
     Args:
         history: list of dicts, `run_dir.read_history` rows (epoch from 0, `loss`,
@@ -303,13 +304,17 @@ def training_curves_image(history, learning_rate=None, title=""):
 
     if learning_rate is None:
         learning_rate = (epochs, column("learning_rate"))
+    # A multi-label run's history has mean average precision where a single-label one has top-1.
+    score, score_title = "top1", "top-1 (clips)"
+    if any("mean_average_precision" in row for row in history):
+        score, score_title = "mean_average_precision", "mean average precision (clips)"
     charts = [
         line_chart([("train", epochs, column("loss")),
                     ("validation", epochs, column("val_loss"))],
                    title="loss", x_label="epoch", integer_x=True),
-        line_chart([("train", epochs, column("top1")),
-                    ("validation", epochs, column("val_top1"))],
-                   title="top-1 (clips)", x_label="epoch", integer_x=True),
+        line_chart([("train", epochs, column(score)),
+                    ("validation", epochs, column(f"val_{score}"))],
+                   title=score_title, x_label="epoch", integer_x=True),
         line_chart([("learning rate", *learning_rate)], title="learning rate",
                    x_label="epoch"),
     ]
