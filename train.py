@@ -21,6 +21,7 @@ import tempfile
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
 from data_prep.shards import MANIFEST_NAME
+from data_prep.sources import resolve_source
 from training.config import config_to_dict, load_config
 from training.run_dir import RunDir, default_run_path, open_run_dir
 
@@ -74,9 +75,28 @@ def _resolve_config(args):
                                 f"{args.config}")
         return config, run_dir
     config = load_config(args.config, overrides=args.overrides)
+    check_data_sources(config.data)
     run_dir = open_run_dir(args.run_dir or default_run_path(config.name),
                            overwrite=args.overwrite)
     return config, run_dir
+
+
+def check_data_sources(data):
+    """Raises UserError for a missing data.root, split file, list or classes file.
+
+    Checked before TensorFlow loads and before the run directory exists, by the same reader
+    that prepares (data_prep.sources, no TensorFlow), so that a wrong path costs a second and
+    leaves nothing behind. Data already prepared (manifest.json) or generated (synth) needs
+    no source.
+    """
+    if data.layout == "synth" or os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+        return
+    if not data.root:
+        raise UserError(f"data.root is required to prepare layout {data.layout} "
+                        f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
+                        "Received: data.root=None")
+    resolve_source(data.layout, data.root, split_dir=data.split_dir, split=data.split,
+                   lists=data.lists, classes_file=data.classes_file)
 
 
 def _worker_run_dir(config, args, role):

@@ -3,6 +3,8 @@
 import dataclasses
 import glob
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -166,6 +168,12 @@ def test_later_override_wins(tmp_path):
         ({"c.yaml": MINIMAL}, ["train.epochs.x=3"], "--set: train.epochs expects an integer"),
         ({"c.yaml": MINIMAL}, ["data.prepared_dir.x=3"],
          "--set: data.prepared_dir is a value, not a section"),
+        ({"c.yaml": MINIMAL}, ["model.name=r3d18"],
+         "--set: model: Unknown model name — did you mean r3d_18? Expected one of"),
+        ({"c.yaml": MINIMAL + "model:\n  name: c3d\n  options:\n    dropuot: 0.1\n"}, [],
+         "c.yaml: model: Unknown option(s) ['dropuot'] for model 'c3d' — did you mean dropout?"),
+        ({"c.yaml": MINIMAL}, ["model.name=s3d", "model.options.modulated=true"],
+         "--set: model: Unknown option(s) ['modulated'] for model 's3d'. Expected any of"),
     ],
 )
 def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overrides, message):
@@ -181,6 +189,18 @@ def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overri
             os.chdir(cwd)
     assert message in str(info.value)
     assert "\n" not in str(info.value)  # the CLI prints it as one line
+
+
+def test_model_mistakes_are_found_without_tensorflow(tmp_path):
+    """The model check reads models/catalog.py alone: a typo answers before TensorFlow loads."""
+    path = write(tmp_path / "c.yaml", MINIMAL + "model:\n  name: r3d18\n")
+    code = ("import sys\nfrom training.config import ConfigError, load_config\n"
+            f"try:\n    load_config({path!r})\nexcept ConfigError as e:\n    print(e)\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'models') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert "did you mean r3d_18?" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
 
 
 def test_missing_config_file(tmp_path):

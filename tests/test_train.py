@@ -239,8 +239,8 @@ def test_resume_after_sigkill_continues_schedule_and_finishes(finished_run):
     [
         (["--set", "train.epochz=3"], "unknown key train.epochz — did you mean train.epochs?"),
         (["--set", "distribute.strategy=multi_worker"], "expects the TF_CONFIG environment"),
-        (["--set", "model.name=resnet_9000"], "error: model: "),
-        (["--set", "model.options.wings=2"], "error: model: "),
+        (["--set", "model.name=resnet_9000"], "error: --set: model: Unknown model name"),
+        (["--set", "model.options.wings=2"], "error: --set: model: Unknown option(s) ['wings']"),
         (["--set", "data.frames=6"], "was prepared with data.frames=4"),
         (["--set", "data.synth.videos=3"], "--set: unknown key data.synth.videos — valid keys: seed"),
     ],

@@ -18,6 +18,8 @@ Example:
 import copy
 import dataclasses
 import difflib
+import functools
+import importlib.util
 import inspect
 import os
 import types
@@ -437,6 +439,20 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
     return cls(**values)
 
 
+@functools.cache
+def _model_catalog():
+    """models/catalog.py, loaded without running `models/__init__` (which imports Keras, so
+    TensorFlow): a mistyped model name fails here in milliseconds, before a run directory
+    exists. The catalog imports nothing, so loading it twice (here and via `models`) is
+    harmless."""
+    models_dir = importlib.util.find_spec("models").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location(
+        "_models_catalog", os.path.join(models_dir, "catalog.py"))
+    catalog = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(catalog)
+    return catalog
+
+
 def _check_consistency(config, origins, default_source):
     """Checks between keys that no single field can check alone."""
 
@@ -462,6 +478,11 @@ def _check_consistency(config, origins, default_source):
     if crop is not None and crop > config.data.size:
         fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "
              f"Received: augment.crop_size={crop}, data.size={config.data.size}")
+    try:
+        _model_catalog().check_model_choice(config.model.name, config.model.options)
+    except ValueError as e:
+        fail("model.options" if config.model.name in _model_catalog().MODEL_OPTIONS
+             else "model.name", f"model: {e}")
     if not config.data.prepared_dir:
         fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
              "(or will be prepared). Received: data.prepared_dir=None")
