@@ -23,7 +23,7 @@ import cv2
 from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
-from training.cli import run_cli
+from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.views import preprocess_item
 
@@ -67,6 +67,7 @@ def predict_item(path, trained, probabilities_of, top_k):
 
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
+    import_tensorflow()
     from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:

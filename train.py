@@ -22,6 +22,7 @@ import tempfile
 from data_prep.errors import UserError
 from data_prep.shards import MANIFEST_NAME
 from data_prep.sources import resolve_source
+from training.cli import import_tensorflow
 from training.config import config_to_dict, load_config
 from training.run_dir import RunDir, default_run_path, open_run_dir
 
@@ -126,6 +127,7 @@ def _worker_run_dir(config, args, role):
 
 def read_worker_role(tf_config):
     """training.distribution.read_worker_role, imported (with TensorFlow) only when needed."""
+    import_tensorflow()
     from training.distribution import read_worker_role as read
 
     return read(tf_config)
@@ -176,7 +178,8 @@ def _prepare_only(args):
     """The data step of a run alone: the experiment YAML read by the one config loader."""
     try:
         config = load_config(args.config, overrides=args.overrides)
-        from training.trainer import ensure_prepared  # TensorFlow, once the config is valid
+        import_tensorflow()  # once the config is valid
+        from training.trainer import ensure_prepared
 
         manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     except UserError as e:
@@ -191,6 +194,7 @@ def _prepare_only(args):
 def _train(args, config, run_dir, role):
     # TensorFlow loads only now (here and in `read_worker_role`), so that --help and config
     # mistakes answer at once.
+    import_tensorflow()
     from training.trainer import TrainingError, run_experiment
 
     try:

@@ -89,12 +89,20 @@ def export_saved_model(model, export_dir, class_names):
             f.write("".join(f"{name}\n" for name in class_names))
         module = _serving_module(model, classes_file)
         with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
-            tf.saved_model.save(
-                module, saved,
-                signatures={"serving_default": module.serving_default,
-                            "class_names": module.class_names},
-                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-            )
+            # TensorFlow logs "Assets written to: <the staging name>" at INFO: a temporary
+            # path that means nothing to the user (the line below names the export).
+            tf_logger = tf.get_logger()
+            level = tf_logger.level
+            tf_logger.setLevel(logging.WARNING)
+            try:
+                tf.saved_model.save(
+                    module, saved,
+                    signatures={"serving_default": module.serving_default,
+                                "class_names": module.class_names},
+                    options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+                )
+            finally:
+                tf_logger.setLevel(level)
             if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
                 shutil.rmtree(export_dir)
     finally:
