@@ -7,7 +7,8 @@
 The run directory (default runs/<config name>/<timestamp>) receives the resolved config,
 checkpoints, TensorBoard logs, train.log, model.keras and metrics.json; see docs/TRAINING.md.
 Mistakes in the config or data print one line `error: ...` and exit 2; a diverged run
-(NaN loss) prints one line and exits 1.
+(NaN loss) prints one line and exits 1. Ctrl-C (SIGINT) or SIGTERM stops cleanly after the
+current step, prints how to resume and exits 130 (143); a second one quits at once.
 """
 
 import argparse
@@ -40,7 +41,9 @@ def parse_args(argv):
                         help="continue the interrupted run in --run-dir")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing --run-dir and start again")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or per-epoch lines on the terminal (train.log "
+                             "keeps them)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only generate/prepare the config's data.prepared_dir (as a run "
                              "does first), then stop; no run directory")
@@ -160,6 +163,10 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:  # warnings and errors only on the terminal; train.log keeps every line
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setLevel(logging.WARNING)
     if args.prepare_only:
         return _prepare_only(args)
     try:
@@ -194,7 +201,12 @@ def _prepare_only(args):
 def _train(args, config, run_dir, role):
     # TensorFlow loads only now (here and in `read_worker_role`), so that --help and config
     # mistakes answer at once.
-    import_tensorflow()
+    try:
+        import_tensorflow()
+    except KeyboardInterrupt:  # before the run has started: nothing to resume or record
+        print("interrupted", file=sys.stderr)
+        return 130
+    from training.callbacks import RunInterrupted
     from training.trainer import TrainingError, run_experiment
 
     try:
@@ -203,9 +215,12 @@ def _train(args, config, run_dir, role):
                   f"{run_dir.path}", flush=True)
         else:
             print(f"run directory: {run_dir.path}", flush=True)
+        # A live bar per epoch on a terminal; one line per epoch (logged) everywhere.
         metrics = run_experiment(config, run_dir, resume=args.resume, worker_role=role,
-                                 show_progress=sys.stderr.isatty(),
-                                 verbose=0 if args.quiet else 2)
+                                 show_progress=sys.stderr.isatty() and not args.quiet)
+    except RunInterrupted as e:
+        print(e.message, file=sys.stderr, flush=True)
+        return e.exit_code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -89,11 +89,13 @@ def export_saved_model(model, export_dir, class_names):
             f.write("".join(f"{name}\n" for name in class_names))
         module = _serving_module(model, classes_file)
         with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
-            # TensorFlow logs "Assets written to: <the staging name>" at INFO: a temporary
-            # path that means nothing to the user (the line below names the export).
-            tf_logger = tf.get_logger()
-            level = tf_logger.level
-            tf_logger.setLevel(logging.WARNING)
+            # TensorFlow logs "Assets written to: <the staging name>" (a temporary path that
+            # means nothing to the user: the line below names the export) and absl notes on
+            # renamed inputs at INFO.
+            quieted = [tf.get_logger(), logging.getLogger("absl")]
+            levels = [each.level for each in quieted]
+            for each in quieted:
+                each.setLevel(logging.WARNING)
             try:
                 tf.saved_model.save(
                     module, saved,
@@ -102,7 +104,8 @@ def export_saved_model(model, export_dir, class_names):
                     options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
                 )
             finally:
-                tf_logger.setLevel(level)
+                for each, level in zip(quieted, levels):
+                    each.setLevel(level)
             if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
                 shutil.rmtree(export_dir)
     finally:
