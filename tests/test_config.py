@@ -63,21 +63,21 @@ def test_bases_merge_depth_first_and_later_wins(tmp_path):
         train:
           epochs: 7
         model:
-          options: {width: 8, dropout: 0.5}
+          options: {offset_groups: 8, dropout: 0.5}
     """)
     path = write(tmp_path / "top.yaml", """\
         _base_: [_base_/a.yaml, _base_/b.yaml]
         data:
           frames: 6
         model:
-          options: {width: 16}
+          options: {offset_groups: 16}
     """)
     config = load_config(path)
     assert config.data.prepared_dir == "from_a"
     assert config.data.frames == 6  # own key beats the base
     assert config.train.epochs == 7  # the later base beats the earlier
     assert config.train.batch_size == 2
-    assert config.model.options == {"width": 16, "dropout": 0.5}  # mappings merge by key
+    assert config.model.options == {"offset_groups": 16, "dropout": 0.5}  # mappings merge by key
 
 
 def test_single_base_as_string(tmp_path):
@@ -214,7 +214,7 @@ def test_config_error_is_a_user_error():
 
 def test_dump_round_trip_keeps_overrides_and_name(tmp_path):
     config = load_config(write(tmp_path / "exp.yaml", MINIMAL),
-                         overrides=["train.epochs=2", "model.options.width=4"])
+                         overrides=["train.epochs=2", "model.options.offset_groups=4"])
     dumped = str(tmp_path / "run" / "config.yaml")
     os.makedirs(os.path.dirname(dumped))
     config_lib.dump_config(config, dumped)
@@ -232,3 +232,26 @@ def test_config_reference_lists_every_leaf_key():
         if dataclasses.is_dataclass(getattr(defaults, f.name)) else 1
         for f in dataclasses.fields(defaults)
     )
+
+
+@pytest.mark.parametrize(
+    "child, overrides, expected",
+    [
+        ("", ["data.size=112"], 98),  # 28 of 32 stays 7/8 of the size
+        ("", ["data.size=112", "augment.crop_size=100"], 100),  # chosen in the same place
+        ("", ["augment.crop_size=20", "data.size=64"], 20),
+        ("data:\n  size: 64\n", [], 56),  # a later file changes the size
+        ("data:\n  size: 64\naugment:\n  crop_size: 30\n", [], 30),
+        ("data:\n  size: 64\n", ["data.size=16"], 14),  # 56 of 64 -> 14 of 16
+        ("", [], 28),
+        ("data:\n  size: 32\n", [], 28),  # the same size: nothing to follow
+    ],
+)
+def test_base_crop_follows_a_later_size_change(tmp_path, child, overrides, expected, caplog):
+    write(tmp_path / "base.yaml", "data:\n  prepared_dir: p\n  size: 32\naugment:\n  crop_size: 28\n")
+    path = write(tmp_path / "c.yaml", "_base_: base.yaml\n" + child)
+    with caplog.at_level("INFO", logger="training.config"):
+        config = load_config(path, overrides=overrides)
+    assert config.augment.crop_size == expected
+    if expected not in (28, 30, 100, 20):
+        assert f"augment.crop_size follows: " in caplog.text and f"-> {expected}" in caplog.text

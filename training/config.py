@@ -21,6 +21,7 @@ import difflib
 import functools
 import importlib.util
 import inspect
+import logging
 import os
 import types
 import typing
@@ -31,6 +32,8 @@ from data_prep.atomic import write_text_atomically
 from data_prep import synth
 from data_prep.errors import UserError
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
+
+logger = logging.getLogger(__name__)
 
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
@@ -270,14 +273,49 @@ def merge_config_files(path, *, _chain=()):
             origins[key] = base_origins[key]
         _merge_into(merged, base_data, None, {})
     own_origins = {}
+    size_before = _stored_size(merged)
     _merge_into(merged, data, path, own_origins)
     origins.update(own_origins)
+    if "data.size" in own_origins and "augment.crop_size" not in own_origins:
+        _crop_follows_size(merged, size_before, path)
     return merged, origins
 
 
+def _stored_size(merged):
+    section = merged.get("data")
+    return section.get("size") if isinstance(section, dict) else None
+
+
+def _crop_follows_size(merged, old_size, source):
+    """Scales an earlier file's absolute `augment.crop_size` by a later `data.size` change.
+
+    A base's crop is meant for its size (112 of 128, 28 of 32); kept as it is, a larger
+    `data.size` would train on a small window of each frame without saying so. So when a
+    later file or `--set` changes data.size without setting augment.crop_size, the crop keeps
+    its fraction of the size (rounded), and the change is logged naming both values.
+    """
+    augment = merged.get("augment")
+    crop = augment.get("crop_size") if isinstance(augment, dict) else None
+    new_size = _stored_size(merged)
+    numbers = (crop, old_size, new_size)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in numbers) \
+            or old_size == new_size:
+        return
+    augment["crop_size"] = max(4, round(crop * new_size / old_size))
+    logger.info("%s: data.size %d -> %d, so augment.crop_size follows: %d -> %d (set "
+                "augment.crop_size too to choose another)", source, old_size, new_size, crop,
+                augment["crop_size"])
+
+
 def apply_overrides(merged, origins, overrides):
-    """Applies `key.path=value` strings (values parsed as YAML) to the merged dict in place."""
-    for override in overrides or ():
+    """Applies `key.path=value` strings (values parsed as YAML) to the merged dict in place.
+
+    A `data.size` override without an `augment.crop_size` one scales the files' crop with it
+    (`_crop_follows_size`).
+    """
+    overrides = list(overrides or ())
+    sets_crop = any(o.partition("=")[0].strip() == "augment.crop_size" for o in overrides)
+    for override in overrides:
         key, sep, text = override.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
@@ -301,8 +339,11 @@ def apply_overrides(merged, origins, overrides):
                     f"Received: {OVERRIDE_SOURCE} {override}"
                 )
             node = child
+        size_before = _stored_size(merged)
         node[parts[-1]] = value
         origins[key] = OVERRIDE_SOURCE
+        if key == "data.size" and not sets_crop:
+            _crop_follows_size(merged, size_before, OVERRIDE_SOURCE)
         if isinstance(value, dict):
             for sub in _dotted_keys(value, prefix=f"{key}."):
                 origins[sub] = OVERRIDE_SOURCE
