@@ -213,20 +213,24 @@ class ProgressBar(keras.callbacks.Callback):
         steps_per_epoch: int, the bar's total when Keras does not know the epoch's length.
         validation_steps: int or None, the validation bar's total.
         file: where the bars go. Default: sys.stderr.
+        mininterval: float, seconds between redraws (tqdm's). Default: 0.1.
     """
 
-    def __init__(self, batch_size, steps_per_epoch, validation_steps=None, file=None):
+    def __init__(self, batch_size, steps_per_epoch, validation_steps=None, file=None,
+                 mininterval=0.1):
         super().__init__()
         self.batch_size = batch_size
         self.steps_per_epoch = steps_per_epoch
         self.validation_steps = validation_steps
         self.file = file
+        self.mininterval = mininterval
         self._bar = None
 
     def _open(self, description, total, unit):
         self._close()
         self._bar = tqdm(total=total, desc=description, unit=unit, leave=False,
-                         file=self.file or sys.stderr, dynamic_ncols=True)
+                         file=self.file or sys.stderr, dynamic_ncols=True,
+                         mininterval=self.mininterval)
 
     def _close(self):
         if self._bar is not None:
