@@ -8,6 +8,7 @@ float32), averaged per item by `training.metrics.video_level_metrics`.
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 import models  # noqa: F401  (registers ClipNormalization and DeformConv3D for loading)
 from data_prep.errors import UserError
@@ -27,16 +28,19 @@ def clip_probabilities_function(model):
     )
 
 
-def evaluate_video_level(model, dataset, num_classes):
+def evaluate_video_level(model, dataset, num_classes, *, show_progress=False, batches=None):
     """Video-level metrics: softmax averaged over every stored clip of each item.
 
     Args:
         dataset: batches of (clips, one-hot labels, item indices), e.g. from
             `input_pipeline.eval_dataset(..., with_item_index=True)`.
+        show_progress: bool, a bar over the batches (for a terminal).
+        batches: int or None, the bar's total.
     """
     probabilities = clip_probabilities_function(model)
     all_probabilities, all_labels, all_items = [], [], []
-    for clips, labels, items in dataset:
+    for clips, labels, items in tqdm(dataset, desc="test", unit="batch", total=batches,
+                                     disable=not show_progress, leave=False):
         all_probabilities.append(probabilities(clips).numpy())
         all_labels.append(np.argmax(labels.numpy(), axis=1))
         all_items.append(items.numpy())

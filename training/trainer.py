@@ -449,7 +449,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     test_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, with_item_index=True,
         **pipeline)
-    results = evaluate_video_level(model, test_data, num_classes)
+    results = evaluate_video_level(
+        model, test_data, num_classes, show_progress=show_progress,
+        batches=math.ceil(manifest["splits"][config.data.test_split]["clips"] / eval_batch_size))
     metrics = {
         "split": config.data.test_split,
         "top1": results["top1"],
