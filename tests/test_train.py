@@ -325,6 +325,10 @@ def test_nan_loss_stops_with_a_clear_message(finished_run, tmp_path, capsys):
     assert not os.path.exists(run_path / "checkpoints" / "last.keras")
     assert not os.path.exists(run_path / "metrics.json")
     assert not glob.glob(str(run_path / "backup" / "*.h5"))
+    # run.json and train.log say how the run ended, in one line.
+    info = json.load(open(run_path / "run.json"))
+    assert info["status"] == "failed" and info["reason"] == err[len("error: "):]
+    assert f"run failed: {info['reason']}" in open(run_path / "train.log").read()
 
 
 def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):

@@ -519,11 +519,14 @@ def _check_consistency(config, origins, default_source):
     if crop is not None and crop > config.data.size:
         fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "
              f"Received: augment.crop_size={crop}, data.size={config.data.size}")
+    catalog = _model_catalog()
     try:
-        _model_catalog().check_model_choice(config.model.name, config.model.options)
+        catalog.check_model_choice(config.model.name, config.model.options)
     except ValueError as e:
-        fail("model.options" if config.model.name in _model_catalog().MODEL_OPTIONS
-             else "model.name", f"model: {e}")
+        # Name the file (or --set) of the wrong name, or of the first unknown option.
+        accepted = catalog.MODEL_OPTIONS.get(config.model.name)
+        unknown = sorted(set(config.model.options) - set(accepted or ()))
+        fail(f"model.options.{unknown[0]}" if accepted else "model.name", f"model: {e}")
     if not config.data.prepared_dir:
         fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
              "(or will be prepared). Received: data.prepared_dir=None")
