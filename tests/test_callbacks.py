@@ -6,12 +6,16 @@
 import io
 import os
 import signal
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 from training import callbacks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_compact_epoch_summary_is_one_short_line():
@@ -100,3 +104,20 @@ def test_progress_bar_moves_within_the_epoch():
     assert [f"{step}/10" in text for step in range(1, 11)] == [True] * 10  # every step drawn
     assert "epoch 1/1" in text and "2/2" in text and "validation" in text
     assert "loss" in text and "clips/s" in text
+
+
+def test_a_second_signal_quits_at_once():
+    code = ("import os, signal, time\n"
+            "from training.callbacks import StopOnSignal\n"
+            "stop = StopOnSignal()\nstop.install()\nstop.on_train_begin()  # inside fit\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(0.2)\n"
+            "print('the first one waits for the step to end', flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(30)\nprint('not reached')\n")
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 143
+    assert result.stdout.split("\n")[0] == "the first one waits for the step to end"
+    assert "not reached" not in result.stdout
+    assert "SIGTERM: stopping at the end of this step" in result.stderr
+    assert "interrupted again: quitting now" in result.stderr
