@@ -21,10 +21,11 @@ import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
+from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
 from data_prep.sources import resolve_source
 from training.cli import import_tensorflow
-from training.config import config_to_dict, load_config
+from training.config import check_prepared_data, config_to_dict, load_config
 from training.run_dir import RunDir, default_run_path, open_run_dir
 
 
@@ -86,14 +87,18 @@ def _resolve_config(args):
 
 
 def check_data_sources(data):
-    """Raises UserError for a missing data.root, split file, list or classes file.
+    """Raises UserError for a missing data.root, split file, list or classes file, or for
+    prepared clips that do not fit the config.
 
     Checked before TensorFlow loads and before the run directory exists, by the same reader
     that prepares (data_prep.sources, no TensorFlow), so that a wrong path costs a second and
-    leaves nothing behind. Data already prepared (manifest.json) or generated (synth) needs
-    no source.
+    leaves nothing behind. Data already prepared (manifest.json) is checked against the
+    config instead; generated data (synth) needs no source.
     """
-    if data.layout == "synth" or os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+    if os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+        check_prepared_data(data, read_manifest(data.prepared_dir))
+        return
+    if data.layout == "synth":
         return
     if not data.root:
         raise UserError(f"data.root is required to prepare layout {data.layout} "

@@ -253,6 +253,7 @@ def test_user_errors_exit_2_with_one_line(finished_run, capsys, tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: ") and message in err[-1], err
+    assert not os.path.exists(run_path)  # found before the run directory is made
 
 
 def test_cli_errors_print_no_traceback(finished_run, tmp_path):

@@ -546,6 +546,27 @@ def _check_consistency(config, origins, default_source):
              f"Received: data.lists={config.data.lists!r}")
 
 
+def check_prepared_data(data, manifest):
+    """Raises UserError if prepared clips (their manifest.json) do not fit the `data` config.
+
+    No TensorFlow here: train.py checks this before the run directory exists.
+    """
+    frames, height, width, _ = manifest["clip_shape"]
+    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
+                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
+    for key, (wanted, found) in expected.items():
+        if wanted != found:
+            raise UserError(
+                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
+                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
+                f"Received: {key}={wanted}"
+            )
+    for split in (data.train_split, data.test_split):
+        if split not in manifest["splits"]:
+            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
+                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+
+
 def config_from_dict(data, *, origins=None, source="<config>"):
     """Validates a merged dict into an ExperimentConfig (errors name `source` or the origin)."""
     origins = origins or {}

@@ -30,7 +30,7 @@ from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries
-from training.config import ConfigError, dump_config
+from training.config import ConfigError, check_prepared_data, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
@@ -83,20 +83,7 @@ def ensure_prepared(data, *, show_progress=False):
             multi_label=multi_label, show_progress=show_progress,
         )
     manifest = data_prep.read_manifest(data.prepared_dir)
-    frames, height, width, _ = manifest["clip_shape"]
-    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
-                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
-    for key, (wanted, found) in expected.items():
-        if wanted != found:
-            raise UserError(
-                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
-                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
-                f"Received: {key}={wanted}"
-            )
-    for split in (data.train_split, data.test_split):
-        if split not in manifest["splits"]:
-            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
-                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+    check_prepared_data(data, manifest)
     return manifest
 
 
