@@ -12,7 +12,8 @@ import keras
 
 from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
-from models.catalog import COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_NAMES, MODEL_OPTIONS, check_model_choice
+from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_NAMES, MODEL_OPTIONS,
+                            check_model_choice)
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
@@ -56,7 +57,6 @@ ARCHITECTURES = {
     "r2plus1d_18": _Architecture("r2plus1d_18", r2plus1d_18, 0.0, NUM_STAGES),
     "s3d": _Architecture("s3d", s3d, 0.2, None),
 }
-
 
 
 def _check_input_shape(input_shape):

@@ -1,6 +1,6 @@
 """Model names and the options each accepts: the table `build_model` and the config share.
 
-This module imports nothing (no Keras, so no TensorFlow): `training.config` reads it to reject
+This module imports only the standard library (no Keras, so no TensorFlow): `training.config` reads it to reject
 a mistyped `model.name` or option in milliseconds, before a run loads TensorFlow or creates
 its directory. `models.build` checks the same table again when it builds.
 """
@@ -10,7 +10,7 @@ import difflib
 COMMON_OPTIONS = ("mean", "std", "dropout")
 DEFORMABLE_OPTIONS = ("deformable_stages", "offset_groups", "modulated")
 
-# name -> the options its builder accepts, beyond none (COMMON_OPTIONS come first).
+# name -> every option its builder accepts (`build_model` documents each one).
 MODEL_OPTIONS = {
     "small3d": COMMON_OPTIONS + DEFORMABLE_OPTIONS + ("frame_differences",),
     "frames_as_channels": COMMON_OPTIONS,

@@ -484,8 +484,8 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
 def _model_catalog():
     """models/catalog.py, loaded without running `models/__init__` (which imports Keras, so
     TensorFlow): a mistyped model name fails here in milliseconds, before a run directory
-    exists. The catalog imports nothing, so loading it twice (here and via `models`) is
-    harmless."""
+    exists. The catalog holds only data and checks, so loading it twice (here and via
+    `models`) is harmless."""
     models_dir = importlib.util.find_spec("models").submodule_search_locations[0]
     spec = importlib.util.spec_from_file_location(
         "_models_catalog", os.path.join(models_dir, "catalog.py"))
