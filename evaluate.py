@@ -19,7 +19,7 @@ import sys
 
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
-from training.cli import run_cli
+from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.views import parse_views
 
@@ -98,6 +98,7 @@ def report_multi_label(evaluation, results, class_names, paths):
 
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
+    import_tensorflow()
     from training import evaluation
     from training.export import export_run
     from training.scoring import load_run_model

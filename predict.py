@@ -45,7 +45,7 @@ from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
 from data_prep.shards import is_multi_label
-from training.cli import run_cli
+from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.timeline import check_window_arguments, item_timeline
 from training.views import preprocess_item, torchvision_views
@@ -203,6 +203,7 @@ def open_pretrained(args):
 
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
+    import_tensorflow()
     from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:

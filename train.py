@@ -7,7 +7,8 @@
 The run directory (default runs/<config name>/<timestamp>) receives the resolved config,
 checkpoints, TensorBoard logs, train.log, model.keras and metrics.json; see docs/TRAINING.md.
 Mistakes in the config or data print one line `error: ...` and exit 2; a diverged run
-(NaN loss) prints one line and exits 1.
+(NaN loss) prints one line and exits 1. Ctrl-C (SIGINT) or SIGTERM stops cleanly after the
+current step, prints how to resume and exits 130 (143); a second one quits at once.
 """
 
 import argparse
@@ -20,8 +21,11 @@ import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
 from data_prep.errors import UserError
+from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
-from training.config import config_to_dict, load_config
+from data_prep.sources import resolve_source
+from training.cli import import_tensorflow
+from training.config import check_prepared_data, config_to_dict, load_config
 from training.run_dir import RunDir, default_run_path, open_run_dir
 
 
@@ -38,7 +42,9 @@ def parse_args(argv):
                         help="continue the interrupted run in --run-dir")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing --run-dir and start again")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or per-epoch lines on the terminal (train.log "
+                             "keeps them)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only generate/prepare the config's data.prepared_dir (as a run "
                              "does first), then stop; no run directory")
@@ -74,9 +80,32 @@ def _resolve_config(args):
                                 f"{args.config}")
         return config, run_dir
     config = load_config(args.config, overrides=args.overrides)
+    check_data_sources(config.data)
     run_dir = open_run_dir(args.run_dir or default_run_path(config.name),
                            overwrite=args.overwrite)
     return config, run_dir
+
+
+def check_data_sources(data):
+    """Raises UserError for a missing data.root, split file, list or classes file, or for
+    prepared clips that do not fit the config.
+
+    Checked before TensorFlow loads and before the run directory exists, by the same reader
+    that prepares (data_prep.sources, no TensorFlow), so that a wrong path costs a second and
+    leaves nothing behind. Data already prepared (manifest.json) is checked against the
+    config instead; generated data (synth) needs no source.
+    """
+    if os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+        check_prepared_data(data, read_manifest(data.prepared_dir))
+        return
+    if data.layout == "synth":
+        return
+    if not data.root:
+        raise UserError(f"data.root is required to prepare layout {data.layout} "
+                        f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
+                        "Received: data.root=None")
+    resolve_source(data.layout, data.root, split_dir=data.split_dir, split=data.split,
+                   lists=data.lists, classes_file=data.classes_file)
 
 
 def _worker_run_dir(config, args, role):
@@ -106,6 +135,7 @@ def _worker_run_dir(config, args, role):
 
 def read_worker_role(tf_config):
     """training.distribution.read_worker_role, imported (with TensorFlow) only when needed."""
+    import_tensorflow()
     from training.distribution import read_worker_role as read
 
     return read(tf_config)
@@ -138,6 +168,10 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:  # warnings and errors only on the terminal; train.log keeps every line
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setLevel(logging.WARNING)
     if args.prepare_only:
         return _prepare_only(args)
     try:
@@ -156,7 +190,8 @@ def _prepare_only(args):
     """The data step of a run alone: the experiment YAML read by the one config loader."""
     try:
         config = load_config(args.config, overrides=args.overrides)
-        from training.trainer import ensure_prepared  # TensorFlow, once the config is valid
+        import_tensorflow()  # once the config is valid
+        from training.trainer import ensure_prepared
 
         manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     except UserError as e:
@@ -171,6 +206,12 @@ def _prepare_only(args):
 def _train(args, config, run_dir, role):
     # TensorFlow loads only now (here and in `read_worker_role`), so that --help and config
     # mistakes answer at once.
+    try:
+        import_tensorflow()
+    except KeyboardInterrupt:  # before the run has started: nothing to resume or record
+        print("interrupted", file=sys.stderr)
+        return 130
+    from training.callbacks import RunInterrupted
     from training.trainer import TrainingError, run_experiment
 
     try:
@@ -179,9 +220,12 @@ def _train(args, config, run_dir, role):
                   f"{run_dir.path}", flush=True)
         else:
             print(f"run directory: {run_dir.path}", flush=True)
+        # A live bar per epoch on a terminal; one line per epoch (logged) everywhere.
         metrics = run_experiment(config, run_dir, resume=args.resume, worker_role=role,
-                                 show_progress=sys.stderr.isatty(),
-                                 verbose=0 if args.quiet else 2)
+                                 show_progress=sys.stderr.isatty() and not args.quiet)
+    except RunInterrupted as e:
+        print(e.message, file=sys.stderr, flush=True)
+        return e.exit_code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ import os
 import sys
 
 from data_prep.errors import UserError
-from data_prep.tensorflow_env import configure_tensorflow
+from data_prep.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -34,6 +34,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in ("inspect", "merge"):
+            import_tensorflow_quietly()  # they read shards: TensorFlow, without its CUDA noise
         return args.func(args)
     except UserError as error:
         message = " ".join(str(error).split())

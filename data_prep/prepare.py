@@ -35,6 +35,7 @@ from data_prep.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
+from data_prep.tensorflow_env import import_tensorflow_quietly
 from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
                                MAX_ABSENT_LISTED, resolve_source)
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
@@ -534,7 +535,7 @@ def _write_shards(job, plans, finished, band):
         stack.push(functools.partial(_remove_temporary_files_on_error, job.out,
                                      job.source.splits, job.prefix))
         # The parent writes the shards; load TensorFlow before the clock starts.
-        import tensorflow  # noqa: F401
+        import_tensorflow_quietly()
 
         start = time.perf_counter()
         results = stack.enter_context(contextlib.closing(_ordered_results(tasks, pool)))

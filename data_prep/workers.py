@@ -7,7 +7,6 @@ that dies in the middle of a task (a decoder crash) costs that one task, reporte
 `on_crash`, and is replaced.
 """
 
-import collections
 import contextlib
 import multiprocessing
 import os
@@ -16,6 +15,8 @@ import sys
 import traceback
 import types
 from multiprocessing.connection import wait
+
+from data_prep.tensorflow_env import tensorflow_noise_filtered
 
 _JOIN_SECONDS = 5
 
@@ -42,9 +43,17 @@ def _worker_main(connection):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     quiet_video_logs()
+    first = True
     while True:
         try:
-            message = connection.recv()
+            if first:
+                # Unpickling the first task imports its function's module, which may load
+                # TensorFlow (evaluation's decoding does): without its start-up noise.
+                first = False
+                with tensorflow_noise_filtered():
+                    message = connection.recv()
+            else:
+                message = connection.recv()
         except (EOFError, OSError):
             return
         if message is None:

@@ -12,6 +12,8 @@ import keras
 
 from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
+from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_NAMES, MODEL_OPTIONS,
+                            check_model_choice)
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
@@ -27,33 +29,34 @@ class _Architecture:
     """How to build one named model: its builder, default dropout and deformable units.
 
     `deformable_units` is how many 1-based `deformable_stages` exist (residual stages or conv
-    groups); `None` means the model has no deformable variant. `flags` are the model's own
-    boolean options, passed to the builder only when given.
+    groups); `None` means the model has no deformable variant. The options it accepts are
+    `models.catalog.MODEL_OPTIONS[name]` (the table the config checks without Keras); `flags`
+    are the model's own boolean options there, passed to the builder only when given.
     """
 
-    def __init__(self, builder, default_dropout, deformable_units, flags=()):
+    def __init__(self, name, builder, default_dropout, deformable_units):
         self.builder = builder
         self.default_dropout = default_dropout
         self.deformable_units = deformable_units
-        self.flags = tuple(flags)
+        self.flags = tuple(o for o in MODEL_OPTIONS[name]
+                           if o not in COMMON_OPTIONS + DEFORMABLE_OPTIONS)
 
     def option_names(self):
-        names = ["mean", "std", "dropout"]
+        names = list(COMMON_OPTIONS)
         if self.deformable_units is not None:
-            names += ["deformable_stages", "offset_groups", "modulated"]
+            names += list(DEFORMABLE_OPTIONS)
         return names + list(self.flags)
 
 
 ARCHITECTURES = {
-    "small3d": _Architecture(small3d, 0.2, SMALL3D_NUM_GROUPS, flags=("frame_differences",)),
-    "frames_as_channels": _Architecture(frames_as_channels, 0.2, None),
-    "c3d": _Architecture(c3d, 0.5, C3D_NUM_GROUPS),
-    "r3d_18": _Architecture(r3d_18, 0.0, NUM_STAGES),
-    "mc3_18": _Architecture(mc3_18, 0.0, NUM_STAGES),
-    "r2plus1d_18": _Architecture(r2plus1d_18, 0.0, NUM_STAGES),
-    "s3d": _Architecture(s3d, 0.2, None),
+    "small3d": _Architecture("small3d", small3d, 0.2, SMALL3D_NUM_GROUPS),
+    "frames_as_channels": _Architecture("frames_as_channels", frames_as_channels, 0.2, None),
+    "c3d": _Architecture("c3d", c3d, 0.5, C3D_NUM_GROUPS),
+    "r3d_18": _Architecture("r3d_18", r3d_18, 0.0, NUM_STAGES),
+    "mc3_18": _Architecture("mc3_18", mc3_18, 0.0, NUM_STAGES),
+    "r2plus1d_18": _Architecture("r2plus1d_18", r2plus1d_18, 0.0, NUM_STAGES),
+    "s3d": _Architecture("s3d", s3d, 0.2, None),
 }
-MODEL_NAMES = tuple(ARCHITECTURES)
 
 
 def _check_input_shape(input_shape):
@@ -144,17 +147,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     >>> model(np.zeros((2, 16, 64, 64, 3), "uint8")).shape
     (2, 8)
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(
-            f"Unknown model name. Expected one of {list(MODEL_NAMES)}. Received: name={name!r}"
-        )
+    check_model_choice(name, options)
     architecture = ARCHITECTURES[name]
-    unknown = sorted(set(options) - set(architecture.option_names()))
-    if unknown:
-        raise ValueError(
-            f"Unknown option(s) {unknown} for model {name!r}. Expected any of "
-            f"{architecture.option_names()}. Received: options={options!r}"
-        )
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={num_classes!r}")
     input_shape = _check_input_shape(input_shape)

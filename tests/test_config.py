@@ -3,6 +3,8 @@
 import dataclasses
 import glob
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -61,21 +63,21 @@ def test_bases_merge_depth_first_and_later_wins(tmp_path):
         train:
           epochs: 7
         model:
-          options: {width: 8, dropout: 0.5}
+          options: {offset_groups: 8, dropout: 0.5}
     """)
     path = write(tmp_path / "top.yaml", """\
         _base_: [_base_/a.yaml, _base_/b.yaml]
         data:
           frames: 6
         model:
-          options: {width: 16}
+          options: {offset_groups: 16}
     """)
     config = load_config(path)
     assert config.data.prepared_dir == "from_a"
     assert config.data.frames == 6  # own key beats the base
     assert config.train.epochs == 7  # the later base beats the earlier
     assert config.train.batch_size == 2
-    assert config.model.options == {"width": 16, "dropout": 0.5}  # mappings merge by key
+    assert config.model.options == {"offset_groups": 16, "dropout": 0.5}  # mappings merge by key
 
 
 def test_single_base_as_string(tmp_path):
@@ -185,6 +187,12 @@ def test_later_override_wins(tmp_path):
         ({"c.yaml": MINIMAL}, ["model.weights=3"], "model.weights expects a string (or null)"),
         ({"c.yaml": MINIMAL}, ["model.weights=a.pth", "model.options.weights=b.pth"],
          "--set: give the weights once, as model.weights"),
+        ({"c.yaml": MINIMAL}, ["model.name=r3d18"],
+         "--set: model: Unknown model name — did you mean r3d_18? Expected one of"),
+        ({"c.yaml": MINIMAL + "model:\n  name: c3d\n  options:\n    dropuot: 0.1\n"}, [],
+         "c.yaml: model: Unknown option(s) ['dropuot'] for model 'c3d' — did you mean dropout?"),
+        ({"c.yaml": MINIMAL}, ["model.name=s3d", "model.options.modulated=true"],
+         "--set: model: Unknown option(s) ['modulated'] for model 's3d'. Expected any of"),
     ],
 )
 def test_mistakes_raise_config_error_naming_file_and_key(tmp_path, files, overrides, message):
@@ -211,6 +219,18 @@ def test_fine_tuning_keys_from_set(tmp_path):
     assert config.train.lr_multipliers == {"backbone": 0.1, "offsets": 0.1}
 
 
+def test_model_mistakes_are_found_without_tensorflow(tmp_path):
+    """The model check reads models/catalog.py alone: a typo answers before TensorFlow loads."""
+    path = write(tmp_path / "c.yaml", MINIMAL + "model:\n  name: r3d18\n")
+    code = ("import sys\nfrom training.config import ConfigError, load_config\n"
+            f"try:\n    load_config({path!r})\nexcept ConfigError as e:\n    print(e)\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'models') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert "did you mean r3d_18?" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="Config file not found. Received: path="):
         load_config(str(tmp_path / "nope.yaml"))
@@ -222,7 +242,7 @@ def test_config_error_is_a_user_error():
 
 def test_dump_round_trip_keeps_overrides_and_name(tmp_path):
     config = load_config(write(tmp_path / "exp.yaml", MINIMAL),
-                         overrides=["train.epochs=2", "model.options.width=4"])
+                         overrides=["train.epochs=2", "model.options.offset_groups=4"])
     dumped = str(tmp_path / "run" / "config.yaml")
     os.makedirs(os.path.dirname(dumped))
     config_lib.dump_config(config, dumped)
@@ -263,3 +283,26 @@ def test_either_multi_label_key_makes_the_synthetic_demo_multi_label(tmp_path, k
     assert config.data.multi_label is True and config.data.synth["multi_label"] is True
     config_lib.dump_config(config, str(tmp_path / "resolved.yaml"))
     assert load_config(str(tmp_path / "resolved.yaml")).data == config.data
+
+
+@pytest.mark.parametrize(
+    "child, overrides, expected",
+    [
+        ("", ["data.size=112"], 98),  # 28 of 32 stays 7/8 of the size
+        ("", ["data.size=112", "augment.crop_size=100"], 100),  # chosen in the same place
+        ("", ["augment.crop_size=20", "data.size=64"], 20),
+        ("data:\n  size: 64\n", [], 56),  # a later file changes the size
+        ("data:\n  size: 64\naugment:\n  crop_size: 30\n", [], 30),
+        ("data:\n  size: 64\n", ["data.size=16"], 14),  # 56 of 64 -> 14 of 16
+        ("", [], 28),
+        ("data:\n  size: 32\n", [], 28),  # the same size: nothing to follow
+    ],
+)
+def test_base_crop_follows_a_later_size_change(tmp_path, child, overrides, expected, caplog):
+    write(tmp_path / "base.yaml", "data:\n  prepared_dir: p\n  size: 32\naugment:\n  crop_size: 28\n")
+    path = write(tmp_path / "c.yaml", "_base_: base.yaml\n" + child)
+    with caplog.at_level("INFO", logger="training.config"):
+        config = load_config(path, overrides=overrides)
+    assert config.augment.crop_size == expected
+    if expected not in (28, 30, 100, 20):
+        assert f"augment.crop_size follows: " in caplog.text and f"-> {expected}" in caplog.text

@@ -447,3 +447,13 @@ def test_bad_arguments_raise_value_error(kwargs, message):
     input_shape = arguments.pop("input_shape")
     with pytest.raises(ValueError, match=message):
         models.build_model(name, num_classes, input_shape, **arguments)
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_catalog_options_are_what_build_model_accepts(name):
+    """models.catalog (read by the config without Keras) and the builders are one table."""
+    from models import build as build_module
+    from models.catalog import MODEL_OPTIONS
+
+    assert build_module.ARCHITECTURES[name].option_names() == list(MODEL_OPTIONS[name])
+    assert tuple(build_module.ARCHITECTURES) == tuple(MODEL_OPTIONS)

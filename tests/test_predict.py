@@ -237,7 +237,7 @@ def tiny_r3d_18(monkeypatch):
     from models import build as build_module
     from models.resnet3d import r3d_18
     monkeypatch.setitem(build_module.ARCHITECTURES, "r3d_18", build_module._Architecture(
-        functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+        "r3d_18", functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
                           blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
 
 
@@ -312,7 +312,7 @@ def test_pretrained_mode_mistakes_are_one_line_exit_2(tiny_r3d_18, fresh_videos,
     import functools
     from models.resnet3d import mc3_18
     monkeypatch.setitem(build_module.ARCHITECTURES, "mc3_18", build_module._Architecture(
-        functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+        "mc3_18", functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
                           blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
     (tmp_path / "two.txt").write_text("a\nb\n")
     monkeypatch.chdir(tmp_path)

@@ -44,7 +44,7 @@ def tiny_architectures(monkeypatch):
         monkeypatch.setitem(
             build_module.ARCHITECTURES,
             name,
-            build_module._Architecture(functools.partial(builder, **TINY_WIDTHS), 0.0, original.deformable_units),
+            build_module._Architecture(name, functools.partial(builder, **TINY_WIDTHS), 0.0, original.deformable_units),
         )
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from data_prep.tensorflow_env import is_tensorflow_noise
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HINT = "set TF_ENABLE_ONEDNN_OPTS=1 before importing TensorFlow"
 
@@ -68,3 +70,41 @@ def test_data_prep_and_configure_import_no_tensorflow():
         "env.onednn_enabled())")
     assert stdout.split() == ["False", "1", "None"]
 
+
+
+# The lines a CPU machine showed for `import tensorflow` and the first device listing.
+NOISE_LINES = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "I0000 00:00:1796138939.197033   19212 port.cc:153] oneDNN custom operations are on. You "
+    "may see slightly different numerical results",
+    "I0000 00:00:1796138939.197322   19212 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.",
+    "E0000 00:00:1796138941.870294   19212 cuda_platform.cc:52] failed call to cuInit: INTERNAL:"
+    " CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+]
+
+
+@pytest.mark.parametrize("line, noise", [
+    *((line, True) for line in NOISE_LINES),
+    ("E0000 00:00:1.0   1 op_kernel.cc:1] OP_REQUIRES failed: out of memory", False),
+    ("Traceback (most recent call last):", False),
+])
+def test_is_tensorflow_noise_knows_the_start_up_lines_only(line, noise):
+    assert is_tensorflow_noise(line) is noise
+
+
+def test_quiet_import_drops_the_noise_and_keeps_other_lines():
+    """Without TF_CPP_MIN_LOG_LEVEL: the noise is gone, a real line written to fd 2 (here by
+    hand, while stderr is held back) still arrives."""
+    code = ("import os\nfrom data_prep import tensorflow_env as env\n"
+            "with env.tensorflow_noise_filtered():\n"
+            "    os.write(2, b'a real error line\\n')\n"
+            "print(env.import_tensorflow_quietly())\n"
+            "import tensorflow as tf\nprint(int(tf.constant(2) * 3))")
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "6"
+    assert result.stderr.strip().splitlines() == ["a real error line"], result.stderr

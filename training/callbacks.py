@@ -11,11 +11,15 @@ import json
 import logging
 import math
 import os
+import signal
+import sys
+import threading
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from data_prep.atomic import atomic_write, write_json_atomically
 from models.deform_conv3d import DeformConv3D
@@ -77,10 +81,23 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             return 0
 
 
+def plain_model(model):
+    """A copy of `model` with its architecture and weights only: no optimizer, loss or metrics.
+
+    What a run saves as .keras: `keras.models.load_model(path)` then needs only the layers
+    `import models` registers, not the training schedule and metric classes a compiled model
+    would name. Resuming reads backup/ (weights and optimizer state), never these files.
+    """
+    plain = model.__class__.from_config(model.get_config())
+    plain.set_weights(model.get_weights())
+    return plain
+
+
 def save_model_atomically(model, path):
-    """model.save to a temporary name, then rename: a kill never leaves half a file."""
+    """The plain model (`plain_model`) saved to a temporary name, then renamed: a kill never
+    leaves half a file."""
     with atomic_write(path) as temporary:  # `.tmp-name.keras`: Keras needs the extension
-        model.save(temporary)
+        plain_model(model).save(temporary)
 
 
 class RunCheckpoints(keras.callbacks.Callback):
@@ -152,8 +169,189 @@ class EpochLog(keras.callbacks.Callback):
         logs["learning_rate"] = current_learning_rate(self.model.optimizer)
         logs["epoch_seconds"] = now - self._start
         logs["clips_per_second"] = self.clips_per_epoch / max(train_seconds, 1e-9)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
-        logger.info("epoch %d/%d: %s", epoch + 1, self.params.get("epochs", 0), shown)
+        logger.info("epoch %d/%d: %s", epoch + 1, self.params.get("epochs", 0),
+                    compact_epoch_summary(logs))
+
+
+# Shown with a shorter name in the epoch line; the other logged metrics keep their own.
+_SHORT_NAMES = {"mean_class_accuracy": "mca"}
+# The epoch line shows validation's top-5 and mean class accuracy, not training's (which
+# history.csv and TensorBoard keep): one line of what tells how the run goes.
+_TRAIN_ONLY_IN_HISTORY = ("top5", "mean_class_accuracy")
+
+
+def compact_epoch_summary(logs):
+    """One short line of an epoch's logs, e.g.
+    `loss 1.23 top1 0.5 | val loss 1.1 top1 0.55 top5 0.91 mca 0.5 | lr 0.003 27.3 s 150.2 clips/s`
+    (mca: mean class accuracy): training metrics, validation's, then rate, time, throughput.
+    """
+    numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float, np.floating))}
+    timing = [k for k in ("learning_rate", "epoch_seconds", "clips_per_second") if k in numbers]
+    train = [k for k in numbers if not k.startswith("val_") and k not in timing
+             and k not in _TRAIN_ONLY_IN_HISTORY]
+    validation = [k for k in numbers if k.startswith("val_")]
+
+    def show(keys, prefix=""):
+        return " ".join(f"{_SHORT_NAMES.get(k[len(prefix):], k[len(prefix):])} "
+                        f"{numbers[k]:.3g}" for k in keys)
+
+    parts = [show(train)] if train else []
+    if validation:
+        parts.append("val " + show(validation, "val_"))
+    timing_formats = {"learning_rate": "lr {:.3g}", "epoch_seconds": "{:.1f} s",
+                      "clips_per_second": "{:.1f} clips/s"}
+    if timing:
+        parts.append(" ".join(timing_formats[k].format(numbers[k]) for k in timing))
+    return " | ".join(parts)
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """A live bar inside each epoch on a terminal: step/total, loss, clips/s, elapsed and ETA;
+    and one for each validation pass. The tqdm look of data preparation and evaluate.py.
+
+    Args:
+        batch_size: int, clips per step (for clips/s).
+        steps_per_epoch: int, the bar's total when Keras does not know the epoch's length.
+        validation_steps: int or None, the validation bar's total.
+        file: where the bars go. Default: sys.stderr.
+        mininterval: float, seconds between redraws (tqdm's). Default: 0.1.
+    """
+
+    def __init__(self, batch_size, steps_per_epoch, validation_steps=None, file=None,
+                 mininterval=0.1):
+        super().__init__()
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.validation_steps = validation_steps
+        self.file = file
+        self.mininterval = mininterval
+        self._bar = None
+
+    def _open(self, description, total, unit):
+        self._close()
+        self._bar = tqdm(total=total, desc=description, unit=unit, leave=False,
+                         file=self.file or sys.stderr, dynamic_ncols=True,
+                         mininterval=self.mininterval)
+
+    def _close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._open(f"epoch {epoch + 1}/{self.params.get('epochs', 0)}",
+                   self.params.get("steps") or self.steps_per_epoch, "step")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        rate = self._bar.format_dict.get("rate")
+        loss = (logs or {}).get("loss")
+        postfix = [f"loss {float(loss):.4g}"] if loss is not None else []
+        if rate:
+            postfix.append(f"{rate * self.batch_size:.1f} clips/s")
+        self._bar.set_postfix_str(", ".join(postfix), refresh=False)
+
+    def on_test_begin(self, logs=None):
+        self._open("validation", self.validation_steps, "batch")
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def on_test_end(self, logs=None):
+        self._close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close()
+
+    def on_train_end(self, logs=None):
+        self._close()
+
+
+class RunInterrupted(BaseException):
+    """SIGINT or SIGTERM stopped the run (a BaseException, like KeyboardInterrupt, so that
+    no `except Exception` on the way takes it for a failure)."""
+
+    def __init__(self, signal_number):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self):
+        """128 + the signal: 130 for SIGINT, 143 for SIGTERM, as a shell reports them."""
+        return 128 + self.signal_number
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGINT (Ctrl-C) and SIGTERM (Slurm, Kubernetes) into a clean stop of the run.
+
+    Installed (`install`) for a whole run. Outside `fit`, the first signal raises
+    `RunInterrupted` at once; inside, it is raised at the next batch (or epoch) boundary from
+    this callback, so no epoch is half recorded: the backup of the last finished epoch is
+    what --resume continues from. Keras's own KeyboardInterrupt would come with a traceback
+    from deep inside fit. A second signal ends the process immediately (every file the run
+    writes is written atomically, so nothing is left half-written).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        super().__init__()
+        self.signal_number = None
+        self._in_fit = False
+        self._previous = {}
+
+    def install(self):
+        """Takes over SIGINT and SIGTERM (main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in self.SIGNALS:
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def uninstall(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, number, frame):
+        if self.signal_number is not None:
+            os.write(2, b"\ninterrupted again: quitting now\n")
+            os._exit(128 + number)
+        self.signal_number = number
+        if not self._in_fit:
+            raise RunInterrupted(number)
+        os.write(2, f"\n{signal.Signals(number).name}: stopping at the end of this step "
+                    "(again to quit at once)\n".encode())
+
+    def _stop_if_signalled(self):
+        if self.signal_number is not None:
+            raise RunInterrupted(self.signal_number)
+
+    def on_train_begin(self, logs=None):
+        self._in_fit = True
+        self._stop_if_signalled()
+
+    def on_train_end(self, logs=None):
+        self._in_fit = False
+
+    def fit_ended(self):
+        """Called by the trainer when fit returns or raises: signals stop it at once again."""
+        self._in_fit = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._stop_if_signalled()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._stop_if_signalled()
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Last in the callback list: this epoch is recorded and backed up.
+        self._stop_if_signalled()
 
 
 def _offset_feature_models(model):

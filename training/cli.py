@@ -5,7 +5,20 @@ import os
 import sys
 
 from data_prep.errors import UserError
+from data_prep.tensorflow_env import import_tensorflow_quietly
 from data_prep.workers import quiet_video_logs
+
+
+def import_tensorflow():
+    """Loads TensorFlow for a CLI without its start-up noise; names the GPUs when there are.
+
+    Call it where a CLI first imports a TensorFlow-heavy module (train.py, evaluate.py and
+    predict.py defer those so that --help and config mistakes answer at once).
+    """
+    gpus = import_tensorflow_quietly()
+    if gpus:
+        print(f"TensorFlow uses {len(gpus)} GPU(s): {', '.join(gpus)}", file=sys.stderr,
+              flush=True)
 
 
 def run_cli(run, args):

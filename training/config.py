@@ -18,7 +18,10 @@ Example:
 import copy
 import dataclasses
 import difflib
+import functools
+import importlib.util
 import inspect
+import logging
 import os
 import types
 import typing
@@ -28,9 +31,12 @@ import yaml
 from data_prep.atomic import write_text_atomically
 from data_prep import synth
 from data_prep.errors import UserError
+from data_prep.shards import is_multi_label, num_classes_of
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS
+
+logger = logging.getLogger(__name__)
 
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
@@ -289,14 +295,49 @@ def merge_config_files(path, *, _chain=()):
             origins[key] = base_origins[key]
         _merge_into(merged, base_data, None, {})
     own_origins = {}
+    size_before = _stored_size(merged)
     _merge_into(merged, data, path, own_origins)
     origins.update(own_origins)
+    if "data.size" in own_origins and "augment.crop_size" not in own_origins:
+        _crop_follows_size(merged, size_before, path)
     return merged, origins
 
 
+def _stored_size(merged):
+    section = merged.get("data")
+    return section.get("size") if isinstance(section, dict) else None
+
+
+def _crop_follows_size(merged, old_size, source):
+    """Scales an earlier file's absolute `augment.crop_size` by a later `data.size` change.
+
+    A base's crop is meant for its size (112 of 128, 28 of 32); kept as it is, a larger
+    `data.size` would train on a small window of each frame without saying so. So when a
+    later file or `--set` changes data.size without setting augment.crop_size, the crop keeps
+    its fraction of the size (rounded), and the change is logged naming both values.
+    """
+    augment = merged.get("augment")
+    crop = augment.get("crop_size") if isinstance(augment, dict) else None
+    new_size = _stored_size(merged)
+    numbers = (crop, old_size, new_size)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in numbers) \
+            or old_size == new_size:
+        return
+    augment["crop_size"] = max(4, round(crop * new_size / old_size))
+    logger.info("%s: data.size %d -> %d, so augment.crop_size follows: %d -> %d (set "
+                "augment.crop_size too to choose another)", source, old_size, new_size, crop,
+                augment["crop_size"])
+
+
 def apply_overrides(merged, origins, overrides):
-    """Applies `key.path=value` strings (values parsed as YAML) to the merged dict in place."""
-    for override in overrides or ():
+    """Applies `key.path=value` strings (values parsed as YAML) to the merged dict in place.
+
+    A `data.size` override without an `augment.crop_size` one scales the files' crop with it
+    (`_crop_follows_size`).
+    """
+    overrides = list(overrides or ())
+    sets_crop = any(o.partition("=")[0].strip() == "augment.crop_size" for o in overrides)
+    for override in overrides:
         key, sep, text = override.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
@@ -320,8 +361,11 @@ def apply_overrides(merged, origins, overrides):
                     f"Received: {OVERRIDE_SOURCE} {override}"
                 )
             node = child
+        size_before = _stored_size(merged)
         node[parts[-1]] = value
         origins[key] = OVERRIDE_SOURCE
+        if key == "data.size" and not sets_crop:
+            _crop_follows_size(merged, size_before, OVERRIDE_SOURCE)
         if isinstance(value, dict):
             for sub in _dotted_keys(value, prefix=f"{key}."):
                 origins[sub] = OVERRIDE_SOURCE
@@ -458,6 +502,20 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
     return cls(**values)
 
 
+@functools.cache
+def _model_catalog():
+    """models/catalog.py, loaded without running `models/__init__` (which imports Keras, so
+    TensorFlow): a mistyped model name fails here in milliseconds, before a run directory
+    exists. The catalog holds only data and checks, so loading it twice (here and via
+    `models`) is harmless."""
+    models_dir = importlib.util.find_spec("models").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location(
+        "_models_catalog", os.path.join(models_dir, "catalog.py"))
+    catalog = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(catalog)
+    return catalog
+
+
 def _check_consistency(config, origins, default_source):
     """Checks between keys that no single field can check alone."""
 
@@ -496,6 +554,14 @@ def _check_consistency(config, origins, default_source):
     if crop is not None and crop > config.data.size:
         fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "
              f"Received: augment.crop_size={crop}, data.size={config.data.size}")
+    catalog = _model_catalog()
+    try:
+        catalog.check_model_choice(config.model.name, config.model.options)
+    except ValueError as e:
+        # Name the file (or --set) of the wrong name, or of the first unknown option.
+        accepted = catalog.MODEL_OPTIONS.get(config.model.name)
+        unknown = sorted(set(config.model.options) - set(accepted or ()))
+        fail(f"model.options.{unknown[0]}" if accepted else "model.name", f"model: {e}")
     if not config.data.prepared_dir:
         fail("data.prepared_dir", "data.prepared_dir is required: where the clip shards are "
              "(or will be prepared). Received: data.prepared_dir=None")
@@ -529,6 +595,49 @@ def _check_consistency(config, origins, default_source):
     ):
         fail("data.lists", "data.lists expects {split name: list file path}. "
              f"Received: data.lists={config.data.lists!r}")
+
+
+def check_prepared_data(data, manifest):
+    """Raises UserError if prepared clips (their manifest.json) do not fit the `data` config.
+
+    No TensorFlow here: train.py checks this before the run directory exists.
+    """
+    frames, height, width, _ = manifest["clip_shape"]
+    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
+                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
+    for key, (wanted, found) in expected.items():
+        if wanted != found:
+            raise UserError(
+                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
+                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
+                f"Received: {key}={wanted}"
+            )
+    for split in (data.train_split, data.test_split):
+        if split not in manifest["splits"]:
+            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
+                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+    _check_label_kind(data, manifest)
+
+
+def _check_label_kind(data, manifest):
+    """Raises UserError if the prepared data's multi_label or num_classes differ from the config.
+
+    A dataset prepared single-label cannot train a multi-label config (nor the reverse): the
+    records hold `label` or `labels`, and the loss and metrics follow the config.
+    """
+    found = is_multi_label(manifest)
+    if found != data.multi_label:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with multi_label={str(found).lower()} but the "
+            f"config asks for data.multi_label={str(data.multi_label).lower()}; use another "
+            f"data.prepared_dir or set data.multi_label={str(found).lower()}. "
+            f"Received: data.multi_label={str(data.multi_label).lower()}")
+    if data.num_classes is not None and num_classes_of(manifest) != data.num_classes:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with num_classes={num_classes_of(manifest)} but "
+            f"the config asks for data.num_classes={data.num_classes}; use another "
+            f"data.prepared_dir or set data.num_classes={num_classes_of(manifest)}. "
+            f"Received: data.num_classes={data.num_classes}")
 
 
 def config_from_dict(data, *, origins=None, source="<config>"):

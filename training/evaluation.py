@@ -17,6 +17,7 @@ The views themselves come from `training.views`; the scores from `training.scori
 import csv
 import json
 import logging
+import math
 import os
 
 import cv2
@@ -152,7 +153,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
             (a check that both paths agree).
         workers: int or None, decoding processes when the items are decoded again; None
             uses every core this process may run on.
-        show_progress: bool, a progress bar over the items decoded again.
+        show_progress: bool, a progress bar over the items decoded again, or over the
+            batches read from the shards.
 
     Returns:
         dict: top1, top5 (top-min(5, classes)), top5_k, mean_class_accuracy, loss,
@@ -185,8 +187,11 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
         dataset = _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped,
                                          failures, workers=workers, show_progress=show_progress)
     try:
-        results = evaluate_video_level(model, dataset, num_classes,
-                                       is_multi_label(run.manifest))
+        # Decoding again has its own bar (over videos); reading shards gets one here.
+        results = evaluate_video_level(
+            model, dataset, num_classes, is_multi_label(run.manifest),
+            show_progress=show_progress and source == "shards",
+            batches=math.ceil(run.manifest["splits"][split]["clips"] / batch_size))
     except UserError:  # no clips at all: say why, if decoding failed on the first item
         if not failures:
             raise

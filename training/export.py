@@ -92,12 +92,23 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
             f.write("".join(f"{name}\n" for name in class_names))
         module = _serving_module(model, classes_file, multi_label)
         with atomic_write(export_dir, temporary=os.path.join(staging, "saved_model")) as saved:
-            tf.saved_model.save(
-                module, saved,
-                signatures={"serving_default": module.serving_default,
-                            "class_names": module.class_names},
-                options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-            )
+            # TensorFlow logs "Assets written to: <the staging name>" (a temporary path that
+            # means nothing to the user: the line below names the export) and absl notes on
+            # renamed inputs at INFO.
+            quieted = [tf.get_logger(), logging.getLogger("absl")]
+            levels = [each.level for each in quieted]
+            for each in quieted:
+                each.setLevel(logging.WARNING)
+            try:
+                tf.saved_model.save(
+                    module, saved,
+                    signatures={"serving_default": module.serving_default,
+                                "class_names": module.class_names},
+                    options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+                )
+            finally:
+                for each, level in zip(quieted, levels):
+                    each.setLevel(level)
             if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
                 shutil.rmtree(export_dir)
     finally:

@@ -112,7 +112,8 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions, wei
     """run.json: what evaluate.py and predict.py read back with `open_trained_run`.
 
     Args:
-        status: str, "running" or "finished".
+        status: str, "running" or "finished" (`update_run_status` records "interrupted" and
+            "failed", with their reason).
         versions: dict, e.g. {"tensorflow": ..., "keras": ...}, recorded as they are.
         weights: None, or `{"path": absolute path, "sha256": hex}` of the weights the run
             started from (model.weights); written as `"weights"` (null without).
@@ -133,6 +134,25 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions, wei
         "command": " ".join(sys.argv),
     }
     write_json_atomically(run_dir.run_info, info)
+
+
+def update_run_status(run_dir, status, reason=None):
+    """Sets run.json's status (and `reason`, one line) and keeps the rest; True if written.
+
+    For how an attempt ended: "interrupted" or "failed". Before the run has written run.json
+    (a mistake found while preparing the data) there is nothing to update.
+    """
+    try:
+        with open(run_dir.run_info, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return False
+    info.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    info.pop("reason", None)
+    if reason:
+        info["reason"] = reason
+    write_json_atomically(run_dir.run_info, info)
+    return True
 
 
 def read_history(run_dir):

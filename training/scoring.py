@@ -9,6 +9,7 @@ float32), averaged per item by `training.metrics.video_level_metrics`.
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 import models  # noqa: F401  (registers ClipNormalization and DeformConv3D for loading)
 from data_prep.errors import UserError
@@ -36,17 +37,21 @@ def clip_probabilities_function(model, multi_label=False):
     )
 
 
-def evaluate_video_level(model, dataset, num_classes, multi_label=False):
+def evaluate_video_level(model, dataset, num_classes, multi_label=False, *, show_progress=False,
+                         batches=None):
     """Video-level metrics: softmax (multi-label: sigmoid) averaged over every stored clip
     of each item; `video_level_metrics` or `multi_label_video_metrics`.
 
     Args:
         dataset: batches of (clips, one-hot (multi-hot) labels, item indices), e.g. from
             `input_pipeline.eval_dataset(..., with_item_index=True)`.
+        show_progress: bool, a bar over the batches (for a terminal).
+        batches: int or None, the bar's total.
     """
     probabilities = clip_probabilities_function(model, multi_label)
     all_probabilities, all_labels, all_items = [], [], []
-    for clips, labels, items in dataset:
+    for clips, labels, items in tqdm(dataset, desc="test", unit="batch", total=batches,
+                                     disable=not show_progress, leave=False):
         all_probabilities.append(probabilities(clips).numpy())
         labels = labels.numpy()
         all_labels.append(labels if multi_label else np.argmax(labels, axis=1))

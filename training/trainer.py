@@ -7,36 +7,39 @@ callbacks (backup, checkpoints, TensorBoard, NaN stop), save the model, evaluate
 split averaging the softmax over every stored clip of a video, and write metrics.json.
 """
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import time
 
 import cv2
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data_prep
 from data_prep.atomic import write_json_atomically
 from data_prep.errors import UserError
 from data_prep.prepare import prepare_dataset
-from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of
+from data_prep.shards import MANIFEST_NAME, is_multi_label
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from models.finetune import freeze, variable_groups
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries, visuals
-from training.config import ConfigError, dump_config
+from training.config import ConfigError, check_prepared_data, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import MeanAveragePrecision, MeanClassAccuracy
 from training.optimizers import OPTIMIZERS
-from training.run_dir import read_history, write_run_info
+from training.run_dir import read_history, update_run_status, write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
 
@@ -87,43 +90,8 @@ def ensure_prepared(data, *, show_progress=False):
             with_offset=data.with_offset, show_progress=show_progress,
         )
     manifest = data_prep.read_manifest(data.prepared_dir)
-    check_label_kind(data, manifest)
-    frames, height, width, _ = manifest["clip_shape"]
-    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
-                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
-    for key, (wanted, found) in expected.items():
-        if wanted != found:
-            raise UserError(
-                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
-                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
-                f"Received: {key}={wanted}"
-            )
-    for split in (data.train_split, data.test_split):
-        if split not in manifest["splits"]:
-            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
-                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+    check_prepared_data(data, manifest)
     return manifest
-
-
-def check_label_kind(data, manifest):
-    """Raises UserError if the prepared data's multi_label or num_classes differ from the config.
-
-    A dataset prepared single-label cannot train a multi-label config (nor the reverse): the
-    records hold `label` or `labels`, and the loss and metrics follow the config.
-    """
-    found = is_multi_label(manifest)
-    if found != data.multi_label:
-        raise UserError(
-            f"{data.prepared_dir} was prepared with multi_label={str(found).lower()} but the "
-            f"config asks for data.multi_label={str(data.multi_label).lower()}; use another "
-            f"data.prepared_dir or set data.multi_label={str(found).lower()}. "
-            f"Received: data.multi_label={str(data.multi_label).lower()}")
-    if data.num_classes is not None and num_classes_of(manifest) != data.num_classes:
-        raise UserError(
-            f"{data.prepared_dir} was prepared with num_classes={num_classes_of(manifest)} but "
-            f"the config asks for data.num_classes={data.num_classes}; use another "
-            f"data.prepared_dir or set data.num_classes={num_classes_of(manifest)}. "
-            f"Received: data.num_classes={data.num_classes}")
 
 
 def check_labels(prepared_dir, manifest, splits):
@@ -366,9 +334,27 @@ def _attach_log_file(path):
     return handler
 
 
-def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=2,
+def _log_to_file(handler, level, message):
+    """One record into train.log only (the CLI prints its own line on the terminal)."""
+    handler.handle(logging.LogRecord(__name__, level, __file__, 0, message, None, None))
+
+
+def _one_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resume_command(run_dir):
+    return (f"python train.py --config {run_dir.config} --run-dir {run_dir.path} --resume")
+
+
+def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=0,
                    extra_callbacks=(), worker_role=None, manifest_timeout_seconds=3600):
     """Trains and evaluates one config into `run_dir` (a RunDir from open_run_dir).
+
+    `show_progress`: live bars (preparation, each epoch, each validation pass) for a
+    terminal; the one line per epoch is logged either way. SIGINT and SIGTERM stop the run
+    cleanly for the duration of the call (`callbacks.StopOnSignal`).
 
     Returns:
         dict, the metrics written to metrics.json.
@@ -376,26 +362,46 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
     Raises:
         UserError: a mistake in the config or the data (the CLI prints one line, exits 2).
         TrainingError: training diverged (NaN loss).
+        callbacks.RunInterrupted: SIGINT or SIGTERM; its `message` says after which epoch and
+            how to resume; run.json says "interrupted" and train.log has the line. A failure
+            records "failed" and its one-line reason the same way.
 
     With distribute.strategy multi_worker, `worker_role` (training.cluster.WorkerRole) says
     which task this process is; a non-chief gets a temporary `run_dir` of its own, waits for
     the chief to prepare the data, and otherwise runs exactly what the chief runs.
     """
     handler = _attach_log_file(run_dir.train_log)
+    stop = run_callbacks.StopOnSignal()
+    stop.install()
     try:
         # Before any other TensorFlow op (see make_strategy).
         strategy = make_strategy(config.distribute)
         return _run(config, run_dir, strategy, resume=resume, show_progress=show_progress,
                     verbose=verbose, extra_callbacks=extra_callbacks, worker_role=worker_role,
-                    manifest_timeout_seconds=manifest_timeout_seconds)
+                    manifest_timeout_seconds=manifest_timeout_seconds, stop=stop)
+    except run_callbacks.RunInterrupted as interrupted:
+        # What resume continues from: the backup of the last finished epoch.
+        epochs = run_callbacks.SafeBackupAndRestore.saved_epoch(run_dir.backup)
+        interrupted.message = (f"interrupted after epoch {epochs}; resume with: "
+                               f"{resume_command(run_dir)}")
+        _log_to_file(handler, logging.WARNING, f"{signal.Signals(interrupted.signal_number).name}"
+                                               f": {interrupted.message}")
+        update_run_status(run_dir, "interrupted", interrupted.message)
+        raise
+    except Exception as error:
+        reason = _one_line(error)
+        _log_to_file(handler, logging.ERROR, f"run failed: {reason}")
+        update_run_status(run_dir, "failed", reason)
+        raise
     finally:
+        stop.uninstall()
         keras.mixed_precision.set_global_policy("float32")  # global in Keras: leave it clean
         logging.getLogger().removeHandler(handler)
         handler.close()
 
 
 def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_callbacks,
-         worker_role, manifest_timeout_seconds):
+         worker_role, manifest_timeout_seconds, stop):
     started = time.perf_counter()
     logger.info("%s run %s (config %s)", "resuming" if resume else "starting", run_dir.path,
                 config.name)
@@ -512,7 +518,13 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         offset_sample=np.stack(offset_sample) if offset_sample else None,
         learning_rate_every=learning_rate_every(steps_per_epoch),
     )
+    progress = []
+    if show_progress:
+        validation_clips = manifest["splits"][config.data.test_split]["clips"]
+        progress = [run_callbacks.ProgressBar(batch_size, steps_per_epoch,
+                                              math.ceil(validation_clips / eval_batch_size))]
     callback_list = [
+        *progress,
         nan_stop,
         run_callbacks.EpochLog(clips_per_epoch),
         run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop, monitor=(
@@ -521,6 +533,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         keras.callbacks.CSVLogger(run_dir.history, append=True),
         *extra_callbacks,
         run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
+        stop,  # last: a signal stops after the epoch is backed up, or before it counts
     ]
     hparams = _hparams(config)
     if not resume:  # a resumed run continues the session its first attempt started
@@ -534,13 +547,16 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
 
     fit_started = time.perf_counter()
     try:
-        model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
-                  steps_per_epoch=steps_per_epoch if repeat else None,
-                  callbacks=callback_list, verbose=verbose, shuffle=False)
+        with logging_redirect_tqdm() if show_progress else contextlib.nullcontext():
+            model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
+                      steps_per_epoch=steps_per_epoch if repeat else None,
+                      callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
         # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
         logger.error("training failed: %s", e.message)  # all of it, for train.log
         raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
+    finally:
+        stop.fit_ended()
     fit_seconds = time.perf_counter() - fit_started
     if nan_stop.stopped_at is not None:
         where = nan_stop.stopped_at
@@ -560,7 +576,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     test_data = input_pipeline.eval_dataset(
         prepared_dir, config.data.test_split, batch_size=eval_batch_size, with_item_index=True,
         **pipeline)
-    results = evaluate_video_level(model, test_data, num_classes, multi_label)
+    results = evaluate_video_level(
+        model, test_data, num_classes, multi_label, show_progress=show_progress,
+        batches=math.ceil(manifest["splits"][config.data.test_split]["clips"] / eval_batch_size))
     if multi_label:
         write_training_curves(run_dir, config, steps_per_epoch)
         return _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
