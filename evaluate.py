@@ -42,13 +42,17 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def _headline(results):
+    return (f"split {results['split']}, views {results['views']} ({results['source']}), "
+            f"{results['videos']} videos, {results['clips']} views scored"
+            + (f", {len(results['skipped'])} skipped" if results["skipped"] else ""))
+
+
 def format_table(results, rows):
     """A readable summary: the headline metrics, then one row per class (`per_class_rows`)."""
     k = results["top5_k"]
     lines = [
-        f"split {results['split']}, views {results['views']} ({results['source']}), "
-        f"{results['videos']} videos, {results['clips']} views scored"
-        + (f", {len(results['skipped'])} skipped" if results["skipped"] else ""),
+        _headline(results),
         "",
         f"  {'video top-1':<24}{results['top1']:8.4f}",
         f"  {f'video top-{k}':<24}{results['top5']:8.4f}",
@@ -69,9 +73,7 @@ def format_table(results, rows):
 def format_multi_label_table(results, rows):
     """The headline metrics of a multi-label run, then each class's average precision."""
     lines = [
-        f"split {results['split']}, views {results['views']} ({results['source']}), "
-        f"{results['videos']} videos, {results['clips']} views scored"
-        + (f", {len(results['skipped'])} skipped" if results["skipped"] else ""),
+        _headline(results),
         "",
         f"  {'mean average precision':<28}{results['mean_average_precision']:8.4f}",
         f"  {'micro F1 @ ' + str(results['threshold']):<28}{results['micro_f1']:8.4f}",

@@ -6,9 +6,10 @@
 Needs a Python with torch + torchvision (not project dependencies) for the reference side:
 this script re-runs itself there with `--make DIR`, which builds each named model from
 `torchvision.models.video` with random weights, randomises every batch norm's weight, bias
-and running statistics (so a mis-mapped tensor cannot hide behind 1/0 defaults), saves the
-state_dict in torch's zip format and the legacy format, and writes fixed uint8 clips and
-torch's float32 eval-mode logits. Then, in this project's Python, `build_model(name, 400,
+and running statistics and the classifier (`make_torchvision_fixtures.randomise`, so a
+mis-mapped tensor cannot hide behind 1/0 defaults), saves the state_dict in torch's zip
+format and the legacy format, and writes fixed uint8 clips and torch's float32 eval-mode
+logits. Then, in this project's Python, `build_model(name, 400,
 ..., weights=<file>)` loads each file (Kinetics statistics by default) and the maximum
 relative logit error `max|ours - torch| / max|torch|` and top-1 agreement are printed.
 Any name `torchvision.models.video` and `models.build_model` both know works (`s3d` too,
@@ -39,22 +40,15 @@ def clip_shape(name, batch, frames):
 def make_reference(out_dir, names, batch, frames, seed):
     """Runs under torch: writes <name>.pth, <name>_legacy.pth, <name>.npz (clips, logits)."""
     import torch
-    from torch import nn
     from torchvision.models import video
+
+    # The fixtures' randomisation (this script's folder is on sys.path when it runs).
+    from make_torchvision_fixtures import randomise
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     for name in names:
-        model = getattr(video, name)(weights=None, num_classes=400)
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.BatchNorm3d):
-                    n = module.num_features
-                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                    module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
-                    module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
-                    module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-        model.eval()
+        model = randomise(getattr(video, name)(weights=None, num_classes=400), generator)
         clips = np.random.default_rng(seed).integers(0, 256, clip_shape(name, batch, frames), dtype=np.uint8)
         x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 255.0
         x = (x - torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1)

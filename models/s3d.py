@@ -163,16 +163,8 @@ class SymmetricMaxPooling3D(keras.layers.Layer):
 
 def _conv_bn_relu(x, filters, kernel_size, strides, padding, name):
     """torchvision's Conv3dNormActivation: conv `name.0` (no bias), BN `name.1`, ReLU `name.2`."""
-    x = conv3d(
-        x,
-        filters,
-        kernel_size,
-        strides=strides,
-        padding=padding,
-        use_bias=False,
-        kernel_initializer=CONV_INITIALIZER,
-        name=f"{name}.0",
-    )
+    x = conv3d(x, filters, kernel_size, strides=strides, padding=padding, use_bias=False,
+               kernel_initializer=CONV_INITIALIZER, name=f"{name}.0")
     # PyTorch momentum 0.001 is Keras momentum 0.999 (they weigh the new batch the other way).
     x = keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=f"{name}.1")(x)
     return keras.layers.ReLU(name=f"{name}.2")(x)

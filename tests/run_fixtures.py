@@ -54,23 +54,30 @@ def tiny_run(tmp_path_factory):
             rows["train" if index < 4 else "test"].append(f"{name}/{index}.avi,{name}")
     for split, lines in rows.items():
         (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    config = config_from_dict({
-        "name": "tiny",
-        "data": {"layout": "csv", "root": str(root),
-                 "prepared_dir": str(base / "tiny_run" / "prepared"),
-                 "lists": {s: str(root / f"{s}.csv") for s in rows},
-                 "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
-        "model": {"name": "small3d"},
-        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
+    config = _tiny_config(
+        "tiny",
+        {"layout": "csv", "root": str(root), "prepared_dir": str(base / "tiny_run" / "prepared"),
+         "lists": {s: str(root / f"{s}.csv") for s in rows}},
         # 40 steps: enough for batch norm's moving statistics (momentum 0.9) to settle.
-        "train": {"epochs": 2, "steps_per_epoch": 20, "batch_size": 8, "optimizer": "adam",
-                  "learning_rate": 0.003},
-        "evaluate": {"views": "3x2"},
-        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
-                        "confusion_matrix": False, "deform_offsets": False},
-    })
+        steps_per_epoch=20, views="3x2", confusion_matrix=False)
     run_experiment(config, open_run_dir(str(run_path)), verbose=0)
     return str(run_path)
+
+
+def _tiny_config(name, data, *, steps_per_epoch, views, **tensorboard):
+    """The tiny runs' config: small3d on 4x16x16 clips (2 a video), 12-pixel centre crops,
+    2 epochs of Adam, the expensive TensorBoard views off."""
+    return config_from_dict({
+        "name": name,
+        "data": {**data, "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
+        "model": {"name": "small3d"},
+        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
+        "train": {"epochs": 2, "steps_per_epoch": steps_per_epoch, "batch_size": 8,
+                  "optimizer": "adam", "learning_rate": 0.003},
+        "evaluate": {"views": views},
+        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
+                        "deform_offsets": False, **tensorboard},
+    })
 
 
 def tiny_multi_label_run(tmp_path_factory):
@@ -80,20 +87,11 @@ def tiny_multi_label_run(tmp_path_factory):
     run_path = base / "run"
     if (run_path / "metrics.json").exists():
         return str(run_path)
-    config = config_from_dict({
-        "name": "tiny_multi_label",
-        "data": {"layout": "synth", "root": str(base / "videos"),
-                 "prepared_dir": str(base / "prepared"), "multi_label": True,
-                 "synth": {"multi_label": True, "videos_per_class": 2, "num_frames": 8,
-                           "frame_size": [24, 24], "seed": 0},
-                 "frames": 4, "size": 16, "clips_per_video": 2, "workers": 1},
-        "model": {"name": "small3d"},
-        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 12},
-        "train": {"epochs": 2, "steps_per_epoch": 5, "batch_size": 8, "optimizer": "adam",
-                  "learning_rate": 0.003},
-        "evaluate": {"views": "3x1"},
-        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
-                        "deform_offsets": False},
-    })
+    config = _tiny_config(
+        "tiny_multi_label",
+        {"layout": "synth", "root": str(base / "videos"), "prepared_dir": str(base / "prepared"),
+         "multi_label": True, "synth": {"multi_label": True, "videos_per_class": 2,
+                                        "num_frames": 8, "frame_size": [24, 24], "seed": 0}},
+        steps_per_epoch=5, views="3x1")
     run_experiment(config, open_run_dir(str(run_path)), verbose=0)
     return str(run_path)

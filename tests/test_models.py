@@ -12,6 +12,7 @@ import keras
 
 import models
 from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ClipNormalization, FrameDifferences
+from models.pretrained import TORCH_TENSOR_NAMES
 
 # Small clip sizes: the big models are only built and run at these, never at 16x112x112.
 SMALL_SHAPE = (8, 32, 32, 3)
@@ -149,15 +150,9 @@ def torchvision_state_dict_shapes(arch, bands=3, num_classes=NUM_CLASSES):
     return shapes
 
 
-# docs/MODELS.md: Keras weight `<layer>/<variable>` <-> torchvision `<layer>.<parameter>`.
-KERAS_TO_TORCH_PARAMETER = {
-    "kernel": "weight",
-    "gamma": "weight",
-    "beta": "bias",
-    "bias": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
+# docs/MODELS.md: Keras weight `<layer>/<variable>` <-> torchvision `<layer>.<parameter>`,
+# the rule the checkpoint loader applies.
+KERAS_TO_TORCH_PARAMETER = TORCH_TENSOR_NAMES
 
 
 def torch_shape_of_keras_weight(shape):

@@ -10,6 +10,7 @@ import keras
 
 import models
 from models.s3d import MIN_FRAMES, MIN_SIZE, SymmetricMaxPooling3D, features_shape
+from models.pretrained import TORCH_TENSOR_NAMES
 
 # The smallest clip S3D takes: every forward test runs at it (S3D at 224 is heavy on 2 cores).
 MIN_SHAPE = (MIN_FRAMES, MIN_SIZE, MIN_SIZE, 3)
@@ -36,15 +37,9 @@ def test_parameter_count_equals_torchvision(s3d_model):
     assert sum(int(np.prod(w.shape)) for w in s3d_model.trainable_weights) == 8_320_048
 
 
-# docs/MODELS.md: Keras weight `<layer>/<variable>` <-> torchvision `<layer>.<parameter>`.
-KERAS_TO_TORCH_PARAMETER = {
-    "kernel": "weight",
-    "gamma": "weight",
-    "beta": "bias",
-    "bias": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
+# docs/MODELS.md: Keras weight `<layer>/<variable>` <-> torchvision `<layer>.<parameter>`,
+# the rule the checkpoint loader applies.
+KERAS_TO_TORCH_PARAMETER = TORCH_TENSOR_NAMES
 
 
 def test_weights_map_one_to_one_to_torchvision_state_dict(s3d_model):

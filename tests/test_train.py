@@ -185,7 +185,7 @@ def test_tensorboard_records_read_back(finished_run):
     # first and ticks the first five.
     shown = ["model.name", "train.learning_rate", "train.batch_size", "train.epochs",
              "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
-             "data.size", "augment.crop_size", "model.options.deformable_stages"]
+             "data.size", "augment.crop_size", "model.weights", "model.options.deformable_stages"]
     assert [info.name for info in experiment.hparam_infos][:len(shown)] == shown
     assert all(infos[name].differs for name in shown)
     assert not infos["train.seed"].differs and not infos["augment.horizontal_flip"].differs

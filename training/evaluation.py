@@ -228,15 +228,19 @@ def output_paths(run, split, views_text, out=None):
     return out, f"{stem}-per_class.csv", f"{stem}-confusion.png"
 
 
-def write_evaluation(results, class_names, paths):
-    """Writes the JSON summary, the per-class CSV and the confusion-matrix PNG."""
-    json_path, csv_path, png_path = paths
+def _make_output_directory(json_path):
     directory = os.path.dirname(os.path.abspath(json_path))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise UserError(f"Cannot create the output directory ({e.strerror}). "
                         f"Received: --out {json_path}") from None
+
+
+def write_evaluation(results, class_names, paths):
+    """Writes the JSON summary, the per-class CSV and the confusion-matrix PNG."""
+    json_path, csv_path, png_path = paths
+    _make_output_directory(json_path)
     summary = {key: results[key] for key in (
         "top1", "top5", "top5_k", "mean_class_accuracy", "clip_top1", "loss", "views",
         "videos", "clips", "split", "source", "skipped", "confusion_matrix")}
@@ -272,12 +276,7 @@ def write_multi_label_evaluation(results, class_names, paths):
     """Writes the JSON summary (mean_average_precision, F1, per-class AP) and the per-class AP
     CSV of a multi-label evaluation; no confusion matrix (a video has several labels)."""
     json_path, csv_path, _ = paths
-    directory = os.path.dirname(os.path.abspath(json_path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"Cannot create the output directory ({e.strerror}). "
-                        f"Received: --out {json_path}") from None
+    _make_output_directory(json_path)
     summary = {key: results[key] for key in (
         "mean_average_precision", "micro_f1", "macro_f1", "threshold",
         "clip_mean_average_precision", "loss", "views", "videos", "clips", "split", "source",
