@@ -203,6 +203,14 @@ def _prepare_only(args):
     return 0
 
 
+def _remove_if_untrained(args, run_dir):
+    """A new run that stopped on a user's mistake before its first epoch (weights that do not
+    fit, data that cannot be prepared, ...) leaves no directory: there is nothing to resume."""
+    if args.resume or os.path.exists(run_dir.backup) or os.path.exists(run_dir.history):
+        return
+    shutil.rmtree(run_dir.path, ignore_errors=True)
+
+
 def _train(args, config, run_dir, role):
     # TensorFlow loads only now (here and in `read_worker_role`), so that --help and config
     # mistakes answer at once.
@@ -227,6 +235,7 @@ def _train(args, config, run_dir, role):
         print(e.message, file=sys.stderr, flush=True)
         return e.exit_code
     except UserError as e:
+        _remove_if_untrained(args, run_dir)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:
