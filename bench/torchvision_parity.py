@@ -17,6 +17,7 @@ with 224-pixel clips).
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -85,8 +86,9 @@ def compare(out_dir, names):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18"])
-    parser.add_argument("--torch-python", default="/work/torchvenv/bin/python")
+    parser.add_argument("--models", nargs="+", default=["r3d_18", "mc3_18", "r2plus1d_18", "s3d"])
+    parser.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON"),
+                        help="a Python with torch + torchvision (default: $TORCH_PYTHON)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -95,6 +97,8 @@ def main():
     if args.make:
         make_reference(args.make, args.models, args.batch, args.frames, args.seed)
         return
+    if not args.torch_python:
+        parser.error("--torch-python (or TORCH_PYTHON) must name a Python with torch and torchvision")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
             [args.torch_python, __file__, "--make", tmp, "--models", *args.models, "--batch", str(args.batch),
