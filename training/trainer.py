@@ -301,6 +301,22 @@ def write_training_curves(run_dir, config, steps_per_epoch, points=400):
         logger.warning("no curves.png: %s", e)
 
 
+# What a finished run reports, by label kind (key: multi-label or not): the metrics.json keys
+# from the video-level results, and the headline (log name, key) pairs, also its test/ scalars.
+TEST_RESULT_KEYS = {
+    False: ("top1", "top5", "top5_k", "mean_class_accuracy", "loss", "clips", "videos",
+            "clip_top1"),
+    True: ("mean_average_precision", "micro_f1", "macro_f1", "threshold", "loss", "clips",
+           "videos", "clip_mean_average_precision", "per_class_ap"),
+}
+TEST_HEADLINE = {
+    False: (("top1", "top1"), ("top5", "top5"), ("mean class accuracy", "mean_class_accuracy"),
+            ("loss", "loss")),
+    True: (("mean average precision", "mean_average_precision"), ("micro F1", "micro_f1"),
+           ("macro F1", "macro_f1"), ("loss", "loss")),
+}
+
+
 MULTI_LABEL_HPARAMS_METRICS = [
     ("", "test/mean_average_precision"), ("", "test/micro_f1"), ("", "test/macro_f1"),
     ("", "test/loss"), ("validation", "epoch_mean_average_precision"),
@@ -443,6 +459,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     clips_per_epoch = min(steps_per_epoch * batch_size, train_items) if not \
         config.train.steps_per_epoch else steps_per_epoch * batch_size
     eval_batch_size = config.train.eval_batch_size or batch_size
+    # The test split serves validation each epoch and the final evaluation.
+    test_clips = manifest["splits"][config.data.test_split]["clips"]
+    test_batches = math.ceil(test_clips / eval_batch_size)
     pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=num_classes, crop_size=crop)
     augment = dict(random_crop_enabled=config.augment.random_crop,
                    horizontal_flip=config.augment.horizontal_flip,
@@ -481,7 +500,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     with strategy.scope():
         model, drawn_metric = build_and_compile(
             config, num_classes, input_shape, steps_per_epoch, multi_label=multi_label,
-            validation_clips=manifest["splits"][config.data.test_split]["clips"],
+            validation_clips=test_clips,
             single_device=config.distribute.strategy == "none")
     if config.distribute.strategy == "multi_worker":
         # Keras 3.15.1's fit fails under this strategy (see training/distribution.py).
@@ -520,9 +539,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     )
     progress = []
     if show_progress:
-        validation_clips = manifest["splits"][config.data.test_split]["clips"]
-        progress = [run_callbacks.ProgressBar(batch_size, steps_per_epoch,
-                                              math.ceil(validation_clips / eval_batch_size))]
+        progress = [run_callbacks.ProgressBar(batch_size, steps_per_epoch, test_batches)]
     callback_list = [
         *progress,
         nan_stop,
@@ -578,28 +595,23 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         **pipeline)
     results = evaluate_video_level(
         model, test_data, num_classes, multi_label, show_progress=show_progress,
-        batches=math.ceil(manifest["splits"][config.data.test_split]["clips"] / eval_batch_size))
-    if multi_label:
-        write_training_curves(run_dir, config, steps_per_epoch)
-        return _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
-                                   tensorboard_logger, results, fit_seconds, started, weights)
+        batches=test_batches)
     metrics = {
         "split": config.data.test_split,
-        "top1": results["top1"],
-        "top5": results["top5"],
-        "top5_k": results["top5_k"],
-        "mean_class_accuracy": results["mean_class_accuracy"],
-        "loss": results["loss"],
-        "clips": results["clips"],
-        "videos": results["videos"],
-        "clip_top1": results["clip_top1"],
+        **({"multi_label": True} if multi_label else {}),
+        **{key: results[key] for key in TEST_RESULT_KEYS[multi_label]},
         "epochs": config.train.epochs,
         "fit_seconds_this_attempt": round(fit_seconds, 2),
         "seconds_this_attempt": round(time.perf_counter() - started, 2),
     }
+    headline, step = TEST_HEADLINE[multi_label], config.train.epochs
     with tensorboard_logger.writer("").as_default():
-        for key in ("top1", "top5", "mean_class_accuracy", "loss"):
-            summaries.scalar(f"test/{key}", metrics[key], step=config.train.epochs)
+        for _, key in headline:
+            summaries.scalar(f"test/{key}", metrics[key], step=step)
+        if multi_label:
+            for name, value in zip(class_names, metrics["per_class_ap"]):
+                if value is not None:
+                    summaries.scalar(f"test_per_class_ap/{name}", value, step=step)
         summaries.hparams_session_end(success=True)
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
@@ -609,43 +621,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
     # Every worker exports (a non-chief into its temporary run_dir), like every other save.
-    export_after_training(model, run_dir, class_names)
-    logger.info("test (%s, %d videos, %d clips): top1 %.4f, top5 %.4f, mean class accuracy "
-                "%.4f, loss %.4f", metrics["split"], metrics["videos"], metrics["clips"],
-                metrics["top1"], metrics["top5"], metrics["mean_class_accuracy"],
-                metrics["loss"])
+    export_after_training(model, run_dir, class_names, multi_label=multi_label)
+    logger.info("test (%s, %d videos, %d clips): %s", metrics["split"], metrics["videos"],
+                metrics["clips"],
+                ", ".join(f"{name} {metrics[key]:.4f}" for name, key in headline))
     return metrics
 
-
-def _finish_multi_label(config, run_dir, manifest, input_shape, model, class_names,
-                        tensorboard_logger, results, fit_seconds, started, weights):
-    """The end of a multi-label run: metrics.json with mean_average_precision, the test
-    scalars (mAP, F1, per-class AP), the export."""
-    metrics = {
-        "split": config.data.test_split,
-        "multi_label": True,
-        **{key: results[key] for key in (
-            "mean_average_precision", "micro_f1", "macro_f1", "threshold", "loss", "clips",
-            "videos", "clip_mean_average_precision", "per_class_ap")},
-        "epochs": config.train.epochs,
-        "fit_seconds_this_attempt": round(fit_seconds, 2),
-        "seconds_this_attempt": round(time.perf_counter() - started, 2),
-    }
-    step = config.train.epochs
-    with tensorboard_logger.writer("").as_default():
-        for key in ("mean_average_precision", "micro_f1", "macro_f1", "loss"):
-            summaries.scalar(f"test/{key}", metrics[key], step=step)
-        for name, value in zip(class_names, metrics["per_class_ap"]):
-            if value is not None:
-                summaries.scalar(f"test_per_class_ap/{name}", value, step=step)
-        summaries.hparams_session_end(success=True)
-    tensorboard_logger.close()
-    write_json_atomically(run_dir.metrics, metrics)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
-    shutil.rmtree(run_dir.backup, ignore_errors=True)
-    export_after_training(model, run_dir, class_names, multi_label=True)
-    logger.info("test (%s, %d videos, %d clips): mean average precision %.4f, micro F1 %.4f, "
-                "macro F1 %.4f, loss %.4f", metrics["split"], metrics["videos"],
-                metrics["clips"], metrics["mean_average_precision"], metrics["micro_f1"],
-                metrics["macro_f1"], metrics["loss"])
-    return metrics
