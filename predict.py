@@ -98,15 +98,20 @@ def expand_items(paths):
     return items
 
 
-def predict_item(path, trained, probabilities_of, top_k, views_of=None):
-    """[(label, probability)] of the top_k classes, the softmax averaged over the clips.
+def mean_probabilities(path, trained, probabilities_of, views_of=None):
+    """The class probabilities of an item, averaged over its clips.
 
     `views_of(path)` gives the clips; None means the run's own `preprocess_item`."""
     if not os.path.exists(path):
         raise FileNotFoundError("no such file or directory")
     clips = views_of(path) if views_of else preprocess_item(path, trained.manifest,
                                                             trained.input_shape)
-    mean = probabilities_of(clips).numpy().mean(axis=0)
+    return probabilities_of(clips).numpy().mean(axis=0)
+
+
+def predict_item(path, trained, probabilities_of, top_k, views_of=None):
+    """[(label, probability)] of the top_k classes, the softmax averaged over the clips."""
+    mean = mean_probabilities(path, trained, probabilities_of, views_of)
     order = mean.argsort(kind="stable")[::-1][:top_k]
     return [(trained.class_names[index], float(mean[index])) for index in order]
 
@@ -131,10 +136,7 @@ def print_timeline(timeline):
 def predict_labels_above(path, trained, probabilities_of, threshold):
     """Multi-label: [(label, probability)] of the classes whose sigmoid score, averaged over
     the clips, is above `threshold`, highest first."""
-    if not os.path.exists(path):
-        raise FileNotFoundError("no such file or directory")
-    clips = preprocess_item(path, trained.manifest, trained.input_shape)
-    mean = probabilities_of(clips).numpy().mean(axis=0)
+    mean = mean_probabilities(path, trained, probabilities_of)
     order = [index for index in mean.argsort(kind="stable")[::-1] if mean[index] > threshold]
     return [(trained.class_names[index], float(mean[index])) for index in order]
 
