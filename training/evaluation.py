@@ -228,31 +228,32 @@ def output_paths(run, split, views_text, out=None):
     return out, f"{stem}-per_class.csv", f"{stem}-confusion.png"
 
 
-def _make_output_directory(json_path):
+def _write_summary_and_rows(json_path, summary, csv_path, rows):
+    """The JSON summary and the per-class CSV, in the output directory (created if needed)."""
     directory = os.path.dirname(os.path.abspath(json_path))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
         raise UserError(f"Cannot create the output directory ({e.strerror}). "
                         f"Received: --out {json_path}") from None
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_evaluation(results, class_names, paths):
     """Writes the JSON summary, the per-class CSV and the confusion-matrix PNG."""
     json_path, csv_path, png_path = paths
-    _make_output_directory(json_path)
     summary = {key: results[key] for key in (
         "top1", "top5", "top5_k", "mean_class_accuracy", "clip_top1", "loss", "views",
         "videos", "clips", "split", "source", "skipped", "confusion_matrix")}
     summary["classes"] = list(class_names)
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    rows = per_class_rows(results["confusion_matrix"], class_names)
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_summary_and_rows(json_path, summary, csv_path,
+                            per_class_rows(results["confusion_matrix"], class_names))
     title = (f"{results['split']}, views {results['views']}, {results['videos']} videos, "
              f"video top-1 {results['top1']:.4f}")
     image = confusion_matrix_image(results["confusion_matrix"], class_names, title=title)
@@ -276,19 +277,11 @@ def write_multi_label_evaluation(results, class_names, paths):
     """Writes the JSON summary (mean_average_precision, F1, per-class AP) and the per-class AP
     CSV of a multi-label evaluation; no confusion matrix (a video has several labels)."""
     json_path, csv_path, _ = paths
-    _make_output_directory(json_path)
     summary = {key: results[key] for key in (
         "mean_average_precision", "micro_f1", "macro_f1", "threshold",
         "clip_mean_average_precision", "loss", "views", "videos", "clips", "split", "source",
         "skipped", "per_class_ap", "positives")}
     summary["multi_label"] = True
     summary["classes"] = list(class_names)
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    rows = multi_label_rows(results, class_names)
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_summary_and_rows(json_path, summary, csv_path, multi_label_rows(results, class_names))
     return summary
