@@ -16,7 +16,7 @@ import numpy as np
 from data_prep.decode import item_kind, load_clips
 from data_prep.errors import UserError
 from data_prep.sampling import sample_frame_indices
-from training.views import center_crop_numpy
+from training.views import center_crop_numpy, check_bands
 
 DEFAULT_FPS = 25.0  # frame folders and .npy arrays carry no rate
 
@@ -123,9 +123,7 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
         return indices
 
     _, clips = load_clips(path, select, size=resize["size"], resize_short=resize["resize_short"])
-    if clips.shape[-1] != bands:
-        raise UserError(f"Expected items with {bands} band(s), as the run was trained on. "
-                        f"Received: band={clips.shape[-1]} ({path})")
+    check_bands(clips, bands, path)
     clips = np.ascontiguousarray(center_crop_numpy(clips, crop_size))
     probabilities = np.concatenate([
         np.asarray(probabilities_of(clips[i:i + batch_size]))

@@ -63,6 +63,13 @@ def center_crop_numpy(clips, crop_size):
     return clips[..., top:top + crop_size, left:left + crop_size, :]
 
 
+def check_bands(clips, bands, path):
+    """Raises UserError unless the decoded clips (..., band) have the model's band count."""
+    if clips.shape[-1] != bands:
+        raise UserError(f"Expected items with {bands} band(s), as the run was trained on. "
+                        f"Received: band={clips.shape[-1]} ({path})")
+
+
 def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1):
     """An item's views, decoded with the run's sampling and resize parameters.
 
@@ -105,9 +112,7 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                 for frame in range(frames):
                     resized = resize_frame(square[clip, frame], size, resize_short)
                     views[clip, crop, frame] = resized.reshape(size, size, -1)
-    if views.shape[-1] != bands:
-        raise UserError(f"Expected items with {bands} band(s), as the run was trained on. "
-                        f"Received: band={views.shape[-1]} ({path})")
+    check_bands(views, bands, path)
     views = center_crop_numpy(views, crop_size)
     return np.ascontiguousarray(views.reshape((-1, frames, crop_size, crop_size, bands)))
 
