@@ -57,9 +57,14 @@ def stage_of(architecture, layer_name):
     return 0 if match.group(1) else int(match.group(2))
 
 
+def weighted_layers(model):
+    """The model's layers that hold variables, in `model.layers` order."""
+    return [layer for layer in model.layers if layer.weights]
+
+
 def head_layer(model):
     """The classifier: the last layer with weights (the rule the checkpoint loaders use)."""
-    return [layer for layer in model.layers if layer.weights][-1]
+    return weighted_layers(model)[-1]
 
 
 def variable_groups(model):

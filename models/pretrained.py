@@ -33,7 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from models.finetune import OFFSET_BRANCH
+from models.finetune import OFFSET_BRANCH, weighted_layers
 from models.torch_checkpoint import ZIP_SIGNATURE, CheckpointError, read_torch_state_dict
 
 logger = logging.getLogger(__name__)
@@ -108,10 +108,6 @@ def weights_format(path):
         except zipfile.BadZipFile:
             pass  # read_torch_state_dict reports the corrupt archive.
     return "torchvision"
-
-
-def _weighted_layers(model):
-    return [layer for layer in model.layers if layer.weights]
 
 
 def _torch_layout(array_or_shape, keras_name):
@@ -212,7 +208,7 @@ def load_torchvision_weights(model, path):
     tensors = read_torch_state_dict(path)
     used = set()
     entries = []
-    for layer in _weighted_layers(model):
+    for layer in weighted_layers(model):
         items = []
         for variable in layer.weights:
             if OFFSET_BRANCH in f"/{variable.path}":
@@ -285,7 +281,7 @@ def load_keras_weights(model, path):
     with _open_keras_weights(path, kind) as file:
         entries = []
         used = set()
-        for layer in _weighted_layers(model):
+        for layer in weighted_layers(model):
             group = groups[layer.name]
             items = []
             for index, variable in enumerate(layer.weights):
