@@ -8,7 +8,8 @@ from data_prep.tensorflow_env import configure_tensorflow
 
 configure_tensorflow()
 
-from models.build import MODEL_NAMES, build_model  # noqa: E402
+from models.build import build_model  # noqa: E402
+from models.catalog import MODEL_NAMES  # noqa: E402
 
 # Imported for their registration with Keras: after `import models`, every saved model,
 # deformable or not, reloads with `keras.models.load_model` in a fresh process.

@@ -12,7 +12,7 @@ import keras
 
 from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
 from models.c3d import c3d
-from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_NAMES, MODEL_OPTIONS,
+from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_OPTIONS,
                             check_model_choice)
 from models.frames_as_channels import frames_as_channels
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
