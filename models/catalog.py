@@ -21,6 +21,8 @@ MODEL_OPTIONS = {
     "s3d": COMMON_OPTIONS,
 }
 MODEL_NAMES = tuple(MODEL_OPTIONS)
+# The parameter groups of every model, for per-group learning rates (models.finetune).
+PARAMETER_GROUPS = ("head", "backbone", "offsets")
 
 
 def closest(word, choices):

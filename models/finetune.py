@@ -20,7 +20,6 @@ import re
 
 import keras
 
-PARAMETER_GROUPS = ("head", "backbone", "offsets")
 OFFSET_BRANCH = "/offset_conv/"
 
 _RESNET_STAGE = re.compile(r"^(?:(stem)|layer(\d+))\.")
@@ -70,7 +69,7 @@ def head_layer(model):
 def variable_groups(model):
     """`{variable.path: group}` for every trainable-or-not variable of the model's layers.
 
-    Groups are `PARAMETER_GROUPS`: `head`, `offsets` (DeformConv3D offset/mask branches),
+    Groups are `models.catalog.PARAMETER_GROUPS`: `head`, `offsets` (DeformConv3D offset/mask branches),
     `backbone` (the rest).
     """
     head = head_layer(model)

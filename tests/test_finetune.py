@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 
 from models import build_model
-from models.finetune import NUM_STAGES, PARAMETER_GROUPS, freeze, head_layer, stage_of, variable_groups
+from models.finetune import NUM_STAGES, freeze, head_layer, stage_of, variable_groups
 from run_fixtures import write_toy_video
-from training.config import LR_MULTIPLIER_GROUPS, TrainConfig, config_from_dict
+from training.config import TrainConfig, config_from_dict
 from training.run_dir import open_run_dir
 from training.trainer import build_optimizer, learning_rate_multipliers, run_experiment
 
 SHAPES = {"s3d": (13, 209, 209, 3), "c3d": (8, 32, 32, 3)}
-
-
-def test_config_groups_are_the_models_groups():
-    assert LR_MULTIPLIER_GROUPS == PARAMETER_GROUPS
 
 
 @pytest.mark.parametrize("name", list(NUM_STAGES))

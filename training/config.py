@@ -41,9 +41,6 @@ logger = logging.getLogger(__name__)
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
 OVERRIDE_SOURCE = "--set"
-# models.finetune.PARAMETER_GROUPS (config imports no TensorFlow, so not from there; a test
-# keeps the two equal).
-LR_MULTIPLIER_GROUPS = ("head", "backbone", "offsets")
 
 
 class ConfigError(UserError):
@@ -537,12 +534,13 @@ def _check_consistency(config, origins, default_source):
     if train.min_learning_rate > train.learning_rate:
         fail("train.min_learning_rate", "train.min_learning_rate expects a value <= "
              f"train.learning_rate. Received: train.min_learning_rate={train.min_learning_rate}")
+    groups = _model_catalog().PARAMETER_GROUPS
     for group, value in train.lr_multipliers.items():
-        if group not in LR_MULTIPLIER_GROUPS:
-            close = difflib.get_close_matches(str(group), LR_MULTIPLIER_GROUPS, n=1)
+        if group not in groups:
+            close = difflib.get_close_matches(str(group), groups, n=1)
             hint = f" — did you mean {close[0]}?" if close else ""
             fail(f"train.lr_multipliers.{group}", "train.lr_multipliers expects groups among "
-                 f"{', '.join(LR_MULTIPLIER_GROUPS)}{hint}. Received: "
+                 f"{', '.join(groups)}{hint}. Received: "
                  f"train.lr_multipliers.{group}={value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             fail(f"train.lr_multipliers.{group}", f"train.lr_multipliers.{group} expects a "
