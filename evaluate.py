@@ -17,8 +17,8 @@ Mistakes print one line `error: ...` and exit 2.
 import argparse
 import sys
 
-# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
-from data_prep.errors import UserError
+# Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core.errors import UserError
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.views import parse_views

@@ -42,8 +42,8 @@ import types
 import cv2
 
 from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
-# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
-from data_prep.errors import UserError
+# Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core.errors import UserError
 from data_prep.shards import is_multi_label
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run

@@ -19,8 +19,8 @@ import shutil
 import sys
 import tempfile
 
-# Importing `training` turns oneDNN on before TensorFlow loads (data_prep.tensorflow_env).
-from data_prep.errors import UserError
+# Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core.errors import UserError
 from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
 from data_prep.sources import resolve_source

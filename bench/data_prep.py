@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.prepare import prepare_dataset  # noqa: E402
-from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 configure_tensorflow()
 

@@ -35,7 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 # oneDNN on unless the user chose (the project's default), before anything imports TensorFlow.
 configure_tensorflow()

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 configure_tensorflow()
 

@@ -22,7 +22,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 configure_tensorflow()  # before keras imports TensorFlow
 

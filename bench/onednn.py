@@ -40,7 +40,7 @@ def tensorflow_worker(conv_steps, model_steps):
 
     import keras
     import models
-    from data_prep.tensorflow_env import onednn_enabled
+    from core.tensorflow_env import onednn_enabled
 
     rng = np.random.default_rng(0)
     batch, depth, height, width, channels = CONV_SHAPE

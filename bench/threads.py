@@ -23,7 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from data_prep.tensorflow_env import configure_tensorflow  # noqa: E402
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 # (label, intra-op threads, inter-op threads, tf.data private pool size, tf.data max intra-op);
 # None keeps TensorFlow's default (every core, for each).

@@ -5,8 +5,8 @@ import logging
 import os
 import sys
 
-from data_prep.errors import UserError
-from data_prep.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
+from core.errors import UserError
+from core.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
 class _ArgumentParser(argparse.ArgumentParser):

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep.atomic import atomic_write
-from data_prep.errors import UserError
+from core.atomic import atomic_write
+from core.errors import UserError
 from data_prep.reader import load_split, read_manifest
 
 logger = logging.getLogger(__name__)

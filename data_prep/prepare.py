@@ -29,13 +29,13 @@ import cv2
 import numpy as np
 
 from data_prep.decode import DecodeError, load_clips
-from data_prep.atomic import write_json_atomically
-from data_prep.errors import UserError
-from data_prep.lock import hold_output_lock
+from core.atomic import write_json_atomically
+from core.errors import UserError
+from core.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
-from data_prep.tensorflow_env import import_tensorflow_quietly
+from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
                                MAX_ABSENT_LISTED, resolve_source)
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
@@ -442,7 +442,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
         items_per_shard=items_per_shard, num_shards=num_shards, shard_index=shard_index,
         strict=strict, workers=workers, show_progress=show_progress)
     _make_output_directory(out)
-    # One writer per output (or per part of one): see data_prep/lock.py.
+    # One writer per output (or per part of one): see core/lock.py.
     with hold_output_lock(out, job.prefix):
         return _prepare(job)
 

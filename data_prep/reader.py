@@ -7,7 +7,7 @@ inside it, so `read_manifest` (and `import data_prep`) stay light.
 import json
 import os
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser
 
 _REQUIRED_KEYS = ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",

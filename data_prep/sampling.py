@@ -7,7 +7,7 @@ choice among the stored clips happens later, in the reader, once per epoch.
 
 import numpy as np
 
-from data_prep.errors import UserError
+from core.errors import UserError
 
 SAMPLING_METHODS = ("uniform", "stride")
 

@@ -4,7 +4,7 @@ One module writes and parses the records, so the writer (`data_prep.prepare`) an
 reader (`data_prep.reader`, `training.input_pipeline`, `training.evaluation`) agree by
 construction. A record is one `tf.train.Example` per clip (docs/DESIGN.md): `clip` (bytes
 list: raw uint8 (F, H, W, band) bytes, or one png/jpeg per frame), `label` (multi-label: `labels`, an id
-list), `item_id`, `item_index`, `clip_index`. Shards are published whole (`data_prep.atomic`).
+list), `item_id`, `item_index`, `clip_index`. Shards are published whole (`core.atomic`).
 
 TensorFlow is imported inside the functions that build or parse records: the worker
 processes of `data_prep.prepare` and `import data_prep` stay without it.
@@ -12,11 +12,11 @@ processes of `data_prep.prepare` and `import data_prep` stay without it.
 
 import os
 
-from data_prep.atomic import TEMPORARY_PREFIX, atomic_write
+from core.atomic import TEMPORARY_PREFIX, atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-LEGACY_TEMPORARY_SUFFIX = ".tmp"  # `<name>.tfrecord.tmp`, from before data_prep.atomic
+LEGACY_TEMPORARY_SUFFIX = ".tmp"  # `<name>.tfrecord.tmp`, from before core.atomic
 
 
 def part_manifest_name(num_shards, shard_index):

@@ -36,7 +36,7 @@ import logging
 import os
 import re
 
-from data_prep.errors import UserError
+from core.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_prep.atomic import TEMPORARY_PREFIX, atomic_write, write_text_atomically
-from data_prep.errors import UserError
+from core.atomic import TEMPORARY_PREFIX, atomic_write, write_text_atomically
+from core.errors import UserError
 from data_prep.sources import CSV_LABEL_SEPARATOR
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import traceback
 import types
 from multiprocessing.connection import wait
 
-from data_prep.tensorflow_env import tensorflow_noise_filtered
+from core.tensorflow_env import tensorflow_noise_filtered
 
 _JOIN_SECONDS = 5
 

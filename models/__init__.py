@@ -4,7 +4,7 @@ See docs/MODELS.md for the architectures, band handling, normalisation and defor
 """
 
 # Before anything here imports Keras (and so TensorFlow): oneDNN on unless the user chose.
-from data_prep.tensorflow_env import configure_tensorflow
+from core.tensorflow_env import configure_tensorflow
 
 configure_tensorflow()
 

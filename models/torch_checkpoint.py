@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import UserError
+from core.errors import UserError
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001

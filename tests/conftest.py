@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from data_prep.tensorflow_env import configure_tensorflow
+from core.tensorflow_env import configure_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 configure_tensorflow()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from training.distribution import read_worker_role
 
 

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from training import config as config_lib
 from training.config import ConfigError, load_config
 

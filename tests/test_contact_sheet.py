@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep import contact_sheet
-from data_prep.errors import UserError
+from core.errors import UserError
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import evaluate
-from data_prep.errors import UserError
+from core.errors import UserError
 from metric_reference import reference_metrics_of
 from training import input_pipeline
 from training import evaluation

@@ -3,7 +3,7 @@ import os
 import keras
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from training.keras_version import SUPPORTED_KERAS_VERSION, require_supported_keras
 
 

@@ -2,7 +2,7 @@
 of a file or inside a function) goes one way, and none closes a cycle.
 
 Layers, lowest first (an arrow means "is imported by"):
-`data_prep` <- `models` <- `training` <- the CLIs (train.py, evaluate.py, predict.py, bench/)
+`core` <- `data_prep` <- `models` <- `training` <- the CLIs (train.py, evaluate.py, predict.py, bench/)
 <- tests. Inside `training/` the modules are ordered too (TRAINING_ORDER): a module imports
 only modules before it, so only the CLIs import the trainer.
 """
@@ -23,14 +23,14 @@ TRAINING_ORDER = (
     "training.distribution", "training.callbacks", "training.scoring", "training.export",
     "training.evaluation", "training.trainer",
 )
-LAYERS = {"data_prep": 0, "models": 1, "training": 2, "cli": 3, "tests": 4}
+LAYERS = {"core": 0, "data_prep": 1, "models": 2, "training": 3, "cli": 4, "tests": 5}
 CLI_MODULES = ("train", "evaluate", "predict")
 
 
 def module_files(root=ROOT):
     """{module name: path} of every project .py file (package modules, CLIs, bench, tests)."""
     found = {}
-    for package in ("data_prep", "models", "training", "bench", "tests"):
+    for package in ("core", "data_prep", "models", "training", "bench", "tests"):
         directory = os.path.join(root, package)
         for dirpath, _, names in os.walk(directory):
             for name in sorted(names):
@@ -50,7 +50,7 @@ def module_files(root=ROOT):
 
 def layer_of(module):
     top = module.split(".")[0]
-    if top in ("data_prep", "models", "training", "tests"):
+    if top in ("core", "data_prep", "models", "training", "tests"):
         return top
     return "cli"  # train, evaluate, predict, bench.*
 
@@ -151,7 +151,8 @@ def find_cycle(graph):
 
 def test_every_project_module_is_found():
     graph = import_graph()
-    for module in ("data_prep.shards", "models", "training.trainer", "train", "tests.conftest"):
+    for module in ("core.errors", "data_prep.shards", "models", "training.trainer", "train",
+                   "tests.conftest"):
         assert module in graph
     assert set(TRAINING_ORDER) >= {m for m in graph if layer_of(m) == "training"}
 

@@ -1,4 +1,4 @@
-"""data_prep.lock: one prepare per output (or per part of one), never a stale lock."""
+"""core.lock: one prepare per output (or per part of one), never a stale lock."""
 
 import os
 import signal
@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from data_prep.errors import UserError
-from data_prep.lock import hold_output_lock, lock_path
+from core.errors import UserError
+from core.lock import hold_output_lock, lock_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
@@ -20,7 +20,7 @@ def start_holder(out, prefix=""):
     """A process that holds the lock until killed; returns once it holds it."""
     script = textwrap.dedent(f"""
         import sys, time
-        from data_prep.lock import hold_output_lock
+        from core.lock import hold_output_lock
         with hold_output_lock({str(out)!r}, {prefix!r}):
             print("held", flush=True)
             time.sleep(600)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from data_prep.__main__ import main
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
@@ -225,7 +225,7 @@ def test_bad_arguments_raise_user_error(tmp_path, kwargs, message):
 
 
 def is_temporary(path):
-    """A half-written file: `.tmp-<name>` (data_prep.atomic), or `<name>.tmp` (older runs)."""
+    """A half-written file: `.tmp-<name>` (core.atomic), or `<name>.tmp` (older runs)."""
     name = os.path.basename(path)
     return name.startswith(".tmp-") or name.endswith(".tmp")
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import data_prep
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.sampling import sample_frame_indices
 from video_fixtures import write_text

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.sampling import sample_frame_indices
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
 from data_prep.sources import resolve_source
 from video_fixtures import write_text

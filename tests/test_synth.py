@@ -12,7 +12,7 @@ import pytest
 
 from data_prep import synth
 from data_prep.__main__ import main
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.sources import resolve_source
 from video_fixtures import read_records
 

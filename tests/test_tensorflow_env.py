@@ -1,4 +1,4 @@
-"""data_prep.tensorflow_env: oneDNN on by default, the user's choice kept, one line when too late.
+"""core.tensorflow_env: oneDNN on by default, the user's choice kept, one line when too late.
 
 Each case runs in a fresh interpreter: TensorFlow reads the variable only when it is imported,
 and this test process imported it long ago.
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from data_prep.tensorflow_env import is_tensorflow_noise
+from core.tensorflow_env import is_tensorflow_noise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HINT = "set TF_ENABLE_ONEDNN_OPTS=1 before importing TensorFlow"
@@ -29,7 +29,7 @@ def run_python(code, onednn=None):
 
 
 PRINT_STATE = (
-    "import os, sys; from data_prep.tensorflow_env import onednn_enabled; "
+    "import os, sys; from core.tensorflow_env import onednn_enabled; "
     "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled())"
 )
 
@@ -45,7 +45,7 @@ def test_import_sets_onednn_unless_user_chose(package, user_value, expected):
 
 def test_tensorflow_imported_first_with_onednn_off_logs_one_line():
     code = ("import logging; logging.basicConfig(); import tensorflow; import models, training; "
-            "from data_prep.tensorflow_env import configure_tensorflow; configure_tensorflow(); "
+            "from core.tensorflow_env import configure_tensorflow; configure_tensorflow(); "
             + PRINT_STATE)
     stdout, stderr = run_python(code, "0")
     assert stdout.split() == ["0", "False"]
@@ -64,7 +64,7 @@ def test_tensorflow_imported_first_with_onednn_on_logs_nothing():
 
 def test_data_prep_and_configure_import_no_tensorflow():
     stdout, _ = run_python(
-        "import sys, data_prep, data_prep.tensorflow_env as env; env.configure_tensorflow(); "
+        "import sys, data_prep, core.tensorflow_env as env; env.configure_tensorflow(); "
         "env.configure_tensorflow(); import os; "
         "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'], "
         "env.onednn_enabled())")
@@ -96,7 +96,7 @@ def test_is_tensorflow_noise_knows_the_start_up_lines_only(line, noise):
 def test_quiet_import_drops_the_noise_and_keeps_other_lines():
     """Without TF_CPP_MIN_LOG_LEVEL: the noise is gone, a real line written to fd 2 (here by
     hand, while stderr is held back) still arrives."""
-    code = ("import os\nfrom data_prep import tensorflow_env as env\n"
+    code = ("import os\nfrom core import tensorflow_env as env\n"
             "with env.tensorflow_noise_filtered():\n"
             "    os.write(2, b'a real error line\\n')\n"
             "print(env.import_tensorflow_quietly())\n"

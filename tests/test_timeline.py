@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from training import timeline
 
 

@@ -604,7 +604,7 @@ def test_multi_label_run_reports_mean_average_precision(multi_label_run_path):
 ])
 def test_prepared_data_that_disagrees_on_multi_label_is_a_user_error(multi_label_run_path,
                                                                      override, message):
-    from data_prep.errors import UserError
+    from core.errors import UserError
     from training.config import config_from_dict
     from training.trainer import ensure_prepared
 

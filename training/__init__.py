@@ -1,6 +1,6 @@
 """Config, input pipeline, callbacks, run directory and evaluation: see docs/TRAINING.md."""
 
 # Before any training module imports TensorFlow: oneDNN on unless the user chose.
-from data_prep.tensorflow_env import configure_tensorflow
+from core.tensorflow_env import configure_tensorflow
 
 configure_tensorflow()

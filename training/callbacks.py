@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from data_prep.atomic import atomic_write, write_json_atomically
+from core.atomic import atomic_write, write_json_atomically
 from models.deform_conv3d import DeformConv3D
 from training import summaries, visuals
 from training.keras_version import require_supported_keras

@@ -4,8 +4,8 @@ import logging
 import os
 import sys
 
-from data_prep.errors import UserError
-from data_prep.tensorflow_env import import_tensorflow_quietly
+from core.errors import UserError
+from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.workers import quiet_video_logs
 
 

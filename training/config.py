@@ -28,9 +28,9 @@ import typing
 
 import yaml
 
-from data_prep.atomic import write_text_atomically
+from core.atomic import write_text_atomically
 from data_prep import synth
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.shards import is_multi_label, num_classes_of
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS

@@ -58,7 +58,7 @@ import keras
 import tensorflow as tf
 from keras import tree
 
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.shards import MANIFEST_NAME
 from training.keras_version import require_supported_keras
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import data_prep
 from data_prep.decode import DecodeError
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.shards import is_multi_label, read_record_fields
 from data_prep.workers import available_cores, worker_pool
 from training import input_pipeline

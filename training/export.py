@@ -30,7 +30,7 @@ import tempfile
 
 import tensorflow as tf
 
-from data_prep.atomic import atomic_write
+from core.atomic import atomic_write
 from data_prep.shards import is_multi_label
 from training.scoring import load_run_model, output_activation
 

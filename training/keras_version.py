@@ -9,7 +9,7 @@ traceback deep inside Keras's trainer.
 
 import keras
 
-from data_prep.errors import UserError
+from core.errors import UserError
 
 SUPPORTED_KERAS_VERSION = "3.15.1"
 

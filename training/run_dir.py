@@ -28,8 +28,8 @@ import shutil
 import sys
 import time
 
-from data_prep.atomic import write_json_atomically
-from data_prep.errors import UserError
+from core.atomic import write_json_atomically
+from core.errors import UserError
 
 
 class RunDir:

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import models  # noqa: F401  (registers ClipNormalization and DeformConv3D for loading)
-from data_prep.errors import UserError
+from core.errors import UserError
 from training.metrics import (MeanAveragePrecision, MeanClassAccuracy,  # noqa: F401  (registered)
                               multi_label_video_metrics, video_level_metrics)
 

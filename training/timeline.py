@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from data_prep.decode import item_kind, load_clips
-from data_prep.errors import UserError
+from core.errors import UserError
 from data_prep.sampling import sample_frame_indices
 from training.views import center_crop_numpy, check_bands
 

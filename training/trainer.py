@@ -23,8 +23,8 @@ import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data_prep
-from data_prep.atomic import write_json_atomically
-from data_prep.errors import UserError
+from core.atomic import write_json_atomically
+from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME, is_multi_label
 from data_prep.synth import generate_dataset, prepare_arguments

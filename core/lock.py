@@ -14,7 +14,7 @@ On systems without `fcntl` (Windows) there is no lock.
 import contextlib
 import os
 
-from data_prep.errors import UserError
+from core.errors import UserError
 
 try:
     import fcntl
