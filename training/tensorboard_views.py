@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.deform_conv3d import DeformConv3D
-from training import summaries, visuals
+from training import input_pipeline, summaries, visuals
 from training.callbacks import current_learning_rate
 from training.keras_version import require_supported_keras
 
@@ -277,7 +277,7 @@ class DeformOffsets(View):
 
 @dataclasses.dataclass
 class ViewInputs:
-    """What the views draw from, gathered by the trainer.
+    """What the views draw from (`gather_view_inputs`).
 
     Args:
         writers: Writers of RUN_DIR/tensorboard.
@@ -295,6 +295,36 @@ class ViewInputs:
     multi_label: bool = False
     sample_clips: dict = dataclasses.field(default_factory=dict)
     offset_sample: np.ndarray | None = None
+
+
+def gather_view_inputs(config, writers, class_names, *, drawn_metric, multi_label,
+                       validation_data, clips_per_video, dataset_options):
+    """ViewInputs for a run: `tensorboard.clip_images` clips of each split (training ones
+    augmented as the model sees them) and one validation clip for the offsets.
+
+    Args:
+        config: ExperimentConfig.
+        validation_data: the run's batched validation dataset.
+        clips_per_video: int, the manifest's (a video's clips are consecutive).
+        dataset_options: dict, the keywords of the run's `input_pipeline.train_dataset`
+            beyond split, batch size, shuffle and seed (clip shape, crop, augmentation).
+    """
+    count = config.tensorboard.clip_images
+    sample_clips = {}
+    if count:
+        sample_clips = {
+            "train": input_pipeline.sample_clips(input_pipeline.train_dataset(
+                config.data.prepared_dir, config.data.train_split, batch_size=count,
+                shuffle_buffer=1, seed=config.train.seed, **dataset_options),
+                count, with_labels=True),
+            # The first clip of each of `count` videos.
+            "validation": input_pipeline.sample_clips(
+                validation_data, count, every=clips_per_video, with_labels=True),
+        }
+    offset_sample = input_pipeline.sample_clips(validation_data, 1)
+    return ViewInputs(writers, list(class_names), drawn_metric=drawn_metric,
+                      multi_label=multi_label, sample_clips=sample_clips,
+                      offset_sample=np.stack(offset_sample) if offset_sample else None)
 
 
 # `tensorboard.<key>` -> the view it turns on (None: nothing to draw for this run).

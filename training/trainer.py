@@ -17,7 +17,6 @@ import signal
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -355,7 +354,7 @@ class Inputs:
     eval_batch_size: int
     test_clips: int
     test_batches: int
-    pipeline: dict  # eval_dataset/train_dataset keywords: clip shape, classes, crop
+    pipeline: dict  # eval_dataset and train_dataset keywords: clip shape, classes, crop
     augment: dict  # train_dataset keywords: the training augmentation
 
 
@@ -428,36 +427,18 @@ def _build_model(config, strategy, run_data, inputs):
     return model, drawn_metric
 
 
-def _view_inputs(config, run_data, inputs, writers, drawn_metric):
-    """What the TensorBoard views draw: sample clips of both splits, one clip for the
-    deformable offsets, the metric holding the validation pass."""
-    count = config.tensorboard.clip_images
-    sample_clips = {}
-    if count:
-        sample_clips = {
-            "train": input_pipeline.sample_clips(input_pipeline.train_dataset(
-                config.data.prepared_dir, config.data.train_split, batch_size=count,
-                shuffle_buffer=1, seed=config.train.seed, **inputs.augment, **inputs.pipeline),
-                count, with_labels=True),
-            # The first clip of each of `count` videos (a video's clips are consecutive).
-            "validation": input_pipeline.sample_clips(
-                inputs.validation, count, every=int(run_data.manifest["clips_per_video"]),
-                with_labels=True),
-        }
-    offset_sample = input_pipeline.sample_clips(inputs.validation, 1)
-    return tensorboard_views.ViewInputs(
-        writers, run_data.class_names, drawn_metric=drawn_metric,
-        multi_label=run_data.multi_label, sample_clips=sample_clips,
-        offset_sample=np.stack(offset_sample) if offset_sample else None)
-
-
 def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_metric):
     """The callbacks between the progress bar and the backup; order matters: EpochLog adds
     its values to the logs before TensorBoard and the CSV history read them, and the backup
     goes last, so that a kill between callbacks repeats an epoch (a duplicate history row)
     rather than loses its checkpoint and row."""
+    view_inputs = tensorboard_views.gather_view_inputs(
+        config, writers, run_data.class_names, drawn_metric=drawn_metric,
+        multi_label=run_data.multi_label, validation_data=inputs.validation,
+        clips_per_video=int(run_data.manifest["clips_per_video"]),
+        dataset_options={**inputs.augment, **inputs.pipeline})
     views = tensorboard_views.tensorboard_callbacks(
-        config.tensorboard, _view_inputs(config, run_data, inputs, writers, drawn_metric),
+        config.tensorboard, view_inputs,
         learning_rate_every=tensorboard_views.learning_rate_every(inputs.steps_per_epoch))
     return [
         nan_stop,
