@@ -129,9 +129,9 @@ class WeightHistograms(View):
                 summaries.histogram(weight.path, keras.ops.convert_to_numpy(weight), step)
 
 
-class ConfusionMatrix(View):
-    """The validation confusion matrix as an image after each epoch (`validation/`), from the
-    compiled MeanClassAccuracy, which holds the validation counts at epoch end."""
+class ValidationMetricView(View):
+    """A view of a compiled metric that holds the validation pass at epoch end (fit
+    evaluates last): `draw(step, logs)` after each epoch that validated (`validation/`)."""
 
     def __init__(self, writers, metric, class_names):
         super().__init__(writers)
@@ -139,32 +139,29 @@ class ConfusionMatrix(View):
         self.class_names = list(class_names)
 
     def end(self, step, logs):
-        if "val_loss" not in logs:
-            return
+        if "val_loss" in logs:
+            with self.writers("validation").as_default():
+                self.draw(step, logs)
+
+
+class ConfusionMatrix(ValidationMetricView):
+    """The validation confusion matrix as an image, from the compiled MeanClassAccuracy."""
+
+    def draw(self, step, logs):
         matrix = keras.ops.convert_to_numpy(self.metric.confusion)
         title = f"validation clips, epoch {step}, top-1 {logs.get('val_top1', 0):.4f}"
-        with self.writers("validation").as_default():
-            summaries.image("confusion_matrix", visuals.confusion_matrix_image(
-                matrix, self.class_names, title=title), step)
+        summaries.image("confusion_matrix", visuals.confusion_matrix_image(
+            matrix, self.class_names, title=title), step)
 
 
-class PerClassAveragePrecision(View):
-    """`per_class_ap/<class>` scalars after each epoch (`validation/`) from the compiled
-    MeanAveragePrecision of a multi-label run, which holds the validation clips then (fit
-    evaluates last)."""
+class PerClassAveragePrecision(ValidationMetricView):
+    """`per_class_ap/<class>` scalars from the compiled MeanAveragePrecision of a
+    multi-label run."""
 
-    def __init__(self, writers, metric, class_names):
-        super().__init__(writers)
-        self.metric = metric
-        self.class_names = list(class_names)
-
-    def end(self, step, logs):
-        if "val_loss" not in logs:
-            return
-        with self.writers("validation").as_default():
-            for name, value in zip(self.class_names, self.metric.per_class()):
-                if not np.isnan(value):  # a class without a positive clip has no AP
-                    summaries.scalar(f"per_class_ap/{name}", value, step)
+    def draw(self, step, logs):
+        for name, value in zip(self.class_names, self.metric.per_class()):
+            if not np.isnan(value):  # a class without a positive clip has no AP
+                summaries.scalar(f"per_class_ap/{name}", value, step)
 
 
 class InputClips(View):
