@@ -1,10 +1,14 @@
 """One training run, in order: data, model, fit, evaluation, run directory.
 
-`run_experiment(config, run_dir)` is what `train.py` calls. It reads top to bottom like the
-story of a run: make sure the clips are prepared, check the labels, build the input
-pipelines, build and compile the model under the distribution strategy, fit with the
-callbacks (backup, checkpoints, TensorBoard, NaN stop), save the model, evaluate on the test
-split averaging the softmax over every stored clip of a video, and write metrics.json.
+`run_experiment(config, run_dir)` is what `train.py` calls. Its `_run` reads top to bottom
+like the story of a run, one named step each: make sure the clips are prepared and check the
+labels (`_prepare_run_data`), build the input pipelines (`_input_pipelines`), build and
+compile the model under the distribution strategy (`_build_model`), fit with the callbacks
+(`_fit_callbacks`: NaN stop, checkpoints, the TensorBoard views, history, backup; `_fit`),
+save the model, evaluate on the test split averaging the softmax over every stored clip of a
+video (`_evaluate`), and write metrics.json, curves.png and run.json (`_finish`). What the
+run reports lives in `training.summaries`, its TensorBoard views in
+`training.tensorboard_views`, its files in `training.run_dir`.
 """
 
 import contextlib
