@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core.cli import report_user_errors
 from core.errors import UserError
 from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
@@ -164,6 +165,7 @@ def _resolve_run(args):
     return config, run_dir, role
 
 
+@report_user_errors
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -174,11 +176,7 @@ def main(argv=None):
                 handler.setLevel(logging.WARNING)
     if args.prepare_only:
         return _prepare_only(args)
-    try:
-        config, run_dir, role = _resolve_run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config, run_dir, role = _resolve_run(args)
     try:
         return _train(args, config, run_dir, role)
     finally:
@@ -188,15 +186,11 @@ def main(argv=None):
 
 def _prepare_only(args):
     """The data step of a run alone: the experiment YAML read by the one config loader."""
-    try:
-        config = load_config(args.config, overrides=args.overrides)
-        import_tensorflow()  # once the config is valid
-        from training.trainer import ensure_prepared
+    config = load_config(args.config, overrides=args.overrides)
+    import_tensorflow()  # once the config is valid
+    from training.trainer import ensure_prepared
 
-        manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     print(f"wrote {os.path.join(config.data.prepared_dir, MANIFEST_NAME)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
           f"{len(manifest['skipped'])} skipped")
@@ -234,10 +228,9 @@ def _train(args, config, run_dir, role):
     except RunInterrupted as e:
         print(e.message, file=sys.stderr, flush=True)
         return e.exit_code
-    except UserError as e:
+    except UserError:  # `main` prints it
         _remove_if_untrained(args, run_dir)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 
-from core.errors import UserError
+from core.cli import report_user_errors
 from core.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
@@ -27,6 +27,7 @@ def build_parser():
     return parser
 
 
+@report_user_errors
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -37,10 +38,6 @@ def main(argv=None):
         if args.command in ("inspect", "merge"):
             import_tensorflow_quietly()  # they read shards: TensorFlow, without its CUDA noise
         return args.func(args)
-    except UserError as error:
-        message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import pytest
 
 from core.errors import UserError
 from training import config as config_lib
+from training import config_docs, config_files
 from training.config import ConfigError, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,7 @@ def test_shipped_configs_validate_and_round_trip(path, tmp_path):
 
 def test_shipped_base_pieces_are_one_level_deep():
     for path in glob.glob(os.path.join(REPO, "configs", "_base_", "*.yaml")):
-        assert "_base_" not in config_lib.read_yaml_file(path), path
+        assert "_base_" not in config_files.read_yaml_file(path), path
 
 
 def test_defaults_fill_missing_keys(tmp_path):
@@ -262,6 +263,24 @@ def test_config_reference_lists_every_leaf_key():
     )
 
 
+def test_docs_config_table_is_the_schema():
+    """docs/TRAINING.md's key table is generated: `python -m training.config_docs` rewrites
+    it after a key, default or help changes."""
+    assert config_docs.documented_table() == config_docs.reference_table()
+
+
+def test_writing_the_reference_table_replaces_only_the_table(tmp_path):
+    path = tmp_path / "TRAINING.md"
+    stale = config_docs.reference_table()[:5] + ["| `train.gone` | `1` | an integer |  |"]
+    path.write_text("# T\n\nbefore\n\n" + "\n".join(stale) + "\n\nafter\n", encoding="utf-8")
+    assert config_docs.write_reference_table(str(path)) is True
+    assert config_docs.documented_table(str(path)) == config_docs.reference_table()
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# T\n\nbefore\n\n| key |") and text.endswith("|\n\nafter\n")
+    assert "train.gone" not in text
+    assert config_docs.write_reference_table(str(path)) is False  # up to date: untouched
+
+
 def test_data_prep_options_reach_the_config(tmp_path):
     path = write(tmp_path / "c.yaml", MINIMAL + (
         "  layout: rawframes\n  multi_label: true\n  num_classes: 4\n  only_present: true\n"
@@ -301,7 +320,7 @@ def test_either_multi_label_key_makes_the_synthetic_demo_multi_label(tmp_path, k
 def test_base_crop_follows_a_later_size_change(tmp_path, child, overrides, expected, caplog):
     write(tmp_path / "base.yaml", "data:\n  prepared_dir: p\n  size: 32\naugment:\n  crop_size: 28\n")
     path = write(tmp_path / "c.yaml", "_base_: base.yaml\n" + child)
-    with caplog.at_level("INFO", logger="training.config"):
+    with caplog.at_level("INFO", logger="training.config_files"):
         config = load_config(path, overrides=overrides)
     assert config.augment.crop_size == expected
     if expected not in (28, 30, 100, 20):

@@ -14,8 +14,9 @@ from models import build_model
 from models.finetune import NUM_STAGES, freeze, head_layer, stage_of, variable_groups
 from run_fixtures import write_toy_video
 from training.config import TrainConfig, config_from_dict
+from training.optimizers import build_optimizer
 from training.run_dir import open_run_dir
-from training.trainer import build_optimizer, learning_rate_multipliers, run_experiment
+from training.trainer import learning_rate_multipliers, run_experiment
 
 SHAPES = {"s3d": (13, 209, 209, 3), "c3d": (8, 32, 32, 3)}
 

@@ -16,11 +16,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A training module may import only the ones before it.
 TRAINING_ORDER = (
-    "training", "training.keras_version", "training.cli", "training.config",
+    "training", "training.keras_version", "training.cli", "training.config_files",
+    "training.config", "training.config_docs",
     "training.schedules", "training.optimizers", "training.run_dir", "training.metrics",
     "training.visuals", "training.summaries", "training.input_pipeline", "training.views",
     "training.timeline",
-    "training.distribution", "training.callbacks", "training.scoring", "training.export",
+    "training.distribution", "training.callbacks", "training.tensorboard_views",
+    "training.scoring", "training.export",
     "training.evaluation", "training.trainer",
 )
 LAYERS = {"core": 0, "data_prep": 1, "models": 2, "training": 3, "cli": 4, "tests": 5}

@@ -1,10 +1,7 @@
-"""Callbacks for model.fit: NaN stop, best/last checkpoints, a resumable backup, and TensorBoard.
+"""Callbacks for model.fit: NaN stop, best/last checkpoints, a resumable backup, the epoch
+line and progress bars, and the clean stop on a signal.
 
-TensorBoard records are written by `training.summaries` (core TensorFlow ops), in the same
-layout `keras.callbacks.TensorBoard` uses: `train/` and `validation/` runs with `epoch_*`
-scalars, plus learning rate, epoch time, clips/s, weight histograms, the graph, input clips
-as frame strips, the validation confusion matrix (multi-label: per-class AP), and
-DeformConv3D offsets.
+The TensorBoard views are callbacks of their own, in `training.tensorboard_views`.
 """
 
 import json
@@ -18,13 +15,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
 from core.atomic import atomic_write, write_json_atomically
-from models.deform_conv3d import DeformConv3D
-from training import summaries, visuals
-from training.keras_version import require_supported_keras
 
 logger = logging.getLogger(__name__)
 
@@ -352,175 +345,3 @@ class StopOnSignal(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # Last in the callback list: this epoch is recorded and backed up.
         self._stop_if_signalled()
-
-
-def _offset_feature_models(model):
-    """(layer, model from the clip to that layer's input) for every DeformConv3D in `model`."""
-    require_supported_keras("TensorBoard's deformable-offset views")
-    found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, DeformConv3D):
-            try:
-                feature_model = keras.Model(model.inputs[0], layer.input)
-            except (ValueError, AttributeError) as e:  # a layer inside a nested sub-model
-                logger.warning("no offset view for %s: %s", layer.name, e)
-                continue
-            found.append((layer, feature_model))
-    return found
-
-
-class TensorBoardLogger(keras.callbacks.Callback):
-    """Writes the run's TensorBoard records (see the module docstring).
-
-    Args:
-        log_dir: str, RUN_DIR/tensorboard.
-        class_names: list of str, for the confusion matrix.
-        sample_clips: {split: (list of uint8 (F, H, W, band) clips, list of label ids)}, clips
-            of different videos drawn as frames >= 96 px with their class; the validation
-            ones again after each epoch with the model's prediction.
-        confusion_metric: the compiled MeanClassAccuracy (its matrix holds validation counts
-            at epoch end) or None.
-        average_precision_metric: the compiled MeanAveragePrecision of a multi-label run (it
-            holds the validation clips at epoch end: per-class AP scalars) or None.
-        histograms, graph, deform_offsets: bool, from the config's tensorboard section.
-        offset_sample: uint8 (1, F, H, W, band) clip the offset views are computed on.
-        learning_rate_every: int, steps between `step_learning_rate` scalars (the rate the
-            optimizer applies at step `optimizer.iterations`, so warmup shows); 0 = none.
-    """
-
-    def __init__(self, log_dir, *, class_names, sample_clips, confusion_metric, histograms=True,
-                 graph=True, deform_offsets=True, offset_sample=None, learning_rate_every=1,
-                 average_precision_metric=None):
-        super().__init__()
-        self.log_dir = log_dir
-        self.class_names = list(class_names)
-        self.sample_clips = sample_clips
-        self.confusion_metric = confusion_metric
-        self.average_precision_metric = average_precision_metric
-        self.histograms = histograms
-        self.graph = graph
-        self.deform_offsets = deform_offsets
-        self.offset_sample = offset_sample
-        self.learning_rate_every = learning_rate_every
-        self._writers = {}
-        self._offset_views = None
-        self._started = False
-
-    def writer(self, run):
-        if run not in self._writers:
-            path = os.path.join(self.log_dir, run) if run else self.log_dir
-            self._writers[run] = tf.summary.create_file_writer(path)
-        return self._writers[run]
-
-    def on_train_begin(self, logs=None):
-        self._started = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # The first epoch of this attempt (after BackupAndRestore restored the epoch count).
-        if not self._started:
-            self._started = True
-            self._write_initial(step=epoch)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if not self.learning_rate_every:
-            return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step % self.learning_rate_every == 0:
-            with self.writer("train").as_default():
-                summaries.scalar("step_learning_rate",
-                                 current_learning_rate(self.model.optimizer), step)
-
-    def _write_initial(self, step):
-        for split in self.sample_clips:
-            self._write_clips(split, step, with_predictions=False)
-        if self.graph and step == 0:
-            self._write_graph()
-        if self.deform_offsets and self.offset_sample is not None:
-            self._offset_views = _offset_feature_models(self.model)
-            if step == 0:
-                self._write_offsets(step)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def _write_clips(self, split, step, with_predictions):
-        clips, labels = self.sample_clips[split]
-        if not clips:
-            return
-        captions = [[f"true: {self.class_names[label]}"] for label in labels]
-        if with_predictions:
-            logits = self.model(np.stack(clips), training=False)
-            probabilities = keras.ops.convert_to_numpy(
-                keras.ops.softmax(keras.ops.cast(logits, "float32")))
-            for caption, row in zip(captions, probabilities):
-                caption.append(f"predicted: {self.class_names[int(row.argmax())]} "
-                               f"({row.max():.2f})")
-        images = [visuals.captioned(visuals.frame_strip(clip, columns=8), caption)
-                  for clip, caption in zip(clips, captions)]
-        with self.writer("train" if split == "train" else "validation").as_default():
-            summaries.image(f"input_clips/{split}", visuals.pad_to_same_size(images), step=step)
-
-    def _write_graph(self):
-        spec = tf.TensorSpec((None, *self.model.input_shape[1:]), self.model.inputs[0].dtype)
-        forward = tf.function(lambda clips: self.model(clips, training=False))
-        with self.writer("train").as_default():
-            tf.summary.graph(forward.get_concrete_function(spec).graph)
-
-    def _write_offsets(self, step):
-        for layer, feature_model in self._offset_views or ():
-            features = feature_model(self.offset_sample, training=False)
-            offsets, _ = layer.compute_offsets(features)
-            offsets = keras.ops.convert_to_numpy(offsets).astype(np.float64)
-            # [group][kernel point][(dt, dy, dx)] on the last axis.
-            points = offsets.reshape(*offsets.shape[:-1], -1, 3)
-            magnitude = np.sqrt((points ** 2).sum(axis=-1))
-            time_index = points.shape[1] // 2
-            frames = self.offset_sample.shape[1]
-            frame = self.offset_sample[0, min(frames - 1, time_index * frames // points.shape[1])]
-            with self.writer("train").as_default():
-                summaries.scalar(f"offsets/{layer.name}/mean_magnitude", magnitude.mean(), step)
-                summaries.scalar(f"offsets/{layer.name}/max_magnitude", magnitude.max(), step)
-                summaries.histogram(f"offsets/{layer.name}/magnitude", magnitude, step)
-                summaries.image(f"offsets/{layer.name}/field",
-                                visuals.offset_field_image(frame, points[0, time_index]), step)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        step = epoch + 1  # epoch 1 is the state after one epoch; step 0 is the initial model
-        with self.writer("train").as_default():
-            for key, value in logs.items():
-                if key.startswith("val_") or not isinstance(value, (int, float)):
-                    continue
-                name = key if key in ("learning_rate", "epoch_seconds",
-                                      "clips_per_second") else f"epoch_{key}"
-                summaries.scalar(name, value, step)
-            if self.histograms:
-                for weight in self.model.weights:
-                    summaries.histogram(weight.path, keras.ops.convert_to_numpy(weight), step)
-        with self.writer("validation").as_default():
-            for key, value in logs.items():
-                if key.startswith("val_"):
-                    summaries.scalar(f"epoch_{key[4:]}", value, step)
-            if self.confusion_metric is not None and "val_loss" in logs:
-                matrix = keras.ops.convert_to_numpy(self.confusion_metric.confusion)
-                title = f"validation clips, epoch {step}, top-1 {logs.get('val_top1', 0):.4f}"
-                summaries.image("confusion_matrix", visuals.confusion_matrix_image(
-                    matrix, self.class_names, title=title), step)
-            if self.average_precision_metric is not None and "val_loss" in logs:
-                self._write_per_class_average_precision(step)
-        if "validation" in self.sample_clips:
-            self._write_clips("validation", step, with_predictions=True)
-        if self.deform_offsets and self.offset_sample is not None:
-            self._write_offsets(step)
-        for writer in self._writers.values():
-            writer.flush()
-
-    def _write_per_class_average_precision(self, step):
-        # The metric holds the validation clips at epoch end (fit evaluated last).
-        for name, value in zip(self.class_names, self.average_precision_metric.per_class()):
-            if not np.isnan(value):  # a class without a positive clip has no AP
-                summaries.scalar(f"per_class_ap/{name}", value, step)
-
-    def close(self):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}

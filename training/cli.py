@@ -4,7 +4,7 @@ import logging
 import os
 import sys
 
-from core.errors import UserError
+from core.cli import report_user_errors
 from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.workers import quiet_video_logs
 
@@ -22,7 +22,8 @@ def import_tensorflow():
 
 
 def run_cli(run, args):
-    """Runs `run(args)` with quiet library logs; a `UserError` becomes one line and exit 2.
+    """Runs `run(args)` with quiet library logs; a `UserError` becomes one line and exit 2
+    (`core.cli.report_user_errors`, as for every CLI).
 
     Returns:
         int, `run`'s exit code, or 2 for a user's mistake.
@@ -31,9 +32,4 @@ def run_cli(run, args):
     # An item that fails to decode is reported once, by us, not by FFmpeg as well.
     quiet_video_logs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return report_user_errors(run)(args)

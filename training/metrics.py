@@ -282,3 +282,22 @@ class MeanAveragePrecision(keras.metrics.Metric):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes,
                 "capacity": self.capacity}
+
+
+def compile_metrics(num_classes, multi_label, validation_clips, single_device):
+    """(metrics for compile, the metric TensorBoard draws each epoch, or None).
+
+    Single-label: top-1, top-k and MeanClassAccuracy (its confusion matrix is drawn).
+    Multi-label: MeanAveragePrecision holding the validation split's clips (its per-class AP
+    is drawn); it keeps the clips of one device, so under a strategy only the final test
+    evaluation reports mAP.
+    """
+    if multi_label:
+        if not single_device:
+            return [], None
+        average_precision = MeanAveragePrecision(num_classes, capacity=validation_clips)
+        return [average_precision], average_precision
+    confusion = MeanClassAccuracy(num_classes)
+    return [keras.metrics.CategoricalAccuracy(name="top1"),
+            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+            confusion], confusion

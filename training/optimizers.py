@@ -82,3 +82,22 @@ class MultiplierAdamW(_LearningRateMultipliers, keras.optimizers.AdamW):
 
 
 OPTIMIZERS = {"sgd": MultiplierSGD, "adam": MultiplierAdam, "adamw": MultiplierAdamW}
+
+
+def build_optimizer(train, schedule, lr_multipliers=None):
+    """The optimizer `train` (TrainConfig) names; `lr_multipliers` = {variable path:
+    multiplier} (see above), from `training.trainer.learning_rate_multipliers`."""
+    weight_decay = train.weight_decay or None
+    clipnorm = train.gradient_clip_norm
+    options = dict(clipnorm=clipnorm, lr_multipliers=lr_multipliers)
+    if train.optimizer == "sgd":
+        optimizer = OPTIMIZERS["sgd"](schedule, momentum=train.momentum, nesterov=train.nesterov,
+                                      weight_decay=weight_decay, **options)
+    elif train.optimizer == "adam":
+        optimizer = OPTIMIZERS["adam"](schedule, weight_decay=weight_decay, **options)
+    else:
+        optimizer = OPTIMIZERS["adamw"](schedule, weight_decay=train.weight_decay, **options)
+    if weight_decay:
+        # Decay the kernels only: shrinking biases and normalisation scales does not regularise.
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer

@@ -15,14 +15,15 @@ RUN_DIR/model.keras          the final model
 RUN_DIR/metrics.json         video-level evaluation on the test split (written last)
 ```
 
-Writing (`open_run_dir`, `write_run_info`) and reading (`open_trained_run`, `read_history`)
-live here together, so a file's name and content are decided in one place.
+Writing (`open_run_dir`, `write_run_info`, `attach_log_file`) and reading (`open_trained_run`,
+`read_history`) live here together, so a file's name and content are decided in one place.
 """
 
 import csv
 import dataclasses
 import datetime
 import json
+import logging
 import os
 import shutil
 import sys
@@ -153,6 +154,27 @@ def update_run_status(run_dir, status, reason=None):
         info["reason"] = reason
     write_json_atomically(run_dir.run_info, info)
     return True
+
+
+def attach_log_file(path):
+    """Sends the log (INFO and up) to RUN_DIR/train.log too; returns the handler to remove."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def log_to_file(handler, logger_name, level, message):
+    """One record into train.log only (the CLI prints its own line on the terminal)."""
+    handler.handle(logging.LogRecord(logger_name, level, __file__, 0, message, None, None))
+
+
+def resume_command(run_dir):
+    return (f"python train.py --config {run_dir.config} --run-dir {run_dir.path} --resume")
 
 
 def read_history(run_dir):

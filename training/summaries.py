@@ -1,4 +1,4 @@
-"""TensorBoard summaries, through TensorBoard's own API.
+"""What a run reports: TensorBoard summaries, its HParams and test tables, curves.png.
 
 Scalars, images and histograms are `tf.summary` calls (they work once the pinned
 `tensorboard` package is installed); the HParams records come from
@@ -7,16 +7,30 @@ Scalars, images and histograms are `tf.summary` calls (they work once the pinned
 type and description and the session its model URI. `tensorboard --logdir runs` shows them;
 `tf.compat.v1.train.summary_iterator` plus `parse_hparams_plugin_data` read them back.
 
-Call these inside `with writer.as_default():`.
+Call the record functions inside `with writer.as_default():`. The tables below say what a
+run reports: its config as HParams (`run_hparams`, `SHOWN_HPARAMS`), the metrics compared
+across runs (`HPARAMS_METRICS`), and the test results of metrics.json and the log
+(`TEST_RESULT_KEYS`, `TEST_HEADLINE`). `write_training_curves` draws RUN_DIR/curves.png.
 """
 
+import json
+import logging
+import os
 import time
 
+import cv2
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary as hparams_summary_v1
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+
+from training import visuals
+from training.run_dir import read_history
+from training.schedules import schedule_from_config
+
+logger = logging.getLogger(__name__)
 
 EXPERIMENT_TAG = metadata.EXPERIMENT_TAG
 SESSION_START_TAG = metadata.SESSION_START_INFO_TAG
@@ -123,3 +137,117 @@ def hparams_session_end(success=True):
 def parse_hparams_plugin_data(content):
     """Decodes the bytes of an hparams summary (tests and tools read the runs back with it)."""
     return plugin_data_pb2.HParamsPluginData.FromString(content)
+
+
+# --- what a run reports ------------------------------------------------------------------
+
+
+def run_hparams(config):
+    """Scalars of the config for the HParams dashboard, under their config keys (model
+    options one per key, other lists and dicts as text)."""
+    flat = {}
+    for section in ("data", "model", "augment", "train"):
+        for key, value in vars(getattr(config, section)).items():
+            if section == "data" and key in ("root", "split_dir", "lists", "classes_file",
+                                             "prepared_dir", "workers", "synth"):
+                continue
+            if section == "model" and key == "weights" and value is None:
+                value = "none"  # trained from scratch: a value to compare pretrained runs with
+            if value is None:
+                continue
+            if section == "model" and key == "options":
+                for option, option_value in sorted(value.items()):
+                    flat[f"model.options.{option}"] = (
+                        json.dumps(option_value, sort_keys=True)
+                        if isinstance(option_value, (list, dict)) else option_value)
+                continue
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value, sort_keys=True)
+            flat[f"{section}.{key}"] = value
+    flat["distribute.strategy"] = config.distribute.strategy
+    return flat
+
+
+# What runs are compared on, shown by default (the dashboard ticks the first five; the rest,
+# and every other config key, are a tick away); model options follow them.
+SHOWN_HPARAMS = ("model.name", "train.learning_rate", "train.batch_size", "train.epochs",
+                 "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
+                 "data.size", "augment.crop_size", "model.weights")
+
+
+def shown_hparams(hparams):
+    """SHOWN_HPARAMS then the model options, those present in `hparams`."""
+    options = [name for name in hparams if name.startswith("model.options.")]
+    return [name for name in (*SHOWN_HPARAMS, *options) if name in hparams]
+
+
+def trial_name(config, run_dir):
+    """`<config name>/<run directory name>`, e.g. `demo/20260101-120000`."""
+    return f"{config.name}/{os.path.basename(os.path.normpath(run_dir.path))}"
+
+
+HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
+                   ("", "test/loss"), ("validation", "epoch_top1"), ("validation", "epoch_loss"),
+                   ("train", "epoch_top1"), ("train", "epoch_loss")]
+MULTI_LABEL_HPARAMS_METRICS = [
+    ("", "test/mean_average_precision"), ("", "test/micro_f1"), ("", "test/macro_f1"),
+    ("", "test/loss"), ("validation", "epoch_mean_average_precision"),
+    ("validation", "epoch_loss"), ("train", "epoch_loss")]
+
+
+# What a finished run reports, by label kind (key: multi-label or not): the metrics.json keys
+# from the video-level results, and the headline (log name, key) pairs, also its test/ scalars.
+TEST_RESULT_KEYS = {
+    False: ("top1", "top5", "top5_k", "mean_class_accuracy", "loss", "clips", "videos",
+            "clip_top1"),
+    True: ("mean_average_precision", "micro_f1", "macro_f1", "threshold", "loss", "clips",
+           "videos", "clip_mean_average_precision", "per_class_ap"),
+}
+TEST_HEADLINE = {
+    False: (("top1", "top1"), ("top5", "top5"), ("mean class accuracy", "mean_class_accuracy"),
+            ("loss", "loss")),
+    True: (("mean average precision", "mean_average_precision"), ("micro F1", "micro_f1"),
+           ("macro F1", "macro_f1"), ("loss", "loss")),
+}
+
+
+def start_hparams_session(config, run_dir, multi_label):
+    """The HParams experiment and this run's session (inside the run's own writer)."""
+    hparams = run_hparams(config)
+    hparams_experiment(hparams, MULTI_LABEL_HPARAMS_METRICS if multi_label
+                       else HPARAMS_METRICS,
+                       description=f"{config.name}: {config.model.name}",
+                       shown=shown_hparams(hparams))
+    hparams_session_start(hparams, model_uri=run_dir.checkpoints,
+                          trial_name=trial_name(config, run_dir))
+
+
+def write_test_scalars(metrics, class_names, multi_label, step):
+    """The headline test metrics as `test/<key>` (multi-label: per-class AP too), inside the
+    run's own writer."""
+    for _, key in TEST_HEADLINE[multi_label]:
+        scalar(f"test/{key}", metrics[key], step=step)
+    if multi_label:
+        for name, value in zip(class_names, metrics["per_class_ap"]):
+            if value is not None:
+                scalar(f"test_per_class_ap/{name}", value, step=step)
+
+
+def write_training_curves(run_dir, config, steps_per_epoch, points=400):
+    """RUN_DIR/curves.png from history.csv, the rate drawn per step from the schedule (what
+    the optimizer applied at each `optimizer.iterations`). A failure is only logged."""
+    try:
+        history = read_history(run_dir)
+        if not history:
+            return
+        schedule = schedule_from_config(config.train, steps_per_epoch)
+        total = config.train.epochs * steps_per_epoch
+        steps = np.unique(np.linspace(0, total - 1, min(points, total)).round().astype(int))
+        rates = keras.ops.convert_to_numpy(schedule(keras.ops.convert_to_tensor(steps, "int64")))
+        image = visuals.training_curves_image(
+            history, (steps / steps_per_epoch, rates),
+            title=f"{config.name}: {config.model.name}, {run_dir.path}")
+        if not cv2.imwrite(run_dir.curves, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"cannot write {run_dir.curves}")
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("no curves.png: %s", e)

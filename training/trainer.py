@@ -1,14 +1,18 @@
 """One training run, in order: data, model, fit, evaluation, run directory.
 
-`run_experiment(config, run_dir)` is what `train.py` calls. It reads top to bottom like the
-story of a run: make sure the clips are prepared, check the labels, build the input
-pipelines, build and compile the model under the distribution strategy, fit with the
-callbacks (backup, checkpoints, TensorBoard, NaN stop), save the model, evaluate on the test
-split averaging the softmax over every stored clip of a video, and write metrics.json.
+`run_experiment(config, run_dir)` is what `train.py` calls. Its `_run` reads top to bottom
+like the story of a run, one named step each: make sure the clips are prepared and check the
+labels (`_prepare_run_data`), build the input pipelines (`_input_pipelines`), build and
+compile the model under the distribution strategy (`_build_model`), fit with the callbacks
+(`_fit_callbacks`: NaN stop, checkpoints, the TensorBoard views, history, backup; `_fit`),
+save the model, evaluate on the test split averaging the softmax over every stored clip of a
+video (`_evaluate`), and write metrics.json, curves.png and run.json (`_finish`). What the
+run reports lives in `training.summaries`, its TensorBoard views in
+`training.tensorboard_views`, its files in `training.run_dir`.
 """
 
 import contextlib
-import json
+import dataclasses
 import logging
 import math
 import os
@@ -16,9 +20,7 @@ import shutil
 import signal
 import time
 
-import cv2
 import keras
-import numpy as np
 import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -32,14 +34,15 @@ from models import build_model
 from models.finetune import freeze, variable_groups
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
-from training import input_pipeline, summaries, visuals
+from training import input_pipeline, summaries, tensorboard_views
 from training.config import ConfigError, check_prepared_data, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
-from training.metrics import MeanAveragePrecision, MeanClassAccuracy
-from training.optimizers import OPTIMIZERS
-from training.run_dir import read_history, update_run_status, write_run_info
+from training.metrics import compile_metrics
+from training.optimizers import build_optimizer
+from training.run_dir import (attach_log_file, log_to_file, resume_command, update_run_status,
+                              write_run_info)
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
 
@@ -133,25 +136,6 @@ def mixed_precision_policy(enabled):
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def build_optimizer(train, schedule, lr_multipliers=None):
-    """The configured optimizer; `lr_multipliers` = {variable path: multiplier} (see
-    training/optimizers.py), from `learning_rate_multipliers`."""
-    weight_decay = train.weight_decay or None
-    clipnorm = train.gradient_clip_norm
-    options = dict(clipnorm=clipnorm, lr_multipliers=lr_multipliers)
-    if train.optimizer == "sgd":
-        optimizer = OPTIMIZERS["sgd"](schedule, momentum=train.momentum, nesterov=train.nesterov,
-                                      weight_decay=weight_decay, **options)
-    elif train.optimizer == "adam":
-        optimizer = OPTIMIZERS["adam"](schedule, weight_decay=weight_decay, **options)
-    else:
-        optimizer = OPTIMIZERS["adamw"](schedule, weight_decay=train.weight_decay, **options)
-    if weight_decay:
-        # Decay the kernels only: shrinking biases and normalisation scales does not regularise.
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
-
-
 def learning_rate_multipliers(model, group_multipliers):
     """{variable path: multiplier} of the trainable variables whose group (head, backbone,
     offsets: models.finetune.variable_groups) has a multiplier other than 1."""
@@ -175,25 +159,6 @@ def prepare_fine_tuning(model, config):
     logger.info("frozen (not trainable) %d layers: %s", len(frozen),
                 ", ".join(frozen[:12]) + (", ..." if len(frozen) > 12 else ""))
     return frozen
-
-
-def compile_metrics(num_classes, multi_label, validation_clips, single_device):
-    """(metrics for compile, the metric TensorBoard draws each epoch, or None).
-
-    Single-label: top-1, top-k and MeanClassAccuracy (its confusion matrix is drawn).
-    Multi-label: MeanAveragePrecision holding the validation split's clips (its per-class AP
-    is drawn); it keeps the clips of one device, so under a strategy only the final test
-    evaluation reports mAP.
-    """
-    if multi_label:
-        if not single_device:
-            return [], None
-        average_precision = MeanAveragePrecision(num_classes, capacity=validation_clips)
-        return [average_precision], average_precision
-    confusion = MeanClassAccuracy(num_classes)
-    return [keras.metrics.CategoricalAccuracy(name="top1"),
-            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-            confusion], confusion
 
 
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, multi_label=False,
@@ -227,102 +192,6 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, mult
 # --- the run ------------------------------------------------------------------------------
 
 
-def _hparams(config):
-    """Scalars of the config for the HParams dashboard, under their config keys (model
-    options one per key, other lists and dicts as text)."""
-    flat = {}
-    for section in ("data", "model", "augment", "train"):
-        for key, value in vars(getattr(config, section)).items():
-            if section == "data" and key in ("root", "split_dir", "lists", "classes_file",
-                                             "prepared_dir", "workers", "synth"):
-                continue
-            if section == "model" and key == "weights" and value is None:
-                value = "none"  # trained from scratch: a value to compare pretrained runs with
-            if value is None:
-                continue
-            if section == "model" and key == "options":
-                for option, option_value in sorted(value.items()):
-                    flat[f"model.options.{option}"] = (
-                        json.dumps(option_value, sort_keys=True)
-                        if isinstance(option_value, (list, dict)) else option_value)
-                continue
-            if isinstance(value, (list, dict)):
-                value = json.dumps(value, sort_keys=True)
-            flat[f"{section}.{key}"] = value
-    flat["distribute.strategy"] = config.distribute.strategy
-    return flat
-
-
-# What runs are compared on, shown by default (the dashboard ticks the first five; the rest,
-# and every other config key, are a tick away); model options follow them.
-SHOWN_HPARAMS = ("model.name", "train.learning_rate", "train.batch_size", "train.epochs",
-                 "data.frames", "train.optimizer", "train.schedule", "train.warmup_epochs",
-                 "data.size", "augment.crop_size", "model.weights")
-
-
-def shown_hparams(hparams):
-    """SHOWN_HPARAMS then the model options, those present in `hparams`."""
-    options = [name for name in hparams if name.startswith("model.options.")]
-    return [name for name in (*SHOWN_HPARAMS, *options) if name in hparams]
-
-
-def trial_name(config, run_dir):
-    """`<config name>/<run directory name>`, e.g. `demo/20260101-120000`."""
-    return f"{config.name}/{os.path.basename(os.path.normpath(run_dir.path))}"
-
-
-HPARAMS_METRICS = [("", "test/top1"), ("", "test/top5"), ("", "test/mean_class_accuracy"),
-                   ("", "test/loss"), ("validation", "epoch_top1"), ("validation", "epoch_loss"),
-                   ("train", "epoch_top1"), ("train", "epoch_loss")]
-
-
-def learning_rate_every(steps_per_epoch, per_epoch=20):
-    """Steps between `step_learning_rate` scalars: about `per_epoch` of them an epoch."""
-    return max(1, steps_per_epoch // per_epoch)
-
-
-def write_training_curves(run_dir, config, steps_per_epoch, points=400):
-    """RUN_DIR/curves.png from history.csv, the rate drawn per step from the schedule (what
-    the optimizer applied at each `optimizer.iterations`). A failure is only logged."""
-    try:
-        history = read_history(run_dir)
-        if not history:
-            return
-        schedule = schedule_from_config(config.train, steps_per_epoch)
-        total = config.train.epochs * steps_per_epoch
-        steps = np.unique(np.linspace(0, total - 1, min(points, total)).round().astype(int))
-        rates = keras.ops.convert_to_numpy(schedule(keras.ops.convert_to_tensor(steps, "int64")))
-        image = visuals.training_curves_image(
-            history, (steps / steps_per_epoch, rates),
-            title=f"{config.name}: {config.model.name}, {run_dir.path}")
-        if not cv2.imwrite(run_dir.curves, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {run_dir.curves}")
-    except (OSError, ValueError, KeyError) as e:
-        logger.warning("no curves.png: %s", e)
-
-
-# What a finished run reports, by label kind (key: multi-label or not): the metrics.json keys
-# from the video-level results, and the headline (log name, key) pairs, also its test/ scalars.
-TEST_RESULT_KEYS = {
-    False: ("top1", "top5", "top5_k", "mean_class_accuracy", "loss", "clips", "videos",
-            "clip_top1"),
-    True: ("mean_average_precision", "micro_f1", "macro_f1", "threshold", "loss", "clips",
-           "videos", "clip_mean_average_precision", "per_class_ap"),
-}
-TEST_HEADLINE = {
-    False: (("top1", "top1"), ("top5", "top5"), ("mean class accuracy", "mean_class_accuracy"),
-            ("loss", "loss")),
-    True: (("mean average precision", "mean_average_precision"), ("micro F1", "micro_f1"),
-           ("macro F1", "macro_f1"), ("loss", "loss")),
-}
-
-
-MULTI_LABEL_HPARAMS_METRICS = [
-    ("", "test/mean_average_precision"), ("", "test/micro_f1"), ("", "test/macro_f1"),
-    ("", "test/loss"), ("validation", "epoch_mean_average_precision"),
-    ("validation", "epoch_loss"), ("train", "epoch_loss")]
-
-
 def weights_record(path):
     """run.json's `weights`: where the run's starting weights came from, or None."""
     if path is None:
@@ -339,29 +208,9 @@ def _versions():
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
-def _attach_log_file(path):
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    return handler
-
-
-def _log_to_file(handler, level, message):
-    """One record into train.log only (the CLI prints its own line on the terminal)."""
-    handler.handle(logging.LogRecord(__name__, level, __file__, 0, message, None, None))
-
-
 def _one_line(error):
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def resume_command(run_dir):
-    return (f"python train.py --config {run_dir.config} --run-dir {run_dir.path} --resume")
 
 
 def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=0,
@@ -386,7 +235,7 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
     which task this process is; a non-chief gets a temporary `run_dir` of its own, waits for
     the chief to prepare the data, and otherwise runs exactly what the chief runs.
     """
-    handler = _attach_log_file(run_dir.train_log)
+    handler = attach_log_file(run_dir.train_log)
     stop = run_callbacks.StopOnSignal()
     stop.install()
     try:
@@ -400,13 +249,13 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
         epochs = run_callbacks.SafeBackupAndRestore.saved_epoch(run_dir.backup)
         interrupted.message = (f"interrupted after epoch {epochs}; resume with: "
                                f"{resume_command(run_dir)}")
-        _log_to_file(handler, logging.WARNING, f"{signal.Signals(interrupted.signal_number).name}"
-                                               f": {interrupted.message}")
+        log_to_file(handler, __name__, logging.WARNING,
+                    f"{signal.Signals(interrupted.signal_number).name}: {interrupted.message}")
         update_run_status(run_dir, "interrupted", interrupted.message)
         raise
     except Exception as error:
         reason = _one_line(error)
-        _log_to_file(handler, logging.ERROR, f"run failed: {reason}")
+        log_to_file(handler, __name__, logging.ERROR, f"run failed: {reason}")
         update_run_status(run_dir, "failed", reason)
         raise
     finally:
@@ -426,8 +275,56 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
                     " (chief)" if worker_role.is_chief else "")
     if not resume or not os.path.exists(run_dir.config):
         dump_config(config, run_dir.config)
+    run_data = _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds,
+                                 show_progress)
+    inputs = _input_pipelines(config, run_data, run_dir, resume, worker_role)
+    model, drawn_metric = _build_model(config, strategy, run_data, inputs)
+    writers = tensorboard_views.Writers(run_dir.tensorboard)
+    nan_stop = run_callbacks.NanLossStop()
+    callback_list = [
+        *([run_callbacks.ProgressBar(config.train.batch_size, inputs.steps_per_epoch,
+                                     inputs.test_batches)] if show_progress else []),
+        *_fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_metric),
+        *extra_callbacks,
+        run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
+        stop,  # last: a signal stops after the epoch is backed up, or before it counts
+    ]
+    if not resume:  # a resumed run continues the session its first attempt started
+        with writers("").as_default():
+            summaries.start_hparams_session(config, run_dir, run_data.multi_label)
 
-    # Data: prepared shards (by the chief only), checked labels, the class list beside the run.
+    fit_seconds = _fit(model, config, inputs, callback_list, show_progress, verbose, stop)
+    if nan_stop.stopped_at is not None:
+        _stop_after_nan(nan_stop.stopped_at, config, run_dir, writers, inputs.steps_per_epoch)
+    run_callbacks.save_model_atomically(model, run_dir.model)
+    metrics = _evaluate(model, config, run_data, inputs, show_progress)
+    metrics.update(fit_seconds_this_attempt=round(fit_seconds, 2),
+                   seconds_this_attempt=round(time.perf_counter() - started, 2))
+    _finish(model, config, run_dir, run_data, inputs, writers, metrics)
+    return metrics
+
+
+# --- the steps of a run, in order -----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunData:
+    """The prepared data a run trains on, as the later steps need it."""
+
+    manifest: dict
+    class_names: list
+    input_shape: tuple
+    multi_label: bool
+    weights: dict | None  # run.json's record of model.weights
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, show_progress):
+    """Prepared shards (by the chief only), checked labels, the class list beside the run,
+    and run.json saying "running"."""
     if worker_role is not None and not worker_role.is_chief:
         wait_for_manifest(config.data.prepared_dir, timeout_seconds=manifest_timeout_seconds)
     manifest = ensure_prepared(config.data, show_progress=show_progress)
@@ -436,7 +333,6 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     check_labels(prepared_dir, manifest, splits)
     shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
     class_names = list(manifest["classes"])
-    num_classes = len(class_names)
     with open(run_dir.classes, "w", encoding="utf-8") as f:
         f.write("".join(f"{name}\n" for name in class_names))
     frames, height, width, bands = manifest["clip_shape"]
@@ -447,8 +343,27 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     input_shape = (frames, crop, crop, bands)
     weights = weights_record(config.model.weights)
     write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights)
+    return RunData(manifest, class_names, input_shape, is_multi_label(manifest), weights)
 
-    # Input pipelines.
+
+@dataclasses.dataclass
+class Inputs:
+    """The training and validation pipelines and the counts that go with them."""
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    steps_per_epoch: int
+    repeat: bool  # a repeated input with a fixed step count (fit gets steps_per_epoch)
+    clips_per_epoch: int
+    eval_batch_size: int
+    test_clips: int
+    test_batches: int
+    pipeline: dict  # eval_dataset and train_dataset keywords: clip shape, classes, crop
+    augment: dict  # train_dataset keywords: the training augmentation
+
+
+def _input_pipelines(config, run_data, run_dir, resume, worker_role):
+    manifest, prepared_dir = run_data.manifest, config.data.prepared_dir
     train_split = manifest["splits"][config.data.train_split]
     train_items = train_split["videos"] if config.augment.temporal_jitter else train_split["clips"]
     batch_size = config.train.batch_size
@@ -462,7 +377,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     # The test split serves validation each epoch and the final evaluation.
     test_clips = manifest["splits"][config.data.test_split]["clips"]
     test_batches = math.ceil(test_clips / eval_batch_size)
-    pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=num_classes, crop_size=crop)
+    pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=run_data.num_classes,
+                    crop_size=config.input_size)
     augment = dict(random_crop_enabled=config.augment.random_crop,
                    horizontal_flip=config.augment.horizontal_flip,
                    temporal_jitter=config.augment.temporal_jitter)
@@ -491,82 +407,61 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         train_data = train_data.with_options(sharding)
         # Validation by element: its every-clip count is asserted before the shard.
         validation_data = validation_data.with_options(data_sharding())
+    return Inputs(train_data, validation_data, steps_per_epoch, repeat, clips_per_epoch,
+                  eval_batch_size, test_clips, test_batches, pipeline, augment)
 
-    # Model, under the strategy; the policy is global in Keras, so set it every run.
+
+def _build_model(config, strategy, run_data, inputs):
+    """The compiled model under the strategy, and the metric TensorBoard draws (or None)."""
+    # The policy is global in Keras, so set it every run.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
     keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
-    multi_label = is_multi_label(manifest)
     with strategy.scope():
         model, drawn_metric = build_and_compile(
-            config, num_classes, input_shape, steps_per_epoch, multi_label=multi_label,
-            validation_clips=test_clips,
+            config, run_data.num_classes, run_data.input_shape, inputs.steps_per_epoch,
+            multi_label=run_data.multi_label, validation_clips=inputs.test_clips,
             single_device=config.distribute.strategy == "none")
     if config.distribute.strategy == "multi_worker":
         # Keras 3.15.1's fit fails under this strategy (see training/distribution.py).
         adapt_model_for_multi_worker(model, strategy)
     logger.info("model %s: %d parameters, input %s, %d classes, %d steps/epoch",
-                config.model.name, model.count_params(), input_shape, num_classes,
-                steps_per_epoch)
+                config.model.name, model.count_params(), run_data.input_shape,
+                run_data.num_classes, inputs.steps_per_epoch)
+    return model, drawn_metric
 
-    # Callbacks; order matters: EpochLog adds its values to the logs before TensorBoard and
-    # the CSV history read them, and the backup goes last, so that a kill between callbacks
-    # repeats an epoch (a duplicate history row) rather than loses its checkpoint and row.
-    tensorboard = config.tensorboard
-    count = tensorboard.clip_images
-    sample_clips = {}
-    if count:
-        sample_clips = {
-            "train": input_pipeline.sample_clips(input_pipeline.train_dataset(
-                prepared_dir, config.data.train_split, batch_size=count, shuffle_buffer=1,
-                seed=config.train.seed, **augment, **pipeline), count, with_labels=True),
-            # The first clip of each of `count` videos (a video's clips are consecutive).
-            "validation": input_pipeline.sample_clips(
-                validation_data, count, every=int(manifest["clips_per_video"]),
-                with_labels=True),
-        }
-    offset_sample = input_pipeline.sample_clips(validation_data, 1)
-    nan_stop = run_callbacks.NanLossStop()
-    tensorboard_logger = run_callbacks.TensorBoardLogger(
-        run_dir.tensorboard, class_names=class_names, sample_clips=sample_clips,
-        confusion_metric=drawn_metric if tensorboard.confusion_matrix and not multi_label
-        else None,
-        average_precision_metric=drawn_metric if multi_label else None,
-        histograms=tensorboard.histograms, graph=tensorboard.graph,
-        deform_offsets=tensorboard.deform_offsets,
-        offset_sample=np.stack(offset_sample) if offset_sample else None,
-        learning_rate_every=learning_rate_every(steps_per_epoch),
-    )
-    progress = []
-    if show_progress:
-        progress = [run_callbacks.ProgressBar(batch_size, steps_per_epoch, test_batches)]
-    callback_list = [
-        *progress,
+
+def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_metric):
+    """The callbacks between the progress bar and the backup; order matters: EpochLog adds
+    its values to the logs before TensorBoard and the CSV history read them, and the backup
+    goes last, so that a kill between callbacks repeats an epoch (a duplicate history row)
+    rather than loses its checkpoint and row."""
+    view_inputs = tensorboard_views.gather_view_inputs(
+        config, writers, run_data.class_names, drawn_metric=drawn_metric,
+        multi_label=run_data.multi_label, validation_data=inputs.validation,
+        clips_per_video=int(run_data.manifest["clips_per_video"]),
+        dataset_options={**inputs.augment, **inputs.pipeline})
+    views = tensorboard_views.tensorboard_callbacks(
+        config.tensorboard, view_inputs,
+        learning_rate_every=tensorboard_views.learning_rate_every(inputs.steps_per_epoch))
+    return [
         nan_stop,
-        run_callbacks.EpochLog(clips_per_epoch),
+        run_callbacks.EpochLog(inputs.clips_per_epoch),
         run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop, monitor=(
-            "val_mean_average_precision" if multi_label else "val_top1")),
-        tensorboard_logger,
+            "val_mean_average_precision" if run_data.multi_label else "val_top1")),
+        *views,
         keras.callbacks.CSVLogger(run_dir.history, append=True),
-        *extra_callbacks,
-        run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
-        stop,  # last: a signal stops after the epoch is backed up, or before it counts
     ]
-    hparams = _hparams(config)
-    if not resume:  # a resumed run continues the session its first attempt started
-        with tensorboard_logger.writer("").as_default():
-            summaries.hparams_experiment(hparams, MULTI_LABEL_HPARAMS_METRICS if multi_label
-                                         else HPARAMS_METRICS,
-                                         description=f"{config.name}: {config.model.name}",
-                                         shown=shown_hparams(hparams))
-            summaries.hparams_session_start(hparams, model_uri=run_dir.checkpoints,
-                                            trial_name=trial_name(config, run_dir))
 
+
+def _fit(model, config, inputs, callback_list, show_progress, verbose, stop):
+    """model.fit over the configured epochs; returns its seconds."""
     fit_started = time.perf_counter()
     try:
         with logging_redirect_tqdm() if show_progress else contextlib.nullcontext():
-            model.fit(train_data, validation_data=validation_data, epochs=config.train.epochs,
-                      steps_per_epoch=steps_per_epoch if repeat else None,
+            model.fit(inputs.train, validation_data=inputs.validation,
+                      epochs=config.train.epochs,
+                      steps_per_epoch=inputs.steps_per_epoch if inputs.repeat else None,
                       callbacks=callback_list, verbose=verbose, shuffle=False)
     except tf.errors.InvalidArgumentError as e:
         # e.g. shards replaced mid-run, or an op without a kernel for the chosen dtype.
@@ -574,56 +469,58 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         raise TrainingError(f"training failed: {e.message.splitlines()[0]}") from None
     finally:
         stop.fit_ended()
-    fit_seconds = time.perf_counter() - fit_started
-    if nan_stop.stopped_at is not None:
-        where = nan_stop.stopped_at
-        with tensorboard_logger.writer("").as_default():
-            summaries.hparams_session_end(success=False)
-        tensorboard_logger.close()
-        message = (f"loss became {where['loss']} at epoch {where['epoch']}, batch "
-                   f"{where['batch']}; training stopped (no checkpoint of the broken weights "
-                   "was kept). Lower train.learning_rate, add train.gradient_clip_norm, or "
-                   "check the data.")
-        logger.error(message)
-        write_training_curves(run_dir, config, steps_per_epoch)
-        raise TrainingError(message)
+    return time.perf_counter() - fit_started
 
-    # The final model, then the video-level evaluation on the test split.
-    run_callbacks.save_model_atomically(model, run_dir.model)
+
+def _stop_after_nan(where, config, run_dir, writers, steps_per_epoch):
+    """Ends a diverged run: a failed HParams session, the curves so far, TrainingError."""
+    with writers("").as_default():
+        summaries.hparams_session_end(success=False)
+    writers.close()
+    message = (f"loss became {where['loss']} at epoch {where['epoch']}, batch "
+               f"{where['batch']}; training stopped (no checkpoint of the broken weights "
+               "was kept). Lower train.learning_rate, add train.gradient_clip_norm, or "
+               "check the data.")
+    logger.error(message)
+    summaries.write_training_curves(run_dir, config, steps_per_epoch)
+    raise TrainingError(message)
+
+
+def _evaluate(model, config, run_data, inputs, show_progress):
+    """The video-level evaluation on the test split: metrics.json's numbers."""
     test_data = input_pipeline.eval_dataset(
-        prepared_dir, config.data.test_split, batch_size=eval_batch_size, with_item_index=True,
-        **pipeline)
+        config.data.prepared_dir, config.data.test_split, batch_size=inputs.eval_batch_size,
+        with_item_index=True, **inputs.pipeline)
+    multi_label = run_data.multi_label
     results = evaluate_video_level(
-        model, test_data, num_classes, multi_label, show_progress=show_progress,
-        batches=test_batches)
-    metrics = {
+        model, test_data, run_data.num_classes, multi_label, show_progress=show_progress,
+        batches=inputs.test_batches)
+    return {
         "split": config.data.test_split,
         **({"multi_label": True} if multi_label else {}),
-        **{key: results[key] for key in TEST_RESULT_KEYS[multi_label]},
+        **{key: results[key] for key in summaries.TEST_RESULT_KEYS[multi_label]},
         "epochs": config.train.epochs,
-        "fit_seconds_this_attempt": round(fit_seconds, 2),
-        "seconds_this_attempt": round(time.perf_counter() - started, 2),
     }
-    headline, step = TEST_HEADLINE[multi_label], config.train.epochs
-    with tensorboard_logger.writer("").as_default():
-        for _, key in headline:
-            summaries.scalar(f"test/{key}", metrics[key], step=step)
-        if multi_label:
-            for name, value in zip(class_names, metrics["per_class_ap"]):
-                if value is not None:
-                    summaries.scalar(f"test_per_class_ap/{name}", value, step=step)
+
+
+def _finish(model, config, run_dir, run_data, inputs, writers, metrics):
+    """The test scalars and the end of the HParams session, metrics.json, curves.png,
+    run.json "finished", the export; the backup goes."""
+    multi_label = run_data.multi_label
+    with writers("").as_default():
+        summaries.write_test_scalars(metrics, run_data.class_names, multi_label,
+                                     step=config.train.epochs)
         summaries.hparams_session_end(success=True)
-    tensorboard_logger.close()
+    writers.close()
     write_json_atomically(run_dir.metrics, metrics)
-    write_training_curves(run_dir, config, steps_per_epoch)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
+    summaries.write_training_curves(run_dir, config, inputs.steps_per_epoch)
+    write_run_info(run_dir, config, run_data.manifest, run_data.input_shape, "finished",
+                   _versions(), run_data.weights)
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
     # Every worker exports (a non-chief into its temporary run_dir), like every other save.
-    export_after_training(model, run_dir, class_names, multi_label=multi_label)
+    export_after_training(model, run_dir, run_data.class_names, multi_label=multi_label)
     logger.info("test (%s, %d videos, %d clips): %s", metrics["split"], metrics["videos"],
-                metrics["clips"],
-                ", ".join(f"{name} {metrics[key]:.4f}" for name, key in headline))
-    return metrics
-
+                metrics["clips"], ", ".join(f"{name} {metrics[key]:.4f}"
+                                             for name, key in summaries.TEST_HEADLINE[multi_label]))
