@@ -17,8 +17,8 @@ first Inception block's second branch, `classifier.1` the classifier (`classifie
 is a ReLU, `features.1` a max pool, `features.5.concat` the branch concatenation).
 
 The average pool's kernel is fixed, so S3D needs features of at least 2x7x7, i.e. clips of
-at least `MIN_FRAMES` frames and `MIN_SIZE` x `MIN_SIZE` pixels; torchvision's standard input
-is 16 or more frames cropped to 224 x 224.
+at least 13 frames and 209 x 209 pixels (its catalog row's `min_input`, which `build_model`
+checks); torchvision's standard input is 16 or more frames cropped to 224 x 224.
 """
 
 import math
@@ -38,9 +38,6 @@ POOLS = {
     "features.13": ((2, 2, 2), (2, 2, 2), (0, 0, 0)),
 }
 AVGPOOL_SIZE = (2, 7, 7)
-# The smallest clip whose features cover AVGPOOL_SIZE (checked by tests/test_s3d.py).
-MIN_FRAMES = 13
-MIN_SIZE = 209
 
 # features.5, 6, 8..12, 14, 15: (index, branch0 out, branch1 mid, out, branch2 mid, out,
 # branch3 out), as torchvision lists them (after the input channels, which Keras infers).
@@ -198,8 +195,9 @@ def s3d(x, num_classes, *, dropout=0.2):
     """Builds torchvision's S3D on the normalised clip `x`.
 
     Args:
-        x: float tensor `(batch, frames, height, width, bands)` with at least `MIN_FRAMES`
-            frames and `MIN_SIZE` x `MIN_SIZE` pixels (torchvision: 16+ frames at 224 x 224).
+        x: float tensor `(batch, frames, height, width, bands)` whose features cover the
+            average pool: at least 13 frames and 209 x 209 pixels (torchvision: 16+ frames
+            at 224 x 224).
         num_classes: int, number of logits.
         dropout: float in [0, 1), dropout before the classifier (torchvision's 0.2).
 
@@ -213,9 +211,9 @@ def s3d(x, num_classes, *, dropout=0.2):
     frames, height, width = x.shape[1:4]
     if any(n < m for n, m in zip(features_shape(frames, height, width), AVGPOOL_SIZE)):
         raise ValueError(
-            f"s3d needs clips of at least {MIN_FRAMES} frames and {MIN_SIZE} x {MIN_SIZE} pixels "
-            f"(features of at least {AVGPOOL_SIZE[0]}x{AVGPOOL_SIZE[1]}x{AVGPOOL_SIZE[2]} for its "
-            f"fixed average pool); torchvision uses 16 or more frames at 224 x 224. "
+            f"s3d needs features of at least {AVGPOOL_SIZE[0]}x{AVGPOOL_SIZE[1]}x{AVGPOOL_SIZE[2]} "
+            f"for its fixed average pool: clips of at least 13 frames and 209 x 209 pixels; "
+            f"torchvision uses 16 or more frames at 224 x 224. "
             f"Received: input_shape={tuple(x.shape[1:])}"
         )
     # features.0: the stem's separable 7x7x7 convolution, stride 2 in every axis.
