@@ -26,6 +26,7 @@ import math
 import keras
 from keras import ops
 
+from models.argument_validation import standardize_triple
 from models.conv import conv3d
 
 # The layers that change the size of the clip, with PyTorch's (kernel, stride, padding).
@@ -76,19 +77,6 @@ def features_shape(frames, height, width):
     return shape
 
 
-def _int_triple(value, name, minimum):
-    values = (value,) * 3 if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(values, (list, tuple))
-        or len(values) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
-    ):
-        raise ValueError(
-            f"`{name}` must be an int or a tuple of 3 ints, each >= {minimum}. Received: {name}={value!r}"
-        )
-    return tuple(values)
-
-
 @keras.saving.register_keras_serializable(package="models")
 class SymmetricMaxPooling3D(keras.layers.Layer):
     """3D max pooling with PyTorch's padding: `padding` positions on both sides of each axis.
@@ -120,9 +108,9 @@ class SymmetricMaxPooling3D(keras.layers.Layer):
 
     def __init__(self, pool_size, strides=None, padding=0, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _int_triple(pool_size, "pool_size", minimum=1)
-        self.strides = _int_triple(self.pool_size if strides is None else strides, "strides", minimum=1)
-        self.padding = _int_triple(padding, "padding", minimum=0)
+        self.pool_size = standardize_triple(pool_size, "pool_size")
+        self.strides = standardize_triple(self.pool_size if strides is None else strides, "strides")
+        self.padding = standardize_triple(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.pool_size)):
             raise ValueError(
                 "Each `padding` must be at most half of `pool_size`. "
