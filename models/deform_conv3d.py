@@ -19,9 +19,10 @@ class DeformConv3D(keras.layers.Layer):
     Each of the kd*kh*kw kernel points samples the input at its regular Conv3D place plus
     a learned fractional offset (dt, dy, dx), read by trilinear interpolation; the samples
     are then contracted with the kernel exactly as Conv3D does (see
-    `models.deform_conv3d_ops.deform_conv3d` for the op's full semantics). The offsets, and with `modulated=True` a per-point mask (DCNv2),
-    are predicted by the layer's own Conv3D branch (`offset_conv`) over the same input,
-    with the same kernel size, strides, padding and dilation.
+    `models.deform_conv3d_ops.deform_conv3d` for the op's full semantics). The offsets,
+    and with `modulated=True` a per-point mask (DCNv2), are predicted by the layer's own
+    Conv3D branch (`offset_conv`) over the same input, with the same kernel size, strides,
+    padding and dilation.
 
     Semantics (channels-last): for output position o and kernel point k (row-major over
     (kd, kh, kw)), the input is read at p = o * strides - pad_before + k * dilation_rate

@@ -237,8 +237,9 @@ def tiny_r3d_18(monkeypatch):
 
     from models.catalog import MODELS
     from models.resnet3d import r3d_18
-    monkeypatch.setitem(MODELS, "r3d_18", dataclasses.replace(MODELS["r3d_18"], builder=functools.partial(
-        r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32), blocks_per_stage=(2, 1, 1, 1))))
+    narrow = functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                               blocks_per_stage=(2, 1, 1, 1))
+    monkeypatch.setitem(MODELS, "r3d_18", dataclasses.replace(MODELS["r3d_18"], builder=narrow))
 
 
 def test_torchvision_views_resize_to_128x171_and_crop_112(fresh_videos):
@@ -313,8 +314,9 @@ def test_pretrained_mode_mistakes_are_one_line_exit_2(tiny_r3d_18, fresh_videos,
 
     from models.catalog import MODELS
     from models.resnet3d import mc3_18
-    monkeypatch.setitem(MODELS, "mc3_18", dataclasses.replace(MODELS["mc3_18"], builder=functools.partial(
-        mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32), blocks_per_stage=(2, 1, 1, 1))))
+    narrow = functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                               blocks_per_stage=(2, 1, 1, 1))
+    monkeypatch.setitem(MODELS, "mc3_18", dataclasses.replace(MODELS["mc3_18"], builder=narrow))
     (tmp_path / "two.txt").write_text("a\nb\n")
     monkeypatch.chdir(tmp_path)
     for name in ("r3d_18.pth", "logits.npz"):
