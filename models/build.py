@@ -85,7 +85,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
               `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
             - `dropout`: float in [0, 1), dropout before the classifier (model default).
-            and every deformable model (all but `frames_as_channels` and `s3d`) accepts
+            and every model whose catalog row is `deformable` accepts
             - `deformable_stages`: list of 1-based stages (the row's `stages`: residual
               stages of the ResNets, conv groups of `c3d` and `small3d`) whose 3x3x3
               convolutions become `DeformConv3D`. Default: none.
