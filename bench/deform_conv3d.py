@@ -80,7 +80,8 @@ def build_step(implementation, shape, seed=0):
     import numpy as np
     import tensorflow as tf
 
-    from models.deform_conv3d import DeformConv3D, deform_conv3d
+    from models.deform_conv3d import DeformConv3D
+    from models.deform_conv3d_ops import deform_conv3d
 
     batch, depth, height, width, channels, filters = shape
     rng = np.random.default_rng(seed)
@@ -191,7 +192,7 @@ def per_frame_deform_step(shape, seed=0):
     import numpy as np
     import tensorflow as tf
 
-    from models.deform_conv3d import deform_conv3d
+    from models.deform_conv3d_ops import deform_conv3d
 
     batch, depth, height, width, channels, filters = shape
     rng = np.random.default_rng(seed)

@@ -2,7 +2,8 @@
 
 The YAML `model:` section maps onto it directly: `name` plus options. Every model takes raw
 uint8 clips `(batch, frames, height, width, bands)`, normalises them in its first layer
-(`ClipNormalization`) and returns logits `(batch, num_classes)` (no softmax).
+(`ClipNormalization`) and returns logits `(batch, num_classes)` (no softmax). What to build,
+and which options and defaults apply, is the model's row in `models.catalog.MODELS`.
 """
 
 import logging
@@ -10,56 +11,14 @@ import os
 
 import keras
 
-from models.c3d import NUM_GROUPS as C3D_NUM_GROUPS
-from models.c3d import c3d
-from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_OPTIONS,
-                            check_model_choice)
-from models.frames_as_channels import frames_as_channels
+from models.catalog import check_model_choice
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
-from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
-from models.s3d import s3d
-from models.small3d import NUM_GROUPS as SMALL3D_NUM_GROUPS
-from models.small3d import small3d
 
 logger = logging.getLogger(__name__)
 
 
-class _Architecture:
-    """How to build one named model: its builder, default dropout and deformable units.
-
-    `deformable_units` is how many 1-based `deformable_stages` exist (residual stages or conv
-    groups); `None` means the model has no deformable variant. The options it accepts are
-    `models.catalog.MODEL_OPTIONS[name]` (the table the config checks without Keras); `flags`
-    are the model's own boolean options there, passed to the builder only when given.
-    """
-
-    def __init__(self, name, builder, default_dropout, deformable_units):
-        self.builder = builder
-        self.default_dropout = default_dropout
-        self.deformable_units = deformable_units
-        self.flags = tuple(o for o in MODEL_OPTIONS[name]
-                           if o not in COMMON_OPTIONS + DEFORMABLE_OPTIONS)
-
-    def option_names(self):
-        names = list(COMMON_OPTIONS)
-        if self.deformable_units is not None:
-            names += list(DEFORMABLE_OPTIONS)
-        return names + list(self.flags)
-
-
-ARCHITECTURES = {
-    "small3d": _Architecture("small3d", small3d, 0.2, SMALL3D_NUM_GROUPS),
-    "frames_as_channels": _Architecture("frames_as_channels", frames_as_channels, 0.2, None),
-    "c3d": _Architecture("c3d", c3d, 0.5, C3D_NUM_GROUPS),
-    "r3d_18": _Architecture("r3d_18", r3d_18, 0.0, NUM_STAGES),
-    "mc3_18": _Architecture("mc3_18", mc3_18, 0.0, NUM_STAGES),
-    "r2plus1d_18": _Architecture("r2plus1d_18", r2plus1d_18, 0.0, NUM_STAGES),
-    "s3d": _Architecture("s3d", s3d, 0.2, None),
-}
-
-
-def _check_input_shape(input_shape):
+def _check_input_shape(input_shape, spec):
     if (
         not isinstance(input_shape, (list, tuple))
         or len(input_shape) != 4
@@ -68,6 +27,12 @@ def _check_input_shape(input_shape):
         raise ValueError(
             "`input_shape` must be 4 positive ints (frames, height, width, bands). "
             f"Received: input_shape={input_shape!r}"
+        )
+    frames, height, width = spec.min_input
+    if any(n < m for n, m in zip(input_shape, spec.min_input)):
+        raise ValueError(
+            f"{spec.name} needs clips of at least {frames} frames and {height} x {width} pixels. "
+            f"Received: input_shape={tuple(input_shape)}"
         )
     return tuple(input_shape)
 
@@ -102,28 +67,28 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     """Builds the named video classifier.
 
     Args:
-        name: str, one of `MODEL_NAMES`: `"small3d"`, `"frames_as_channels"`, `"c3d"`,
-            `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`, `"s3d"` (needs clips of at least
-            13 frames and 209 x 209 pixels).
+        name: str, one of `models.MODEL_NAMES` (the rows of `models.catalog.MODELS`).
         num_classes: int, number of output logits.
-        input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count.
+        input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count,
+            at least the row's `min_input` (s3d: 13 frames of 209 x 209 pixels).
         weights: None (fresh initialisation, the default) or the path of weights to start
             from, told apart by content: a torchvision state_dict `.pth` (torch's zip or
-            legacy format; the ResNets, whose layer names are torchvision's), or a `.keras`
+            legacy format; the models whose row is a `TorchvisionPort`), or a `.keras`
             model or `.weights.h5` of the same architecture from one of our runs (any input
             size the architecture allows). With a torchvision file, `mean`/`std` default to
             torchvision's Kinetics-400 statistics (`models.pretrained.TORCHVISION_KINETICS_*`)
             for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
             another class count the backbone loads and the head stays fresh (logged). See
             docs/MODELS.md, "Pretrained weights".
-        **options: model options; every model accepts
+        **options: model options (the row's `options`); every model accepts
             - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
               `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
             - `dropout`: float in [0, 1), dropout before the classifier (model default).
-            and every model except `frames_as_channels` and `s3d` accepts
-            - `deformable_stages`: list of 1-based residual stages (resnets) or conv groups
-              (`c3d`, `small3d`) whose 3x3x3 convolutions become `DeformConv3D`. Default: none.
+            and every model whose catalog row is `deformable` accepts
+            - `deformable_stages`: list of 1-based stages (the row's `stages`: residual
+              stages of the ResNets, conv groups of `c3d` and `small3d`) whose 3x3x3
+              convolutions become `DeformConv3D`. Default: none.
             - `offset_groups`: int, offset groups of those layers. Default: 1.
             - `modulated`: bool, modulated (DCNv2) deformable convolutions. Default: false.
             and `small3d` accepts
@@ -147,11 +112,10 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     >>> model(np.zeros((2, 16, 64, 64, 3), "uint8")).shape
     (2, 8)
     """
-    check_model_choice(name, options)
-    architecture = ARCHITECTURES[name]
+    spec = check_model_choice(name, options)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int. Received: num_classes={num_classes!r}")
-    input_shape = _check_input_shape(input_shape)
+    input_shape = _check_input_shape(input_shape, spec)
     bands = input_shape[-1]
 
     weights_kind = None
@@ -166,7 +130,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     std = per_band_values(options.get("std", default_std), bands, "std")
     if any(v <= 0 for v in std):
         raise ValueError(f"Every `std` must be > 0. Received: std={list(std)}")
-    dropout = options.get("dropout", architecture.default_dropout)
+    dropout = options.get("dropout", spec.default_dropout)
     if (
         not isinstance(dropout, (int, float))
         or isinstance(dropout, bool)
@@ -174,9 +138,9 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     ):
         raise ValueError(f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}")
     builder_options = {"dropout": float(dropout)}
-    if architecture.deformable_units is not None:
-        builder_options.update(_check_deformable_options(options, architecture.deformable_units))
-    for flag in architecture.flags:
+    if spec.deformable:
+        builder_options.update(_check_deformable_options(options, spec.stages.count))
+    for flag in spec.flags:
         if flag in options:
             if not isinstance(options[flag], bool):
                 raise ValueError(f"`{flag}` must be true or false. Received: {flag}={options[flag]!r}")
@@ -184,7 +148,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="clip")
     x = ClipNormalization(mean, std, name="normalize")(inputs)
-    logits = architecture.builder(x, num_classes, **builder_options)
+    logits = spec.build_function()(x, num_classes, **builder_options)
     model = keras.Model(inputs, logits, name=name)
     if weights is not None:
         load_weights(model, weights)

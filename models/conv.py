@@ -9,13 +9,7 @@ torchvision, so a strided or deformable convolution gets an explicit `ZeroPaddin
 
 import keras
 
-
-def _triple(value, name):
-    if isinstance(value, int):
-        return (value,) * 3
-    if isinstance(value, (list, tuple)) and len(value) == 3:
-        return tuple(int(v) for v in value)
-    raise ValueError(f"`{name}` must be an int or a tuple of 3 ints. Received: {name}={value!r}")
+from models.argument_validation import standardize_triple
 
 
 def conv3d(
@@ -51,9 +45,9 @@ def conv3d(
     Returns:
         The output tensor.
     """
-    kernel_size = _triple(kernel_size, "kernel_size")
-    strides = _triple(strides, "strides")
-    padding = _triple(padding, "padding")
+    kernel_size = standardize_triple(kernel_size, "kernel_size")
+    strides = standardize_triple(strides, "strides")
+    padding = standardize_triple(padding, "padding", minimum=0)
     symmetric_same = strides == (1, 1, 1) and padding == tuple(k // 2 for k in kernel_size)
     if symmetric_same and not deformable:
         keras_padding = "same"

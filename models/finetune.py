@@ -1,59 +1,30 @@
-"""What fine-tuning needs to know about a model: its stages and its parameter groups.
+"""Fine-tuning a built model: freezing stages and batch norms, per-group learning rates.
 
-Stages come from the layer names (the same names the torchvision checkpoints load by):
+`fine_tune(model, name, ...)` is the one call a trainer makes: it freezes what is asked and
+returns the learning-rate multiplier of every variable that has one. The model's stages
+come from its row in `models.catalog.MODELS` (`Stages`: layer names -> stage 0, the stem,
+and 1..N, by the same names the torchvision checkpoints load by; the list per model is in
+docs/MODELS.md). The classifier (the last layer with weights) is in no stage.
 
-| model | stage 0 (stem) | stages 1..N |
-| --- | --- | --- |
-| `r3d_18`, `mc3_18`, `r2plus1d_18` | `stem.*` | `layer1.*` .. `layer4.*` |
-| `s3d` | `features.0` .. `features.3` | `features.4-6`, `features.7-12`, `features.13-15` (torchvision's pools at 4, 7, 13 open each) |
-| `c3d` | none | conv groups 1..5 (`conv1a`, `conv2a`, `conv3a-b`, `conv4a-b`, `conv5a-b`) |
-| `small3d`, `frames_as_channels` | none | conv groups 1..5 (`conv<i>`, `bn<i>`) |
-
-The classifier (the last layer with weights) and `c3d`'s `fc6`, `fc7` are in no stage.
-
-Parameter groups, for per-group learning rates: `head` is the classifier's variables,
-`offsets` the offset (and mask) branch of every `DeformConv3D` (`<layer>/offset_conv/*`),
-`backbone` everything else.
+Parameter groups (`models.catalog.PARAMETER_GROUPS`), for per-group learning rates: `head`
+is the classifier's variables, `offsets` the offset (and mask) branch of every
+`DeformConv3D` (`<layer>/offset_conv/*`), `backbone` everything else.
 """
-
-import re
 
 import keras
 
+from models.catalog import model_spec
+
 OFFSET_BRANCH = "/offset_conv/"
-
-_RESNET_STAGE = re.compile(r"^(?:(stem)|layer(\d+))\.")
-_S3D_FEATURE = re.compile(r"^features\.(\d+)(?:\.|$)")
-# S3D feature index -> stage: the stem (0-3), then a max pool opens each of stages 1-3.
-_S3D_STAGE_STARTS = (0, 4, 7, 13)
-_CONV_GROUP = re.compile(r"^(?:conv|bn)(\d+)[a-z]?(?:\.|$)")
-
-NUM_STAGES = {"r3d_18": 4, "mc3_18": 4, "r2plus1d_18": 4, "s3d": 3, "c3d": 5, "small3d": 5,
-              "frames_as_channels": 5}
 
 
 def stage_of(architecture, layer_name):
-    """The stage (0 = stem, 1..`NUM_STAGES[architecture]`) a layer belongs to, or None.
+    """The stage (0 = stem, 1..the row's `stages.count`) a layer belongs to, or None.
 
     >>> stage_of("r3d_18", "layer2.0.conv1.0"), stage_of("r3d_18", "stem.1"), stage_of("r3d_18", "fc")
     (2, 0, None)
     """
-    if architecture not in NUM_STAGES:
-        raise ValueError(f"Unknown model name. Expected one of {list(NUM_STAGES)}. "
-                         f"Received: architecture={architecture!r}")
-    if architecture == "s3d":
-        match = _S3D_FEATURE.match(layer_name)
-        if not match:
-            return None
-        index = int(match.group(1))
-        return sum(index >= start for start in _S3D_STAGE_STARTS) - 1
-    if architecture in ("c3d", "small3d", "frames_as_channels"):
-        match = _CONV_GROUP.match(layer_name)
-        return int(match.group(1)) if match else None
-    match = _RESNET_STAGE.match(layer_name)
-    if not match:
-        return None
-    return 0 if match.group(1) else int(match.group(2))
+    return model_spec(architecture).stages.stage_of(layer_name)
 
 
 def weighted_layers(model):
@@ -95,7 +66,7 @@ def freeze(model, architecture, *, stages=None, batch_norm=False):
     Args:
         model: a `keras.Model` from `build_model`.
         architecture: its `build_model` name (which says how layer names map to stages).
-        stages: None (no stage frozen), 0 (the stem only) or N in 1..`NUM_STAGES` (the stem
+        stages: None (no stage frozen), 0 (the stem only) or N in 1..`stages.count` (the stem
             and stages 1..N); models without a stem freeze their first N conv groups.
         batch_norm: bool, freeze every BatchNormalization layer (gamma, beta and the moving
             statistics), like MMAction2's `norm_eval` with `requires_grad=False` on the norms.
@@ -106,10 +77,7 @@ def freeze(model, architecture, *, stages=None, batch_norm=False):
     Raises:
         ValueError: `stages` out of range for the architecture.
     """
-    limit = NUM_STAGES.get(architecture)
-    if limit is None:
-        raise ValueError(f"Unknown model name. Expected one of {list(NUM_STAGES)}. "
-                         f"Received: architecture={architecture!r}")
+    limit = model_spec(architecture).stages.count
     if stages is not None and (not isinstance(stages, int) or isinstance(stages, bool)
                                or not 0 <= stages <= limit):
         raise ValueError(f"`stages` must be None or an int in 0..{limit} for {architecture}. "
@@ -124,3 +92,38 @@ def freeze(model, architecture, *, stages=None, batch_norm=False):
             layer.trainable = False
             frozen.append(layer.name)
     return frozen
+
+
+def learning_rate_multipliers(model, group_multipliers):
+    """`{variable.path: multiplier}` of the trainable variables whose group has a multiplier
+    other than 1 (`group_multipliers`: `{group: multiplier}`, see `variable_groups`)."""
+    trainable = {variable.path for variable in model.trainable_variables}
+    return {path: float(group_multipliers[group])
+            for path, group in variable_groups(model).items()
+            if path in trainable and float(group_multipliers.get(group, 1.0)) != 1.0}
+
+
+def fine_tune(model, architecture, *, freeze_stages=None, freeze_batch_norm=False,
+              lr_multipliers=None):
+    """Freezes what is asked, then says which variables learn at another rate. Call before `compile`.
+
+    Args:
+        model: a `keras.Model` from `build_model`.
+        architecture: its `build_model` name.
+        freeze_stages: None, or the stages to freeze (see `freeze`'s `stages`).
+        freeze_batch_norm: bool, freeze every BatchNormalization (see `freeze`).
+        lr_multipliers: None or `{group: multiplier}` over `PARAMETER_GROUPS`; groups not
+            given keep 1.
+
+    Returns:
+        `(frozen, multipliers)`: the names of the layers made non-trainable, in layer order,
+        and `{variable.path: multiplier}` for the trainable variables whose multiplier is
+        not 1 (frozen variables have none), for the optimizer.
+
+    Raises:
+        ValueError: `freeze_stages` out of range for the architecture.
+    """
+    frozen = []
+    if freeze_stages is not None or freeze_batch_norm:
+        frozen = freeze(model, architecture, stages=freeze_stages, batch_norm=freeze_batch_norm)
+    return frozen, learning_rate_multipliers(model, lr_multipliers or {})

@@ -1,8 +1,9 @@
 """Loading pretrained weights into a built model: torchvision `.pth` files and our own runs.
 
-torchvision state_dicts load by a naming rule, not a table: our torchvision ports name
-every Keras layer after its torchvision state_dict prefix (models/resnet3d.py), so the Keras
-layer `P` holds the torch tensors `P.<name>`:
+torchvision state_dicts load by a naming rule, not a table: our torchvision ports (the
+catalog rows with a `TorchvisionPort`) name every Keras layer after its torchvision
+state_dict prefix (models/resnet3d.py, models/s3d.py), so the Keras layer `P` holds the torch
+tensors `P.<name>`:
 
 | Keras variable | torch key | layout |
 | --- | --- | --- |
@@ -33,6 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from models.catalog import MODELS
 from models.finetune import OFFSET_BRANCH, weighted_layers
 from models.torch_checkpoint import ZIP_SIGNATURE, CheckpointError, read_torch_state_dict
 
@@ -42,13 +44,11 @@ logger = logging.getLogger(__name__)
 # in the 0-255 units of ClipNormalization.
 TORCHVISION_KINETICS_MEAN = tuple(255.0 * v for v in (0.43216, 0.394666, 0.37645))
 TORCHVISION_KINETICS_STD = tuple(255.0 * v for v in (0.22803, 0.22145, 0.216989))
-# torchvision's eval transforms of its Kinetics-400 video weights (weights' `transforms`):
-# (resize height, resize width), centre crop, frames per clip.
+# torchvision's eval transforms of its Kinetics-400 video weights, from the catalog's ports:
+# name -> ((resize height, resize width), centre crop, frames per clip).
 TORCHVISION_EVAL_TRANSFORMS = {
-    "r3d_18": ((128, 171), 112, 16),
-    "mc3_18": ((128, 171), 112, 16),
-    "r2plus1d_18": ((128, 171), 112, 16),
-    "s3d": ((256, 256), 224, 16),
+    name: (spec.torchvision.resize, spec.torchvision.crop_size, spec.torchvision.frames)
+    for name, spec in MODELS.items() if spec.torchvision is not None
 }
 KINETICS400_CLASSES_FILE = Path(__file__).with_name("kinetics400_classes.txt")
 

@@ -17,8 +17,8 @@ first Inception block's second branch, `classifier.1` the classifier (`classifie
 is a ReLU, `features.1` a max pool, `features.5.concat` the branch concatenation).
 
 The average pool's kernel is fixed, so S3D needs features of at least 2x7x7, i.e. clips of
-at least `MIN_FRAMES` frames and `MIN_SIZE` x `MIN_SIZE` pixels; torchvision's standard input
-is 16 or more frames cropped to 224 x 224.
+at least 13 frames and 209 x 209 pixels (its catalog row's `min_input`, which `build_model`
+checks); torchvision's standard input is 16 or more frames cropped to 224 x 224.
 """
 
 import math
@@ -26,6 +26,7 @@ import math
 import keras
 from keras import ops
 
+from models.argument_validation import standardize_triple
 from models.conv import conv3d
 
 # The layers that change the size of the clip, with PyTorch's (kernel, stride, padding).
@@ -38,9 +39,6 @@ POOLS = {
     "features.13": ((2, 2, 2), (2, 2, 2), (0, 0, 0)),
 }
 AVGPOOL_SIZE = (2, 7, 7)
-# The smallest clip whose features cover AVGPOOL_SIZE (checked by tests/test_s3d.py).
-MIN_FRAMES = 13
-MIN_SIZE = 209
 
 # features.5, 6, 8..12, 14, 15: (index, branch0 out, branch1 mid, out, branch2 mid, out,
 # branch3 out), as torchvision lists them (after the input channels, which Keras infers).
@@ -79,19 +77,6 @@ def features_shape(frames, height, width):
     return shape
 
 
-def _int_triple(value, name, minimum):
-    values = (value,) * 3 if isinstance(value, int) and not isinstance(value, bool) else value
-    if (
-        not isinstance(values, (list, tuple))
-        or len(values) != 3
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
-    ):
-        raise ValueError(
-            f"`{name}` must be an int or a tuple of 3 ints, each >= {minimum}. Received: {name}={value!r}"
-        )
-    return tuple(values)
-
-
 @keras.saving.register_keras_serializable(package="models")
 class SymmetricMaxPooling3D(keras.layers.Layer):
     """3D max pooling with PyTorch's padding: `padding` positions on both sides of each axis.
@@ -123,9 +108,9 @@ class SymmetricMaxPooling3D(keras.layers.Layer):
 
     def __init__(self, pool_size, strides=None, padding=0, **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _int_triple(pool_size, "pool_size", minimum=1)
-        self.strides = _int_triple(self.pool_size if strides is None else strides, "strides", minimum=1)
-        self.padding = _int_triple(padding, "padding", minimum=0)
+        self.pool_size = standardize_triple(pool_size, "pool_size")
+        self.strides = standardize_triple(self.pool_size if strides is None else strides, "strides")
+        self.padding = standardize_triple(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.pool_size)):
             raise ValueError(
                 "Each `padding` must be at most half of `pool_size`. "
@@ -198,8 +183,9 @@ def s3d(x, num_classes, *, dropout=0.2):
     """Builds torchvision's S3D on the normalised clip `x`.
 
     Args:
-        x: float tensor `(batch, frames, height, width, bands)` with at least `MIN_FRAMES`
-            frames and `MIN_SIZE` x `MIN_SIZE` pixels (torchvision: 16+ frames at 224 x 224).
+        x: float tensor `(batch, frames, height, width, bands)` whose features cover the
+            average pool: at least 13 frames and 209 x 209 pixels (torchvision: 16+ frames
+            at 224 x 224).
         num_classes: int, number of logits.
         dropout: float in [0, 1), dropout before the classifier (torchvision's 0.2).
 
@@ -213,9 +199,9 @@ def s3d(x, num_classes, *, dropout=0.2):
     frames, height, width = x.shape[1:4]
     if any(n < m for n, m in zip(features_shape(frames, height, width), AVGPOOL_SIZE)):
         raise ValueError(
-            f"s3d needs clips of at least {MIN_FRAMES} frames and {MIN_SIZE} x {MIN_SIZE} pixels "
-            f"(features of at least {AVGPOOL_SIZE[0]}x{AVGPOOL_SIZE[1]}x{AVGPOOL_SIZE[2]} for its "
-            f"fixed average pool); torchvision uses 16 or more frames at 224 x 224. "
+            f"s3d needs features of at least {AVGPOOL_SIZE[0]}x{AVGPOOL_SIZE[1]}x{AVGPOOL_SIZE[2]} "
+            f"for its fixed average pool: clips of at least 13 frames and 209 x 209 pixels; "
+            f"torchvision uses 16 or more frames at 224 x 224. "
             f"Received: input_shape={tuple(x.shape[1:])}"
         )
     # features.0: the stem's separable 7x7x7 convolution, stride 2 in every axis.

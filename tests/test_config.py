@@ -221,11 +221,11 @@ def test_fine_tuning_keys_from_set(tmp_path):
 
 
 def test_model_mistakes_are_found_without_tensorflow(tmp_path):
-    """The model check reads models/catalog.py alone: a typo answers before TensorFlow loads."""
+    """The model check reads models.catalog (no Keras): a typo answers before TensorFlow loads."""
     path = write(tmp_path / "c.yaml", MINIMAL + "model:\n  name: r3d18\n")
     code = ("import sys\nfrom training.config import ConfigError, load_config\n"
             f"try:\n    load_config({path!r})\nexcept ConfigError as e:\n    print(e)\n"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'models') if m in sys.modules))")
+            "print(sorted(m for m in ('tensorflow', 'keras', 'models.build') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=60)
     assert "did you mean r3d_18?" in result.stdout

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.deform_conv3d import DeformConv3D, deform_conv3d
+from models.deform_conv3d import DeformConv3D
+from models.deform_conv3d_ops import deform_conv3d
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -523,34 +524,6 @@ def test_dynamic_shapes_and_xla_match_eager():
     np.testing.assert_allclose(xla_loss.numpy(), eager_loss.numpy(), rtol=1e-5)
     for xla_gradient, eager_gradient in zip(xla_gradients, eager_gradients):
         np.testing.assert_allclose(xla_gradient.numpy(), eager_gradient.numpy(), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("with_mask", [False, True])
-def test_split_backward_loops_give_the_same_gradients(with_mask):
-    # The backward's two-loop form (input gradient in a loop of its own) is a measured
-    # alternative to the default one-loop form; both must compute the same gradients.
-    from models import deform_conv3d as module
-
-    rng = np.random.default_rng(21)
-    inputs = tf.constant(rng.normal(size=(2, 3, 5, 4, 4)), tf.float32)
-    kernel = tf.constant(rng.normal(size=(2, 3, 3, 4, 3)), tf.float32)
-    offsets = tf.constant(rng.normal(scale=1.5, size=(2, 3, 5, 4, 2, 18, 3)), tf.float32)
-    mask = tf.constant(rng.uniform(size=(2, 3, 5, 4, 2, 18)), tf.float32) if with_mask else None
-    grad_outputs = tf.constant(rng.normal(size=(2 * 3 * 5 * 4, 3)), tf.float32)
-    geometry_args = ((2, 3, 3, 4, 3), 2, (1, 1, 1), "same", (1, 1, 1))
-
-    def gradients(split_loops):
-        geometry = module._Geometry(inputs, *geometry_args)
-        return module._deform_conv3d_backward(
-            inputs, offsets, kernel, mask, geometry, grad_outputs, split_loops=split_loops
-        )
-
-    for one_loop, two_loops in zip(gradients(False), gradients(True)):
-        if one_loop is None:
-            assert two_loops is None
-            continue
-        assert float(tf.reduce_max(tf.abs(one_loop))) > 0.0
-        np.testing.assert_allclose(two_loops.numpy(), one_loop.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def _moving_bar_clips(count, seed):

@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 
 from models import build_model
-from models.finetune import NUM_STAGES, freeze, head_layer, stage_of, variable_groups
+from models.catalog import MODELS
+from models.finetune import (fine_tune, freeze, head_layer, learning_rate_multipliers, stage_of,
+                             variable_groups)
 from run_fixtures import write_toy_video
 from training.config import TrainConfig, config_from_dict
 from training.optimizers import build_optimizer
 from training.run_dir import open_run_dir
-from training.trainer import learning_rate_multipliers, run_experiment
+from training.trainer import run_experiment
 
 SHAPES = {"s3d": (13, 209, 209, 3), "c3d": (8, 32, 32, 3)}
 
 
-@pytest.mark.parametrize("name", list(NUM_STAGES))
+@pytest.mark.parametrize("name", list(MODELS))
 def test_every_weighted_layer_but_the_classifier_has_a_stage(name):
     model = build_model(name, 3, SHAPES.get(name, (4, 32, 32, 3)))
     head = head_layer(model)
@@ -30,7 +32,7 @@ def test_every_weighted_layer_but_the_classifier_has_a_stage(name):
     # c3d's fc6 and fc7 are between the conv groups and the classifier; normalize has no weights.
     assert unstaged == sorted([head.name] + (["fc6", "fc7"] if name == "c3d" else []))
     first = 0 if name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d") else 1
-    assert sorted(set(stages.values()) - {None}) == list(range(first, NUM_STAGES[name] + 1))
+    assert sorted(set(stages.values()) - {None}) == list(range(first, MODELS[name].stages.count + 1))
 
 
 @pytest.mark.parametrize("name, layer, stage", [
@@ -56,6 +58,16 @@ def test_freeze_refuses_stage_counts_the_model_lacks(stages):
     model = build_model("r3d_18", 3, (4, 32, 32, 3))
     with pytest.raises(ValueError, match=r"`stages` must be None or an int in 0\.\.4 for r3d_18"):
         freeze(model, "r3d_18", stages=stages)
+
+
+def test_fine_tune_freezes_and_gives_multipliers_to_the_trainable_variables_only():
+    model = build_model("small3d", 3, (4, 16, 16, 3), deformable_stages=[3])
+    frozen, multipliers = fine_tune(model, "small3d", freeze_stages=2,
+                                    lr_multipliers={"backbone": 0.1, "offsets": 0.5})
+    assert frozen == ["conv1", "bn1", "conv2", "bn2"]
+    assert not any(path.split("/")[0] in frozen or path.startswith("fc/") for path in multipliers)
+    assert multipliers["conv3/kernel"] == 0.1 and multipliers["conv3/offset_conv/kernel"] == 0.5
+    assert fine_tune(build_model("small3d", 3, (4, 16, 16, 3)), "small3d") == ([], {})
 
 
 def _narrow_r3d_18():

@@ -1,5 +1,6 @@
 """Tests for models/: build_model, every architecture, normalisation, saving, errors."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -377,7 +378,8 @@ def test_saves_and_reloads_with_safe_mode(built_models, name, tmp_path):
 
 @pytest.mark.slow
 def test_deformable_model_reloads_in_a_fresh_process(tmp_path):
-    """`import models` alone must register every custom layer a saved model may hold."""
+    """`models.register_layers()` registers every custom layer a saved model may hold: the
+    loaders (training.scoring) call it, and so does a user's script."""
     model = models.build_model("small3d", 3, (4, 16, 16, 3), deformable_stages=[5])
     clips = random_clips((4, 16, 16, 3))
     path = tmp_path / "deformable.keras"
@@ -387,6 +389,7 @@ def test_deformable_model_reloads_in_a_fresh_process(tmp_path):
     script = textwrap.dedent(
         f"""
         import numpy as np, keras, models
+        models.register_layers()
         model = keras.models.load_model({str(path)!r}, safe_mode=True)
         logits = keras.ops.convert_to_numpy(model(np.load({str(tmp_path / "clips.npy")!r}), training=False))
         np.testing.assert_array_equal(logits, np.load({str(tmp_path / "logits.npy")!r}))
@@ -444,11 +447,28 @@ def test_bad_arguments_raise_value_error(kwargs, message):
         models.build_model(name, num_classes, input_shape, **arguments)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-def test_catalog_options_are_what_build_model_accepts(name):
-    """models.catalog (read by the config without Keras) and the builders are one table."""
-    from models import build as build_module
-    from models.catalog import MODEL_OPTIONS
+def test_import_models_and_its_catalog_load_no_keras():
+    """`import models` has no side effect: the catalog (what training.config reads) comes
+    without Keras or TensorFlow, and the first use of an export configures TensorFlow."""
+    code = ("import os, sys, models, models.catalog\n"
+            "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules), "
+            "os.environ.get('TF_ENABLE_ONEDNN_OPTS'), len(models.MODEL_NAMES))")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]", "None", str(len(models.MODEL_NAMES))]
 
-    assert build_module.ARCHITECTURES[name].option_names() == list(MODEL_OPTIONS[name])
-    assert tuple(build_module.ARCHITECTURES) == tuple(MODEL_OPTIONS)
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_every_row_builds_with_all_the_options_it_lists(name):
+    """A row's `options` are what its builder takes (flags here given as false)."""
+    from models.catalog import MODELS
+
+    spec = MODELS[name]
+    values = {"mean": 100.0, "std": 50.0, "dropout": 0.1, "deformable_stages": [spec.stages.count],
+              "offset_groups": 1, "modulated": True}
+    shape = (*spec.min_input, 3) if name == "s3d" else (4, 16, 16, 3)
+    options = {option: values.get(option, False) for option in spec.options}
+    model = models.build_model(name, 3, shape, **options)
+    assert model.name == name and model.get_layer("normalize").std == [50.0] * 3

@@ -232,13 +232,14 @@ TINY_TORCHVISION = os.path.join(os.path.dirname(__file__), "data", "torchvision_
 @pytest.fixture
 def tiny_r3d_18(monkeypatch):
     """build_model's r3d_18 narrowed to the fixture checkpoints' widths (5 classes)."""
+    import dataclasses
     import functools
 
-    from models import build as build_module
+    from models.catalog import MODELS
     from models.resnet3d import r3d_18
-    monkeypatch.setitem(build_module.ARCHITECTURES, "r3d_18", build_module._Architecture(
-        "r3d_18", functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
-                          blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
+    narrow = functools.partial(r3d_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                               blocks_per_stage=(2, 1, 1, 1))
+    monkeypatch.setitem(MODELS, "r3d_18", dataclasses.replace(MODELS["r3d_18"], builder=narrow))
 
 
 def test_torchvision_views_resize_to_128x171_and_crop_112(fresh_videos):
@@ -308,12 +309,14 @@ def test_torchvision_checkpoint_gives_the_models_softmax(tiny_r3d_18, fresh_vide
 ])
 def test_pretrained_mode_mistakes_are_one_line_exit_2(tiny_r3d_18, fresh_videos, capsys, tmp_path,
                                                       monkeypatch, arguments, message):
-    from models import build as build_module
+    import dataclasses
     import functools
+
+    from models.catalog import MODELS
     from models.resnet3d import mc3_18
-    monkeypatch.setitem(build_module.ARCHITECTURES, "mc3_18", build_module._Architecture(
-        "mc3_18", functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
-                          blocks_per_stage=(2, 1, 1, 1)), 0.0, 4))
+    narrow = functools.partial(mc3_18, stem_planes=8, stem_midplanes=6, stage_planes=(8, 16, 24, 32),
+                               blocks_per_stage=(2, 1, 1, 1))
+    monkeypatch.setitem(MODELS, "mc3_18", dataclasses.replace(MODELS["mc3_18"], builder=narrow))
     (tmp_path / "two.txt").write_text("a\nb\n")
     monkeypatch.chdir(tmp_path)
     for name in ("r3d_18.pth", "logits.npz"):

@@ -1,6 +1,7 @@
 """Pretrained weights: torchvision checkpoints reproduce torch's logits; our own files round
 trip; heads of another class count stay fresh; files that do not fit are refused."""
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -10,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from models import build as build_module
 from models import build_model
+from models.catalog import MODELS
 from models.pretrained import (
     TORCHVISION_KINETICS_MEAN,
     TORCHVISION_KINETICS_STD,
@@ -40,12 +41,8 @@ def expected():
 def tiny_architectures(monkeypatch):
     """build_model's ResNets, narrowed to the fixture checkpoints' widths."""
     for name, builder in ARCHS.items():
-        original = build_module.ARCHITECTURES[name]
-        monkeypatch.setitem(
-            build_module.ARCHITECTURES,
-            name,
-            build_module._Architecture(name, functools.partial(builder, **TINY_WIDTHS), 0.0, original.deformable_units),
-        )
+        monkeypatch.setitem(MODELS, name, dataclasses.replace(
+            MODELS[name], builder=functools.partial(builder, **TINY_WIDTHS)))
 
 
 def _head_and_backbone(model):

@@ -9,10 +9,13 @@ import pytest
 import keras
 
 import models
-from models.s3d import MIN_FRAMES, MIN_SIZE, SymmetricMaxPooling3D, features_shape
+from models.catalog import MODELS
+from models.s3d import SymmetricMaxPooling3D, features_shape
 from models.pretrained import TORCH_TENSOR_NAMES
 
-# The smallest clip S3D takes: every forward test runs at it (S3D at 224 is heavy on 2 cores).
+# The smallest clip S3D takes (its catalog row's `min_input`, checked below): every forward
+# test runs at it (S3D at 224 is heavy on 2 cores).
+MIN_FRAMES, MIN_SIZE, _ = MODELS["s3d"].min_input
 MIN_SHAPE = (MIN_FRAMES, MIN_SIZE, MIN_SIZE, 3)
 NUM_CLASSES = 400  # Kinetics-400, the class count of torchvision's parameter count
 TORCHVISION_KEYS = Path(__file__).parent / "data" / "s3d_torchvision_keys.json"

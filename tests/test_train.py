@@ -685,8 +685,9 @@ def test_signal_stops_cleanly_and_the_printed_resume_finishes(finished_run, numb
     assert_no_noise(result.stderr)
     if number != signal.SIGINT:
         return
-    # The run's model loads in a fresh process that imports only `models`.
+    # The run's model loads in a fresh process that has only `models` register its layers.
     code = ("import keras, numpy as np, models\n"
+            "models.register_layers()\n"
             f"model = keras.models.load_model({run_dir.model!r})\n"
             "print(model(np.zeros((1, *model.input_shape[1:]), 'uint8')).shape)")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=quiet_env(),

@@ -78,8 +78,9 @@ def plain_model(model):
     """A copy of `model` with its architecture and weights only: no optimizer, loss or metrics.
 
     What a run saves as .keras: `keras.models.load_model(path)` then needs only the layers
-    `import models` registers, not the training schedule and metric classes a compiled model
-    would name. Resuming reads backup/ (weights and optimizer state), never these files.
+    `models.register_layers()` registers, not the training schedule and metric classes a
+    compiled model would name. Resuming reads backup/ (weights and optimizer state), never
+    these files.
     """
     plain = model.__class__.from_config(model.get_config())
     plain.set_weights(model.get_weights())

@@ -16,8 +16,6 @@ Example:
 import copy
 import dataclasses
 import difflib
-import functools
-import importlib.util
 import inspect
 import logging
 import os
@@ -33,6 +31,7 @@ from data_prep.shards import is_multi_label, num_classes_of
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS
+from models import catalog as model_catalog
 from training.config_files import ConfigError, apply_overrides, merge_config_files
 
 logger = logging.getLogger(__name__)
@@ -300,20 +299,6 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
     return cls(**values)
 
 
-@functools.cache
-def _model_catalog():
-    """models/catalog.py, loaded without running `models/__init__` (which imports Keras, so
-    TensorFlow): a mistyped model name fails here in milliseconds, before a run directory
-    exists. The catalog holds only data and checks, so loading it twice (here and via
-    `models`) is harmless."""
-    models_dir = importlib.util.find_spec("models").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location(
-        "_models_catalog", os.path.join(models_dir, "catalog.py"))
-    catalog = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(catalog)
-    return catalog
-
-
 def _check_consistency(config, origins, default_source):
     """Checks between keys that no single field can check alone."""
 
@@ -335,7 +320,7 @@ def _check_consistency(config, origins, default_source):
     if train.min_learning_rate > train.learning_rate:
         fail("train.min_learning_rate", "train.min_learning_rate expects a value <= "
              f"train.learning_rate. Received: train.min_learning_rate={train.min_learning_rate}")
-    groups = _model_catalog().PARAMETER_GROUPS
+    groups = model_catalog.PARAMETER_GROUPS
     for group, value in train.lr_multipliers.items():
         if group not in groups:
             close = difflib.get_close_matches(str(group), groups, n=1)
@@ -353,12 +338,12 @@ def _check_consistency(config, origins, default_source):
     if crop is not None and crop > config.data.size:
         fail("augment.crop_size", "augment.crop_size expects a value <= data.size. "
              f"Received: augment.crop_size={crop}, data.size={config.data.size}")
-    catalog = _model_catalog()
     try:
-        catalog.check_model_choice(config.model.name, config.model.options)
+        model_catalog.check_model_choice(config.model.name, config.model.options)
     except ValueError as e:
         # Name the file (or --set) of the wrong name, or of the first unknown option.
-        accepted = catalog.MODEL_OPTIONS.get(config.model.name)
+        spec = model_catalog.MODELS.get(config.model.name)
+        accepted = spec.options if spec else None
         unknown = sorted(set(config.model.options) - set(accepted or ()))
         fail(f"model.options.{unknown[0]}" if accepted else "model.name", f"model: {e}")
     if not config.data.prepared_dir:

@@ -11,14 +11,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import models  # noqa: F401  (registers ClipNormalization and DeformConv3D for loading)
+import models
 from core.errors import UserError
 from training.metrics import (MeanAveragePrecision, MeanClassAccuracy,  # noqa: F401  (registered)
                               multi_label_video_metrics, video_level_metrics)
 
 
 def load_run_model(run):
-    """model.keras of the run, loaded in safe mode (importing `models` registers its layers)."""
+    """model.keras of the run, loaded in safe mode (after `models.register_layers()`)."""
+    models.register_layers()
     return keras.saving.load_model(run.run_dir.model, compile=False, safe_mode=True)
 
 

@@ -31,7 +31,7 @@ from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME, is_multi_label
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
-from models.finetune import freeze, variable_groups
+from models.finetune import fine_tune
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries, tensorboard_views
@@ -136,29 +136,24 @@ def mixed_precision_policy(enabled):
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-def learning_rate_multipliers(model, group_multipliers):
-    """{variable path: multiplier} of the trainable variables whose group (head, backbone,
-    offsets: models.finetune.variable_groups) has a multiplier other than 1."""
-    trainable = {variable.path for variable in model.trainable_variables}
-    return {path: float(group_multipliers[group])
-            for path, group in variable_groups(model).items()
-            if path in trainable and float(group_multipliers.get(group, 1.0)) != 1.0}
 
 
 def prepare_fine_tuning(model, config):
-    """Applies train.freeze_stages / train.freeze_bn (before compile); returns the frozen
-    layer names. Raises UserError for a stage count the architecture does not have."""
+    """Applies train.freeze_stages / train.freeze_bn (before compile); returns the
+    learning-rate multipliers of train.lr_multipliers, {variable path: multiplier}
+    (`models.finetune.fine_tune`). Raises UserError for a stage count the architecture
+    does not have."""
     train = config.train
-    if train.freeze_stages is None and not train.freeze_bn:
-        return []
     try:
-        frozen = freeze(model, config.model.name, stages=train.freeze_stages,
-                        batch_norm=train.freeze_bn)
+        frozen, lr_multipliers = fine_tune(
+            model, config.model.name, freeze_stages=train.freeze_stages,
+            freeze_batch_norm=train.freeze_bn, lr_multipliers=train.lr_multipliers)
     except ValueError as e:
         raise UserError(f"train.freeze_stages: {e}") from None
-    logger.info("frozen (not trainable) %d layers: %s", len(frozen),
-                ", ".join(frozen[:12]) + (", ..." if len(frozen) > 12 else ""))
-    return frozen
+    if frozen:
+        logger.info("frozen (not trainable) %d layers: %s", len(frozen),
+                    ", ".join(frozen[:12]) + (", ..." if len(frozen) > 12 else ""))
+    return lr_multipliers
 
 
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, multi_label=False,
@@ -168,8 +163,7 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, mult
                             weights=config.model.weights, **config.model.options)
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
-    prepare_fine_tuning(model, config)
-    lr_multipliers = learning_rate_multipliers(model, config.train.lr_multipliers)
+    lr_multipliers = prepare_fine_tuning(model, config)
     if config.train.mixed_precision:
         # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
         logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
