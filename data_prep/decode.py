@@ -29,6 +29,13 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# What a video item may be called. FFmpeg decodes more than video (its `ansi` decoder renders
+# a text file as frames), so a file is an item only by one of these names, never by whether
+# FFmpeg opens it.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m2v",
+                    ".wmv", ".asf", ".flv", ".3gp", ".ogv", ".ts", ".mts", ".m2ts", ".vob",
+                    ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265")
+ARRAY_EXTENSIONS = (".npy",)
 
 
 class DecodeError(Exception):
@@ -42,6 +49,15 @@ def item_kind(path):
     if path.lower().endswith(".npy"):
         return "array"
     return "video"
+
+
+def is_media_item(path):
+    """True for what can be an item: a directory (frame folder), a video file or an array,
+    told by its extension (`VIDEO_EXTENSIONS`, `ARRAY_EXTENSIONS`); False for anything else
+    (notes.txt, README, a lone image, a .json sidecar)."""
+    if os.path.isdir(path):
+        return True
+    return path.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)
 
 
 def natural_sort_key(name):

@@ -1,5 +1,6 @@
 """Tests for data_prep.prepare: every layout end to end on real files, skips, resume."""
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -16,19 +17,22 @@ import pytest
 from data_prep.__main__ import main
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
+from data_prep.source_spec import SourceSpec
 from data_prep.sampling import sample_frame_indices
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
                             read_records, write_array, write_broken, write_frame_folder,
                             write_rawframes, write_text, write_video)
 
+SOURCE_KEYS = {field.name for field in dataclasses.fields(SourceSpec)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def prepare(root, out, frames=4, size=16, **kwargs):
     kwargs.setdefault("workers", 1)
     kwargs.setdefault("show_progress", False)
-    return prepare_dataset(kwargs.pop("layout", "folders"), str(root), str(out), frames, size,
-                           **kwargs)
+    spec = SourceSpec(root=str(root), **{key: kwargs.pop(key) for key in list(kwargs)
+                                          if key in SOURCE_KEYS})
+    return prepare_dataset(spec, str(out), frames, size, **kwargs)
 
 
 def labelled_ids(manifest, records):
