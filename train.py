@@ -167,7 +167,8 @@ def _prepare_only(args):
     """The data step of a run alone: the experiment YAML read by the one config loader."""
     try:
         config = load_config(args.config, overrides=args.overrides)
-        import_tensorflow()  # once the config is valid
+        check_data_sources(config.data)  # as a run does: a wrong path answers at once
+        import_tensorflow()  # once the config and its data sources are valid
         manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
