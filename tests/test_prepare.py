@@ -748,3 +748,45 @@ def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_p
     assert merged["splits"]["train"]["items_per_class"] == \
         whole["splits"]["train"]["items_per_class"]
     assert record_set(tmp_path / "parts", "train") == record_set(tmp_path / "whole", "train")
+
+
+def test_cli_root_per_split_records_each_root(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "train", per_class=1, num_frames=5)
+    make_folders_dataset(tmp_path / "val", per_class=1, num_frames=5)
+    lists = {name: write_text(tmp_path / f"{name}.txt", "a/item0.avi 0\nb/item0.avi 1\n")
+             for name in ("train", "val")}
+    assert main(["prepare", "--layout", "list", "--root", f"train={tmp_path / 'train'}",
+                 "--root", f"val={tmp_path / 'val'}", "--list", f"train={lists['train']}",
+                 "--list", f"val={lists['val']}", "--out", str(tmp_path / "out"),
+                 "--frames", "3", "--size", "8", "--workers", "1", "--no-progress"]) == 0
+    with open(tmp_path / "out/manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["source"]["root"] == {"train": str(tmp_path / "train"),
+                                          "val": str(tmp_path / "val")}
+    assert {split: info["videos"] for split, info in manifest["splits"].items()} == {
+        "train": 2, "val": 2}
+
+
+def test_cli_refuses_one_root_mixed_with_roots_per_split(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=5)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--root", f"val={tmp_path / 'root'}", "--out", str(tmp_path / "out"),
+                 "--frames", "3", "--size", "8"]) == 2
+    assert "Expected one --root DIR, or --root SPLIT=DIR for each split" in \
+        capsys.readouterr().err
+
+
+def test_files_that_are_not_media_are_counted_in_the_manifest_and_inspect(tmp_path, caplog):
+    from data_prep.contact_sheet import format_manifest_summary
+
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=5)
+    write_text(tmp_path / "root/a/notes.txt", "FFmpeg would render this text as video\n")
+    with caplog.at_level("INFO"):
+        manifest = prepare(tmp_path / "root", tmp_path / "out", 3, 8)
+    assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
+    assert manifest["ignored"] == {"count": 1, "splits": {"train": 1},
+                                   "items": [{"path": "a/notes.txt", "split": "train"}]}
+    assert "1 file(s) that are not videos, frame folders or arrays were left out" \
+        in caplog.text
+    assert "ignored (not videos, frame folders or arrays): 1 (train 1): a/notes.txt" in \
+        format_manifest_summary(manifest, str(tmp_path / "out"))

@@ -428,3 +428,92 @@ def test_unparsable_kinetics_rows_name_file_line_and_row_format(tmp_path, row):
                          "label,youtube_id,time_start,time_end,split\n" + row + "\n")
     with pytest.raises(UserError, match=r"`label,youtube_id,time_start,time_end,.*train.csv:2"):
         resolve_source(SourceSpec("kinetics", str(tmp_path), lists={"train": listing}))
+
+
+def test_folders_leave_out_files_that_are_not_media_and_count_them(tmp_path):
+    """FFmpeg's `ansi` decoder renders text as frames: a notes.txt must not become an item."""
+    touch(tmp_path, "a/1.avi", "a/notes.txt", "b/README", "b/2.npy", "b/frames/0.png",
+          "b/poster.jpg")
+    source = resolve_source(SourceSpec("folders", str(tmp_path)))
+    assert summary(source) == {"train": [("a/1.avi", "a"), ("b/2.npy", "b"),
+                                         ("b/frames", "b")]}
+    assert sorted(entry["path"] for entry in source.ignored) == ["a/notes.txt", "b/README",
+                                                                 "b/poster.jpg"]
+    assert {entry["split"] for entry in source.ignored} == {"train"}
+
+
+def test_listed_files_that_are_not_media_are_left_out_too(tmp_path):
+    touch(tmp_path, "v/a.mp4", "v/readme.txt")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\nv/readme.txt 1\n")
+    source = resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}))
+    assert [item.item_id for item in source.splits["train"]] == ["v/a.mp4"]
+    assert source.ignored == [{"path": "v/readme.txt", "split": "train"}]
+
+
+def test_kinetics_clip_is_never_a_text_file_with_its_stem(tmp_path):
+    touch(tmp_path, "abc_000001_000011.txt", "def_000002_000012.mp4")
+    listing = write_text(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
+                         "jump,abc,1,11,train\nrun,def,2,12,train\n")
+    source = resolve_source(SourceSpec("kinetics", str(tmp_path), lists={"train": listing}))
+    assert [item.item_id for item in source.splits["train"]] == ["def_000002_000012.mp4"]
+    assert [entry["path"] for entry in source.skipped] == ["abc_000001_000011"]
+
+
+def test_per_split_roots_resolve_each_list_under_its_own_root(tmp_path):
+    touch(tmp_path, "train/v/1.avi", "train/v/2.avi", "val/v/1.avi")
+    lists = {"train": write_text(tmp_path / "train.txt", "v/1.avi 0\nv/2.avi 1\n"),
+             "val": write_text(tmp_path / "val.txt", "v/1.avi 1\n")}
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    source = resolve_source(SourceSpec("list", roots, lists=lists))
+    assert [item.path for item in source.splits["val"]] == [str(tmp_path / "val/v/1.avi")]
+    assert [item.item_id for item in source.splits["train"]] == ["v/1.avi", "v/2.avi"]
+    assert source.description["root"] == roots
+
+
+def test_per_split_root_still_refuses_entries_that_leave_it(tmp_path):
+    touch(tmp_path, "train/v/1.avi", "val/v/1.avi")
+    lists = {"train": write_text(tmp_path / "train.txt", "../val/v/1.avi 0\n"),
+             "val": write_text(tmp_path / "val.txt", "v/1.avi 0\n")}
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    with pytest.raises(UserError, match=r"stay inside the root .*train.*train.txt:1"):
+        resolve_source(SourceSpec("list", roots, lists=lists))
+
+
+@pytest.mark.parametrize("layout,roots,kwargs", [
+    ("list", ("train",), {"lists": ("train", "val")}),
+    ("list", ("train", "val", "test"), {"lists": ("train", "val")}),
+    ("ucf101", ("train", "val"), {}),
+])
+def test_per_split_roots_must_name_the_splits_of_the_source(tmp_path, layout, roots, kwargs):
+    touch(tmp_path, "v/1.avi")
+    if "lists" in kwargs:
+        kwargs = {"lists": {name: write_text(tmp_path / f"{name}.txt", "v/1.avi 0\n")
+                            for name in kwargs["lists"]}}
+    else:
+        kwargs = {"split_dir": str(tmp_path)}
+    with pytest.raises(UserError, match="Expected a root for each split"):
+        resolve_source(SourceSpec(layout, {name: str(tmp_path) for name in roots}, **kwargs))
+
+
+def test_folders_with_a_root_per_split_and_no_lists(tmp_path):
+    touch(tmp_path, "train/a/1.avi", "train/b/1.avi", "val/b/2.avi")
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    source = resolve_source(SourceSpec("folders", roots))
+    assert summary(source) == {"train": [("a/1.avi", "a"), ("b/1.avi", "b")],
+                               "val": [("b/2.avi", "b")]}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layout="folders", num_classes=3), "Expected `num_classes` only with the layouts "
+                                            "csv, list, rawframes"),
+    (dict(layout="kinetics", with_offset=True), "only with the layouts rawframes"),
+    (dict(layout="list", root={"train": 3}), "root="),
+])
+def test_options_a_layout_does_not_read_are_errors(tmp_path, kwargs, message):
+    touch(tmp_path, "v/a.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\n")
+    layout = kwargs.pop("layout")
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_source(SourceSpec(layout, kwargs.pop("root", str(tmp_path)),
+                                  lists={"train": listing}, **kwargs))
+
