@@ -4,8 +4,9 @@ Every function returns channels-last uint8 arrays shaped (T, H, W, band) and res
 frame as soon as it is decoded, so a long video never sits in memory at full resolution.
 
 Item kinds:
-- video file: anything OpenCV's FFmpeg backend decodes (avi, mp4, mkv, webm, mov; h264,
-  hevc, mpeg4, mjpeg, ffv1, ...). Always 3 bands, RGB order. The frame count is what actually
+- video file: named by one of `VIDEO_EXTENSIONS` (avi, mp4, mkv, webm, mov, ...; see
+  `is_media_item`), in any codec OpenCV's FFmpeg backend decodes (h264, hevc, mpeg4, mjpeg,
+  ffv1, ...). Always 3 bands, RGB order. The frame count is what actually
   decodes; `CAP_PROP_FRAME_COUNT` is only a hint (see `load_clips`).
 - folder of frame images (png, jpg, bmp, tif, webp): natural sort order (2.png before
   10.png). Grey images keep 1 band, colour images are RGB (3 bands), with alpha RGBA (4).

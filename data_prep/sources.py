@@ -1,12 +1,15 @@
 """Source layouts: turn a dataset on disk plus its split files into labelled items per split.
 
-`resolve_source(layout, root, ...)` returns a `Source`: the class names (index = label id),
-the items of each split sorted by their path relative to `root`, and the rows whose file is
-absent (Kinetics only; other layouts treat a missing listed file as an error). Layouts:
+`resolve_source(spec)` (a `SourceSpec`) returns a `Source`: the class names (index = label
+id), the items of each split sorted by their path relative to the split's root, and the rows
+whose file is absent (Kinetics only; other layouts treat a missing listed file as an error).
+The layouts are the rows of `LAYOUT_TABLE`, each a reader `(spec) -> _Found` and what it
+needs and reads (a new layout is a reader and a row; see docs/DESIGN.md, "How to add"):
 
-- `folders`: ROOT/<class>/<item>; class names sorted; everything goes to split `train`,
-  unless `lists` ({split: file}) name the items of each split, one `class/item` path a row
-  (anything after a comma or the last space is ignored, so csv and MMAction2 lists work too).
+- `folders`: ROOT/<class>/<item>; class names sorted; everything goes to split `train`
+  (with a root per split: each split from its root), unless `lists` ({split: file}) name the
+  items of each split, one `class/item` path a row (anything after a comma or the last space
+  is ignored, so csv and MMAction2 lists work too).
 - `ucf101`: `split_dir` holds `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`.
 - `hmdb51`: `split_dir` holds `<class>_test_split<N>.txt` with rows `<file> <0|1|2>`.
 - `csv`: `lists` of `path,label` rows (class names; an optional `path,label` header).
@@ -23,10 +26,14 @@ csv: class names separated by `;` inside the label field); an item's label is th
 tuple of ids. `only_present=True` keeps the listed items that exist and reports the others in
 `Source.absent` instead of failing (the class list is unchanged).
 
+Only media are items (`data_prep.decode.is_media_item`: a directory, or a file named as a
+video or an array): other files a folder walk finds or a list names (notes.txt, README) are
+left out and listed in `Source.ignored`, since FFmpeg would render text as video.
+
 The class of a path-labelled item is its folder, never its file stem (UCF101 spells
 `HandstandPushups` in folders and `HandStandPushups` in stems). Every listed path must stay
-inside ROOT: `../`, absolute paths outside ROOT and symlinks that lead out are errors naming
-the entry (an absolute path inside ROOT is accepted).
+inside its split's root: `../`, absolute paths outside it and symlinks that lead out are
+errors naming the entry (an absolute path inside the root is accepted).
 Split files may use CRLF line ends and trailing spaces. This module never imports TensorFlow.
 """
 
