@@ -72,22 +72,24 @@ class SourceSpec:
     root: str | dict | None = _field(
         None, "videos (or frame folders, .npy arrays) to prepare; or {split: directory}",
         metavar="DIR|SPLIT=DIR", path=True)
-    split_dir: str | None = _field(None, "official split files (ucf101, hmdb51)", path=True)
-    split: int = _field(1, "official split number", minimum=1, maximum=3)
+    split_dir: str | None = _field(None, "official split files (ucf101, hmdb51)",
+                                     metavar="DIR", path=True)
+    split: int = _field(1, "official split number", minimum=1, maximum=3, metavar="N")
     lists: dict | None = _field(None, "{split name: list file} for csv/list/kinetics",
                                 flag="--list", metavar="SPLIT=FILE", path=True)
     classes_file: str | None = _field(None, "class names, one a line (ucf101 classInd)",
-                                      flag="--classes", path=True)
+                                      flag="--classes", metavar="FILE", path=True)
     only_present: bool = _field(False, "prepare the listed items on disk, count the rest")
     multi_label: bool = _field(False, "several labels per item (list, rawframes, csv, synth): "
                                       "sigmoid outputs, binary cross-entropy, mAP",
                                  option=True)
     num_classes: int | None = _field(None, "class count for list/rawframes without "
-                                           "classes_file", minimum=1, option=True)
+                                           "classes_file", minimum=1, metavar="N",
+                                     option=True)
     filename_template: str = _field(DEFAULT_FILENAME_TEMPLATE, "rawframes: frame file names",
-                                   option=True)
+                                   metavar="TEMPLATE", option=True)
     start_index: int = _field(DEFAULT_START_INDEX, "rawframes: number of the first frame file",
-                              minimum=0, option=True)
+                              minimum=0, metavar="I", option=True)
     with_offset: bool = _field(False, "rawframes: rows carry a first-frame offset",
                                  option=True)
 
@@ -136,10 +138,6 @@ class SourceSpec:
     def roots(self):
         """Every root directory (one, or one per split)."""
         return list(self.root.values()) if self.per_split_roots else [self.root]
-
-    def changed(self, **values):
-        """A copy with some fields replaced (checked again)."""
-        return dataclasses.replace(self, **values)
 
 
 def _check_field(field, value):
