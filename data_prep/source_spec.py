@@ -219,8 +219,10 @@ def source_spec_from_arguments(args):
             named = dict(pair for pair in value if pair[0] is not None)
             plain = [path for name, path in value if name is None]
             if (plain and named) or len(plain) > 1:
+                given = " ".join(f"--root {name}={path}" if name else f"--root {path}"
+                                 for name, path in value)
                 raise UserError(f"Expected one --root DIR, or --root SPLIT=DIR for each split. "
-                                f"Received: --root {' --root '.join(f'{n}={p}' if n else p for n, p in value)}")
+                                f"Received: {given}")
             value = named or plain[0]
         elif field.name == "lists":
             value = dict(value)

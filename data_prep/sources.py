@@ -49,9 +49,6 @@ from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDE
                                    SourceSpec)
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["DEFAULT_FILENAME_TEMPLATE", "DEFAULT_START_INDEX", "LAYOUTS", "Layout",
-           "MULTI_LABEL_LAYOUTS", "SourceSpec", "resolve_source", "split_root"]
 # Separates the class names inside a multi-label csv row's label field.
 CSV_LABEL_SEPARATOR = ";"
 # At most this many absent (or ignored) items are listed by name (all are counted).

@@ -7,7 +7,8 @@ import pytest
 
 from core.errors import UserError
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
-from data_prep.sources import SourceSpec, resolve_source
+from data_prep.source_spec import SourceSpec
+from data_prep.sources import resolve_source
 from video_fixtures import write_text
 
 
@@ -39,7 +40,8 @@ def test_folders_with_lists_split_items(tmp_path):
     touch(tmp_path, "a/1.avi", "a/2.avi", "b/1.avi")
     train = write_text(tmp_path / "lists/train.txt", "a/1.avi\nb/1.avi,b\n")
     test = write_text(tmp_path / "lists/test.txt", "a/2.avi 0\n", crlf=True)
-    source = resolve_source(SourceSpec("folders", str(tmp_path), lists={"train": train, "test": test}))
+    source = resolve_source(SourceSpec("folders", str(tmp_path),
+                                       lists={"train": train, "test": test}))
     assert summary(source) == {"train": [("a/1.avi", "a"), ("b/1.avi", "b")],
                                "test": [("a/2.avi", "a")]}
 
@@ -252,7 +254,8 @@ def test_multi_label_list_names_classes_by_num_classes(tmp_path):
                             multi_label=True, num_classes=3))
     assert source.classes == ["0", "1", "2"]
     with pytest.raises(UserError, match="--num-classes N or --classes FILE"):
-        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}, multi_label=True))
+        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing},
+                                  multi_label=True))
     with pytest.raises(UserError, match=r"labels 0\.\.1 .*train.txt:1.*label=2"):
         resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}, multi_label=True,
                        num_classes=2))
@@ -392,7 +395,8 @@ def test_only_present_with_nothing_present_is_an_error(tmp_path):
     touch(tmp_path, "v/other.mp4")
     listing = write_text(tmp_path / "train.txt", "v/gone.mp4 0\n")
     with pytest.raises(UserError, match="at least one item that exists"):
-        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}, only_present=True))
+        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing},
+                                  only_present=True))
 
 
 def test_repeated_rows_are_kept_once_with_a_warning(tmp_path, caplog):

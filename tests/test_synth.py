@@ -13,7 +13,8 @@ import pytest
 from data_prep import synth
 from data_prep.__main__ import main
 from core.errors import UserError
-from data_prep.sources import SourceSpec, resolve_source
+from data_prep.source_spec import SourceSpec
+from data_prep.sources import resolve_source
 from video_fixtures import read_records
 
 SMALL = dict(videos_per_class=2, num_frames=6, frame_size=(32, 32), show_progress=False)

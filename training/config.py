@@ -31,8 +31,9 @@ import yaml
 from core.atomic import write_text_atomically
 from data_prep import synth
 from core.errors import UserError
+from data_prep.source_spec import SourceSpec
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
-from data_prep.sources import MULTI_LABEL_LAYOUTS, SourceSpec
+from data_prep.sources import MULTI_LABEL_LAYOUTS
 
 logger = logging.getLogger(__name__)
 
