@@ -41,7 +41,8 @@ import types
 
 import cv2
 
-from data_prep.decode import IMAGE_EXTENSIONS, DecodeError, natural_sort_key
+from data_prep.decode import (IMAGE_EXTENSIONS, DecodeError, is_media_item,
+                              natural_sort_key)
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.errors import UserError
 from data_prep.shards import is_multi_label
@@ -83,7 +84,9 @@ def parse_args(argv):
 
 
 def expand_items(paths):
-    """Each argument as items: a frame folder stays one item; other directories list theirs."""
+    """Each argument as items: a frame folder stays one item; other directories list their
+    videos, frame folders and arrays (`is_media_item`): the other files in them (a README,
+    notes.txt) are skipped and counted on stderr, never classified."""
     items = []
     for path in paths:
         if not os.path.isdir(path):
@@ -93,8 +96,15 @@ def expand_items(paths):
                        key=natural_sort_key)
         if any(name.lower().endswith(IMAGE_EXTENSIONS) for name in names) or not names:
             items.append(path)
-        else:
-            items.extend(os.path.join(path, name) for name in names)
+            continue
+        entries = [os.path.join(path, name) for name in names]
+        skipped = [name for name, entry in zip(names, entries) if not is_media_item(entry)]
+        items.extend(entry for entry in entries if is_media_item(entry))
+        if skipped:
+            print(f"skipped {len(skipped)} file(s) in {path} that are not videos, frame "
+                  f"folders or arrays: {', '.join(skipped[:5])}"
+                  + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""),
+                  file=sys.stderr, flush=True)
     return items
 
 

@@ -22,11 +22,10 @@ import tempfile
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.cli import report_user_errors
 from core.errors import UserError
-from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
-from data_prep.sources import resolve_source
 from training.cli import import_tensorflow
-from training.config import check_prepared_data, config_to_dict, load_config
+from training.config import config_to_dict, load_config
+from training.prepared_data import check_data_sources, ensure_prepared
 from training.run_dir import RunDir, default_run_path, open_run_dir
 
 
@@ -85,28 +84,6 @@ def _resolve_config(args):
     run_dir = open_run_dir(args.run_dir or default_run_path(config.name),
                            overwrite=args.overwrite)
     return config, run_dir
-
-
-def check_data_sources(data):
-    """Raises UserError for a missing data.root, split file, list or classes file, or for
-    prepared clips that do not fit the config.
-
-    Checked before TensorFlow loads and before the run directory exists, by the same reader
-    that prepares (data_prep.sources, no TensorFlow), so that a wrong path costs a second and
-    leaves nothing behind. Data already prepared (manifest.json) is checked against the
-    config instead; generated data (synth) needs no source.
-    """
-    if os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
-        check_prepared_data(data, read_manifest(data.prepared_dir))
-        return
-    if data.layout == "synth":
-        return
-    if not data.root:
-        raise UserError(f"data.root is required to prepare layout {data.layout} "
-                        f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
-                        "Received: data.root=None")
-    resolve_source(data.layout, data.root, split_dir=data.split_dir, split=data.split,
-                   lists=data.lists, classes_file=data.classes_file)
 
 
 def _worker_run_dir(config, args, role):
@@ -187,9 +164,8 @@ def main(argv=None):
 def _prepare_only(args):
     """The data step of a run alone: the experiment YAML read by the one config loader."""
     config = load_config(args.config, overrides=args.overrides)
-    import_tensorflow()  # once the config is valid
-    from training.trainer import ensure_prepared
-
+    check_data_sources(config.data)  # as a run does: a wrong path answers at once
+    import_tensorflow()  # once the config and its data sources are valid
     manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     print(f"wrote {os.path.join(config.data.prepared_dir, MANIFEST_NAME)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "

@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.prepare import prepare_dataset  # noqa: E402
+from data_prep.source_spec import SourceSpec  # noqa: E402
 from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 configure_tensorflow()
@@ -111,7 +112,8 @@ def main():
             for repeat in range(args.repeats):
                 out = os.path.join(work, f"out_{workers}_{repeat}")
                 start = time.perf_counter()
-                manifest = prepare_dataset("folders", root, out, args.frames, args.size,
+                manifest = prepare_dataset(SourceSpec("folders", root), out, args.frames,
+                                           args.size,
                                            resize_short=args.resize_short,
                                            clips_per_video=args.clips_per_video,
                                            workers=workers, show_progress=False)

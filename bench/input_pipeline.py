@@ -62,7 +62,8 @@ def main(argv=None):
 
     from training import input_pipeline
     from training.config import load_config
-    from training.trainer import build_and_compile, ensure_prepared
+    from training.prepared_data import ensure_prepared
+    from training.trainer import build_and_compile
 
     config = load_config(args.config, overrides=args.overrides)
     manifest = ensure_prepared(config.data)

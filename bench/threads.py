@@ -46,7 +46,8 @@ def fit_worker(config_path, overrides, epochs, variant):
     import keras
     from training import input_pipeline
     from training.config import load_config
-    from training.trainer import build_and_compile, ensure_prepared
+    from training.prepared_data import ensure_prepared
+    from training.trainer import build_and_compile
 
     intra, inter, data_pool, data_intra = VARIANTS[variant]
     if intra is not None:

@@ -86,6 +86,13 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
         lines.append(f"absent (listed, not on disk; --only-present): {absent['count']} ("
                      + ", ".join(f"{split} {count}" for split, count
                                  in absent["splits"].items()) + ")")
+    ignored = manifest.get("ignored")
+    if ignored:
+        shown = ", ".join(entry["path"] for entry in ignored["items"][:max_skipped])
+        lines.append(f"ignored (not videos, frame folders or arrays): {ignored['count']} ("
+                     + ", ".join(f"{split} {count}" for split, count
+                                 in ignored["splits"].items()) + f"): {shown}"
+                     + (" ..." if ignored["count"] > max_skipped else ""))
     skipped = manifest.get("skipped", [])
     lines.append(f"skipped: {len(skipped)}")
     for entry in skipped[:max_skipped]:

@@ -4,8 +4,9 @@ Every function returns channels-last uint8 arrays shaped (T, H, W, band) and res
 frame as soon as it is decoded, so a long video never sits in memory at full resolution.
 
 Item kinds:
-- video file: anything OpenCV's FFmpeg backend decodes (avi, mp4, mkv, webm, mov; h264,
-  hevc, mpeg4, mjpeg, ffv1, ...). Always 3 bands, RGB order. The frame count is what actually
+- video file: named by one of `VIDEO_EXTENSIONS` (avi, mp4, mkv, webm, mov, ...; see
+  `is_media_item`), in any codec OpenCV's FFmpeg backend decodes (h264, hevc, mpeg4, mjpeg,
+  ffv1, ...). Always 3 bands, RGB order. The frame count is what actually
   decodes; `CAP_PROP_FRAME_COUNT` is only a hint (see `load_clips`).
 - folder of frame images (png, jpg, bmp, tif, webp): natural sort order (2.png before
   10.png). Grey images keep 1 band, colour images are RGB (3 bands), with alpha RGBA (4).
@@ -29,6 +30,13 @@ import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# What a video item may be called. FFmpeg decodes more than video (its `ansi` decoder renders
+# a text file as frames), so a file is an item only by one of these names, never by whether
+# FFmpeg opens it.
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m2v",
+                    ".wmv", ".asf", ".flv", ".3gp", ".ogv", ".ts", ".mts", ".m2ts", ".vob",
+                    ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265")
+ARRAY_EXTENSIONS = (".npy",)
 
 
 class DecodeError(Exception):
@@ -42,6 +50,15 @@ def item_kind(path):
     if path.lower().endswith(".npy"):
         return "array"
     return "video"
+
+
+def is_media_item(path):
+    """True for what can be an item: a directory (frame folder), a video file or an array,
+    told by its extension (`VIDEO_EXTENSIONS`, `ARRAY_EXTENSIONS`); False for anything else
+    (notes.txt, README, a lone image, a .json sidecar)."""
+    if os.path.isdir(path):
+        return True
+    return path.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)
 
 
 def natural_sort_key(name):

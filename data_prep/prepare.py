@@ -36,8 +36,9 @@ from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
 from core.tensorflow_env import import_tensorflow_quietly
-from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
-                               MAX_ABSENT_LISTED, resolve_source)
+from data_prep.source_spec import (SourceSpec, add_source_arguments,
+                                   source_spec_from_arguments)
+from data_prep.sources import LAYOUTS, MAX_ABSENT_LISTED, resolve_source
 from data_prep.workers import available_cores, quiet_video_logs, worker_pool
 
 logger = logging.getLogger(__name__)
@@ -323,29 +324,27 @@ def _summary_table(manifest, stats):
         lines.append(f"{absent['count']} listed item(s) not on disk were left out "
                      f"(--only-present; the manifest's `absent` lists "
                      f"{len(absent['items'])} of them)")
+    ignored = manifest.get("ignored")
+    if ignored:
+        lines.append(f"{ignored['count']} file(s) that are not videos, frame folders or "
+                     f"arrays were left out (first: {ignored['items'][0]['path']}; the "
+                     f"manifest's `ignored` lists {len(ignored['items'])} of them)")
     return "\n".join(lines)
 
 
-def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1, lists=None,
-                    classes_file=None, resize_short=None, clips_per_video=1, sampling="uniform",
-                    frame_stride=1, workers=None, encoding="raw", strict=False,
-                    show_progress=True, items_per_shard=None, num_shards=1, shard_index=0,
-                    only_present=False, multi_label=False, num_classes=None,
-                    filename_template=DEFAULT_FILENAME_TEMPLATE,
-                    start_index=DEFAULT_START_INDEX, with_offset=False):
+def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_video=1,
+                    sampling="uniform", frame_stride=1, workers=None, encoding="raw",
+                    strict=False, show_progress=True, items_per_shard=None, num_shards=1,
+                    shard_index=0):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
-        layout: str, `folders`, `ucf101`, `hmdb51`, `csv`, `list`, `kinetics` or
-            `rawframes` (see `data_prep.sources`).
-        root: str, the directory the items are in (list entries are relative to it).
+        spec: `data_prep.source_spec.SourceSpec`, where the items are and how the lists
+            read (layout, root or a root per split, lists, multi_label, ...); recorded as
+            the manifest's `source`.
         out: str, the prepared dataset directory (created; reruns resume in it).
         frames: int, frames per clip F.
         size: int, stored frame side S (clips are (F, S, S, band)).
-        split_dir: str or None, official split files (ucf101, hmdb51).
-        split: int, official split number. Defaults to 1.
-        lists: dict {split name: list file} or None.
-        classes_file: str or None, class names one a line.
         resize_short: int or None, resize the short side to this (>= size) then centre-crop
             S×S; None resizes straight to S×S. Defaults to None.
         clips_per_video: int, clips N stored per item. Defaults to 1.
@@ -362,13 +361,6 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
             `part_slice`). With num_shards > 1 the result is a part
             (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
             `merge_parts` joins the N parts into one dataset. Defaults to 0.
-        only_present: bool, prepare the listed items that exist; the others are counted
-            in the manifest's `absent` (the class list stays whole). Defaults to False.
-        multi_label: bool, rows carry several labels (list, rawframes, csv); records hold a
-            `labels` id list and the manifest `"multi_label": true`. Defaults to False.
-        num_classes: int or None, class count for list/rawframes without `classes_file`.
-        filename_template, start_index, with_offset: the rawframes layout's frame file
-            names, first frame number and row form (see `data_prep.sources`).
 
     Returns:
         dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
@@ -382,7 +374,7 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     Example (given a folder of RGB videos, one sub-folder per class):
 
     ```python
-    manifest = prepare_dataset("folders", "videos/", "data/prepared", 16, 112)
+    manifest = prepare_dataset(SourceSpec("folders", "videos/"), "data/prepared", 16, 112)
     manifest["clip_shape"]  # [16, 112, 112, 3]
     ```
     """
@@ -396,7 +388,9 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     sampling = _choose(sampling, "sampling", SAMPLING_METHODS)
     frame_stride = _positive(frame_stride, "frame_stride")
     encoding = _choose(encoding, "encoding", ENCODINGS)
-    _choose(layout, "layout", LAYOUTS)
+    if not isinstance(spec, SourceSpec):
+        raise UserError(f"Expected a SourceSpec as the source. Received: spec={spec!r}")
+    _choose(spec.layout, "layout", LAYOUTS)
     workers = _positive(workers, "workers", allow_none=True) or available_cores()
     if items_per_shard is None:
         items_per_shard = default_items_per_shard(frames, size, clips_per_video)
@@ -410,16 +404,14 @@ def prepare_dataset(layout, root, out, frames, size, *, split_dir=None, split=1,
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
 
-    real_out, real_root = os.path.realpath(out), os.path.realpath(root or ".")
-    if layout == "folders" and os.path.commonpath([real_out, real_root]) == real_root:
-        raise UserError(f"Expected --out outside --root for the folders layout (inside, it "
-                        f"would be read as a class folder). Received: out={out!r}, "
-                        f"root={root!r}")
-    source = resolve_source(layout, root, split_dir=split_dir, split=split, lists=lists,
-                            classes_file=classes_file, only_present=only_present,
-                            multi_label=multi_label, num_classes=num_classes,
-                            filename_template=filename_template, start_index=start_index,
-                            with_offset=with_offset)
+    real_out = os.path.realpath(out)
+    for root in spec.roots():
+        real_root = os.path.realpath(root or ".")
+        if spec.layout == "folders" and os.path.commonpath([real_out, real_root]) == real_root:
+            raise UserError(f"Expected --out outside --root for the folders layout (inside, "
+                            f"it would be read as a class folder). Received: out={out!r}, "
+                            f"root={root!r}")
+    source = resolve_source(spec)
     if strict and source.skipped:
         first = source.skipped[0]
         raise UserError(f"Expected every listed item to exist (--strict); "
@@ -606,6 +598,13 @@ def _manifest(job, plans, sidecars, band):
             "count": len(absent),
             "splits": dict(collections.Counter(entry["split"] for entry in absent)),
             "items": absent[:MAX_ABSENT_LISTED]}
+    if job.source.ignored and job.shard_index == 0:
+        # Files that are not media (notes.txt beside the videos): counted, never items.
+        ignored = job.source.ignored
+        manifest["ignored"] = {
+            "count": len(ignored),
+            "splits": dict(collections.Counter(entry["split"] for entry in ignored)),
+            "items": ignored[:MAX_ABSENT_LISTED]}
     _add_items_per_class(manifest, job.source, plans, skipped)
     if job.is_part:
         manifest["part"] = {"index": job.shard_index, "count": job.num_shards}
@@ -744,47 +743,33 @@ def merge_parts(out, part_dirs):
     return manifest
 
 
-def _split_list_argument(text):
-    name, separator, path = text.partition("=")
-    if not separator or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected SPLIT=FILE, got {text!r}")
-    return name, path
-
-
 def _run(args):
     if args.config:
         # The experiment YAML has one reader, training.config (data_prep cannot import it).
         raise UserError(f"prepare reads no experiment YAML; prepare a config's data with "
                         f"`python train.py --config {args.config} --prepare-only` (override "
                         f"keys with --set data.KEY=VALUE). Received: --config {args.config}")
-    arguments = {}
-    flags = {"layout": args.layout, "root": args.root, "split_dir": args.split_dir,
-             "split": args.split, "lists": dict(args.list) if args.list else None,
-             "classes_file": args.classes, "out": args.out, "frames": args.frames,
-             "size": args.size, "resize_short": args.resize_short,
-             "clips_per_video": args.clips_per_video, "sampling": args.sampling,
-             "frame_stride": args.frame_stride, "workers": args.workers,
-             "encoding": args.encoding, "strict": args.strict or None,
-             "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
-             "shard_index": args.shard_index, "only_present": args.only_present or None,
-             "multi_label": args.multi_label or None, "num_classes": args.num_classes,
-             "filename_template": args.filename_template, "start_index": args.start_index,
-             "with_offset": args.with_offset or None}
-    arguments.update({key: value for key, value in flags.items() if value is not None})
     for required in ("layout", "root", "out", "frames", "size"):
-        if arguments.get(required) is None:
-            flag = "--" + required.replace("_", "-")
-            raise UserError(f"prepare needs {flag}. "
-                            f"Received: {required}=None")
-    positional = [arguments.pop(key) for key in ("layout", "root", "out", "frames", "size")]
-    manifest = prepare_dataset(*positional, show_progress=not args.no_progress, **arguments)
+        if getattr(args, required) is None:
+            raise UserError(f"prepare needs --{required}. Received: {required}=None")
+    spec = source_spec_from_arguments(args)
+    flags = {"resize_short": args.resize_short, "clips_per_video": args.clips_per_video,
+             "sampling": args.sampling, "frame_stride": args.frame_stride,
+             "workers": args.workers, "encoding": args.encoding, "strict": args.strict or None,
+             "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
+             "shard_index": args.shard_index}
+    arguments = {key: value for key, value in flags.items() if value is not None}
+    manifest = prepare_dataset(spec, args.out, args.frames, args.size,
+                               show_progress=not args.no_progress, **arguments)
     name = (MANIFEST_NAME if "part" not in manifest else
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
-    print(f"wrote {os.path.join(positional[2], name)}: "
+    print(f"wrote {os.path.join(args.out, name)}: "
           f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
           f"{len(manifest['skipped'])} skipped"
           + (f", {manifest['absent']['count']} absent (--only-present)"
-             if "absent" in manifest else ""))
+             if "absent" in manifest else "")
+          + (f", {manifest['ignored']['count']} not media (ignored)"
+             if "ignored" in manifest else ""))
     return 0
 
 
@@ -796,29 +781,7 @@ def register(subparsers):
                     "To prepare an experiment YAML's data: `python train.py --config FILE "
                     "--prepare-only`.")
     parser.add_argument("--config", help=argparse.SUPPRESS)  # moved: train.py --prepare-only
-    parser.add_argument("--layout", choices=LAYOUTS, help="how --root is organised")
-    parser.add_argument("--root", help="the directory of videos / frame folders / .npy items")
-    parser.add_argument("--split-dir", help="official split files (ucf101, hmdb51)")
-    parser.add_argument("--split", type=int, help="official split number (default 1)")
-    parser.add_argument("--list", action="append", type=_split_list_argument,
-                        metavar="SPLIT=FILE", help="a split list (repeat per split)")
-    parser.add_argument("--classes",
-                        help="class names, one a line (list, csv, rawframes, kinetics layouts)")
-    parser.add_argument("--num-classes", type=int,
-                        help="class count of a list/rawframes layout without --classes "
-                             "(names 0..N-1; needed with --multi-label)")
-    parser.add_argument("--multi-label", action="store_true",
-                        help="rows carry one or more labels: `path l1 [l2 ...]` (list, "
-                             "rawframes), `path,name1;name2` (csv)")
-    parser.add_argument("--with-offset", action="store_true",
-                        help="rawframes rows are `frame_dir offset total_frames label`")
-    parser.add_argument("--filename-template",
-                        help=f"rawframes frame file names (default {DEFAULT_FILENAME_TEMPLATE})")
-    parser.add_argument("--start-index", type=int,
-                        help=f"rawframes number of the first frame (default "
-                             f"{DEFAULT_START_INDEX})")
-    parser.add_argument("--only-present", action="store_true",
-                        help="prepare the listed items that exist, count the others")
+    add_source_arguments(parser, LAYOUTS)  # --layout, --root, --list, ... (SourceSpec)
     parser.add_argument("--out", help="prepared dataset directory")
     parser.add_argument("--frames", type=int, help="frames per clip F")
     parser.add_argument("--size", type=int, help="stored frame side S")

@@ -1,12 +1,15 @@
 """Source layouts: turn a dataset on disk plus its split files into labelled items per split.
 
-`resolve_source(layout, root, ...)` returns a `Source`: the class names (index = label id),
-the items of each split sorted by their path relative to `root`, and the rows whose file is
-absent (Kinetics only; other layouts treat a missing listed file as an error). Layouts:
+`resolve_source(spec)` (a `SourceSpec`) returns a `Source`: the class names (index = label
+id), the items of each split sorted by their path relative to the split's root, and the rows
+whose file is absent (Kinetics only; other layouts treat a missing listed file as an error).
+The layouts are the rows of `LAYOUT_TABLE`, each a reader `(spec) -> _Found` and what it
+needs and reads (a new layout is a reader and a row; see docs/DESIGN.md, "How to add"):
 
-- `folders`: ROOT/<class>/<item>; class names sorted; everything goes to split `train`,
-  unless `lists` ({split: file}) name the items of each split, one `class/item` path a row
-  (anything after a comma or the last space is ignored, so csv and MMAction2 lists work too).
+- `folders`: ROOT/<class>/<item>; class names sorted; everything goes to split `train`
+  (with a root per split: each split from its root), unless `lists` ({split: file}) name the
+  items of each split, one `class/item` path a row (anything after a comma or the last space
+  is ignored, so csv and MMAction2 lists work too).
 - `ucf101`: `split_dir` holds `classInd.txt`, `trainlist0N.txt`, `testlist0N.txt`.
 - `hmdb51`: `split_dir` holds `<class>_test_split<N>.txt` with rows `<file> <0|1|2>`.
 - `csv`: `lists` of `path,label` rows (class names; an optional `path,label` header).
@@ -23,10 +26,14 @@ csv: class names separated by `;` inside the label field); an item's label is th
 tuple of ids. `only_present=True` keeps the listed items that exist and reports the others in
 `Source.absent` instead of failing (the class list is unchanged).
 
+Only media are items (`data_prep.decode.is_media_item`: a directory, or a file named as a
+video or an array): other files a folder walk finds or a list names (notes.txt, README) are
+left out and listed in `Source.ignored`, since FFmpeg would render text as video.
+
 The class of a path-labelled item is its folder, never its file stem (UCF101 spells
 `HandstandPushups` in folders and `HandStandPushups` in stems). Every listed path must stay
-inside ROOT: `../`, absolute paths outside ROOT and symlinks that lead out are errors naming
-the entry (an absolute path inside ROOT is accepted).
+inside its split's root: `../`, absolute paths outside it and symlinks that lead out are
+errors naming the entry (an absolute path inside the root is accepted).
 Split files may use CRLF line ends and trailing spaces. This module never imports TensorFlow.
 """
 
@@ -37,19 +44,15 @@ import os
 import re
 
 from core.errors import UserError
+from data_prep.decode import is_media_item
+from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
+                                   SourceSpec)
 
 logger = logging.getLogger(__name__)
-
-LAYOUTS = ("folders", "ucf101", "hmdb51", "csv", "list", "kinetics", "rawframes")
-MULTI_LABEL_LAYOUTS = ("list", "rawframes", "csv")
-# MMAction2's RawframeDataset defaults.
-DEFAULT_FILENAME_TEMPLATE = "img_{:05}.jpg"
-DEFAULT_START_INDEX = 1
 # Separates the class names inside a multi-label csv row's label field.
 CSV_LABEL_SEPARATOR = ";"
-# At most this many absent items are listed by name (all are counted).
+# At most this many absent (or ignored) items are listed by name (all are counted).
 MAX_ABSENT_LISTED = 100
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MAX_LISTED = 10
 
 
@@ -73,6 +76,19 @@ class Source:
     multi_label: bool = False
     # only_present: [{"path", "split"}] listed items not on disk (all of them, not bounded)
     absent: list = dataclasses.field(default_factory=list)
+    # [{"path", "split"}] files that are not media (notes.txt, README): never items
+    ignored: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Found:
+    """What a layout's reader finds: classes, items per split, and what it left out."""
+
+    classes: list
+    splits: dict
+    absent: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    ignored: list = dataclasses.field(default_factory=list)
 
 
 def _read_rows(path):
@@ -150,7 +166,7 @@ def _check_lists(lists, layout, required):
         raise UserError(f"The `{layout}` layout needs split lists (--list SPLIT=FILE, e.g. "
                         f"--list train=train.csv). Received: lists={lists or None}")
     for name, path in lists.items():
-        if not isinstance(name, str) or not _SPLIT_NAME.match(name):
+        if not isinstance(name, str) or not SPLIT_NAME.match(name):
             raise UserError(f"Expected split names made of letters, digits, '_', '-' or '.'. "
                             f"Received: split={name!r}")
         if not os.path.isfile(path):
@@ -188,11 +204,16 @@ class _SplitBuilder:
         # Every named split appears in the result, even when its list is empty.
         self.splits = {name: {} for name in split_names}
         self.missing = {}
+        self.ignored = []
         self.only_present = only_present
 
     def add(self, split, path, item_id, label, frame_template=None):
         if not os.path.exists(path):
             self.missing.setdefault(split, []).append(item_id)
+            return
+        if frame_template is None and not is_media_item(path):
+            # (a rawframe entry that is a file is skipped by the decoder, with its reason)
+            self.ignored.append({"path": item_id, "split": split})
             return
         self.splits.setdefault(split, {})
         if item_id in self.splits[split]:
@@ -207,7 +228,12 @@ class _SplitBuilder:
         return [{"path": item_id, "split": split}
                 for split, item_ids in self.missing.items() for item_id in item_ids]
 
-    def finish(self, where):
+    def finish(self, classes, where):
+        """The reader's `_Found`; an error for missing files unless `only_present`."""
+        if self.ignored:
+            logger.warning("%d file(s) named by %s are not videos, frame folders or arrays; "
+                           "left out (first: %s)", len(self.ignored), where,
+                           self.ignored[0]["path"])
         if self.missing and self.only_present:
             count = sum(len(paths) for paths in self.missing.values())
             logger.warning("%d item(s) named by %s are not on disk; preparing the others "
@@ -219,20 +245,9 @@ class _SplitBuilder:
             raise UserError(f"Expected every file named by {where} to exist ({count} are "
                             f"missing; only_present / --only-present prepares those that "
                             f"are). Received: missing={described}")
-        return {split: [items[key] for key in sorted(items)]
-                for split, items in self.splits.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class _ListOptions:
-    """How list rows are read (the flags beyond the layout's own files)."""
-
-    only_present: bool = False
-    multi_label: bool = False
-    num_classes: int | None = None
-    filename_template: str = DEFAULT_FILENAME_TEMPLATE
-    start_index: int = DEFAULT_START_INDEX
-    with_offset: bool = False
+        splits = {split: [items[key] for key in sorted(items)]
+                  for split, items in self.splits.items()}
+        return _Found(list(classes), splits, absent=self.absent, ignored=self.ignored)
 
 
 def _ends_in_another_number(entry):
@@ -249,26 +264,37 @@ def _too_many_numbers(where, expected, line):
         f"need --multi-label. Received: row={line!r}")
 
 
-def _folders(root, lists, classes_file, options):
-    classes = _read_classes_file(classes_file) if classes_file else _class_directories(root)
+def _folders(spec):
+    """ROOT/<class>/<item> (each split from its own root if `root` is per split), or the
+    `class/item` rows of `lists`."""
+    split_roots = spec.root if spec.per_split_roots and not spec.lists else {"train": spec.root}
+    if spec.classes_file:
+        classes = _read_classes_file(spec.classes_file)
+    else:
+        classes = sorted({name for root in split_roots.values()
+                          for name in _class_directories(root)})
     if not classes:
         raise UserError(f"Expected class folders under the root (ROOT/<class>/<item>). "
-                        f"Received: root={root!r}")
+                        f"Received: root={spec.root!r}")
     index = {name: label for label, name in enumerate(classes)}
-    builder = _SplitBuilder(("train",))
-    if not lists:
-        for name in classes:
-            folder = os.path.join(root, name)
-            if not os.path.isdir(folder):
-                raise UserError(f"Class folder {folder} does not exist. Received: class={name!r}")
-            for entry in os.listdir(folder):
-                if not entry.startswith("."):
-                    builder.add("train", os.path.join(folder, entry), f"{name}/{entry}",
-                                index[name])
-        return classes, builder.finish("the folders"), []
-    resolver = _Resolver(root)
-    builder = _SplitBuilder(lists, options.only_present)
-    for split, list_path in lists.items():
+    if not spec.lists:
+        builder = _SplitBuilder(split_roots)
+        for split, root in split_roots.items():
+            for name in classes:
+                folder = os.path.join(root, name)
+                if not os.path.isdir(folder):
+                    if len(split_roots) > 1:  # a split may lack a class the others have
+                        continue
+                    raise UserError(f"Class folder {folder} does not exist. "
+                                    f"Received: class={name!r}")
+                for entry in os.listdir(folder):
+                    if not entry.startswith("."):
+                        builder.add(split, os.path.join(folder, entry), f"{name}/{entry}",
+                                    index[name])
+        return builder.finish(classes, "the folders")
+    builder = _SplitBuilder(spec.lists, spec.only_present)
+    for split, list_path in spec.lists.items():
+        resolver = _Resolver(spec.root_of(split))
         for number, line in _read_rows(list_path):
             entry = line.split(",")[0] if "," in line else line
             parts = entry.rsplit(None, 1)
@@ -283,7 +309,7 @@ def _folders(root, lists, classes_file, options):
                 raise UserError(f"Expected {where} to name ROOT/<class>/<item> with a class "
                                 f"among {_format_paths(classes)}. Received: entry={entry!r}")
             builder.add(split, path, item_id, index[name])
-    return classes, builder.finish("the lists"), builder.absent
+    return builder.finish(classes, "the lists")
 
 
 def _match_class(name, index, lowercase_index):
@@ -292,7 +318,8 @@ def _match_class(name, index, lowercase_index):
     return lowercase_index.get((name or "").lower())
 
 
-def _ucf101(root, split_dir, split, options):
+def _ucf101(spec):
+    split_dir, split = spec.split_dir, spec.split
     _check_split_dir(split_dir, "ucf101")
     class_file = os.path.join(split_dir, "classInd.txt")
     numbered = []
@@ -308,9 +335,9 @@ def _ucf101(root, split_dir, split, options):
                         f"Received: ids={sorted(n for n, _ in numbered)[:_MAX_LISTED]}")
     index = {name: label for label, name in enumerate(classes)}
     lowercase_index = {name.lower(): label for label, name in enumerate(classes)}
-    resolver = _Resolver(root)
-    builder = _SplitBuilder(("train", "test"), options.only_present)
+    builder = _SplitBuilder(("train", "test"), spec.only_present)
     for split_name, prefix in (("train", "trainlist"), ("test", "testlist")):
+        resolver = _Resolver(spec.root_of(split_name))
         list_path = os.path.join(split_dir, f"{prefix}{split:02d}.txt")
         for number, line in _read_rows(list_path):
             where = f"{list_path}:{number}"
@@ -327,10 +354,11 @@ def _ucf101(root, split_dir, split, options):
                 logger.warning("%s: label %s disagrees with folder %s; using the folder",
                                where, parts[1], _folder_class(item_id))
             builder.add(split_name, path, item_id, label)
-    return classes, builder.finish(f"the ucf101 split {split} lists"), builder.absent
+    return builder.finish(classes, f"the ucf101 split {split} lists")
 
 
-def _hmdb51(root, split_dir, split, options):
+def _hmdb51(spec):
+    split_dir, split = spec.split_dir, spec.split
     _check_split_dir(split_dir, "hmdb51")
     pattern = re.compile(rf"^(.+)_test_split{split}\.txt$")
     files = {}
@@ -342,8 +370,8 @@ def _hmdb51(root, split_dir, split, options):
         raise UserError(f"Expected <class>_test_split{split}.txt files in the split "
                         f"directory. Received: split_dir={split_dir!r}")
     classes = sorted(files)
-    resolver = _Resolver(root)
-    builder = _SplitBuilder(("train", "test"), options.only_present)
+    resolvers = {name: _Resolver(spec.root_of(name)) for name in ("train", "test")}
+    builder = _SplitBuilder(("train", "test"), spec.only_present)
     for label, name in enumerate(classes):
         for number, line in _read_rows(files[name]):
             where = f"{files[name]}:{number}"
@@ -353,9 +381,10 @@ def _hmdb51(root, split_dir, split, options):
                                 f"Received: row={line!r}")
             if parts[1] == "0":
                 continue
-            path, item_id = resolver.resolve(f"{name}/{parts[0]}", where)
-            builder.add("train" if parts[1] == "1" else "test", path, item_id, label)
-    return classes, builder.finish(f"the hmdb51 split {split} files"), builder.absent
+            split_name = "train" if parts[1] == "1" else "test"
+            path, item_id = resolvers[split_name].resolve(f"{name}/{parts[0]}", where)
+            builder.add(split_name, path, item_id, label)
+    return builder.finish(classes, f"the hmdb51 split {split} files")
 
 
 def _csv_rows(list_path):
@@ -376,46 +405,47 @@ def _csv_label_names(cell, multi_label):
     return [name.strip() for name in cell.split(CSV_LABEL_SEPARATOR) if name.strip()]
 
 
-def _csv(root, lists, classes_file, options):
+def _csv(spec):
+    lists, classes_file = spec.lists, spec.classes_file
     table = {}
-    expected = "path,label" if not options.multi_label else \
+    expected = "path,label" if not spec.multi_label else \
         f"path,label{CSV_LABEL_SEPARATOR}label..."
     for split, list_path in lists.items():
         rows = _csv_rows(list_path)
         if rows and [cell.lower() for cell in rows[0][1]] == ["path", "label"]:
             rows = rows[1:]
         for number, row in rows:
-            if len(row) != 2 or not row[0] or not _csv_label_names(row[1], options.multi_label):
+            if len(row) != 2 or not row[0] or not _csv_label_names(row[1], spec.multi_label):
                 raise UserError(f"Expected rows `{expected}` in {list_path}:{number}. "
                                 f"Received: row={','.join(row)!r}")
         table[split] = (list_path, rows)
     classes = _classes_or_sorted_labels(
         classes_file, (name for _, rows in table.values() for _, row in rows
-                       for name in _csv_label_names(row[1], options.multi_label)))
-    _check_num_classes(options, classes, classes_file)
+                       for name in _csv_label_names(row[1], spec.multi_label)))
+    _check_num_classes(spec, classes, classes_file)
     index = {name: label for label, name in enumerate(classes)}
-    resolver = _Resolver(root)
-    builder = _SplitBuilder(table, options.only_present)
+    builder = _SplitBuilder(table, spec.only_present)
     for split, (list_path, rows) in table.items():
+        resolver = _Resolver(spec.root_of(split))
         for number, (entry, cell) in rows:
             where = f"{list_path}:{number}"
-            names = _csv_label_names(cell, options.multi_label)
+            names = _csv_label_names(cell, spec.multi_label)
             for name in names:
                 if name not in index:
                     raise UserError(f"Expected the label in {where} to be one of the classes "
                                     f"in {classes_file}. Received: label={name!r}")
             path, item_id = resolver.resolve(entry, where)
-            label = tuple(sorted({index[name] for name in names})) if options.multi_label \
+            label = tuple(sorted({index[name] for name in names})) if spec.multi_label \
                 else index[names[0]]
             builder.add(split, path, item_id, label)
-    return classes, builder.finish("the lists"), builder.absent
+    return builder.finish(classes, "the lists")
 
 
-def _check_num_classes(options, classes, classes_file):
-    if options.num_classes is not None and options.num_classes != len(classes):
+def _check_num_classes(spec, classes, classes_file):
+    if spec.num_classes is not None and spec.num_classes != len(classes):
         raise UserError(f"Expected `num_classes` to equal the {len(classes)} classes of "
                         f"{classes_file or 'the lists'}. Received: "
-                        f"num_classes={options.num_classes}")
+                        f"num_classes={spec.num_classes}")
 
 
 def _integer_fields(fields):
@@ -424,19 +454,19 @@ def _integer_fields(fields):
         else None
 
 
-def _numbered_list_rows(list_path, numbers, options):
+def _numbered_list_rows(list_path, numbers, spec):
     """`(line, path, [numbers...], labels)` rows of an MMAction2 list.
 
     Single-label rows are `path n1 .. nk label` (the path may hold spaces: the last k + 1
     fields are the numbers); multi-label rows are `path n1 .. nk l1 [l2 ...]`, fields split
     on whitespace as MMAction2 splits them (the path is the first field).
     """
-    expected = " ".join(["path", *numbers, "label" if not options.multi_label
+    expected = " ".join(["path", *numbers, "label" if not spec.multi_label
                          else "label [label ...]"])
     rows = []
     for number, line in _read_rows(list_path):
         where = f"{list_path}:{number}"
-        if options.multi_label:
+        if spec.multi_label:
             parts = line.split()
             values = _integer_fields(parts[1:])
             if values is None or len(values) < len(numbers) + 1:
@@ -454,44 +484,45 @@ def _numbered_list_rows(list_path, numbers, options):
     return rows
 
 
-def _classes_for_ids(classes_file, options, labels):
+def _classes_for_ids(classes_file, spec, labels):
     """The names of label ids 0..N-1: the classes file, else `0`, `1`, ..."""
     if classes_file:
         classes = _read_classes_file(classes_file)
-        _check_num_classes(options, classes, classes_file)
+        _check_num_classes(spec, classes, classes_file)
         return classes
-    if options.num_classes is not None:
-        return [str(label) for label in range(options.num_classes)]
-    if options.multi_label:
+    if spec.num_classes is not None:
+        return [str(label) for label in range(spec.num_classes)]
+    if spec.multi_label:
         raise UserError("Expected --num-classes N or --classes FILE for a multi-label list "
                         "(a list only names the classes it uses). Received: "
                         "num_classes=None, classes_file=None")
     return [str(label) for label in range(max(labels, default=-1) + 1)]
 
 
-def _mmaction_items(root, lists, classes_file, options, numbers):
+def _mmaction_items(spec, numbers):
     """Classes, split names and `(split, where, path, item_id, numbers, labels)` rows of
-    MMAction2 `path [numbers...] label(s)` lists, checked and resolved under `root`."""
-    expected = " ".join(["path", *numbers, "label [label ...]" if options.multi_label
+    MMAction2 `path [numbers...] label(s)` lists, checked and resolved under their roots."""
+    lists, classes_file = spec.lists, spec.classes_file
+    expected = " ".join(["path", *numbers, "label [label ...]" if spec.multi_label
                          else "label"])
-    table = {split: (list_path, _numbered_list_rows(list_path, numbers, options))
+    table = {split: (list_path, _numbered_list_rows(list_path, numbers, spec))
              for split, list_path in lists.items()}
     ids = [label for _, rows in table.values() for *_, labels in rows
-           for label in (labels if options.multi_label else (labels,))]
-    classes = _classes_for_ids(classes_file, options, ids)
-    resolver = _Resolver(root)
+           for label in (labels if spec.multi_label else (labels,))]
+    classes = _classes_for_ids(classes_file, spec, ids)
     resolved = []
     for split, (list_path, rows) in table.items():
+        resolver = _Resolver(spec.root_of(split))
         for number, entry, values, labels in rows:
             where = f"{list_path}:{number}"
-            for label in labels if options.multi_label else (labels,):
+            for label in labels if spec.multi_label else (labels,):
                 if label >= len(classes):
                     raise UserError(f"Expected labels 0..{len(classes) - 1} (the "
                                     f"{len(classes)} classes of "
                                     f"{classes_file or '--num-classes'}) in {where}. "
                                     f"Received: label={label}")
             path, item_id = resolver.resolve(entry, where)
-            if not options.multi_label and not os.path.exists(path) \
+            if not spec.multi_label and not os.path.exists(path) \
                     and _ends_in_another_number(entry):
                 raise _too_many_numbers(where, expected, " ".join(
                     [entry, *map(str, values), str(labels)]))
@@ -499,35 +530,37 @@ def _mmaction_items(root, lists, classes_file, options, numbers):
     return classes, list(table), resolved
 
 
-def _mmaction_list(root, lists, classes_file, options):
-    classes, split_names, rows = _mmaction_items(root, lists, classes_file, options, ())
-    builder = _SplitBuilder(split_names, options.only_present)
+def _mmaction_list(spec):
+    classes, split_names, rows = _mmaction_items(spec, ())
+    builder = _SplitBuilder(split_names, spec.only_present)
     for split, _, path, item_id, _, labels in rows:
         builder.add(split, path, item_id, labels)
-    return classes, builder.finish("the lists"), builder.absent
+    return builder.finish(classes, "the lists")
 
 
-def _rawframes(root, lists, classes_file, options):
-    numbers = ("offset", "total_frames") if options.with_offset else ("total_frames",)
-    classes, split_names, rows = _mmaction_items(root, lists, classes_file, options, numbers)
-    builder = _SplitBuilder(split_names, options.only_present)
+def _rawframes(spec):
+    numbers = ("offset", "total_frames") if spec.with_offset else ("total_frames",)
+    classes, split_names, rows = _mmaction_items(spec, numbers)
+    builder = _SplitBuilder(split_names, spec.only_present)
     for split, _, path, item_id, values, labels in rows:
-        offset, total = values if options.with_offset else (0, values[0])
-        if options.with_offset:
+        offset, total = values if spec.with_offset else (0, values[0])
+        if spec.with_offset:
             # One folder may hold several segments (rows with other offsets): each is an item.
             item_id = f"{item_id}@{offset}"
-        template = (options.filename_template, options.start_index + offset, total)
+        template = (spec.filename_template, spec.start_index + offset, total)
         builder.add(split, path, item_id, labels, frame_template=template)
-    return classes, builder.finish("the lists"), builder.absent
+    return builder.finish(classes, "the lists")
 
 
 def _index_tree(root):
-    """{file stem: path relative to root} for every file under root (one walk)."""
+    """{file stem: path relative to root} for every video or array under root (one walk);
+    a `.txt` or `.json` beside a clip never stands for it."""
     index = {}
     for directory, subdirectories, files in os.walk(root):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or name.endswith((".tmp", ".part")):
+            if name.startswith(".") or name.endswith((".tmp", ".part")) \
+                    or not is_media_item(os.path.join(directory, name)):
                 continue
             stem = os.path.splitext(name)[0]
             relative = os.path.relpath(os.path.join(directory, name), root)
@@ -535,7 +568,8 @@ def _index_tree(root):
     return index
 
 
-def _kinetics(root, lists, classes_file):
+def _kinetics(spec):
+    lists, classes_file = spec.lists, spec.classes_file
     table = {}
     for split, list_path in lists.items():
         try:
@@ -560,11 +594,13 @@ def _kinetics(root, lists, classes_file):
     classes = _classes_or_sorted_labels(
         classes_file, (row["label"].strip() for _, rows in table.values() for _, row in rows))
     index = {name: label for label, name in enumerate(classes)}
-    files = _index_tree(root)
-    resolver = _Resolver(root)
+    trees = {}  # one walk per root
     builder = _SplitBuilder(table)
     skipped = []
     for split, (list_path, rows) in table.items():
+        root = spec.root_of(split)
+        files = trees[root] if root in trees else trees.setdefault(root, _index_tree(root))
+        resolver = _Resolver(root)
         for number, row in rows:
             where = f"{list_path}:{number}"
             try:
@@ -585,119 +621,134 @@ def _kinetics(root, lists, classes_file):
                 continue
             path, item_id = resolver.resolve(files[stem], where)
             builder.add(split, path, item_id, index[name])
-    return classes, builder.finish("the lists"), skipped
+    found = builder.finish(classes, "the lists")
+    found.skipped = skipped
+    return found
 
 
-def _list_options(layout, only_present, multi_label, num_classes, filename_template,
-                  start_index, with_offset):
-    if multi_label and layout not in MULTI_LABEL_LAYOUTS:
-        raise UserError(f"Expected a layout among {list(MULTI_LABEL_LAYOUTS)} for multi-label "
-                        f"lists. Received: layout={layout!r}, multi_label=True")
-    if num_classes is not None and (isinstance(num_classes, bool)
-                                    or not isinstance(num_classes, int) or num_classes < 1):
-        raise UserError(f"Expected `num_classes` to be a positive integer. "
-                        f"Received: num_classes={num_classes!r}")
-    if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
-        raise UserError(f"Expected `start_index` to be a non-negative integer. "
-                        f"Received: start_index={start_index!r}")
-    try:
-        name = filename_template.format(start_index)
-    except (AttributeError, IndexError, KeyError, ValueError):
-        name = None
-    if not name or name == filename_template or os.path.isabs(name) \
-            or ".." in name.replace("\\", "/").split("/"):
-        raise UserError(f"Expected `filename_template` to be a file name with one integer "
-                        f"field, like {DEFAULT_FILENAME_TEMPLATE!r} (MMAction2's "
-                        f"filename_tmpl). Received: filename_template={filename_template!r}")
-    if (filename_template, start_index, with_offset) != (
-            DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, False) and layout != "rawframes":
-        raise UserError(f"Expected `filename_template`, `start_index` and `with_offset` only "
-                        f"with the rawframes layout. Received: layout={layout!r}")
-    return _ListOptions(only_present=bool(only_present), multi_label=bool(multi_label),
-                        num_classes=num_classes, filename_template=filename_template,
-                        start_index=start_index, with_offset=bool(with_offset))
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """One annotation format: its reader and what it needs from a `SourceSpec`.
+
+    Attributes:
+        read: callable (SourceSpec) -> `_Found`, every layout's reader has this shape.
+        needs_lists: bool, the spec must name split lists.
+        needs_split_dir: bool, the spec must name the official split files (recorded with
+            the split number in the manifest).
+        splits: tuple, the split names the format defines (ucf101, hmdb51); empty when the
+            lists (or the per-split roots) name them.
+        reads: tuple, the `SourceSpec` options (fields marked `option`) this reader reads;
+            any other option set away from its default is an error, and these are recorded
+            in the manifest's `source`.
+    """
+
+    read: object
+    needs_lists: bool = False
+    needs_split_dir: bool = False
+    splits: tuple = ()
+    reads: tuple = ()
+
+    @property
+    def multi_label_ok(self):
+        return "multi_label" in self.reads
 
 
-def resolve_source(layout, root, *, split_dir=None, split=1, lists=None, classes_file=None,
-                   only_present=False, multi_label=False, num_classes=None,
-                   filename_template=DEFAULT_FILENAME_TEMPLATE,
-                   start_index=DEFAULT_START_INDEX, with_offset=False):
+_LABEL_OPTIONS = ("multi_label", "num_classes")
+# The one table of layouts: a new layout is a reader above and a row here.
+LAYOUT_TABLE = {
+    "folders": Layout(_folders),
+    "ucf101": Layout(_ucf101, needs_split_dir=True, splits=("train", "test")),
+    "hmdb51": Layout(_hmdb51, needs_split_dir=True, splits=("train", "test")),
+    "csv": Layout(_csv, needs_lists=True, reads=_LABEL_OPTIONS),
+    "list": Layout(_mmaction_list, needs_lists=True, reads=_LABEL_OPTIONS),
+    "kinetics": Layout(_kinetics, needs_lists=True),
+    "rawframes": Layout(_rawframes, needs_lists=True, reads=_LABEL_OPTIONS + (
+        "filename_template", "start_index", "with_offset")),
+}
+LAYOUTS = tuple(LAYOUT_TABLE)
+MULTI_LABEL_LAYOUTS = tuple(name for name, layout in LAYOUT_TABLE.items()
+                            if layout.multi_label_ok)
+
+
+def _check_spec(spec, layout):
+    """An option the layout does not read must keep its default (it would do nothing)."""
+    for field in dataclasses.fields(SourceSpec):
+        value = getattr(spec, field.name)
+        if field.metadata.get("option") and field.name not in layout.reads \
+                and value != field.default:
+            users = [name for name, other in LAYOUT_TABLE.items() if field.name in other.reads]
+            raise UserError(f"Expected `{field.name}` only with the layouts "
+                            f"{', '.join(users)}. Received: layout={spec.layout!r}, "
+                            f"{field.name}={value!r}")
+
+
+def _check_split_roots(spec, layout):
+    """A per-split root names exactly the splits the source has."""
+    if not spec.per_split_roots:
+        return
+    names = list(layout.splits) or list(spec.lists or ())
+    if names and sorted(names) != sorted(spec.root):
+        raise UserError(f"Expected a root for each split of the source "
+                        f"({', '.join(names)}) and no other. Received: root={spec.root!r}")
+
+
+def _description(spec, layout):
+    """The manifest's `source`: how the items were found, paths absolute."""
+    description = {}
+    for field in dataclasses.fields(SourceSpec):
+        value = getattr(spec, field.name)
+        recorded = field.name in ("layout", "root") or field.name in layout.reads \
+            or value != field.default \
+            or (layout.needs_split_dir and field.name in ("split_dir", "split"))
+        if value is None or not recorded:
+            continue
+        if field.metadata.get("path"):
+            value = ({key: os.path.abspath(path) for key, path in value.items()}
+                     if isinstance(value, dict) else os.path.abspath(value))
+        description[field.name] = value
+    return description
+
+
+def split_root(description, split):
+    """The root directory of `split` in a manifest's `source` (one root, or one per split)."""
+    root = description["root"]
+    return root[split] if isinstance(root, dict) else root
+
+
+def resolve_source(spec):
     """Labelled items per split for one dataset on disk.
 
     Args:
-        layout: str, one of `folders`, `ucf101`, `hmdb51`, `csv`, `list`, `kinetics`,
-            `rawframes`.
-        root: str, the directory the items (and list entries) are relative to.
-        split_dir: str or None, official split files (ucf101, hmdb51).
-        split: int, official split number (ucf101, hmdb51). Defaults to 1.
-        lists: dict {split name: list file} or None (folders, csv, list, kinetics,
-            rawframes).
-        classes_file: str or None, class names one a line (index = label id).
-        only_present: bool, keep the listed items that exist and list the others in
-            `Source.absent`, instead of an error (kinetics always does). Defaults to False.
-        multi_label: bool, rows carry one or more labels (list, rawframes, csv). Defaults
-            to False.
-        num_classes: int or None, the class count of a list or rawframes layout without
-            `classes_file` (needed for multi-label; classes are named `0`, `1`, ...).
-        filename_template: str, rawframes: the frame file name, formatted with the frame
-            number. Defaults to `"img_{:05}.jpg"`.
-        start_index: int, rawframes: the number of a folder's first frame. Defaults to 1.
-        with_offset: bool, rawframes: rows are `frame_dir offset total_frames label`.
-            Defaults to False.
+        spec: `SourceSpec`, where the items are and how the lists read.
 
     Returns:
         `Source` with classes, splits {name: [Item]} sorted by item id, `skipped`,
-        `multi_label` and `absent`.
+        `multi_label`, `absent` and `ignored` (files that are not media), and the
+        `description` the manifest records.
 
     Raises:
-        UserError: unknown layout, missing root/split files, malformed rows, entries that
-            resolve outside `root`, unknown classes, or listed files that do not exist
-            (unless `only_present`).
+        UserError: unknown layout, an option the layout does not read, missing root/split
+            files, malformed rows, entries that resolve outside their root, unknown classes,
+            or listed files that do not exist (unless `only_present`).
     """
-    if layout not in LAYOUTS:
+    layout = LAYOUT_TABLE.get(spec.layout)
+    if layout is None:
         raise UserError(f"Expected `layout` to be one of {list(LAYOUTS)}. "
-                        f"Received: layout={layout!r}")
-    _check_root(root)
-    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
-        raise UserError(f"Expected `split` to be a positive integer. Received: split={split!r}")
-    if classes_file is not None and not os.path.isfile(classes_file):
-        raise UserError(f"Classes file does not exist. Received: classes_file={classes_file!r}")
-    options = _list_options(layout, only_present, multi_label, num_classes, filename_template,
-                            start_index, with_offset)
-    lists = _check_lists(lists, layout,
-                         required=layout in ("csv", "list", "kinetics", "rawframes"))
-    skipped = []
-    absent = []
-    if layout == "folders":
-        classes, splits, absent = _folders(root, lists, classes_file, options)
-    elif layout == "ucf101":
-        classes, splits, absent = _ucf101(root, split_dir, split, options)
-    elif layout == "hmdb51":
-        classes, splits, absent = _hmdb51(root, split_dir, split, options)
-    elif layout == "csv":
-        classes, splits, absent = _csv(root, lists, classes_file, options)
-    elif layout == "list":
-        classes, splits, absent = _mmaction_list(root, lists, classes_file, options)
-    elif layout == "rawframes":
-        classes, splits, absent = _rawframes(root, lists, classes_file, options)
-    else:
-        classes, splits, skipped = _kinetics(root, lists, classes_file)
-    if not any(splits.values()):
-        raise UserError(f"Expected the {layout} source to name at least one item"
-                        f"{' that exists' if absent else ''}. "
-                        f"Received: root={root!r}, lists={lists or None}, "
-                        f"split_dir={split_dir!r}")
-    description = {"layout": layout, "root": os.path.abspath(root)}
-    if layout in ("ucf101", "hmdb51"):
-        description.update(split_dir=os.path.abspath(split_dir), split=split)
-    if lists:
-        description["lists"] = {name: os.path.abspath(path) for name, path in lists.items()}
-    if classes_file:
-        description["classes_file"] = os.path.abspath(classes_file)
-    if layout == "rawframes":
-        description.update(filename_template=options.filename_template,
-                           start_index=options.start_index, with_offset=options.with_offset)
-    if options.only_present:
-        description["only_present"] = True
-    return Source(classes=list(classes), splits=splits, skipped=skipped,
-                  description=description, multi_label=options.multi_label, absent=absent)
+                        f"Received: layout={spec.layout!r}")
+    for root in spec.roots():
+        _check_root(root)
+    if spec.classes_file is not None and not os.path.isfile(spec.classes_file):
+        raise UserError(f"Classes file does not exist. "
+                        f"Received: classes_file={spec.classes_file!r}")
+    _check_spec(spec, layout)
+    _check_lists(spec.lists, spec.layout, required=layout.needs_lists)
+    _check_split_roots(spec, layout)
+    found = layout.read(spec)
+    if not any(found.splits.values()):
+        raise UserError(f"Expected the {spec.layout} source to name at least one item"
+                        f"{' that exists' if found.absent else ''}. "
+                        f"Received: root={spec.root!r}, lists={spec.lists or None}, "
+                        f"split_dir={spec.split_dir!r}")
+    return Source(classes=list(found.classes), splits=found.splits, skipped=found.skipped,
+                  description=_description(spec, layout), multi_label=spec.multi_label,
+                  absent=found.absent, ignored=found.ignored)

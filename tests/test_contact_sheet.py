@@ -238,6 +238,7 @@ def prepare_sparse(tmp_path, multi_label):
     """A real prepared list dataset with the 400 names of a class file but items of only
     three classes (ids 150, 151 and 399), as a Kinetics subset is."""
     from data_prep.prepare import prepare_dataset
+    from data_prep.source_spec import SourceSpec
     from video_fixtures import write_text
     from video_fixtures import make_folders_dataset
 
@@ -250,9 +251,9 @@ def prepare_sparse(tmp_path, multi_label):
                        "y/item0.avi 399\ny/item1.avi 399\nz/item0.avi 151\n")
     test = write_text(tmp_path / "test.txt", "z/item1.avi 399\n")
     out = tmp_path / "out"
-    prepare_dataset("list", str(root), str(out), 3, 8, lists={"train": train, "test": test},
-                    classes_file=classes, multi_label=multi_label, workers=1,
-                    show_progress=False)
+    spec = SourceSpec("list", str(root), lists={"train": train, "test": test},
+                      classes_file=classes, multi_label=multi_label)
+    prepare_dataset(spec, str(out), 3, 8, workers=1, show_progress=False)
     return out
 
 

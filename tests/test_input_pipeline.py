@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from training import input_pipeline
+from training.prepared_data import split_label_counts
 
 FRAMES, SIZE, BANDS, CROP = 4, 16, 3, 12
 
@@ -74,15 +75,17 @@ def prepared(tmp_path_factory):
     """A real prepared dataset: synthetic videos, decoded and written as shards."""
     from data_prep import read_manifest
     from data_prep.prepare import prepare_dataset
+    from data_prep.source_spec import SourceSpec
     from data_prep.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("videos")
     out = tmp_path_factory.mktemp("prepared")
     generate_dataset(str(root), seed=1, videos_per_class=4, num_frames=10, frame_size=(24, 24),
                      show_progress=False)
-    prepare_dataset("csv", str(root), str(out), FRAMES, SIZE, clips_per_video=2,
-                    lists={"train": str(root / "train.csv"), "test": str(root / "test.csv")},
-                    workers=1, show_progress=False)
+    spec = SourceSpec("csv", str(root), lists={"train": str(root / "train.csv"),
+                                               "test": str(root / "test.csv")})
+    prepare_dataset(spec, str(out), FRAMES, SIZE, clips_per_video=2, workers=1,
+                    show_progress=False)
     return str(out), read_manifest(str(out))
 
 
@@ -100,7 +103,7 @@ def test_train_dataset_shapes_labels_and_seeded_order(prepared):
     # One random stored clip per item per epoch.
     assert len(clips) == manifest["splits"]["train"]["videos"]
     np.testing.assert_array_equal(labels.sum(axis=1), 1.0)
-    counts = input_pipeline.split_label_counts(prepared_dir, manifest, "train")
+    counts = split_label_counts(prepared_dir, manifest, "train")
     np.testing.assert_array_equal(labels.sum(axis=0) * 2, [counts[c] for c in range(num_classes)])
     # The same seed gives the same batches in a fresh pipeline.
     again = list(input_pipeline.train_dataset(prepared_dir, "train", **kwargs))

@@ -121,6 +121,22 @@ def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, c
                                                           ["1.", "still"]]
 
 
+def test_folder_walk_skips_and_counts_files_that_are_not_media(tmp_path, capsys):
+    """FFmpeg's `ansi` decoder renders text as video: a README beside the videos must not
+    be classified (it was: `README.txt  typing 0.9556`)."""
+    write_toy_video(str(tmp_path / "clip.avi"), "moving", seed=5)
+    np.save(str(tmp_path / "array.npy"), np.zeros((4, 8, 8, 3), np.uint8))
+    os.makedirs(tmp_path / "frames")
+    cv2.imwrite(str(tmp_path / "frames" / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    for name in ("README.txt", "notes", "labels.json"):
+        (tmp_path / name).write_text("not a video\n")
+    assert predict.expand_items([str(tmp_path)]) == [
+        str(tmp_path / name) for name in ("array.npy", "clip.avi", "frames")]
+    assert capsys.readouterr().err == (
+        f"skipped 3 file(s) in {tmp_path} that are not videos, frame folders or arrays: "
+        "labels.json, notes, README.txt\n")
+
+
 def write_joined_video(path, parts, fps=25):
     """One MJPG video of the toy clips `parts` [(label, seed)] one after the other."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))

@@ -1,5 +1,6 @@
 """Tests for data_prep.prepare: every layout end to end on real files, skips, resume."""
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -16,19 +17,22 @@ import pytest
 from data_prep.__main__ import main
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
+from data_prep.source_spec import SourceSpec
 from data_prep.sampling import sample_frame_indices
 from video_fixtures import (FFMPEG, frame_index_of, make_folders_dataset, raw_clip,
                             read_records, write_array, write_broken, write_frame_folder,
                             write_rawframes, write_text, write_video)
 
+SOURCE_KEYS = {field.name for field in dataclasses.fields(SourceSpec)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def prepare(root, out, frames=4, size=16, **kwargs):
     kwargs.setdefault("workers", 1)
     kwargs.setdefault("show_progress", False)
-    return prepare_dataset(kwargs.pop("layout", "folders"), str(root), str(out), frames, size,
-                           **kwargs)
+    spec = SourceSpec(root=str(root), **{key: kwargs.pop(key) for key in list(kwargs)
+                                          if key in SOURCE_KEYS})
+    return prepare_dataset(spec, str(out), frames, size, **kwargs)
 
 
 def labelled_ids(manifest, records):
@@ -744,3 +748,45 @@ def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_p
     assert merged["splits"]["train"]["items_per_class"] == \
         whole["splits"]["train"]["items_per_class"]
     assert record_set(tmp_path / "parts", "train") == record_set(tmp_path / "whole", "train")
+
+
+def test_cli_root_per_split_records_each_root(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "train", per_class=1, num_frames=5)
+    make_folders_dataset(tmp_path / "val", per_class=1, num_frames=5)
+    lists = {name: write_text(tmp_path / f"{name}.txt", "a/item0.avi 0\nb/item0.avi 1\n")
+             for name in ("train", "val")}
+    assert main(["prepare", "--layout", "list", "--root", f"train={tmp_path / 'train'}",
+                 "--root", f"val={tmp_path / 'val'}", "--list", f"train={lists['train']}",
+                 "--list", f"val={lists['val']}", "--out", str(tmp_path / "out"),
+                 "--frames", "3", "--size", "8", "--workers", "1", "--no-progress"]) == 0
+    with open(tmp_path / "out/manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["source"]["root"] == {"train": str(tmp_path / "train"),
+                                          "val": str(tmp_path / "val")}
+    assert {split: info["videos"] for split, info in manifest["splits"].items()} == {
+        "train": 2, "val": 2}
+
+
+def test_cli_refuses_one_root_mixed_with_roots_per_split(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=5)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--root", f"val={tmp_path / 'root'}", "--out", str(tmp_path / "out"),
+                 "--frames", "3", "--size", "8"]) == 2
+    assert "Expected one --root DIR, or --root SPLIT=DIR for each split" in \
+        capsys.readouterr().err
+
+
+def test_files_that_are_not_media_are_counted_in_the_manifest_and_inspect(tmp_path, caplog):
+    from data_prep.contact_sheet import format_manifest_summary
+
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=5)
+    write_text(tmp_path / "root/a/notes.txt", "FFmpeg would render this text as video\n")
+    with caplog.at_level("INFO"):
+        manifest = prepare(tmp_path / "root", tmp_path / "out", 3, 8)
+    assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
+    assert manifest["ignored"] == {"count": 1, "splits": {"train": 1},
+                                   "items": [{"path": "a/notes.txt", "split": "train"}]}
+    assert "1 file(s) that are not videos, frame folders or arrays were left out" \
+        in caplog.text
+    assert "ignored (not videos, frame folders or arrays): 1 (train 1): a/notes.txt" in \
+        format_manifest_summary(manifest, str(tmp_path / "out"))

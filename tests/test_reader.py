@@ -10,6 +10,7 @@ import tensorflow as tf
 import data_prep
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
+from data_prep.source_spec import SourceSpec
 from data_prep.sampling import sample_frame_indices
 from video_fixtures import write_text
 from video_fixtures import (frame_index_of, make_folders_dataset, raw_clip, read_records,
@@ -27,7 +28,7 @@ def prepared(tmp_path_factory):
     outs = {}
     for encoding in ("raw", "png"):
         out = str(tmp_path_factory.mktemp(encoding))
-        prepare_dataset("folders", str(root), out, 4, 8, clips_per_video=CLIPS,
+        prepare_dataset(SourceSpec("folders", str(root)), out, 4, 8, clips_per_video=CLIPS,
                         encoding=encoding, workers=1, show_progress=False, items_per_shard=2)
         outs[encoding] = out
     return outs
@@ -156,8 +157,9 @@ def test_multi_label_datasets_yield_float_multi_hot_labels(tmp_path, encoding, k
         rows = "a/item0 6 3 0\na/item1 5 2\nb/item0 6 0 1 2 3\nb/item1 4 1\n"
     listing = write_text(tmp_path / "train.txt", rows)
     out = str(tmp_path / "out")
-    manifest = prepare_dataset(kind, str(root), out, 3, 8, lists={"train": listing},
-                               multi_label=True, num_classes=4, clips_per_video=2,
+    spec = SourceSpec(kind, str(root), lists={"train": listing}, multi_label=True,
+                      num_classes=4)
+    manifest = prepare_dataset(spec, out, 3, 8, clips_per_video=2,
                                encoding=encoding, workers=1, show_progress=False,
                                items_per_shard=3)
     assert data_prep.read_manifest(out)["multi_label"] is True

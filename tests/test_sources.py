@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import UserError
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
+from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import write_text
 
@@ -28,7 +29,7 @@ def test_folders_sorted_classes_everything_in_train(tmp_path):
     touch(tmp_path, "b_walk/2.avi", "b_walk/10.avi", "a_run/x.mp4", "a_run/frames/0.png")
     (tmp_path / ".hidden").mkdir()
     touch(tmp_path, "train.csv")
-    source = resolve_source("folders", str(tmp_path))
+    source = resolve_source(SourceSpec("folders", str(tmp_path)))
     assert source.classes == ["a_run", "b_walk"]
     assert summary(source) == {"train": [("a_run/frames", "a_run"), ("a_run/x.mp4", "a_run"),
                                          ("b_walk/10.avi", "b_walk"), ("b_walk/2.avi", "b_walk")]}
@@ -39,7 +40,8 @@ def test_folders_with_lists_split_items(tmp_path):
     touch(tmp_path, "a/1.avi", "a/2.avi", "b/1.avi")
     train = write_text(tmp_path / "lists/train.txt", "a/1.avi\nb/1.avi,b\n")
     test = write_text(tmp_path / "lists/test.txt", "a/2.avi 0\n", crlf=True)
-    source = resolve_source("folders", str(tmp_path), lists={"train": train, "test": test})
+    source = resolve_source(SourceSpec("folders", str(tmp_path),
+                                       lists={"train": train, "test": test}))
     assert summary(source) == {"train": [("a/1.avi", "a"), ("b/1.avi", "b")],
                                "test": [("a/2.avi", "a")]}
 
@@ -65,7 +67,7 @@ def make_ucf101(tmp_path, crlf=True):
 @pytest.mark.parametrize("crlf", [False, True])
 def test_ucf101_labels_from_folder_not_stem(tmp_path, crlf):
     root, splits = make_ucf101(tmp_path, crlf)
-    source = resolve_source("ucf101", root, split_dir=splits, split=1)
+    source = resolve_source(SourceSpec("ucf101", root, split_dir=splits, split=1))
     assert source.classes == ["ApplyEyeMakeup", "HandstandPushups"]
     assert summary(source) == {
         "train": [("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup"),
@@ -77,11 +79,11 @@ def test_ucf101_labels_from_folder_not_stem(tmp_path, crlf):
 
 def test_ucf101_split_number_picks_the_lists(tmp_path):
     root, splits = make_ucf101(tmp_path)
-    source = resolve_source("ucf101", root, split_dir=splits, split=2)
+    source = resolve_source(SourceSpec("ucf101", root, split_dir=splits, split=2))
     assert [item.item_id for item in source.splits["test"]] == \
         ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi"]
     with pytest.raises(UserError, match="trainlist03.txt"):
-        resolve_source("ucf101", root, split_dir=splits, split=3)
+        resolve_source(SourceSpec("ucf101", root, split_dir=splits, split=3))
 
 
 def test_hmdb51_underscored_classes_trailing_spaces_and_flags(tmp_path):
@@ -94,7 +96,7 @@ def test_hmdb51_underscored_classes_trailing_spaces_and_flags(tmp_path):
                "x_ride_bike_u_cm_np1_fr_med_1.avi 2 \ny.avi 1 \n")
     write_text(splits / "ride_bike_test_split2.txt", "y.avi 2 \n")
     write_text(splits / "brush_hair_test_split2.txt", "b.avi 1 \n")
-    source = resolve_source("hmdb51", str(root), split_dir=str(splits), split=1)
+    source = resolve_source(SourceSpec("hmdb51", str(root), split_dir=str(splits), split=1))
     assert source.classes == ["brush_hair", "ride_bike"]
     assert summary(source) == {
         "train": [("brush_hair/a_brush_hair_f_nm_np1_ba_goo_0.avi", "brush_hair"),
@@ -109,7 +111,7 @@ def test_csv_rows_path_label_with_optional_header(tmp_path, header):
     train = write_text(tmp_path / "train.csv", header + '"v/one, two.avi",jump\nw/c.avi,run\n',
                        crlf=True)
     test = write_text(tmp_path / "test.csv", header + "v/b.avi,jump\n")
-    source = resolve_source("csv", str(tmp_path), lists={"train": train, "test": test})
+    source = resolve_source(SourceSpec("csv", str(tmp_path), lists={"train": train, "test": test}))
     assert source.classes == ["jump", "run"]
     assert summary(source) == {"train": [("v/one, two.avi", "jump"), ("w/c.avi", "run")],
                                "test": [("v/b.avi", "jump")]}
@@ -121,8 +123,8 @@ def test_list_layout_zero_based_labels_and_classes_file(tmp_path, with_classes):
     train = write_text(tmp_path / "train_list.txt", "videos/a.mp4 2\nvideos/b c.mp4 0\n")
     classes = write_text(tmp_path / "classes.txt", "abseil\nbake\ncatch\n") \
         if with_classes else None
-    source = resolve_source("list", str(tmp_path), lists={"train": train},
-                            classes_file=classes)
+    source = resolve_source(SourceSpec("list", str(tmp_path), lists={"train": train},
+                            classes_file=classes))
     names = ["abseil", "bake", "catch"] if with_classes else ["0", "1", "2"]
     assert source.classes == names
     assert summary(source) == {"train": [("videos/a.mp4", names[2]),
@@ -140,8 +142,8 @@ def test_kinetics_indexes_the_tree_and_skips_missing_clips(tmp_path):
     validate = write_text(tmp_path / "validate.csv",
                           "label,youtube_id,time_start,time_end,split\n"
                           "abseiling,qqq,5,15,validate\n")
-    source = resolve_source("kinetics", str(tmp_path),
-                            lists={"train": train, "validate": validate})
+    source = resolve_source(SourceSpec("kinetics", str(tmp_path),
+                            lists={"train": train, "validate": validate}))
     assert source.classes == ["abseiling", "passing American football (in game)"]
     assert summary(source) == {
         "train": [("part2/zzz_000001_000011.webm", "passing American football (in game)"),
@@ -167,7 +169,7 @@ def test_entries_leading_outside_root_are_errors(tmp_path, layout, row, entry_ki
         entry = "a/link.avi"
     listing = write_text(tmp_path / "list.txt", row.format(entry=entry) + "\n")
     with pytest.raises(UserError, match="list.txt:1") as raised:
-        resolve_source(layout, str(root), lists={"train": listing})
+        resolve_source(SourceSpec(layout, str(root), lists={"train": listing}))
     assert entry in str(raised.value)
 
 
@@ -178,7 +180,7 @@ def test_symlinked_parent_directory_out_of_root_is_an_error(tmp_path):
     os.symlink(str(tmp_path / "outside"), str(root / "a" / "out"))
     listing = write_text(tmp_path / "list.csv", "a/out/secret.avi,a\n")
     with pytest.raises(UserError, match="resolves to"):
-        resolve_source("csv", str(root), lists={"train": listing})
+        resolve_source(SourceSpec("csv", str(root), lists={"train": listing}))
 
 
 def test_missing_listed_files_are_one_error_listing_them(tmp_path):
@@ -186,7 +188,7 @@ def test_missing_listed_files_are_one_error_listing_them(tmp_path):
     listing = write_text(tmp_path / "train.csv",
                          "a/here.avi,a\na/gone1.avi,a\na/gone2.avi,a\n")
     with pytest.raises(UserError, match="2 are missing.*a/gone1.avi, a/gone2.avi"):
-        resolve_source("csv", str(tmp_path), lists={"train": listing})
+        resolve_source(SourceSpec("csv", str(tmp_path), lists={"train": listing}))
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -205,12 +207,12 @@ def test_bad_arguments_raise_user_error(tmp_path, monkeypatch, kwargs, message):
     layout = kwargs.pop("layout")
     with pytest.raises(UserError, match="Received:.*" + message.replace(".", r"\.")
                        .replace("(", r"\(").replace("[", r"\[")):
-        resolve_source(layout, str(tmp_path), **kwargs)
+        resolve_source(SourceSpec(layout, str(tmp_path), **kwargs))
 
 
 def test_missing_root_is_an_error(tmp_path):
     with pytest.raises(UserError, match="root="):
-        resolve_source("folders", str(tmp_path / "absent"))
+        resolve_source(SourceSpec("folders", str(tmp_path / "absent")))
 
 
 @pytest.mark.parametrize("with_offset,row,expected", [
@@ -221,8 +223,8 @@ def test_rawframes_rows_give_template_first_frame_and_count(tmp_path, with_offse
                                                            expected):
     touch(tmp_path, "clips/jump_1/img_00001.jpg", "clips/jump_1/x_00001.jpg")
     listing = write_text(tmp_path / "train.txt", row.format(total=7) + "\n", crlf=True)
-    source = resolve_source("rawframes", str(tmp_path), lists={"train": listing},
-                            with_offset=with_offset)
+    source = resolve_source(SourceSpec("rawframes", str(tmp_path), lists={"train": listing},
+                            with_offset=with_offset))
     item, = source.splits["train"]
     assert (item.item_id, item.frame_template, item.label) == expected
     assert source.classes == ["0", "1"][:expected[2] + 1]
@@ -239,8 +241,8 @@ def test_multi_label_rows_give_sorted_label_tuples(tmp_path, layout, row, labels
     touch(tmp_path, "v/test.mp4")
     listing = write_text(tmp_path / "train.txt", row + "\n")
     classes = write_text(tmp_path / "classes.txt", "".join(f"c{i}\n" for i in range(5)))
-    source = resolve_source(layout, str(tmp_path), lists={"train": listing},
-                            classes_file=classes, multi_label=True)
+    source = resolve_source(SourceSpec(layout, str(tmp_path), lists={"train": listing},
+                            classes_file=classes, multi_label=True))
     assert source.multi_label and source.classes == [f"c{i}" for i in range(5)]
     assert [item.label for item in source.splits["train"]] == [labels]
 
@@ -248,14 +250,15 @@ def test_multi_label_rows_give_sorted_label_tuples(tmp_path, layout, row, labels
 def test_multi_label_list_names_classes_by_num_classes(tmp_path):
     touch(tmp_path, "v/test.mp4")
     listing = write_text(tmp_path / "train.txt", "v/test.mp4 0 2\n")
-    source = resolve_source("list", str(tmp_path), lists={"train": listing},
-                            multi_label=True, num_classes=3)
+    source = resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing},
+                            multi_label=True, num_classes=3))
     assert source.classes == ["0", "1", "2"]
     with pytest.raises(UserError, match="--num-classes N or --classes FILE"):
-        resolve_source("list", str(tmp_path), lists={"train": listing}, multi_label=True)
+        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing},
+                                  multi_label=True))
     with pytest.raises(UserError, match=r"labels 0\.\.1 .*train.txt:1.*label=2"):
-        resolve_source("list", str(tmp_path), lists={"train": listing}, multi_label=True,
-                       num_classes=2)
+        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}, multi_label=True,
+                       num_classes=2))
 
 
 @pytest.mark.parametrize("layout,kwargs,row,expected", [
@@ -276,7 +279,7 @@ def test_unparsable_rows_name_file_line_and_row_format(tmp_path, layout, kwargs,
     listing = write_text(tmp_path / "train.txt", "\n" + row + "\n")
     with pytest.raises(UserError, match=re.escape(f"`{expected}") + ".*train.txt:2"
                        "|train.txt:2.*" + re.escape(f"`{expected}")):
-        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+        resolve_source(SourceSpec(layout, str(tmp_path), lists={"train": listing}, **kwargs))
 
 
 @pytest.mark.parametrize("layout,split_file,row", [
@@ -289,7 +292,7 @@ def test_unparsable_official_split_rows_name_the_row_format(tmp_path, layout, sp
     write_text(splits / split_file, row + "\n")
     write_text(splits / "testlist01.txt", "")
     with pytest.raises(UserError, match=re.escape(split_file) + ":1.*row="):
-        resolve_source(layout, str(tmp_path), split_dir=str(splits))
+        resolve_source(SourceSpec(layout, str(tmp_path), split_dir=str(splits)))
 
 
 @pytest.mark.parametrize("spelling", ["as_given", "real"])
@@ -303,14 +306,14 @@ def test_absolute_entries_inside_the_root_are_accepted(tmp_path, layout, row, sp
     root = tmp_path / "root"
     entry = str((root if spelling == "as_given" else real_root) / "a/inside.avi")
     listing = write_text(tmp_path / "list.txt", row.format(entry=entry) + "\n")
-    source = resolve_source(layout, str(root), lists={"train": listing})
+    source = resolve_source(SourceSpec(layout, str(root), lists={"train": listing}))
     assert [item.item_id for item in source.splits["train"]] == ["a/inside.avi"]
 
 
 def test_absolute_entries_resolve_under_root_slash(tmp_path):
     touch(tmp_path, "a/inside.avi")
     listing = write_text(tmp_path / "list.txt", f"{tmp_path / 'a/inside.avi'} 0\n")
-    source = resolve_source("list", "/", lists={"train": listing})
+    source = resolve_source(SourceSpec("list", "/", lists={"train": listing}))
     assert source.splits["train"][0].path == str(tmp_path / "a/inside.avi")
 
 
@@ -319,7 +322,7 @@ def test_absolute_entry_outside_the_root_is_refused_by_name(tmp_path):
     entry = str(tmp_path / "elsewhere/a/out.avi")
     listing = write_text(tmp_path / "list.txt", f"{entry} 0\n")
     with pytest.raises(UserError, match="list.txt:1 is an absolute path outside it") as raised:
-        resolve_source("list", str(tmp_path / "root"), lists={"train": listing})
+        resolve_source(SourceSpec("list", str(tmp_path / "root"), lists={"train": listing}))
     assert repr(entry) in str(raised.value)
 
 
@@ -342,8 +345,8 @@ def make_partial_ucf101(tmp_path, num_classes=101, present=("c003", "c050")):
 def test_ucf101_with_most_files_absent_is_an_error_unless_only_present(tmp_path):
     root, splits, names = make_partial_ucf101(tmp_path)
     with pytest.raises(UserError, match="396 are missing; only_present"):
-        resolve_source("ucf101", root, split_dir=splits)
-    source = resolve_source("ucf101", root, split_dir=splits, only_present=True)
+        resolve_source(SourceSpec("ucf101", root, split_dir=splits))
+    source = resolve_source(SourceSpec("ucf101", root, split_dir=splits, only_present=True))
     assert source.classes == names  # all 101, ids unchanged
     assert {split: sorted({source.classes[item.label] for item in items})
             for split, items in source.splits.items()} == {"train": ["c003", "c050"],
@@ -367,9 +370,9 @@ def test_only_present_keeps_existing_items_and_every_class(tmp_path, layout, fil
     touch(tmp_path, *files)
     listing = write_text(tmp_path / "train.txt", rows)
     with pytest.raises(UserError, match="1 are missing.*gone"):
-        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
-    source = resolve_source(layout, str(tmp_path), lists={"train": listing},
-                            only_present=True, **kwargs)
+        resolve_source(SourceSpec(layout, str(tmp_path), lists={"train": listing}, **kwargs))
+    source = resolve_source(SourceSpec(layout, str(tmp_path), lists={"train": listing},
+                            only_present=True, **kwargs))
     assert len(source.classes) == 2
     assert len(source.splits["train"]) == 1
     assert [entry["split"] for entry in source.absent] == ["train"]
@@ -381,8 +384,8 @@ def test_hmdb51_only_present(tmp_path):
     splits = tmp_path / "splits"
     write_text(splits / "brush_hair_test_split1.txt", "x_1.avi 1\nx_2.avi 2\n")
     write_text(splits / "ride_bike_test_split1.txt", "y_1.avi 1\n")
-    source = resolve_source("hmdb51", str(tmp_path / "root"), split_dir=str(splits),
-                            only_present=True)
+    source = resolve_source(SourceSpec("hmdb51", str(tmp_path / "root"), split_dir=str(splits),
+                            only_present=True))
     assert source.classes == ["brush_hair", "ride_bike"]
     assert source.absent == [{"path": "brush_hair/x_2.avi", "split": "test"},
                              {"path": "ride_bike/y_1.avi", "split": "train"}]
@@ -392,13 +395,14 @@ def test_only_present_with_nothing_present_is_an_error(tmp_path):
     touch(tmp_path, "v/other.mp4")
     listing = write_text(tmp_path / "train.txt", "v/gone.mp4 0\n")
     with pytest.raises(UserError, match="at least one item that exists"):
-        resolve_source("list", str(tmp_path), lists={"train": listing}, only_present=True)
+        resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing},
+                                  only_present=True))
 
 
 def test_repeated_rows_are_kept_once_with_a_warning(tmp_path, caplog):
     touch(tmp_path, "v/a.mp4", "v/b.mp4")
     listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\nv/b.mp4 1\nv/a.mp4 0\n")
-    source = resolve_source("list", str(tmp_path), lists={"train": listing})
+    source = resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}))
     assert [item.item_id for item in source.splits["train"]] == ["v/a.mp4", "v/b.mp4"]
     assert "v/a.mp4 is listed twice in split train; keeping it once" in caplog.text
 
@@ -417,7 +421,7 @@ def test_bad_list_options_raise_user_error(tmp_path, kwargs, message):
     listing = write_text(tmp_path / "train.txt", "v/a.mp4 1 0\n")
     layout = kwargs.pop("layout")
     with pytest.raises(UserError, match="Received:.*" + re.escape(message)):
-        resolve_source(layout, str(tmp_path), lists={"train": listing}, **kwargs)
+        resolve_source(SourceSpec(layout, str(tmp_path), lists={"train": listing}, **kwargs))
 
 
 @pytest.mark.parametrize("row", ["abseiling,abc,10", "abseiling,abc,10,20,train,extra",
@@ -427,4 +431,93 @@ def test_unparsable_kinetics_rows_name_file_line_and_row_format(tmp_path, row):
     listing = write_text(tmp_path / "train.csv",
                          "label,youtube_id,time_start,time_end,split\n" + row + "\n")
     with pytest.raises(UserError, match=r"`label,youtube_id,time_start,time_end,.*train.csv:2"):
-        resolve_source("kinetics", str(tmp_path), lists={"train": listing})
+        resolve_source(SourceSpec("kinetics", str(tmp_path), lists={"train": listing}))
+
+
+def test_folders_leave_out_files_that_are_not_media_and_count_them(tmp_path):
+    """FFmpeg's `ansi` decoder renders text as frames: a notes.txt must not become an item."""
+    touch(tmp_path, "a/1.avi", "a/notes.txt", "b/README", "b/2.npy", "b/frames/0.png",
+          "b/poster.jpg")
+    source = resolve_source(SourceSpec("folders", str(tmp_path)))
+    assert summary(source) == {"train": [("a/1.avi", "a"), ("b/2.npy", "b"),
+                                         ("b/frames", "b")]}
+    assert sorted(entry["path"] for entry in source.ignored) == ["a/notes.txt", "b/README",
+                                                                 "b/poster.jpg"]
+    assert {entry["split"] for entry in source.ignored} == {"train"}
+
+
+def test_listed_files_that_are_not_media_are_left_out_too(tmp_path):
+    touch(tmp_path, "v/a.mp4", "v/readme.txt")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\nv/readme.txt 1\n")
+    source = resolve_source(SourceSpec("list", str(tmp_path), lists={"train": listing}))
+    assert [item.item_id for item in source.splits["train"]] == ["v/a.mp4"]
+    assert source.ignored == [{"path": "v/readme.txt", "split": "train"}]
+
+
+def test_kinetics_clip_is_never_a_text_file_with_its_stem(tmp_path):
+    touch(tmp_path, "abc_000001_000011.txt", "def_000002_000012.mp4")
+    listing = write_text(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
+                         "jump,abc,1,11,train\nrun,def,2,12,train\n")
+    source = resolve_source(SourceSpec("kinetics", str(tmp_path), lists={"train": listing}))
+    assert [item.item_id for item in source.splits["train"]] == ["def_000002_000012.mp4"]
+    assert [entry["path"] for entry in source.skipped] == ["abc_000001_000011"]
+
+
+def test_per_split_roots_resolve_each_list_under_its_own_root(tmp_path):
+    touch(tmp_path, "train/v/1.avi", "train/v/2.avi", "val/v/1.avi")
+    lists = {"train": write_text(tmp_path / "train.txt", "v/1.avi 0\nv/2.avi 1\n"),
+             "val": write_text(tmp_path / "val.txt", "v/1.avi 1\n")}
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    source = resolve_source(SourceSpec("list", roots, lists=lists))
+    assert [item.path for item in source.splits["val"]] == [str(tmp_path / "val/v/1.avi")]
+    assert [item.item_id for item in source.splits["train"]] == ["v/1.avi", "v/2.avi"]
+    assert source.description["root"] == roots
+
+
+def test_per_split_root_still_refuses_entries_that_leave_it(tmp_path):
+    touch(tmp_path, "train/v/1.avi", "val/v/1.avi")
+    lists = {"train": write_text(tmp_path / "train.txt", "../val/v/1.avi 0\n"),
+             "val": write_text(tmp_path / "val.txt", "v/1.avi 0\n")}
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    with pytest.raises(UserError, match=r"stay inside the root .*train.*train.txt:1"):
+        resolve_source(SourceSpec("list", roots, lists=lists))
+
+
+@pytest.mark.parametrize("layout,roots,kwargs", [
+    ("list", ("train",), {"lists": ("train", "val")}),
+    ("list", ("train", "val", "test"), {"lists": ("train", "val")}),
+    ("ucf101", ("train", "val"), {}),
+])
+def test_per_split_roots_must_name_the_splits_of_the_source(tmp_path, layout, roots, kwargs):
+    touch(tmp_path, "v/1.avi")
+    if "lists" in kwargs:
+        kwargs = {"lists": {name: write_text(tmp_path / f"{name}.txt", "v/1.avi 0\n")
+                            for name in kwargs["lists"]}}
+    else:
+        kwargs = {"split_dir": str(tmp_path)}
+    with pytest.raises(UserError, match="Expected a root for each split"):
+        resolve_source(SourceSpec(layout, {name: str(tmp_path) for name in roots}, **kwargs))
+
+
+def test_folders_with_a_root_per_split_and_no_lists(tmp_path):
+    touch(tmp_path, "train/a/1.avi", "train/b/1.avi", "val/b/2.avi")
+    roots = {"train": str(tmp_path / "train"), "val": str(tmp_path / "val")}
+    source = resolve_source(SourceSpec("folders", roots))
+    assert summary(source) == {"train": [("a/1.avi", "a"), ("b/1.avi", "b")],
+                               "val": [("b/2.avi", "b")]}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layout="folders", num_classes=3), "Expected `num_classes` only with the layouts "
+                                            "csv, list, rawframes"),
+    (dict(layout="kinetics", with_offset=True), "only with the layouts rawframes"),
+    (dict(layout="list", root={"train": 3}), "root="),
+])
+def test_options_a_layout_does_not_read_are_errors(tmp_path, kwargs, message):
+    touch(tmp_path, "v/a.mp4")
+    listing = write_text(tmp_path / "train.txt", "v/a.mp4 0\n")
+    layout = kwargs.pop("layout")
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_source(SourceSpec(layout, kwargs.pop("root", str(tmp_path)),
+                                  lists={"train": listing}, **kwargs))
+

@@ -13,6 +13,7 @@ import pytest
 from data_prep import synth
 from data_prep.__main__ import main
 from core.errors import UserError
+from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import read_records
 
@@ -470,7 +471,8 @@ def test_multi_label_lists_read_through_the_csv_source(tmp_path):
     arguments = synth.prepare_arguments(tmp_path)
     lists = {split: str(tmp_path / f"{split}.csv") for split in ("train", "test")}
     assert arguments == {"layout": "csv", "multi_label": True, "lists": lists}
-    source = resolve_source("csv", str(tmp_path), lists=arguments["lists"], multi_label=True)
+    source = resolve_source(SourceSpec("csv", str(tmp_path), lists=arguments["lists"],
+                                       multi_label=True))
     assert source.classes == sorted(synth.CLASSES)
     for split in synth.SPLITS:
         expected = {path: tuple(sorted(source.classes.index(name) for name in labels))

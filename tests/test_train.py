@@ -407,12 +407,13 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
     data_overrides = []
     if items_per_shard:
         from data_prep.prepare import prepare_dataset
+        from data_prep.source_spec import SourceSpec
 
         videos = e2e_path / "videos"
-        prepare_dataset("csv", str(videos), str(tmp_path / "prepared"), 4, 16,
-                        clips_per_video=2, items_per_shard=items_per_shard, workers=1,
-                        lists={split: str(videos / f"{split}.csv") for split in ("train", "test")},
-                        show_progress=False)
+        spec = SourceSpec("csv", str(videos), lists={split: str(videos / f"{split}.csv")
+                                                     for split in ("train", "test")})
+        prepare_dataset(spec, str(tmp_path / "prepared"), 4, 16, clips_per_video=2,
+                        items_per_shard=items_per_shard, workers=1, show_progress=False)
         data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}"]
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
@@ -606,7 +607,7 @@ def test_prepared_data_that_disagrees_on_multi_label_is_a_user_error(multi_label
                                                                      override, message):
     from core.errors import UserError
     from training.config import config_from_dict
-    from training.trainer import ensure_prepared
+    from training.prepared_data import ensure_prepared
 
     prepared = os.path.join(os.path.dirname(multi_label_run_path), "prepared")
     data = {"layout": "csv", "prepared_dir": prepared, "frames": 4, "size": 16,

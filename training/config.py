@@ -27,8 +27,7 @@ import yaml
 from core.atomic import write_text_atomically
 from data_prep import synth
 from core.errors import UserError
-from data_prep.shards import is_multi_label, num_classes_of
-from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
+from data_prep.source_spec import SourceSpec
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS
 from models import catalog as model_catalog
@@ -56,15 +55,23 @@ def _option(default, *, choices=None, minimum=None, maximum=None, below=None, he
     )
 
 
+def _source_key(field):
+    """The `data.<name>` key of one SourceSpec field: same type, default, bounds and help."""
+    meta = field.metadata
+    return field.name, field.type, _option(field.default, minimum=meta["minimum"],
+                                           maximum=meta["maximum"], help=meta["help"])
+
+
+# The keys that say where items come from are SourceSpec's fields (data_prep/source_spec.py),
+# one list for this config, the prepare flags and the manifest: a new one is added there.
+_SourceKeys = dataclasses.make_dataclass(
+    "_SourceKeys", [_source_key(field) for field in dataclasses.fields(SourceSpec)])
+
+
 @dataclasses.dataclass
-class DataConfig:
+class DataConfig(_SourceKeys):
     layout: str = _option("folders", choices=LAYOUTS,
                           help="how data.root is organised; synth generates the demo videos")
-    root: str | None = _option(None, help="videos (or frame folders, .npy arrays) to prepare")
-    split_dir: str | None = _option(None, help="official split files (ucf101, hmdb51)")
-    split: int = _option(1, minimum=1, maximum=3, help="official split number")
-    lists: dict | None = _option(None, help="{split name: list file} for csv/list/kinetics")
-    classes_file: str | None = _option(None, help="class names, one a line (ucf101 classInd)")
     prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
     frames: int = _option(16, minimum=1, help="frames per clip")
     size: int = _option(112, minimum=4, help="stored clip height and width")
@@ -77,14 +84,14 @@ class DataConfig:
     train_split: str = _option("train", help="split trained on")
     test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
     synth: dict = _option({}, help="keyword arguments of data_prep.synth.generate_dataset")
-    only_present: bool = _option(False, help="prepare the listed items on disk, count the rest")
-    multi_label: bool = _option(False, help="several labels per item (list, rawframes, csv, "
-                                             "synth): sigmoid outputs, binary cross-entropy, mAP")
-    num_classes: int | None = _option(None, minimum=1,
-                                      help="class count for list/rawframes without classes_file")
-    filename_template: str = _option(DEFAULT_FILENAME_TEMPLATE, help="rawframes: frame file names")
-    start_index: int = _option(DEFAULT_START_INDEX, minimum=0, help="rawframes: number of the first frame file")
-    with_offset: bool = _option(False, help="rawframes: rows carry a first-frame offset")
+
+    def source_spec(self):
+        """The `SourceSpec` of these keys, whole (synth: the generated csv lists, so only
+        once the videos are generated)."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(SourceSpec)}
+        if self.layout == "synth":
+            values.update(synth.prepare_arguments(self.root))
+        return SourceSpec(**values)
 
 
 @dataclasses.dataclass
@@ -185,9 +192,10 @@ def _describe(annotation, meta):
     """Human wording of what a field accepts, e.g. 'an integer >= 1'."""
     args = typing.get_args(annotation)
     optional = isinstance(annotation, types.UnionType) and type(None) in args
-    base = next((a for a in args if a is not type(None)), annotation) if optional else annotation
-    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             dict: "a mapping", list: "a list"}[base]
+    bases = [a for a in args if a is not type(None)] if optional else [annotation]
+    words = " or ".join({int: "an integer", float: "a number", bool: "true or false",
+                         str: "a string", dict: "a mapping", list: "a list"}[base]
+                        for base in bases)
     if meta.get("choices"):
         words = "one of " + ", ".join(meta["choices"])
     bounds = []
@@ -210,7 +218,13 @@ def _coerce(value, annotation, meta):
     if isinstance(annotation, types.UnionType) and type(None) in args:
         if value is None:
             return None
-        annotation = next(a for a in args if a is not type(None))
+        choices = [a for a in args if a is not type(None)]
+        for choice in choices[:-1]:  # `str | dict | None`: the first type that fits
+            try:
+                return _coerce(value, choice, meta)
+            except ValueError:
+                pass
+        annotation = choices[-1]
     if annotation is bool:
         if not isinstance(value, bool):
             raise ValueError
@@ -374,54 +388,16 @@ def _check_consistency(config, origins, default_source):
         if data.multi_label or generated:
             data.multi_label = True
             data.synth = {**data.synth, "multi_label": True}
+    if isinstance(data.root, dict) and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.root.items()
+    ):
+        fail("data.root", "data.root expects a directory or {split name: directory}. "
+             f"Received: data.root={data.root!r}")
     if config.data.lists is not None and not all(
         isinstance(k, str) and isinstance(v, str) for k, v in config.data.lists.items()
     ):
         fail("data.lists", "data.lists expects {split name: list file path}. "
              f"Received: data.lists={config.data.lists!r}")
-
-
-def check_prepared_data(data, manifest):
-    """Raises UserError if prepared clips (their manifest.json) do not fit the `data` config.
-
-    No TensorFlow here: train.py checks this before the run directory exists.
-    """
-    frames, height, width, _ = manifest["clip_shape"]
-    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
-                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
-    for key, (wanted, found) in expected.items():
-        if wanted != found:
-            raise UserError(
-                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
-                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
-                f"Received: {key}={wanted}"
-            )
-    for split in (data.train_split, data.test_split):
-        if split not in manifest["splits"]:
-            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
-                            f"{', '.join(manifest['splits'])}). Received: split={split}")
-    _check_label_kind(data, manifest)
-
-
-def _check_label_kind(data, manifest):
-    """Raises UserError if the prepared data's multi_label or num_classes differ from the config.
-
-    A dataset prepared single-label cannot train a multi-label config (nor the reverse): the
-    records hold `label` or `labels`, and the loss and metrics follow the config.
-    """
-    found = is_multi_label(manifest)
-    if found != data.multi_label:
-        raise UserError(
-            f"{data.prepared_dir} was prepared with multi_label={str(found).lower()} but the "
-            f"config asks for data.multi_label={str(data.multi_label).lower()}; use another "
-            f"data.prepared_dir or set data.multi_label={str(found).lower()}. "
-            f"Received: data.multi_label={str(data.multi_label).lower()}")
-    if data.num_classes is not None and num_classes_of(manifest) != data.num_classes:
-        raise UserError(
-            f"{data.prepared_dir} was prepared with num_classes={num_classes_of(manifest)} but "
-            f"the config asks for data.num_classes={data.num_classes}; use another "
-            f"data.prepared_dir or set data.num_classes={num_classes_of(manifest)}. "
-            f"Received: data.num_classes={data.num_classes}")
 
 
 def config_from_dict(data, *, origins=None, source="<config>"):

@@ -29,6 +29,7 @@ import data_prep
 from data_prep.decode import DecodeError
 from core.errors import UserError
 from data_prep.shards import is_multi_label, read_record_fields
+from data_prep.sources import split_root
 from data_prep.workers import available_cores, worker_pool
 from training import input_pipeline
 from training.config import load_config
@@ -106,7 +107,7 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
     A UserError met while decoding ends the dataset and is appended to `failures`, for the
     caller to raise: raised inside the generator, tf.data would turn it into its own error.
     """
-    root = run.manifest["source"]["root"]
+    root = split_root(run.manifest["source"], split)
     items = split_items(run.prepared_dir, run.manifest, split)
     num_classes = len(run.class_names)
     frames, crop_size, _, bands = run.input_shape

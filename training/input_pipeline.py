@@ -10,13 +10,10 @@ Shapes: clips (F, H, W, band) uint8 in, (B, F, crop, crop, band) uint8 out; norm
 happens inside the model.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
 import data_prep
-from data_prep.shards import is_multi_label, read_record_fields
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -175,22 +172,3 @@ def sample_clips(dataset, count, *, every=1, with_labels=False):
         if len(clips) >= count:
             break
     return (clips, labels) if with_labels else clips
-
-
-def split_label_counts(prepared_dir, manifest, split):
-    """Clips per label id in one split, reading only the `label` (`labels`) feature of each record.
-
-    Used before training so that a label outside [0, num_classes) is a clear error up front
-    rather than a crash deep inside the loss.
-    """
-    shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
-    key = "labels" if is_multi_label(manifest) else "label"
-    counts = {}
-    for fields in read_record_fields(shards, (key,), batch_size=1024,
-                                     num_parallel_reads=AUTOTUNE):
-        labels = fields[key]
-        if key == "labels":  # each clip counts once for each of its labels
-            labels = np.concatenate([*labels, np.zeros(0, np.int64)])
-        for label, count in zip(*np.unique(labels, return_counts=True)):
-            counts[int(label)] = counts.get(int(label), 0) + int(count)
-    return counts

@@ -24,23 +24,21 @@ import keras
 import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-import data_prep
 from core.atomic import write_json_atomically
 from core.errors import UserError
-from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME, is_multi_label
-from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
 from models.finetune import fine_tune
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
 from training import input_pipeline, summaries, tensorboard_views
-from training.config import ConfigError, check_prepared_data, dump_config
+from training.config import ConfigError, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import compile_metrics
 from training.optimizers import build_optimizer
+from training.prepared_data import check_labels, ensure_prepared
 from training.run_dir import (attach_log_file, log_to_file, resume_command, update_run_status,
                               write_run_info)
 from training.schedules import schedule_from_config
@@ -51,68 +49,6 @@ logger = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """Training could not go on (e.g. the loss became NaN); the CLI prints it and exits 1."""
-
-
-# --- data ---------------------------------------------------------------------------------
-
-
-def ensure_prepared(data, *, show_progress=False):
-    """Returns the manifest of data.prepared_dir, generating/preparing it first if needed.
-
-    Raises:
-        UserError: the prepared clips do not match the config, or preparing failed on the
-            user's input (missing root, bad split files, ...).
-    """
-    manifest_path = os.path.join(data.prepared_dir, MANIFEST_NAME)
-    if not os.path.exists(manifest_path):
-        layout, root, lists = data.layout, data.root, data.lists
-        multi_label = data.multi_label
-        if layout == "synth":
-            if not root:
-                raise ConfigError("data.root is required for layout synth: where the demo "
-                                  "videos are generated. Received: data.root=None")
-            logger.info("generating the synthetic demo videos in %s", root)
-            generate_dataset(root, show_progress=show_progress, **data.synth)
-            generated = prepare_arguments(root)
-            layout, lists = generated["layout"], generated["lists"]
-            multi_label = generated.get("multi_label", False)
-        elif not root:
-            raise ConfigError(f"data.root is required to prepare layout {layout} "
-                              f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
-                              "Received: data.root=None")
-        logger.info("preparing %s clips from %s into %s", layout, root, data.prepared_dir)
-        prepare_dataset(
-            layout, root, data.prepared_dir, data.frames, data.size,
-            split_dir=data.split_dir, split=data.split, lists=lists,
-            classes_file=data.classes_file, resize_short=data.resize_short,
-            clips_per_video=data.clips_per_video, sampling=data.sampling,
-            frame_stride=data.frame_stride, workers=data.workers, encoding=data.encoding,
-            only_present=data.only_present, multi_label=multi_label,
-            num_classes=data.num_classes,
-            filename_template=data.filename_template, start_index=data.start_index,
-            with_offset=data.with_offset, show_progress=show_progress,
-        )
-    manifest = data_prep.read_manifest(data.prepared_dir)
-    check_prepared_data(data, manifest)
-    return manifest
-
-
-def check_labels(prepared_dir, manifest, splits):
-    """Raises UserError if any stored label is outside [0, num_classes)."""
-    num_classes = len(manifest["classes"])
-    for split in splits:
-        counts = input_pipeline.split_label_counts(prepared_dir, manifest, split)
-        bad = sorted(label for label in counts if not 0 <= label < num_classes)
-        if bad:
-            raise UserError(
-                f"{prepared_dir}: split {split} has labels outside [0, {num_classes}) "
-                f"({len(manifest['classes'])} classes in manifest.json). Received: "
-                f"labels={bad[:10]}"
-            )
-        missing = [manifest["classes"][c] for c in range(num_classes) if c not in counts]
-        if missing:
-            logger.warning("split %s has no clips of %d classes: %s", split, len(missing),
-                           ", ".join(missing[:10]))
 
 
 # --- model --------------------------------------------------------------------------------

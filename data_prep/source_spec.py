@@ -1,0 +1,230 @@
+"""`SourceSpec`: where a dataset's items come from and how its lists read, as one value.
+
+Every way into data preparation builds one: the experiment config's `data:` section
+(`training.config.DataConfig.source_spec`), the `prepare` command's flags
+(`source_spec_from_arguments`), and Python callers directly. `data_prep.sources.resolve_source`
+and `data_prep.prepare.prepare_dataset` take it whole, so an option cannot be dropped on the
+way (the bug of issue 18: a check that passed four of ten arguments).
+
+A field's metadata describes it once for every front end: `help`, the bounds the config
+checks (`minimum`, `maximum`), and the `prepare` flag (`flag`, `metavar`). A new option is a
+field here plus the layout reader(s) in `data_prep/sources.py` that read it (named in their
+`Layout.reads`); the config key and the flag follow from the field.
+
+This module never imports TensorFlow.
+
+Example:
+
+>>> spec = SourceSpec(layout="list", root="videos", lists={"train": "train.txt"},
+...                   multi_label=True, num_classes=5)
+>>> spec.root_of("train")
+'videos'
+"""
+
+import argparse
+import dataclasses
+import os
+import re
+
+from core.errors import UserError
+
+# MMAction2's RawframeDataset defaults.
+DEFAULT_FILENAME_TEMPLATE = "img_{:05}.jpg"
+DEFAULT_START_INDEX = 1
+SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _field(default, help, *, minimum=None, maximum=None, flag=None, metavar=None, path=False,
+           option=False):
+    """A field and what every front end needs of it. `path`: made absolute in the manifest;
+    `option`: read only by the layouts that name it in `Layout.reads` (elsewhere it must
+    keep its default)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "minimum": minimum, "maximum": maximum, "flag": flag,
+        "metavar": metavar, "path": path, "option": option})
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """Where items come from and how lists read (see `data_prep.sources` for the layouts).
+
+    Args:
+        layout: str, a `data_prep.sources.LAYOUTS` name. Defaults to `"folders"`.
+        root: str, the directory items (and list entries) are relative to; or
+            {split name: directory}, one root per split (MMAction2's per-split
+            `data_prefix`).
+        split_dir: str or None, official split files (ucf101, hmdb51).
+        split: int, official split number (ucf101, hmdb51). Defaults to 1.
+        lists: dict {split name: list file} or None.
+        classes_file: str or None, class names one a line (index = label id).
+        only_present: bool, keep the listed items on disk and count the others.
+        multi_label: bool, rows carry one or more labels (list, rawframes, csv).
+        num_classes: int or None, class count of a list without `classes_file`.
+        filename_template, start_index, with_offset: rawframes frame names, first frame
+            number, and rows `frame_dir offset total_frames label`.
+
+    Raises:
+        UserError: a value of the wrong type or out of range, naming the field.
+    """
+
+    layout: str = _field("folders", "how data.root is organised; synth generates the demo "
+                                    "videos")
+    root: str | dict | None = _field(
+        None, "videos (or frame folders, .npy arrays) to prepare; or {split: directory}",
+        metavar="DIR|SPLIT=DIR", path=True)
+    split_dir: str | None = _field(None, "official split files (ucf101, hmdb51)",
+                                     metavar="DIR", path=True)
+    split: int = _field(1, "official split number", minimum=1, maximum=3, metavar="N")
+    lists: dict | None = _field(None, "{split name: list file} for csv/list/kinetics",
+                                flag="--list", metavar="SPLIT=FILE", path=True)
+    classes_file: str | None = _field(None, "class names, one a line (ucf101 classInd)",
+                                      flag="--classes", metavar="FILE", path=True)
+    only_present: bool = _field(False, "prepare the listed items on disk, count the rest")
+    multi_label: bool = _field(False, "several labels per item (list, rawframes, csv, synth): "
+                                      "sigmoid outputs, binary cross-entropy, mAP",
+                                 option=True)
+    num_classes: int | None = _field(None, "class count for list/rawframes without "
+                                           "classes_file", minimum=1, metavar="N",
+                                     option=True)
+    filename_template: str = _field(DEFAULT_FILENAME_TEMPLATE, "rawframes: frame file names",
+                                   metavar="TEMPLATE", option=True)
+    start_index: int = _field(DEFAULT_START_INDEX, "rawframes: number of the first frame file",
+                              minimum=0, metavar="I", option=True)
+    with_offset: bool = _field(False, "rawframes: rows carry a first-frame offset",
+                                 option=True)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check_field(field, getattr(self, field.name))
+        # Own copies: a caller's dict changed later must not change the spec.
+        for name in ("root", "lists"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, dict(value))
+        if isinstance(self.root, dict):
+            for split, root in self.root.items():
+                if not isinstance(split, str) or not SPLIT_NAME.match(split) \
+                        or not isinstance(root, str):
+                    raise UserError(f"Expected `root` to be a directory or {{split name: "
+                                    f"directory}}. Received: root={self.root!r}")
+            if not self.root:
+                raise UserError("Expected at least one split in a per-split `root`. "
+                                "Received: root={}")
+        try:
+            name = self.filename_template.format(self.start_index)
+        except (AttributeError, IndexError, KeyError, ValueError):
+            name = None
+        if not name or name == self.filename_template or os.path.isabs(name) \
+                or ".." in name.replace("\\", "/").split("/"):
+            raise UserError(f"Expected `filename_template` to be a file name with one integer "
+                            f"field, like {DEFAULT_FILENAME_TEMPLATE!r} (MMAction2's "
+                            f"filename_tmpl). Received: "
+                            f"filename_template={self.filename_template!r}")
+
+    @property
+    def per_split_roots(self):
+        """True when `root` gives each split its own directory."""
+        return isinstance(self.root, dict)
+
+    def root_of(self, split):
+        """The directory the entries of `split` are relative to."""
+        if not self.per_split_roots:
+            return self.root
+        if split not in self.root:
+            raise UserError(f"Expected a root for split {split!r} (root gives "
+                            f"{', '.join(self.root)}). Received: root={self.root!r}")
+        return self.root[split]
+
+    def roots(self):
+        """Every root directory (one, or one per split)."""
+        return list(self.root.values()) if self.per_split_roots else [self.root]
+
+
+def _check_field(field, value):
+    """Type and range of one field's value (what a layout accepts is data_prep.sources')."""
+    if value is None and field.default is None:
+        return
+    minimum = field.metadata["minimum"]
+    if field.type is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif field.type in (int, int | None):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        expected = "a positive integer" if minimum == 1 else "a non-negative integer"
+    elif field.name == "root":
+        ok, expected = isinstance(value, (str, dict)), "a directory or {split name: directory}"
+    elif field.type == dict | None:
+        ok, expected = isinstance(value, dict), "{split name: file}"
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        raise UserError(f"Expected `{field.name}` to be {expected}. "
+                        f"Received: {field.name}={value!r}")
+
+
+# --- the prepare command's flags ----------------------------------------------------------
+
+
+def _flag(field):
+    return field.metadata["flag"] or "--" + field.name.replace("_", "-")
+
+
+def _pair(text, what):
+    name, separator, value = text.partition("=")
+    if not separator or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected SPLIT={what}, got {text!r}")
+    return name, value
+
+
+def _root_argument(text):
+    """`DIR` or `SPLIT=DIR` (a directory whose name holds `=` is taken whole when it exists)."""
+    name, separator, value = text.partition("=")
+    if separator and SPLIT_NAME.match(name) and value and not os.path.isdir(text):
+        return name, value
+    return None, text
+
+
+def add_source_arguments(parser, layouts):
+    """Adds one flag per `SourceSpec` field to an argparse parser (`--layout` among
+    `layouts`); `source_spec_from_arguments` reads them back."""
+    for field in dataclasses.fields(SourceSpec):
+        help_text = field.metadata["help"]
+        metavar = field.metadata["metavar"]
+        if field.name == "layout":
+            parser.add_argument("--layout", choices=layouts, help="how --root is organised")
+        elif field.name == "root":
+            parser.add_argument("--root", action="append", type=_root_argument,
+                                metavar=metavar, help="the directory of videos / frame "
+                                "folders / .npy items; or SPLIT=DIR, repeated, one per split")
+        elif field.name == "lists":
+            parser.add_argument(_flag(field), dest="lists", action="append",
+                                type=lambda text: _pair(text, "FILE"), metavar=metavar,
+                                help="a split list (repeat per split)")
+        elif field.type is bool:
+            parser.add_argument(_flag(field), dest=field.name, action="store_true",
+                                default=None, help=help_text)
+        else:
+            number = field.type in (int, int | None)
+            parser.add_argument(_flag(field), dest=field.name, type=int if number else str,
+                                metavar=metavar, help=help_text)
+
+
+def source_spec_from_arguments(args):
+    """The `SourceSpec` of parsed `add_source_arguments` flags (unset flags: defaults)."""
+    values = {}
+    for field in dataclasses.fields(SourceSpec):
+        value = getattr(args, field.name)
+        if value is None:
+            continue
+        if field.name == "root":
+            named = dict(pair for pair in value if pair[0] is not None)
+            plain = [path for name, path in value if name is None]
+            if (plain and named) or len(plain) > 1:
+                given = " ".join(f"--root {name}={path}" if name else f"--root {path}"
+                                 for name, path in value)
+                raise UserError(f"Expected one --root DIR, or --root SPLIT=DIR for each split. "
+                                f"Received: {given}")
+            value = named or plain[0]
+        elif field.name == "lists":
+            value = dict(value)
+        values[field.name] = value
+    return SourceSpec(**values)

@@ -1,0 +1,162 @@
+"""A config's prepared data: prepared when missing, and checked against the config.
+
+- `check_data_sources(data)`: train.py's early check, before TensorFlow loads and before a run
+  directory exists: the source resolves (the same `SourceSpec` that prepares it, so no option
+  is dropped) or the prepared manifest fits the config.
+- `ensure_prepared(data)`: the data step of a run (and of `train.py --prepare-only`):
+  generate the synthetic demo if asked, prepare the shards if no manifest is there, check it.
+- `check_prepared_data(data, manifest)`, `check_labels(...)`: a manifest (and its stored
+  labels) against the config.
+
+No TensorFlow is imported here at module level; `check_labels` reads records through
+`data_prep.shards`, which loads it when called.
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from core.errors import UserError
+from data_prep.prepare import prepare_dataset
+from data_prep.reader import read_manifest
+from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of, read_record_fields
+from data_prep.sources import resolve_source
+from data_prep.synth import generate_dataset
+from training.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _check_root_given(data):
+    if not data.root:
+        raise ConfigError(f"data.root is required to prepare layout {data.layout} "
+                          f"(data.prepared_dir {data.prepared_dir} holds no manifest.json). "
+                          "Received: data.root=None")
+
+
+def check_data_sources(data):
+    """Raises UserError for a missing data.root, split file, list or classes file, a list
+    that does not read as the config says, or prepared clips that do not fit the config.
+
+    Checked by the reader that prepares (data_prep.sources, no TensorFlow) with the whole
+    `SourceSpec`, so that a wrong path costs a second and leaves nothing behind. Data already
+    prepared (manifest.json) is checked against the config instead; generated data (synth)
+    needs no source.
+    """
+    if os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+        check_prepared_data(data, read_manifest(data.prepared_dir))
+        return
+    if data.layout == "synth":
+        return
+    _check_root_given(data)
+    resolve_source(data.source_spec())
+
+
+def ensure_prepared(data, *, show_progress=False):
+    """Returns the manifest of data.prepared_dir, generating/preparing it first if needed.
+
+    Raises:
+        UserError: the prepared clips do not match the config, or preparing failed on the
+            user's input (missing root, bad split files, ...).
+    """
+    if not os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+        if data.layout == "synth":
+            if not data.root:
+                raise ConfigError("data.root is required for layout synth: where the demo "
+                                  "videos are generated. Received: data.root=None")
+            logger.info("generating the synthetic demo videos in %s", data.root)
+            generate_dataset(data.root, show_progress=show_progress, **data.synth)
+        _check_root_given(data)
+        spec = data.source_spec()
+        logger.info("preparing %s clips from %s into %s", spec.layout, spec.root,
+                    data.prepared_dir)
+        prepare_dataset(
+            spec, data.prepared_dir, data.frames, data.size,
+            resize_short=data.resize_short, clips_per_video=data.clips_per_video,
+            sampling=data.sampling, frame_stride=data.frame_stride, workers=data.workers,
+            encoding=data.encoding, show_progress=show_progress,
+        )
+    manifest = read_manifest(data.prepared_dir)
+    check_prepared_data(data, manifest)
+    return manifest
+
+
+def check_prepared_data(data, manifest):
+    """Raises UserError if prepared clips (their manifest.json) do not fit the `data` config.
+
+    No TensorFlow here: train.py checks this before the run directory exists.
+    """
+    frames, height, width, _ = manifest["clip_shape"]
+    expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
+                "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
+    for key, (wanted, found) in expected.items():
+        if wanted != found:
+            raise UserError(
+                f"{data.prepared_dir} was prepared with {key}={found} but the config asks for "
+                f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
+                f"Received: {key}={wanted}"
+            )
+    for split in (data.train_split, data.test_split):
+        if split not in manifest["splits"]:
+            raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
+                            f"{', '.join(manifest['splits'])}). Received: split={split}")
+    _check_label_kind(data, manifest)
+
+
+def _check_label_kind(data, manifest):
+    """Raises UserError if the prepared data's multi_label or num_classes differ from the config.
+
+    A dataset prepared single-label cannot train a multi-label config (nor the reverse): the
+    records hold `label` or `labels`, and the loss and metrics follow the config.
+    """
+    found = is_multi_label(manifest)
+    if found != data.multi_label:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with multi_label={str(found).lower()} but the "
+            f"config asks for data.multi_label={str(data.multi_label).lower()}; use another "
+            f"data.prepared_dir or set data.multi_label={str(found).lower()}. "
+            f"Received: data.multi_label={str(data.multi_label).lower()}")
+    if data.num_classes is not None and num_classes_of(manifest) != data.num_classes:
+        raise UserError(
+            f"{data.prepared_dir} was prepared with num_classes={num_classes_of(manifest)} but "
+            f"the config asks for data.num_classes={data.num_classes}; use another "
+            f"data.prepared_dir or set data.num_classes={num_classes_of(manifest)}. "
+            f"Received: data.num_classes={data.num_classes}")
+
+
+def split_label_counts(prepared_dir, manifest, split):
+    """Clips per label id in one split, reading only the `label` (`labels`) feature of each record.
+
+    Used before training so that a label outside [0, num_classes) is a clear error up front
+    rather than a crash deep inside the loss.
+    """
+    shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    key = "labels" if is_multi_label(manifest) else "label"
+    counts = {}
+    # -1 is tf.data.AUTOTUNE (not imported here: this module stays TensorFlow-free).
+    for fields in read_record_fields(shards, (key,), batch_size=1024, num_parallel_reads=-1):
+        labels = fields[key]
+        if key == "labels":  # each clip counts once for each of its labels
+            labels = np.concatenate([*labels, np.zeros(0, np.int64)])
+        for label, count in zip(*np.unique(labels, return_counts=True)):
+            counts[int(label)] = counts.get(int(label), 0) + int(count)
+    return counts
+
+
+def check_labels(prepared_dir, manifest, splits):
+    """Raises UserError if any stored label is outside [0, num_classes)."""
+    num_classes = len(manifest["classes"])
+    for split in splits:
+        counts = split_label_counts(prepared_dir, manifest, split)
+        bad = sorted(label for label in counts if not 0 <= label < num_classes)
+        if bad:
+            raise UserError(
+                f"{prepared_dir}: split {split} has labels outside [0, {num_classes}) "
+                f"({len(manifest['classes'])} classes in manifest.json). Received: "
+                f"labels={bad[:10]}"
+            )
+        missing = [manifest["classes"][c] for c in range(num_classes) if c not in counts]
+        if missing:
+            logger.warning("split %s has no clips of %d classes: %s", split, len(missing),
+                           ", ".join(missing[:10]))
