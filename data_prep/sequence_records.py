@@ -218,7 +218,8 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
     Args:
         path: str, a video file, frame folder or .npy item (`data_prep.decode`).
         fps, max_frames: see `select_item_frames`.
-        size, resize_short: the resize of `data_prep.decode.resize_frame`.
+        size, resize_short: the resize of `data_prep.decode.resize_frame`; `resize_short`
+            alone keeps the aspect ratio (no crop), the usual v2 setting.
         frame_template: a rawframe folder's `(template, first, total)`, or None.
 
     Returns:
@@ -239,7 +240,7 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
 
     total, frames = load_clips(path, select, size=size, resize_short=resize_short,
                                frame_template=frame_template)
-    if size is None and not height:
+    if size is None and resize_short is None and not height:
         height, width = frames.shape[1:3]
     source = SourceInfo(height=int(height), width=int(width), frame_rate=float(rate),
                         frame_count=int(total))

@@ -152,3 +152,11 @@ def test_read_item_frames_resamples_and_resizes_a_video(tmp_path):
     assert frame_index_of(frames).tolist() == [0, 5, 10, 15]
     assert rate == 5.0
     assert source == SourceInfo(height=24, width=32, frame_rate=25.0, frame_count=20)
+
+
+def test_read_item_frames_resize_short_alone_keeps_the_aspect_ratio(tmp_path):
+    path = write_video(tmp_path / "v.avi", 6)
+    frames, rate, source = read_item_frames(path, resize_short=12, max_frames=3)
+    assert frames.shape == (3, 12, 16, 3)
+    assert frame_index_of(frames).tolist() == [1, 3, 5]
+    assert rate == 12.5 and source.frame_count == 6
