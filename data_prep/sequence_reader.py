@@ -7,7 +7,8 @@ Each record holds a whole item; every epoch draws fresh clips from it in the inp
 - `evaluation_views`: items in file order, the C deterministic clips of each,
   `(clip, label, item_index)`, the views of one item consecutive.
 
-Both are unbatched and end in uint8 (F, H, W, band) clips; crops, flips and batching belong
+Both are unbatched and end in uint8 (F, H, W, band) clips; records without frames are
+skipped (their position still counts as an item index in evaluation); crops, flips and batching belong
 to the training input pipeline. Randomness is stateless: one seed pair per element from a
 seeded `tf.data.Dataset.random`, so the same seed gives the same clips, and a new epoch
 (a new iteration of the dataset) draws new ones.
@@ -77,6 +78,12 @@ def _check_label_options(multi_label, num_classes):
                         f"Received: num_classes={num_classes!r}")
 
 
+def _with_frames(items):
+    """Drops records without frames (a generator that failed on a video can write one):
+    there is no clip to draw from them."""
+    return items.filter(lambda parsed: parsed["num_frames"] > 0)
+
+
 def _decode(parsed, indices, encoding, channels):
     return decode_frames(parsed["frames"], indices, encoding, channels=channels,
                          height=parsed["height"], width=parsed["width"],
@@ -115,15 +122,15 @@ def training_clips(files, *, num_frames, method="uniform", stride=1, encoding="j
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
         2, drop_remainder=True)
 
-    def clip_of(record, element_seed):
-        parsed = parse_sequence_record(record)
+    def clip_of(parsed, element_seed):
         sample_seed = tf.random.experimental.stateless_fold_in(element_seed, _SAMPLING_SALT)
         indices = sample_clip_indices(parsed["num_frames"], num_frames, method, stride,
                                       training=True, seed=sample_seed)[0]
         clip = _decode(parsed, indices, encoding, channels)
         return clip, _target(parsed["labels"], multi_label, num_classes)
 
-    return tf.data.Dataset.zip((records, seeds)).map(clip_of, num_parallel_calls=AUTOTUNE)
+    items = _with_frames(records.map(parse_sequence_record, num_parallel_calls=AUTOTUNE))
+    return tf.data.Dataset.zip((items, seeds)).map(clip_of, num_parallel_calls=AUTOTUNE)
 
 
 def evaluation_views(files, *, num_frames, num_clips=1, method="uniform", stride=1,
@@ -142,8 +149,7 @@ def evaluation_views(files, *, num_frames, num_clips=1, method="uniform", stride
     _check_label_options(multi_label, num_classes)
     records = item_records(files, shuffle_files=False)
 
-    def views_of(position, record):
-        parsed = parse_sequence_record(record)
+    def views_of(position, parsed):
         indices = sample_clip_indices(parsed["num_frames"], num_frames, method, stride,
                                       training=False, num_clips=num_clips)
         clips = _decode(parsed, indices, encoding, channels)
@@ -152,5 +158,6 @@ def evaluation_views(files, *, num_frames, num_clips=1, method="uniform", stride
         labels = tf.repeat(label[None], num_clips, axis=0)
         return clips, labels, tf.fill([num_clips], tf.cast(index, tf.int32))
 
-    views = records.enumerate().map(views_of, num_parallel_calls=AUTOTUNE)
-    return views.unbatch()
+    items = records.map(parse_sequence_record, num_parallel_calls=AUTOTUNE).enumerate()
+    items = items.filter(lambda position, parsed: parsed["num_frames"] > 0)
+    return items.map(views_of, num_parallel_calls=AUTOTUNE).unbatch()

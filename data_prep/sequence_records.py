@@ -358,7 +358,9 @@ def parse_sequence_record(serialized):
 
     context, sequence = tf.io.parse_single_sequence_example(
         serialized, context_features(),
-        {IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+        # allow_missing: a record without frames (DMVR's generator writes one when ffmpeg
+        # yields nothing) has no `image/encoded` list at all; it parses with T = 0.
+        {IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
     frames = sequence[IMAGE_KEY]
     item_id = tf.where(tf.strings.length(context[MEDIA_ID_KEY]) > 0, context[MEDIA_ID_KEY],
                        context[FILENAME_KEY])

@@ -102,3 +102,11 @@ def test_multi_worker_readers_split_the_files(shards):
     assert parts == [[0, 1, 2], [3, 4, 5]]
     with pytest.raises(UserError, match="input pipeline"):
         training_clips(shards[:1], num_frames=2, num_input_pipelines=2)
+
+
+def test_records_without_frames_are_skipped(tmp_path):
+    path = write_dmvr_style_records(tmp_path / "dmvr", [5, 0, 6])
+    indices = [int(index) for _, _, index in evaluation_views([path], num_frames=2)]
+    assert indices == [0, 2]
+    assert sorted(item_of(clip.numpy()) for clip, _ in
+                  training_clips([path], num_frames=2, seed=0)) == [0, 2]
