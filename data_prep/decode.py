@@ -67,8 +67,9 @@ def natural_sort_key(name):
 
 
 def resized_shape(height, width, size, resize_short=None):
-    """(height, width) after the resize step, before the centre crop."""
-    if size is None:
+    """(height, width) after the resize step, before the centre crop (`size=None` with
+    `resize_short`: the short side resized, no crop; both None: unchanged)."""
+    if size is None and resize_short is None:
         return height, width
     if resize_short is None:
         return size, size
@@ -83,11 +84,13 @@ def resize_frame(frame, size, resize_short=None):
     """Resize one (H, W, band) frame: short side to `resize_short` then centre crop
     `size`×`size`, or straight to `size`×`size` when `resize_short` is None.
 
-    `size=None` returns the frame unchanged. INTER_AREA when shrinking (no aliasing),
+    `size=None` keeps the aspect ratio: the short side goes to `resize_short` and nothing is
+    cropped (whole-item records, format v2); with `resize_short` None too the frame is
+    returned unchanged. INTER_AREA when shrinking (no aliasing),
     INTER_LINEAR when enlarging. Works for any band count (OpenCV's INTER_AREA handles at
     most 4 channels, so wider frames are resized in groups of 4 bands).
     """
-    if size is None:
+    if size is None and resize_short is None:
         return frame
     height, width = frame.shape[:2]
     new_height, new_width = resized_shape(height, width, size, resize_short)
@@ -101,6 +104,8 @@ def resize_frame(frame, size, resize_short=None):
         # cv2.resize drops a channel axis of length 1.
         resized = [r[:, :, None] if r.ndim == 2 else r for r in resized]
         frame = resized[0] if len(resized) == 1 else np.concatenate(resized, axis=2)
+    if size is None:
+        return frame
     top = (new_height - size) // 2
     left = (new_width - size) // 2
     return np.ascontiguousarray(frame[top:top + size, left:left + size])

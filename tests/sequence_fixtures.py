@@ -1,0 +1,66 @@
+"""Small v2 records for the tests: ours (data_prep.sequence_records) and records written the
+way DMVR's generator writes them, for the interoperability tests.
+
+Frame t of item i is solid: band 0 holds 10 * t + 1 (the frame index survives jpeg), band 1
+holds 40 * i (the item), the other bands 128.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from data_prep.sequence_records import encode_frames, sequence_example
+
+
+def marked_frames(num_frames, item=0, height=16, width=20, bands=3):
+    frames = np.full((num_frames, height, width, bands), 128, np.uint8)
+    frames[..., 0] = (10 * np.arange(num_frames) + 1)[:, None, None]
+    if bands > 1:
+        frames[..., 1] = 40 * item
+    return frames
+
+
+def frame_indices_of(clip):
+    """The frame index of every frame of (..., H, W, bands) marked frames (see above)."""
+    return np.rint((clip[..., 0].astype(np.float64).mean(axis=(-1, -2)) - 1) / 10).astype(int)
+
+
+def write_v2_records(path, lengths, *, encoding="jpeg", labels=None, bands=3, first_index=0):
+    """One of our records per item, item i with `lengths[i]` frames; returns the path."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for offset, length in enumerate(lengths):
+            index = first_index + offset
+            frames = marked_frames(length, index, bands=bands)
+            label = labels[offset] if labels is not None else index % 3
+            writer.write(sequence_example(
+                encode_frames(frames, encoding), frame_shape=frames.shape[1:],
+                encoding=encoding, label=label, item_id=f"item{index}.avi", item_index=index,
+                frame_rate=25.0))
+    return str(path)
+
+
+def dmvr_style_example(jpeg_frames, label_index, label_name, filename, start=0.0, end=1.0):
+    """A SequenceExample built as DMVR's `examples/generate_from_file.py`
+    (`generate_sequence_example`) builds it, with their keys and their helper calls."""
+    sequence = tf.train.SequenceExample()
+    sequence.context.feature["clip/label/index"].int64_list.value[:] = (label_index,)
+    sequence.context.feature["clip/label/text"].bytes_list.value[:] = (label_name.encode(),)
+    for image in jpeg_frames:
+        sequence.feature_lists.feature_list["image/encoded"].feature.add(
+        ).bytes_list.value[:] = [image]
+    sequence.context.feature["video/filename"].bytes_list.value[:] = (filename.encode(),)
+    sequence.context.feature["clip/start/timestamp"].int64_list.value[:] = (int(1e6 * start),)
+    sequence.context.feature["clip/end/timestamp"].int64_list.value[:] = (int(1e6 * end),)
+    return sequence
+
+
+def write_dmvr_style_records(path, lengths, labels=None):
+    """Item i of `lengths[i]` marked frames, jpeg-encoded by TensorFlow (as ffmpeg's
+    image2pipe would hand DMVR's generator jpeg files), label i % 3 unless given."""
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for index, length in enumerate(lengths):
+            frames = marked_frames(length, index)
+            jpegs = [tf.io.encode_jpeg(frame, quality=95).numpy() for frame in frames]
+            label = labels[index] if labels is not None else index % 3
+            writer.write(dmvr_style_example(jpegs, label, f"class{label}",
+                                            f"videos/item{index}.mp4").SerializeToString())
+    return str(path)
