@@ -184,6 +184,8 @@ def main(argv=None):
     finally:
         if role is not None and not role.is_chief:
             shutil.rmtree(run_dir.path, ignore_errors=True)
+        if run_dir.lock is not None:  # taken by open_run_dir, before TensorFlow loaded
+            run_dir.lock.release()
 
 
 def _prepare_only(args):

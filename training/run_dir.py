@@ -19,6 +19,7 @@ Writing (`open_run_dir`, `write_run_info`) and reading (`open_trained_run`, `rea
 live here together, so a file's name and content are decided in one place.
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -30,6 +31,7 @@ import time
 
 from core.atomic import write_json_atomically
 from core.errors import UserError
+from core.lock import RUN_LOCK_NAME, lock_run_dir
 
 
 class RunDir:
@@ -50,6 +52,7 @@ class RunDir:
         self.tensorboard = join("tensorboard")
         self.model = join("model.keras")
         self.metrics = join("metrics.json")
+        self.lock = None  # core.lock.DirectoryLock while open_run_dir's caller runs in it
 
     def is_finished(self):
         return os.path.exists(self.metrics)
@@ -65,11 +68,14 @@ def default_run_path(name, runs_root="runs", now=None):
 
 
 def open_run_dir(path, *, resume=False, overwrite=False):
-    """Creates (or, for `resume`, checks) a run directory.
+    """Creates (or, for `resume`, checks) a run directory, and locks it (`run_dir.lock`,
+    core.lock.lock_run_dir: released with `run_dir.lock.release()`, when the RunDir is
+    collected, or when the process ends, however it ends).
 
     Raises:
         UserError: resume of a missing, foreign or finished run; an existing run without
-            `--resume` or `--overwrite`; a directory that cannot be created.
+            `--resume` or `--overwrite`; a directory that cannot be created; a directory
+            another live process holds (`<path> is in use by pid N`), checked first.
     """
     run_dir = RunDir(path)
     if resume and overwrite:
@@ -85,8 +91,13 @@ def open_run_dir(path, *, resume=False, overwrite=False):
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError("Expected --run-dir to be a directory that can be written, to resume "
                             f"the run in it: Permission denied. Received: --run-dir {path}")
+        run_dir.lock = lock_run_dir(path)
         return run_dir
-    exists = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
+    if os.path.isdir(path):  # another run in it is named before anything else is said
+        with contextlib.suppress(OSError):  # unwritable: said below
+            run_dir.lock = lock_run_dir(path)
+    exists = os.path.exists(path) and (
+        not os.path.isdir(path) or set(os.listdir(path)) - {RUN_LOCK_NAME})
     if exists and not overwrite:
         raise UserError(f"Run directory already exists: pass --resume to continue it or "
                         f"--overwrite to replace it. Received: --run-dir {path}")
@@ -97,6 +108,10 @@ def open_run_dir(path, *, resume=False, overwrite=False):
             else:
                 os.remove(path)
         os.makedirs(path, exist_ok=True)
+        if run_dir.lock is None or not os.path.exists(run_dir.lock.path):
+            if run_dir.lock is not None:
+                run_dir.lock.release()
+            run_dir.lock = lock_run_dir(path)
         # Written now rather than at the first checkpoint: a read-only place fails at once.
         probe = os.path.join(path, ".write-test")
         with open(probe, "w") as f:
