@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core.disk_full import NoSpaceLeft
 from core.errors import UserError
 from data_prep.reader import read_manifest
 from data_prep.shards import MANIFEST_NAME
@@ -168,6 +169,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.raiseExceptions = False  # a log line the disk cannot take is dropped, not a traceback
     if args.quiet:  # warnings and errors only on the terminal; train.log keeps every line
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
@@ -237,7 +239,8 @@ def _train(args, config, run_dir, role):
         print(e.message, file=sys.stderr, flush=True)
         return e.exit_code
     except UserError as e:
-        _remove_if_untrained(args, run_dir)
+        if not isinstance(e, NoSpaceLeft):  # that one says how to resume: keep the run
+            _remove_if_untrained(args, run_dir)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingError as e:

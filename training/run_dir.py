@@ -30,6 +30,7 @@ import sys
 import time
 
 from core.atomic import write_json_atomically
+from core.disk_full import trim_partial_last_line, write_json_in_place
 from core.errors import UserError
 from core.lock import RUN_LOCK_NAME, lock_run_dir
 
@@ -92,6 +93,7 @@ def open_run_dir(path, *, resume=False, overwrite=False):
             raise UserError("Expected --run-dir to be a directory that can be written, to resume "
                             f"the run in it: Permission denied. Received: --run-dir {path}")
         run_dir.lock = lock_run_dir(path)
+        trim_partial_last_line(run_dir.history)  # a row cut off by a full disk
         return run_dir
     if os.path.isdir(path):  # another run in it is named before anything else is said
         with contextlib.suppress(OSError):  # unwritable: said below
@@ -166,7 +168,7 @@ def update_run_status(run_dir, status, reason=None):
     info.pop("reason", None)
     if reason:
         info["reason"] = reason
-    write_json_atomically(run_dir.run_info, info)
+    write_json_in_place(run_dir.run_info, info)  # also on a full disk
     return True
 
 

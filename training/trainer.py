@@ -24,6 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import data_prep
 from core.atomic import write_json_atomically
+from core.disk_full import no_space_left
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.shards import MANIFEST_NAME, is_multi_label
@@ -404,10 +405,14 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
                                                f": {interrupted.message}")
         update_run_status(run_dir, "interrupted", interrupted.message)
         raise
-    except Exception as error:
+    except Exception as caught:
+        # ENOSPC anywhere (a callback's write, h5py, TensorFlow): one line, how to resume.
+        error = no_space_left(caught, run_dir.path, resume_command(run_dir)) or caught
         reason = _one_line(error)
         _log_to_file(handler, logging.ERROR, f"run failed: {reason}")
         update_run_status(run_dir, "failed", reason)
+        if error is not caught:
+            raise error from None
         raise
     finally:
         stop.uninstall()
