@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import types
 import typing
@@ -31,6 +32,8 @@ import yaml
 from core.atomic import write_text_atomically
 from data_prep import synth
 from core.errors import UserError
+from core.untrusted_text import (SafeYamlLoader, load_yaml_text, read_text_file, short_repr,
+                               synth_value_problem)
 from data_prep.shards import is_multi_label, num_classes_of
 from data_prep.sources import DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
@@ -41,6 +44,8 @@ logger = logging.getLogger(__name__)
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 LAYOUTS = ("synth",) + SOURCE_LAYOUTS
 OVERRIDE_SOURCE = "--set"
+# A config is a few kB; PyYAML parses ~100 kB/s, so this bounds a load to a few seconds.
+MAX_CONFIG_BYTES = 256 << 10
 
 
 class ConfigError(UserError):
@@ -73,10 +78,10 @@ class DataConfig:
     lists: dict | None = _option(None, help="{split name: list file} for csv/list/kinetics")
     classes_file: str | None = _option(None, help="class names, one a line (ucf101 classInd)")
     prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
-    frames: int = _option(16, minimum=1, help="frames per clip")
-    size: int = _option(112, minimum=4, help="stored clip height and width")
+    frames: int = _option(16, minimum=1, maximum=1024, help="frames per clip")
+    size: int = _option(112, minimum=4, maximum=4096, help="stored clip height and width")
     resize_short: int | None = _option(None, minimum=1, help="resize short side before the crop")
-    clips_per_video: int = _option(1, minimum=1, help="clips stored per video")
+    clips_per_video: int = _option(1, minimum=1, maximum=1000, help="clips stored per video")
     sampling: str = _option("uniform", choices=("uniform", "stride"), help="frame sampling")
     frame_stride: int = _option(1, minimum=1, help="frame step for sampling: stride")
     encoding: str = _option("raw", choices=("raw", "png", "jpeg"), help="clip storage")
@@ -178,8 +183,9 @@ class ExperimentConfig:
 # --- reading YAML -------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (plain PyYAML keeps the last one silently)."""
+class _StrictLoader(SafeYamlLoader):
+    """SafeLoader that refuses duplicate keys (plain PyYAML keeps the last one silently),
+    aliases and deep nesting (core.untrusted_text)."""
 
 
 def _construct_mapping_without_duplicates(loader, node, deep=False):
@@ -206,12 +212,11 @@ def read_yaml_file(path):
     Raises:
         ConfigError: the file is missing, unreadable, not a mapping, or not valid YAML.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+    try:  # UTF-8 without NUL or control characters, else file and line named
+        text = read_text_file(path, error=ConfigError, max_bytes=MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found. Received: path={path}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file ({e})") from None
     for number, line in enumerate(text.splitlines(), start=1):
         if "\t" in line:
@@ -342,7 +347,7 @@ def apply_overrides(merged, origins, overrides):
                 f"{OVERRIDE_SOURCE} expects key.path=value. Received: {OVERRIDE_SOURCE} {override}"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml_text(text) if text.strip() else None
         except yaml.YAMLError:
             value = text  # an unparsable value stays a string; validation judges it
         parts = key.split(".")
@@ -425,6 +430,8 @@ def _coerce(value, annotation, meta):
         if not isinstance(value, (int, float)):
             raise ValueError
         value = float(value)
+        if not math.isfinite(value):  # .nan, .inf: a run that starts and dies of NaN loss
+            raise ValueError
     elif annotation is str:
         if not isinstance(value, str):
             raise ValueError
@@ -461,7 +468,7 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
         source = _source_of(prefix.rstrip("."), origins, default_source)
         raise ConfigError(
             f"{source}: {section} expects a mapping of keys. "
-            f"Received: {prefix.rstrip('.')}={data!r}"
+            f"Received: {prefix.rstrip('.')}={short_repr(data)}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -494,7 +501,7 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
             source = _source_of(dotted, origins, default_source)
             raise ConfigError(
                 f"{source}: {dotted} expects {_describe(annotation, field.metadata)}. "
-                f"Received: {dotted}={data[name]!r}"
+                f"Received: {dotted}={short_repr(data[name])}"
             ) from None
     return cls(**values)
 
@@ -572,6 +579,12 @@ def _check_consistency(config, origins, default_source):
                 hint = f" — did you mean data.synth.{close[0]}?" if close else (
                     f" — valid keys: {', '.join(accepted)}")
                 fail(f"data.synth.{key}", f"unknown key data.synth.{key}{hint}")
+            problem = synth_value_problem(
+                config.data.synth[key],
+                inspect.signature(synth.generate_dataset).parameters[key].default)
+            if problem:
+                fail(f"data.synth.{key}", f"data.synth.{key} expects {problem}. Received: "
+                     f"data.synth.{key}={short_repr(config.data.synth[key])}")
     data = config.data
     multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS
     if data.multi_label and data.layout not in multi_label_layouts:
