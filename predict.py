@@ -244,8 +244,10 @@ def run(args):
                                                    args.threshold)
             else:
                 predictions = predict_item(path, trained, probabilities_of, top_k, views_of)
-        except (DecodeError, UserError, OSError, cv2.error) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else (
+                "out of memory (too large to decode)" if isinstance(e, MemoryError)
+                else type(e).__name__)
             print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             results.append({"path": path, "predictions": [], "error": reason})
@@ -262,7 +264,7 @@ def run(args):
                 if args.plot:
                     write_timeline_plot(args.plot, path, timeline, probabilities,
                                         trained.class_names)
-            except (DecodeError, UserError, OSError, cv2.error) as e:
+            except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 print(f"error: {path}: timeline: {reason}", file=sys.stderr, flush=True)
                 failed += 1

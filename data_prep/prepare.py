@@ -48,6 +48,9 @@ ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
 TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_SHARD = 1024
+# A worker still decoding one item after this long is hung (a broken file can loop FFmpeg):
+# it is killed and the item skipped with that reason.
+ITEM_TIMEOUT_SECONDS = 600
 _JPEG_QUALITY = 90
 _PNG_COMPRESSION = 3
 
@@ -102,6 +105,8 @@ def prepare_item(task):
                                   frame_template=task.frame_template)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
+    except MemoryError:  # this item's size: skipped like a broken one
+        return {"ok": False, "reason": "out of memory while decoding it"}
     band = int(clips.shape[-1])
     result = {"ok": True, "frames_available": int(total), "band": band}
     if task.encoding == "raw":
@@ -129,8 +134,8 @@ def _ordered_results(tasks, pool):
         for task in tasks:
             yield prepare_item(task)
         return
-    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task: {
-        "ok": False, "reason": "the decoder crashed (its worker process died)"})
+    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task, reason: {
+        "ok": False, "reason": reason}, item_timeout=ITEM_TIMEOUT_SECONDS)
 
 
 @dataclasses.dataclass

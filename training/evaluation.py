@@ -86,6 +86,8 @@ def decode_item_views(task):
         return "user_error", str(e)
     except (DecodeError, cv2.error, OSError) as e:
         return "skipped", str(e).strip().splitlines()[0]
+    except MemoryError:  # this item's size: skipped like a broken one
+        return "skipped", "out of memory while decoding it"
 
 
 def _decoded_views(tasks, workers):
@@ -95,8 +97,8 @@ def _decoded_views(tasks, workers):
             yield decode_item_views(task)
         return
     with worker_pool(workers) as pool:
-        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task: (
-            "skipped", "the decoder crashed (its worker process died)"))
+        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task, reason: (
+            "skipped", reason), item_timeout=ITEM_TIMEOUT_SECONDS)
 
 
 def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped, failures, *,
