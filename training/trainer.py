@@ -27,6 +27,7 @@ from core.atomic import write_json_atomically
 from core.disk_full import no_space_left
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
+from data_prep.verify import corrupted_data_error
 from data_prep.shards import MANIFEST_NAME, is_multi_label
 from data_prep.synth import generate_dataset, prepare_arguments
 from models import build_model
@@ -361,6 +362,16 @@ def _one_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def corrupted_shard_error(error, data):
+    """UserError naming the damaged shard behind a TensorFlow data error, or None."""
+    try:
+        manifest = data_prep.read_manifest(data.prepared_dir)
+    except UserError:
+        return None
+    return corrupted_data_error(error, data.prepared_dir, manifest,
+                                splits=(data.train_split, data.test_split))
+
+
 def resume_command(run_dir):
     return (f"python train.py --config {run_dir.config} --run-dir {run_dir.path} --resume")
 
@@ -407,7 +418,8 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
         raise
     except Exception as caught:
         # ENOSPC anywhere (a callback's write, h5py, TensorFlow): one line, how to resume.
-        error = no_space_left(caught, run_dir.path, resume_command(run_dir)) or caught
+        error = no_space_left(caught, run_dir.path, resume_command(run_dir)) or \
+            corrupted_shard_error(caught, config.data) or caught
         reason = _one_line(error)
         _log_to_file(handler, logging.ERROR, f"run failed: {reason}")
         update_run_status(run_dir, "failed", reason)
