@@ -38,7 +38,8 @@ from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_e
 from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.sources import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, LAYOUTS,
                                MAX_ABSENT_LISTED, resolve_source)
-from data_prep.workers import available_cores, quiet_video_logs, worker_pool
+from data_prep.workers import (ITEM_TIMEOUT_SECONDS, available_cores, quiet_video_logs,
+                               worker_pool)
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
 TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_SHARD = 1024
-# A worker still decoding one item after this long is hung (a broken file can loop FFmpeg):
-# it is killed and the item skipped with that reason.
-ITEM_TIMEOUT_SECONDS = 600
 _JPEG_QUALITY = 90
 _PNG_COMPRESSION = 3
 

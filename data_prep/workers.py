@@ -21,6 +21,9 @@ from multiprocessing.connection import wait
 from core.tensorflow_env import tensorflow_noise_filtered
 
 _JOIN_SECONDS = 5
+# A worker still decoding one item after this long is hung (a broken file can loop FFmpeg):
+# prepare and evaluate kill it and skip the item with that reason.
+ITEM_TIMEOUT_SECONDS = 600
 _SKIP = "skip"  # a worker's reply status: this item failed on its own (out of memory)
 
 

@@ -50,9 +50,9 @@ STORAGE_DTYPES = {
 }
 # A state_dict pickle holds names and shapes, never tensor data: a few MB at most.
 MAX_PICKLE_BYTES = 64 << 20
-# torch stores its records uncompressed; a deflated one (re-zipped by hand) may shrink a
-# little, never like a run of zeros does.
-MAX_INFLATION = 20
+# torch and Keras store their members uncompressed; a deflated one (re-zipped by hand) may
+# shrink a little, never like a run of zeros does.
+MAX_INFLATION = 50
 # Keys under which training scripts commonly wrap a state_dict.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -233,27 +233,35 @@ def _storage_bytes(numel, storage_type, path, key):
     return numel * _itemsize(storage_type.dtype)
 
 
+def check_zip_member(info, path):
+    """Refuses a zip member (a `zipfile.ZipInfo`) that torch or Keras never write, from its
+    header alone: encrypted, compressed by another method than deflate, or inflating far
+    past its stored size (a zip bomb)."""
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{path}: {name} is encrypted; torch and Keras files are not")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"{path}: {name} uses zip compression method "
+                              f"{info.compress_type}, which torch and Keras never write")
+    if info.compress_type != zipfile.ZIP_STORED and \
+            info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
+        raise CheckpointError(f"{path}: {name} inflates {info.compress_size} bytes to "
+                              f"{info.file_size} (a zip bomb?); torch and Keras store theirs")
+
+
 def _read_member(archive, info, path, expected, exact=True):
     """The bytes of one zip member, compared to what the pickle says it holds before any is
     inflated: a record that would inflate past `expected` bytes (a zip bomb), or far past
     its compressed size, or is encrypted or compressed in a way torch never writes, is
     refused."""
     name = info.filename
-    if info.flag_bits & 0x1:
-        raise CheckpointError(f"{path}: {name} is encrypted; torch checkpoints are not")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{path}: {name} uses zip compression method "
-                              f"{info.compress_type}; torch writes its records stored")
     if exact and info.file_size != expected:
         raise CheckpointError(f"{path}: {name} holds {info.file_size} bytes where its tensor "
                               f"storage needs {expected} (a corrupt or hostile file)")
     if info.file_size > expected:
         raise CheckpointError(f"{path}: {name} declares {info.file_size} bytes, more than "
                               f"{expected} (a corrupt or hostile file)")
-    if info.compress_type != zipfile.ZIP_STORED and \
-            info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
-        raise CheckpointError(f"{path}: {name} inflates {info.compress_size} bytes to "
-                              f"{info.file_size} (a zip bomb?); torch writes its records stored")
+    check_zip_member(info, path)
     try:
         with archive.open(info) as member:
             data = member.read(expected)  # zipfile stops at file_size and checks the CRC

@@ -11,14 +11,10 @@ instead of inflating the member into memory, and refuses members torch or Keras 
 write (encrypted, an unknown compression, or inflating far past their stored size).
 """
 
-import zipfile
-
 import h5py
 import numpy as np
 
-from models.torch_checkpoint import CheckpointError
-
-MAX_INFLATION = 50  # Keras stores weights uncompressed; deflated floats shrink little
+from models.torch_checkpoint import CheckpointError, check_zip_member
 
 
 def dataset_value(dataset, variable_shape, path, key):
@@ -45,13 +41,5 @@ def open_archive_member(archive, name, path):
     """`archive.open(name)` for h5py to read as a file, after checking what the zip says
     about the member. KeyError if it is missing."""
     info = archive.getinfo(name)
-    if info.flag_bits & 0x1:
-        raise CheckpointError(f"{path}: {name} is encrypted; Keras archives are not")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{path}: {name} uses zip compression method "
-                              f"{info.compress_type}, which Keras never writes")
-    if info.compress_type != zipfile.ZIP_STORED and \
-            info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
-        raise CheckpointError(f"{path}: {name} inflates {info.compress_size} bytes to "
-                              f"{info.file_size} (a zip bomb?)")
+    check_zip_member(info, path)
     return archive.open(info)

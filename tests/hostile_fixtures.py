@@ -20,13 +20,13 @@ def quiet_env(**extra):
 def run_python(args, *, memory_mb=None, timeout=300, cwd=REPO, env=None):
     """`python *args` in a subprocess; `memory_mb` caps its address space (RLIMIT_AS), so a
     file that makes it allocate more dies of MemoryError instead of taking the machine."""
-    preexec = None
-    if memory_mb is not None:
-        def preexec():
-            import resource
+    def limit_memory():
+        import resource
 
-            limit = memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    preexec = limit_memory if memory_mb is not None else None
     started = time.perf_counter()
     result = subprocess.run([sys.executable, *args], cwd=cwd, env=env or quiet_env(),
                             capture_output=True, text=True, timeout=timeout,

@@ -4,7 +4,6 @@ through its memory map, only the frames its clips need, within a per-item budget
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest

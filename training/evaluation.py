@@ -29,7 +29,7 @@ import data_prep
 from data_prep.decode import DecodeError
 from core.errors import UserError
 from data_prep.shards import is_multi_label, read_record_fields
-from data_prep.workers import available_cores, worker_pool
+from data_prep.workers import ITEM_TIMEOUT_SECONDS, available_cores, worker_pool
 from training import input_pipeline
 from training.config import load_config
 from training.scoring import evaluate_video_level
