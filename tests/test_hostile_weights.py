@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hostile_fixtures import REPO, assert_one_error_line, run_code
+from hostile_fixtures import PEAK_MB, REPO, assert_one_error_line, run_code
 
 MEMORY_LIMIT_MB = 500
 # Imports models.torch_checkpoint and models.weights_file_checks without models/__init__.py
@@ -30,7 +30,7 @@ READER = """
     try:
         read()
     except UserError as error:
-        print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        print("peak_mb", {peak})
         print(f"error: {{error}}", file=sys.stderr)
         sys.exit(2)
     print("read it")
@@ -39,7 +39,7 @@ READER = """
 
 def run_reader(body, path, memory_mb=MEMORY_LIMIT_MB):
     code = textwrap.dedent(READER).format(
-        repo=REPO, body=textwrap.dedent(body).replace("PATH", repr(str(path))))
+        repo=REPO, peak=PEAK_MB, body=textwrap.dedent(body).replace("PATH", repr(str(path))))
     return run_code(code, memory_mb=memory_mb, timeout=120)
 
 
@@ -273,11 +273,11 @@ def test_load_weights_refuses_a_huge_dataset_without_reading_it(tmp_path, kind):
                 archive.writestr("metadata.json", "{{}}")
                 archive.writestr("config.json", "{{}}")
                 archive.write({str(h5)!r}, "model.weights.h5")
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        before = {PEAK_MB}
         try:
             load_weights(model, path)
         except UserError as error:
-            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+            after = {PEAK_MB}
             print("added_mb", after - before)
             print(f"error: {{error}}", file=sys.stderr)
             sys.exit(2)
