@@ -16,7 +16,9 @@ Item kinds:
 - `.npy` array shaped (T, H, W, band) (or (T, H, W), read as one band), any band count:
   uint8 is used as is; floats whose finite values all lie in [0, 1] are multiplied by 255;
   any other float or integer array is min-max scaled per band over the whole item to
-  [0, 255]; NaN becomes 0. Values are rounded to the nearest integer.
+  [0, 255]; NaN becomes 0. Values are rounded to the nearest integer. Only the needed
+  frames are read (memory-mapped) and the statistics are gathered a chunk at a time; an
+  item whose needed frames exceed ITEM_MEMORY_BUDGET is a DecodeError (skipped).
 
 Broken items raise `DecodeError` with a short reason; `data_prep.prepare` skips them.
 This module never imports TensorFlow: it runs in the worker processes.
