@@ -243,7 +243,6 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_free
         line = assert_one_error_line(result, f"error: no space left on {disk}",
                                      "resume with: python train.py")
         assert "Exception ignored" not in stderr and "Logging error" not in stderr, stderr
-        print(line)
         info = json.load(open(run_dir.run_info))
         assert info["status"] == "failed" and info["reason"].startswith("no space left on ")
         saved = backup_state.saved_epoch(run_dir.backup)
