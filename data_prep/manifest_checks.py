@@ -2,10 +2,9 @@
 
 `python -m data_prep prepare` writes manifest.json; training, evaluation, prediction and
 inspect read it back (`data_prep.reader.read_manifest`) and size tensors, parsers and
-file paths from it. A hand-edited or damaged manifest (bands as a string, an encoding the
-shards were not written in, eight classes of one name, a shard path leading out of the
-dataset) would fail deep inside TensorFlow, or read a file it should not; `check_manifest`
-names the key instead.
+file paths from it. A hand-edited or damaged manifest (bands as a string, an unknown
+encoding, eight classes of one name, a shard path naming another file) would fail deep
+inside TensorFlow, or read a file it should not; `check_manifest` names the key instead.
 """
 
 import math
@@ -14,6 +13,7 @@ import posixpath
 from core.errors import UserError
 
 ENCODINGS = ("raw", "png", "jpeg")
+SHARD_SUFFIX = ".tfrecord"
 MAX_CLIP_VALUES = 1 << 31  # one clip's uint8 values: far above any real clip, below a bomb
 
 
@@ -58,12 +58,12 @@ def check_manifest(manifest, path):
             raise UserError(f"Expected splits.{split}.shards in {path} to be a list of file "
                             f"names. Received: {repr(shards)[:200]}")
         for shard in shards:
-            normal = posixpath.normpath(shard)
-            if posixpath.isabs(shard) or normal == ".." or normal.startswith("../") or \
-                    "\\" in shard or ":" in shard:
-                raise UserError(f"Expected the shards of {path} inside its directory; "
-                                f"splits.{split}.shards names one outside it. Received: "
-                                f"{shard[:200]!r}")
+            # Relative, and a shard by name: `merge` names its parts' shards as `../part/...`.
+            if posixpath.isabs(shard) or "\\" in shard or ":" in shard or \
+                    not shard.endswith(SHARD_SUFFIX):
+                raise UserError(f"Expected the shards of {path} to be {SHARD_SUFFIX} files "
+                                f"named relative to its directory; splits.{split}.shards names "
+                                f"another file. Received: {shard[:200]!r}")
         for key in ("videos", "clips"):
             if key in info and not _is_count(info[key], minimum=0):
                 raise UserError(f"Expected splits.{split}.{key} in {path} to be a count. "

@@ -170,8 +170,8 @@ def write_manifest(tmp_path, **changes):
     (dict(clip_shape=[100000, 100000, 100000, 3]), "clip_shape"),
     (dict(encoding="webp"), "encoding"),
     (dict(clips_per_video=0), "clips_per_video"),
-    (dict(splits={"train": {"shards": ["../../etc/passwd"]}}), "inside its directory"),
-    (dict(splits={"train": {"shards": ["/etc/passwd"]}}), "inside its directory"),
+    (dict(splits={"train": {"shards": ["../../etc/passwd"]}}), "names another file"),
+    (dict(splits={"train": {"shards": ["/data/train/s.tfrecord"]}}), "named relative to"),
 ])
 def test_a_hand_edited_manifest_is_one_user_error_naming_the_key(tmp_path, changes, words):
     with pytest.raises(UserError, match="manifest.json") as raised:
