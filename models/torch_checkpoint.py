@@ -83,6 +83,10 @@ class _TensorRef:
     """A tensor as the pickle describes it, turned into an array by `_materialise`."""
 
     def __init__(self, storage, offset, size, stride):
+        # Called by the pickle with whatever it holds: a wrong type is a corrupt file (the
+        # TypeError becomes a CheckpointError in `_unpickle`), not a traceback later.
+        if not isinstance(storage, _Storage):
+            raise TypeError(f"a tensor whose storage is a {type(storage).__name__}")
         self.storage = storage
         self.offset = offset
         self.size = tuple(size)

@@ -166,6 +166,17 @@ def test_a_layout_that_does_not_fit_its_storage_is_refused(tmp_path, case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("storage, size", [(5, (3,)), ("0", (3,)), (None, 3)],
+                         ids=["storage_an_int", "storage_a_string", "size_an_int"])
+def test_an_allowed_rebuild_call_with_wrong_argument_types_is_one_line(tmp_path, storage, size):
+    tensor = FakeTensor(FakeStorage("0", 3), 0, (3,), (1,))
+    tensor.args = (tensor.args[0] if storage is None else storage, 0, size, (1,), False, {})
+    path = write_pth(tmp_path / "types.pth", {"w": tensor}, {"0": np.zeros(3, np.float32).tobytes()})
+    result = run_reader(READ_PTH, path)
+    assert_one_error_line(result, "types.pth", "cannot read archive/data.pkl")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("numel_in_pickle", [1, 1 << 27], ids=["lying_count", "true_count"])
 def test_a_zip_bomb_record_is_refused_before_inflating(tmp_path, numel_in_pickle):
     """A ~0.5 MB .pth whose deflated record inflates to 512 MiB of zeros."""
