@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import types
 
 import cv2
@@ -221,7 +222,13 @@ def run(args):
         raise UserError("Expected --run-dir with --timeline (windows follow the run's clip "
                         f"sampling). Received: --model {args.model} --weights {args.weights}")
     if args.timeline and args.plot:
-        os.makedirs(args.plot, exist_ok=True)
+        try:  # before any item is decoded: a place that cannot be written fails at once
+            os.makedirs(args.plot, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=args.plot):
+                pass
+        except OSError as e:
+            raise UserError(f"Expected --plot to be a directory that can be created and "
+                            f"written: {e.strerror}. Received: --plot {args.plot}") from None
     views_of = None
     multi_label = False
     if args.run_dir is None:

@@ -112,3 +112,43 @@ def test_prepare_skips_an_oversized_npy_with_its_reason_and_prepares_the_rest(tm
     assert list(skipped) == ["b/huge.npy"], skipped
     assert "allowed per item" in skipped["b/huge.npy"]
     assert sum(split["videos"] for split in manifest["splits"].values()) == 4
+
+
+def test_predict_json_keeps_every_good_result_when_one_item_runs_out_of_memory(
+        run_path, tmp_path, capsys, monkeypatch):
+    import predict
+
+    paths = []
+    for index in range(4):
+        paths.append(str(tmp_path / f"item{index}.npy"))
+        np.save(paths[-1], np.random.default_rng(index).integers(0, 256, (8, 24, 32, 3),
+                                                                 np.uint8))
+    real = predict.predict_item
+
+    def out_of_memory_on_item2(path, *args, **kwargs):
+        if path.endswith("item2.npy"):
+            raise MemoryError
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_item", out_of_memory_on_item2)
+    assert predict.main(["--run-dir", run_path, "--json", *paths]) == 1
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert [r["path"] for r in results] == paths
+    assert [bool(r["predictions"]) for r in results] == [True, True, False, True]
+    assert results[2]["error"] == "out of memory (too large to decode)"
+    assert captured.err.count("error: ") == 1 and "Traceback" not in captured.err
+
+
+def test_predict_plot_into_a_place_that_cannot_be_written_is_one_line(run_path, tmp_path,
+                                                                       capsys):
+    import predict
+
+    (tmp_path / "a_file").write_text("not a directory")
+    item = str(tmp_path / "item.npy")
+    np.save(item, np.zeros((8, 24, 32, 3), np.uint8))
+    plots = str(tmp_path / "a_file" / "plots")
+    assert predict.main(["--run-dir", run_path, "--timeline", "--plot", plots, item]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Expected --plot to be a directory that can be created and "
+                          "written: Not a directory") and err.count("\n") == 1, err
