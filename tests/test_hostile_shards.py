@@ -60,7 +60,7 @@ def test_inspect_names_the_damaged_shard_in_one_line(prepared, verify):
 
 @pytest.mark.slow
 def test_training_names_the_shard_keeps_the_backup_resumes_and_evaluate_names_it(tmp_path):
-    config = tiny_config(tmp_path, train={"epochs": 4})
+    config = tiny_config(tmp_path, train={"epochs": 3})
     prepared = run_python(["train.py", "--config", config, "--prepare-only"])
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     manifest = json.load(open(tmp_path / "prepared" / "manifest.json"))
