@@ -19,6 +19,7 @@ import sys
 
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.errors import UserError
+from data_prep.verify import corrupted_data_error
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.views import parse_views
@@ -116,8 +117,15 @@ def run(args):
     views = parse_views(args.views or evaluation.default_views(trained))
     split = args.split or trained.info.get("test_split", "test")
     model = load_run_model(trained)
-    results = evaluation.evaluate_run(trained, model, split, views, batch_size=args.batch_size,
-                                      workers=args.workers, show_progress=sys.stderr.isatty())
+    try:
+        results = evaluation.evaluate_run(trained, model, split, views,
+                                          batch_size=args.batch_size, workers=args.workers,
+                                          show_progress=sys.stderr.isatty())
+    except Exception as error:  # a damaged shard: named (data_prep.verify), not a traceback
+        named = corrupted_data_error(error, trained.prepared_dir, trained.manifest, (split,))
+        if named is None:
+            raise
+        raise named from None
     paths = evaluation.output_paths(trained, split, results["views"], args.out)
     if "mean_average_precision" in results:
         return report_multi_label(evaluation, results, trained.class_names, paths)

@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import types
 
 import cv2
@@ -231,7 +232,13 @@ def run(args):
         raise UserError("Expected --run-dir with --timeline (windows follow the run's clip "
                         f"sampling). Received: --model {args.model} --weights {args.weights}")
     if args.timeline and args.plot:
-        os.makedirs(args.plot, exist_ok=True)
+        try:  # before any item is decoded: a place that cannot be written fails at once
+            os.makedirs(args.plot, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=args.plot):
+                pass
+        except OSError as e:
+            raise UserError(f"Expected --plot to be a directory that can be created and "
+                            f"written: {e.strerror}. Received: --plot {args.plot}") from None
     views_of = None
     multi_label = False
     if args.run_dir is None:
@@ -254,8 +261,10 @@ def run(args):
                                                    args.threshold)
             else:
                 predictions = predict_item(path, trained, probabilities_of, top_k, views_of)
-        except (DecodeError, UserError, OSError, cv2.error) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else (
+                "out of memory (too large to decode)" if isinstance(e, MemoryError)
+                else type(e).__name__)
             print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
             failed += 1
             results.append({"path": path, "predictions": [], "error": reason})
@@ -272,7 +281,7 @@ def run(args):
                 if args.plot:
                     write_timeline_plot(args.plot, path, timeline, probabilities,
                                         trained.class_names)
-            except (DecodeError, UserError, OSError, cv2.error) as e:
+            except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 print(f"error: {path}: timeline: {reason}", file=sys.stderr, flush=True)
                 failed += 1

@@ -21,6 +21,7 @@ import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.cli import report_user_errors
+from core.disk_full import NoSpaceLeft
 from core.errors import UserError
 from data_prep.shards import MANIFEST_NAME
 from training.cli import import_tensorflow
@@ -147,6 +148,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.raiseExceptions = False  # a log line the disk cannot take is dropped, not a traceback
     if args.quiet:  # warnings and errors only on the terminal; train.log keeps every line
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
@@ -159,6 +161,8 @@ def main(argv=None):
     finally:
         if role is not None and not role.is_chief:
             shutil.rmtree(run_dir.path, ignore_errors=True)
+        if run_dir.lock is not None:  # taken by open_run_dir, before TensorFlow loaded
+            run_dir.lock.release()
 
 
 def _prepare_only(args):
@@ -204,8 +208,9 @@ def _train(args, config, run_dir, role):
     except RunInterrupted as e:
         print(e.message, file=sys.stderr, flush=True)
         return e.exit_code
-    except UserError:  # `main` prints it
-        _remove_if_untrained(args, run_dir)
+    except UserError as e:  # `main` prints it
+        if not isinstance(e, NoSpaceLeft):  # that one says how to resume: keep the run
+            _remove_if_untrained(args, run_dir)
         raise
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 
 from core.atomic import atomic_write
 from core.errors import UserError
+from data_prep import verify
 from data_prep.reader import load_split, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -315,14 +316,28 @@ def write_contact_sheet(
 def _run(args):
     manifest = read_manifest(args.prepared_dir)
     print(format_manifest_summary(manifest, args.prepared_dir))
-    sheet = write_contact_sheet(
-        args.prepared_dir,
-        args.out,
-        split=args.split,
-        clips_per_class=args.clips_per_class,
-        max_frames=args.max_frames,
-        max_classes=args.max_classes,
-    )
+    if args.verify:  # every record's CRC and parse, before anything reads the clips
+        bad = verify.find_corrupted_shards(args.prepared_dir, manifest)
+        for path, reason in bad:
+            print(f"damaged: {path} ({reason})")
+        if bad:
+            raise UserError(verify.corrupted_message(bad, args.prepared_dir))
+        print(f"verified: every record of {sum(len(s['shards']) for s in manifest['splits'].values())}"
+              " shard(s) passes its CRC and parses")
+    try:
+        sheet = write_contact_sheet(
+            args.prepared_dir,
+            args.out,
+            split=args.split,
+            clips_per_class=args.clips_per_class,
+            max_frames=args.max_frames,
+            max_classes=args.max_classes,
+        )
+    except Exception as error:  # a damaged shard: named, not a TensorFlow traceback
+        named = verify.corrupted_data_error(error, args.prepared_dir, manifest)
+        if named is None:
+            raise
+        raise named from None
     if sheet["note"]:
         print(f"note: {sheet['note']}")
     width, height = sheet["size"]
@@ -350,5 +365,8 @@ def register(subparsers):
     parser.add_argument("--clips-per-class", type=int, default=3, help="clips shown per class")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per clip row at most")
     parser.add_argument("--max-classes", type=int, default=20, help="classes shown at most")
+    parser.add_argument("--verify", action="store_true",
+                        help="read every record of every shard first (CRC and parse) and "
+                             "name the damaged shards (exit 2 if any)")
     parser.set_defaults(func=_run)
     return parser

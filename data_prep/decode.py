@@ -17,7 +17,9 @@ Item kinds:
 - `.npy` array shaped (T, H, W, band) (or (T, H, W), read as one band), any band count:
   uint8 is used as is; floats whose finite values all lie in [0, 1] are multiplied by 255;
   any other float or integer array is min-max scaled per band over the whole item to
-  [0, 255]; NaN becomes 0. Values are rounded to the nearest integer.
+  [0, 255]; NaN becomes 0. Values are rounded to the nearest integer. Only the needed
+  frames are read (memory-mapped) and the statistics are gathered a chunk at a time; an
+  item whose needed frames exceed ITEM_MEMORY_BUDGET is a DecodeError (skipped).
 
 Broken items raise `DecodeError` with a short reason; `data_prep.prepare` skips them.
 This module never imports TensorFlow: it runs in the worker processes.
@@ -37,6 +39,9 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".m
                     ".wmv", ".asf", ".flv", ".3gp", ".ogv", ".ts", ".mts", ".m2ts", ".vob",
                     ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265")
 ARRAY_EXTENSIONS = (".npy",)
+# A .npy item's needed frames may take this much memory to decode (float64 while scaling).
+ITEM_MEMORY_BUDGET = 1 << 30
+ARRAY_CHUNK_BYTES = 16 << 20  # frames read at a time for an item's scaling statistics
 
 
 class DecodeError(Exception):
@@ -279,28 +284,51 @@ def decode_frame_folder(path, *, size=None, resize_short=None, indices=None):
     return _read_frames(files, indices, size, resize_short)
 
 
-def scale_array_to_uint8(array):
-    """Scale a (T, H, W, band) array to uint8 (rules in the module docstring)."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.floating)
-                                       or np.issubdtype(array.dtype, np.integer)):
-        raise DecodeError(f"unsupported array dtype {array.dtype}")
-    values = array.astype(np.float64)
-    finite = np.isfinite(values)
-    values = np.where(finite, values, np.nan)
-    if np.issubdtype(array.dtype, np.floating) and np.nanmin(values, initial=0.0) >= 0.0 \
-            and np.nanmax(values, initial=0.0) <= 1.0:
+def _array_kind(dtype):
+    if dtype == np.uint8:
+        return "uint8"
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.floating)
+                                 or np.issubdtype(dtype, np.integer)):
+        raise DecodeError(f"unsupported array dtype {dtype}")
+    return "scaled"
+
+
+def _scaling(array, chunk_bytes=ARRAY_CHUNK_BYTES):
+    """(unit, low, high) of a (T, H, W, band) array, read a few frames at a time: `unit` if
+    its finite values all lie in [0, 1] (floats only), else each band's finite min and max
+    (0 and 0 for a band without one)."""
+    frame_bytes = max(1, int(np.prod(array.shape[1:])) * 8)
+    step = max(1, chunk_bytes // frame_bytes)
+    bands = array.shape[-1]
+    low, high = np.full(bands, np.inf), np.full(bands, -np.inf)
+    for start in range(0, array.shape[0], step):
+        values = np.asarray(array[start:start + step], dtype=np.float64)
+        finite = np.isfinite(values)
+        axes = tuple(range(values.ndim - 1))
+        low = np.minimum(low, np.min(values, axis=axes, initial=np.inf, where=finite))
+        high = np.maximum(high, np.max(values, axis=axes, initial=-np.inf, where=finite))
+    unit = bool(np.issubdtype(array.dtype, np.floating)
+                and min(low.min(initial=0.0), 0.0) >= 0.0 and max(high.max(initial=0.0), 0.0) <= 1.0)
+    return unit, np.where(np.isfinite(low), low, 0.0), high
+
+
+def _scale_frames(frames, unit, low, high):
+    values = frames.astype(np.float64)
+    values = np.where(np.isfinite(values), values, np.nan)
+    if unit:
         scaled = values * 255.0
     else:
-        axes = tuple(range(values.ndim - 1))
-        low = np.nanmin(values, axis=axes, initial=np.inf, where=finite)
-        high = np.nanmax(values, axis=axes, initial=-np.inf, where=finite)
-        low = np.where(np.isfinite(low), low, 0.0)
         spread = np.where(high > low, high - low, 1.0)
         scaled = (values - low) / spread * 255.0
     scaled = np.nan_to_num(scaled, nan=0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def scale_array_to_uint8(array):
+    """Scale a (T, H, W, band) array to uint8 (rules in the module docstring)."""
+    if _array_kind(array.dtype) == "uint8":
+        return array
+    return _scale_frames(np.asarray(array), *_scaling(array))
 
 
 def load_array(path):
@@ -317,14 +345,28 @@ def load_array(path):
     return array
 
 
-def decode_array(path, *, size=None, resize_short=None, indices=None):
-    """Read a .npy item as uint8 (T or len(indices), H, W, band) (scaling in module docs)."""
+def decode_array(path, *, size=None, resize_short=None, indices=None,
+                 budget_bytes=ITEM_MEMORY_BUDGET):
+    """Read a .npy item as uint8 (T or len(indices), H, W, band) (scaling in module docs).
+
+    Only the frames in `indices` are read from the memory map (the scaling statistics are
+    gathered a few frames at a time), so an item costs about its needed frames in float64,
+    never the whole file several times over; more than `budget_bytes` for them is a
+    DecodeError (the item is skipped) rather than a MemoryError that takes the run down.
+    """
     array = load_array(path)
-    # Scale over the whole item, so a clip's values do not depend on which frames it holds.
-    scaled = scale_array_to_uint8(np.asarray(array))
-    if indices is not None:
-        scaled = scaled[np.asarray(indices)]
-    return np.stack([resize_frame(frame, size, resize_short) for frame in scaled])
+    kind = _array_kind(array.dtype)
+    needed = np.arange(array.shape[0]) if indices is None else np.asarray(indices)
+    cost = len(needed) * int(np.prod(array.shape[1:])) * (1 if kind == "uint8" else 8)
+    if cost > budget_bytes:
+        raise DecodeError(f"its {len(needed)} needed frames of {array.shape[1:]} take "
+                          f"{cost >> 20} MB to decode, more than the {budget_bytes >> 20} MB "
+                          "allowed per item")
+    frames = np.asarray(array[needed])
+    if kind != "uint8":
+        # Scaled over the whole item, so a clip's values do not depend on its frames.
+        frames = _scale_frames(frames, *_scaling(array))
+    return np.stack([resize_frame(frame, size, resize_short) for frame in frames])
 
 
 def count_frames(path):

@@ -39,7 +39,8 @@ from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.source_spec import (SourceSpec, add_source_arguments,
                                    source_spec_from_arguments)
 from data_prep.sources import LAYOUTS, MAX_ABSENT_LISTED, resolve_source
-from data_prep.workers import available_cores, quiet_video_logs, worker_pool
+from data_prep.workers import (ITEM_TIMEOUT_SECONDS, available_cores, quiet_video_logs,
+                               worker_pool)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def prepare_item(task):
                                   frame_template=task.frame_template)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
+    except MemoryError:  # this item's size: skipped like a broken one
+        return {"ok": False, "reason": "out of memory while decoding it"}
     band = int(clips.shape[-1])
     result = {"ok": True, "frames_available": int(total), "band": band}
     if task.encoding == "raw":
@@ -130,8 +133,8 @@ def _ordered_results(tasks, pool):
         for task in tasks:
             yield prepare_item(task)
         return
-    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task: {
-        "ok": False, "reason": "the decoder crashed (its worker process died)"})
+    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task, reason: {
+        "ok": False, "reason": reason}, item_timeout=ITEM_TIMEOUT_SECONDS)
 
 
 @dataclasses.dataclass

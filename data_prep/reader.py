@@ -8,6 +8,7 @@ import json
 import os
 
 from core.errors import UserError
+from data_prep.manifest_checks import check_manifest
 from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser
 
 _REQUIRED_KEYS = ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",
@@ -41,6 +42,7 @@ def read_manifest(prepared_dir):
         raise UserError(f"Expected manifest format_version {FORMAT_VERSION} in {path}; "
                         f"prepare the data again. Received: "
                         f"format_version={manifest['format_version']!r}")
+    check_manifest(manifest, path)  # hand-edited values named, not trusted
     return manifest
 
 

@@ -44,6 +44,7 @@ import os
 import re
 
 from core.errors import UserError
+from core.untrusted_text import named_csv_errors, open_text, read_text_file
 from data_prep.decode import is_media_item
 from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
                                    SourceSpec)
@@ -94,8 +95,7 @@ class _Found:
 def _read_rows(path):
     """Non-blank lines of a text file, right-stripped; universal newlines handle CRLF."""
     try:
-        with open(path, encoding="utf-8-sig", newline=None) as file:
-            lines = file.read().splitlines()
+        lines = read_text_file(path).splitlines()  # UTF-8 (BOM ok), no NUL: else file, line
     except OSError as error:
         raise UserError(f"Cannot read split file {path}: {error.strerror}. "
                         f"Received: path={path!r}") from None
@@ -389,8 +389,10 @@ def _hmdb51(spec):
 
 def _csv_rows(list_path):
     try:
-        with open(list_path, encoding="utf-8-sig", newline="") as file:
-            rows = list(csv.reader(file))
+        with open_text(list_path) as file:
+            reader = csv.reader(file)
+            with named_csv_errors(list_path, reader):
+                rows = list(reader)
     except OSError as error:
         raise UserError(f"Cannot read split file {list_path}: {error.strerror}. "
                         f"Received: path={list_path!r}") from None
@@ -573,11 +575,12 @@ def _kinetics(spec):
     table = {}
     for split, list_path in lists.items():
         try:
-            with open(list_path, encoding="utf-8-sig", newline="") as file:
+            with open_text(list_path) as file:
                 reader = csv.DictReader(file)
-                fields = [field.strip() for field in reader.fieldnames or []]
-                reader.fieldnames = fields
-                rows = list(enumerate(reader, 2))
+                with named_csv_errors(list_path, reader.reader):
+                    fields = [field.strip() for field in reader.fieldnames or []]
+                    reader.fieldnames = fields
+                    rows = list(enumerate(reader, 2))
         except OSError as error:
             raise UserError(f"Cannot read split file {list_path}: {error.strerror}. "
                             f"Received: path={list_path!r}") from None

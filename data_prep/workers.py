@@ -3,8 +3,9 @@
 Each worker is a "spawn" process with its own pipe and one task at a time. The parent never
 shares a lock with them, so stopping (Ctrl-C, an error) is just killing the processes:
 `multiprocessing.Pool.terminate` can deadlock on its queue locks when interrupted. A worker
-that dies in the middle of a task (a decoder crash) costs that one task, reported through
-`on_crash`, and is replaced.
+that dies in the middle of a task (a decoder crash), runs out of memory on it, or takes
+longer than the per-item timeout (a hung decoder: the worker is killed) costs that one
+task, reported through `on_crash` with the reason, and is replaced.
 """
 
 import contextlib
@@ -13,12 +14,17 @@ import os
 import signal
 import sys
 import traceback
+import time
 import types
 from multiprocessing.connection import wait
 
 from core.tensorflow_env import tensorflow_noise_filtered
 
 _JOIN_SECONDS = 5
+# A worker still decoding one item after this long is hung (a broken file can loop FFmpeg):
+# prepare and evaluate kill it and skip the item with that reason.
+ITEM_TIMEOUT_SECONDS = 600
+_SKIP = "skip"  # a worker's reply status: this item failed on its own (out of memory)
 
 
 def quiet_video_logs():
@@ -61,9 +67,14 @@ def _worker_main(connection):
         function, argument = message
         try:
             reply = (True, function(argument))
+        except MemoryError:  # this item's size, not a bug: it is skipped, the pool goes on
+            reply = (_SKIP, "out of memory while decoding it")
         except Exception:  # a bug, not a broken item: the parent raises it
             reply = (False, traceback.format_exc())
-        connection.send(reply)
+        try:
+            connection.send(reply)
+        except MemoryError:
+            connection.send((_SKIP, "out of memory while sending its result"))
 
 
 class WorkerPool:
@@ -94,17 +105,21 @@ class WorkerPool:
         self._workers[parent_end] = process
         return parent_end
 
-    def map_ordered(self, function, arguments, on_crash):
+    def map_ordered(self, function, arguments, on_crash, item_timeout=None):
         """Yield `function(argument)` for each argument, in order.
 
         Args:
             function: picklable callable, run in a worker.
             arguments: iterable of picklable arguments (consumed lazily).
-            on_crash: callable(argument) -> the result to yield when the worker running that
-                argument dies.
+            on_crash: callable(argument, reason) -> the result to yield when the worker
+                running that argument dies, runs out of memory, or takes longer than
+                `item_timeout`; `reason` says which, in a few words.
+            item_timeout: seconds one call may take before its worker is killed (a hung
+                decoder), or None.
         """
         arguments = iter(arguments)
         busy = {}  # connection -> (index, argument)
+        started = {}  # connection -> time.monotonic() its current call was sent
         finished = {}
         next_to_submit = next_to_yield = 0
         exhausted = False
@@ -119,6 +134,7 @@ class WorkerPool:
                     continue
                 connection.send((function, argument))
                 busy[connection] = (next_to_submit, argument)
+                started[connection] = time.monotonic()
                 next_to_submit += 1
             while next_to_yield in finished:
                 yield finished.pop(next_to_yield)
@@ -127,13 +143,30 @@ class WorkerPool:
                 if exhausted:
                     return
                 continue  # idle because too many results waited for one: submit again
-            for connection in wait(list(busy)):
+            timeout = None
+            if item_timeout is not None:
+                timeout = max(0.0, min(started[c] for c in busy) + item_timeout
+                              - time.monotonic())
+            ready = wait(list(busy), timeout)
+            if not ready:  # the oldest call is past its time: a hung decoder
+                connection = min(busy, key=started.get)
+                index, argument = busy.pop(connection)
+                finished[index] = on_crash(argument, f"took longer than {item_timeout:g} s "
+                                                     "(its decoder hung; worker killed)")
+                self._workers[connection].kill()
+                self._replace(connection)
+                continue
+            for connection in ready:
                 index, argument = busy.pop(connection)
                 try:
                     ok, result = connection.recv()
                 except (EOFError, OSError):
-                    finished[index] = on_crash(argument)
+                    finished[index] = on_crash(argument, "the decoder crashed (its worker "
+                                                         "process died)")
                     self._replace(connection)
+                    continue
+                if ok is _SKIP:
+                    finished[index] = on_crash(argument, result)
                     continue
                 if not ok:
                     raise RuntimeError(f"A worker failed on {argument!r}:\n{result}")

@@ -25,7 +25,6 @@ copied layer by layer with the same head rule.
 """
 
 import hashlib
-import io
 import logging
 import re
 import zipfile
@@ -37,6 +36,7 @@ import numpy as np
 from models.catalog import MODELS
 from models.finetune import OFFSET_BRANCH, weighted_layers
 from models.torch_checkpoint import ZIP_SIGNATURE, CheckpointError, read_torch_state_dict
+from models.weights_file_checks import dataset_value, open_archive_member
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +256,10 @@ def _keras_weight_groups(model):
 def _open_keras_weights(path, kind):
     try:
         if kind == "keras":
-            with zipfile.ZipFile(path) as archive:
-                return h5py.File(io.BytesIO(archive.read(KERAS_ARCHIVE_WEIGHTS)), "r")
+            with zipfile.ZipFile(path) as archive:  # streamed, not inflated into memory
+                return h5py.File(open_archive_member(archive, KERAS_ARCHIVE_WEIGHTS, path), "r")
         return h5py.File(path, "r")
-    except (OSError, zipfile.BadZipFile, KeyError) as error:
+    except (OSError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as error:
         raise CheckpointError(f"{path}: cannot read the Keras weights (a truncated or corrupt file): {error}") from None
 
 
@@ -286,7 +286,9 @@ def load_keras_weights(model, path):
             items = []
             for index, variable in enumerate(layer.weights):
                 key = f"{group}/{index}"
-                value = np.asarray(file[key]) if key in file else None
+                # Shapes compared before any data is read (models.weights_file_checks).
+                value = dataset_value(file[key], variable.shape, path, key) \
+                    if key in file else None
                 if value is not None:
                     used.add(key)
                 shape = None if value is None else tuple(value.shape)

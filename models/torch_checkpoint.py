@@ -18,9 +18,12 @@ Two container formats exist, told apart by their first bytes:
 
 import collections
 import io
+import math
+import os
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,11 @@ STORAGE_DTYPES = {
     "ByteStorage": np.dtype("uint8"),
     "BoolStorage": np.dtype("bool"),
 }
+# A state_dict pickle holds names and shapes, never tensor data: a few MB at most.
+MAX_PICKLE_BYTES = 64 << 20
+# torch and Keras store their members uncompressed; a deflated one (re-zipped by hand) may
+# shrink a little, never like a run of zeros does.
+MAX_INFLATION = 50
 # Keys under which training scripts commonly wrap a state_dict.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -75,6 +83,10 @@ class _TensorRef:
     """A tensor as the pickle describes it, turned into an array by `_materialise`."""
 
     def __init__(self, storage, offset, size, stride):
+        # Called by the pickle with whatever it holds: a wrong type is a corrupt file (the
+        # TypeError becomes a CheckpointError in `_unpickle`), not a traceback later.
+        if not isinstance(storage, _Storage):
+            raise TypeError(f"a tensor whose storage is a {type(storage).__name__}")
         self.storage = storage
         self.offset = offset
         self.size = tuple(size)
@@ -143,21 +155,50 @@ def _decode(raw, dtype, byteorder):
     return np.frombuffer(raw, dtype=dtype.newbyteorder(byteorder)).astype(dtype)
 
 
+def _is_index(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_layout(ref, path, key, storage_numel):
+    """Refuses a layout that reaches outside its storage or makes more elements than the
+    storage holds (a zero or repeating stride: 522 bytes viewed as 100000 x 100000 floats
+    would allocate 37 GiB); checked from the numbers alone, before any memory is spent."""
+    size, stride, offset = ref.size, ref.stride, ref.offset
+    if not (len(size) == len(stride) and _is_index(offset) and offset >= 0
+            and all(_is_index(n) and n >= 0 for n in size)
+            and all(_is_index(s) and s >= 0 for s in stride)):
+        raise CheckpointError(
+            f"{path}: tensor {key!r} has an invalid layout. Received: size={size}, "
+            f"stride={stride}, offset={offset}"[:400]
+        )
+    numel = math.prod(size)
+    if numel == 0:
+        return
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage_numel:
+        raise CheckpointError(
+            f"{path}: tensor {key!r} reaches element {last} of a storage of {storage_numel} "
+            "(a truncated or corrupt file)"
+        )
+    if numel > storage_numel:
+        raise CheckpointError(
+            f"{path}: tensor {key!r} of size {size} ({numel} elements) is a view repeating "
+            f"the {storage_numel} elements of its storage (stride {stride}); a state_dict "
+            "stores each element once. Received: a file that would need "
+            f"{numel * _itemsize(ref.storage.storage_type.dtype)} bytes in memory"[:400]
+        )
+
+
+def _itemsize(dtype):
+    return 2 if dtype == "bfloat16" else dtype.itemsize
+
+
 def _materialise(ref, path, key):
     data = ref.storage.data
     if data is None:
         raise CheckpointError(f"{path}: the data of tensor {key!r} (storage {ref.storage.key!r}) is missing")
+    _check_layout(ref, path, key, data.size)
     size, stride, offset = ref.size, ref.stride, ref.offset
-    if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise CheckpointError(
-            f"{path}: tensor {key!r} has an invalid layout. Received: size={size}, stride={stride}, offset={offset}"
-        )
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
-    if last >= data.size:
-        raise CheckpointError(
-            f"{path}: tensor {key!r} reaches element {last} of a storage of {data.size} "
-            "(a truncated or corrupt file)"
-        )
     flat = data[offset:]
     itemsize = flat.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat, shape=size, strides=[s * itemsize for s in stride], writeable=False)
@@ -189,6 +230,55 @@ def _unpickle(data, path, load_storage, what):
         raise CheckpointError(f"{path}: cannot read {what} (a truncated or corrupt file): {error}") from None
 
 
+def _storage_bytes(numel, storage_type, path, key):
+    if not _is_index(numel) or numel < 0:
+        raise CheckpointError(f"{path}: storage {key!r} has an invalid element count. "
+                              f"Received: numel={numel!r}"[:300])
+    return numel * _itemsize(storage_type.dtype)
+
+
+def check_zip_member(info, path):
+    """Refuses a zip member (a `zipfile.ZipInfo`) that torch or Keras never write, from its
+    header alone: encrypted, compressed by another method than deflate, or inflating far
+    past its stored size (a zip bomb)."""
+    name = info.filename
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{path}: {name} is encrypted; torch and Keras files are not")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"{path}: {name} uses zip compression method "
+                              f"{info.compress_type}, which torch and Keras never write")
+    if info.compress_type != zipfile.ZIP_STORED and \
+            info.file_size > MAX_INFLATION * max(info.compress_size, 1) + (1 << 20):
+        raise CheckpointError(f"{path}: {name} inflates {info.compress_size} bytes to "
+                              f"{info.file_size} (a zip bomb?); torch and Keras store theirs")
+
+
+def _read_member(archive, info, path, expected, exact=True):
+    """The bytes of one zip member, compared to what the pickle says it holds before any is
+    inflated: a record that would inflate past `expected` bytes (a zip bomb), or far past
+    its compressed size, or is encrypted or compressed in a way torch never writes, is
+    refused."""
+    name = info.filename
+    if exact and info.file_size != expected:
+        raise CheckpointError(f"{path}: {name} holds {info.file_size} bytes where its tensor "
+                              f"storage needs {expected} (a corrupt or hostile file)")
+    if info.file_size > expected:
+        raise CheckpointError(f"{path}: {name} declares {info.file_size} bytes, more than "
+                              f"{expected} (a corrupt or hostile file)")
+    check_zip_member(info, path)
+    try:
+        with archive.open(info) as member:
+            data = member.read(expected)  # zipfile stops at file_size and checks the CRC
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            zlib.error) as error:
+        raise CheckpointError(f"{path}: cannot read {name} (a truncated or corrupt file): "
+                              f"{error}"[:400]) from None
+    if exact and len(data) != expected:
+        raise CheckpointError(f"{path}: {name} ends after {len(data)} of {expected} bytes "
+                              "(a truncated file)")
+    return data
+
+
 def _read_zip(path):
     try:
         archive = zipfile.ZipFile(path)
@@ -196,6 +286,7 @@ def _read_zip(path):
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise CheckpointError(f"{path}: not a readable zip archive (a truncated or corrupt file): {error}") from None
     with archive:
+        infos = {info.filename: info for info in archive.infolist()}
         pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
         if len(pickles) != 1:
             raise CheckpointError(
@@ -218,14 +309,15 @@ def _read_zip(path):
                 record = f"{prefix}data/{key}"
                 if record not in names:
                     raise CheckpointError(f"{path}: storage record {record!r} is missing")
-                storage.data = _decode(archive.read(record), storage_type.dtype, byteorder)
+                expected = _storage_bytes(numel, storage_type, path, key)
+                raw = _read_member(archive, infos[record], path, expected)
+                storage.data = _decode(raw, storage_type.dtype, byteorder)
                 storages[key] = storage
             return storages[key]
 
-        try:
-            data = archive.read(pickles[0])
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise CheckpointError(f"{path}: cannot read {pickles[0]} (a truncated or corrupt file): {error}") from None
+        info = infos[pickles[0]]
+        data = _read_member(archive, info, path, min(info.file_size, MAX_PICKLE_BYTES),
+                            exact=False)
         return _unpickle(data, path, load_storage, pickles[0])
 
 
@@ -277,13 +369,23 @@ def _read_legacy(path):
             if len(header) != 8:
                 raise CheckpointError(f"{path}: the file ends before storage {key!r} (a truncated file)")
             (numel,) = struct.unpack("<q", header)
-            itemsize = 2 if storage.storage_type.dtype == "bfloat16" else storage.storage_type.dtype.itemsize
+            itemsize = _itemsize(storage.storage_type.dtype)
+            # Compared to the bytes left before reading: read(n) allocates n bytes first.
+            left = os.fstat(file.fileno()).st_size - file.tell()
+            if numel < 0 or numel * itemsize > left or numel != storage.numel:
+                raise CheckpointError(f"{path}: storage {key!r} says {numel} elements, the "
+                                      f"pickle {storage.numel!r}, and {left} bytes are left "
+                                      "(a truncated or corrupt file)"[:400])
             raw = file.read(numel * itemsize)
-            if numel < 0 or len(raw) != numel * itemsize:
+            if len(raw) != numel * itemsize:
                 raise CheckpointError(f"{path}: the file ends inside storage {key!r} (a truncated file)")
             storage.data = _decode(raw, storage.storage_type.dtype, byteorder)
         for view, root, offset in views:
             if root.data is not None:
+                if not (_is_index(offset) and _is_index(view.numel) and offset >= 0
+                        and view.numel >= 0 and offset + view.numel <= root.data.size):
+                    raise CheckpointError(f"{path}: storage view {view.key!r} reaches outside "
+                                          "its storage (a corrupt file)")
                 view.data = root.data[offset : offset + view.numel]
     return result
 
@@ -323,6 +425,9 @@ def read_torch_state_dict(path):
             f"format). Received: first bytes {head!r}"
         )
     state_dict = _select_state_dict(result, path)
+    for key, ref in state_dict.items():  # every layout checked before any tensor is copied
+        if ref.storage.data is not None:
+            _check_layout(ref, path, key, ref.storage.data.size)
     tensors = {str(key): _materialise(ref, path, key) for key, ref in state_dict.items()}
     if tensors and all(key.startswith("module.") for key in tensors):
         tensors = {key[len("module."):]: value for key, value in tensors.items()}

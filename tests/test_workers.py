@@ -30,7 +30,7 @@ def test_one_slow_task_ahead_of_many_fast_ones_neither_blocks_nor_reorders():
 def test_a_crashing_task_yields_on_crash_and_the_pool_goes_on():
     with worker_pool(2) as pool:
         results = list(pool.map_ordered(eval, ["1", CRASH, "3", CRASH, "5"],
-                                        on_crash=lambda argument: "crashed"))
+                                        on_crash=lambda argument, reason: "crashed"))
         assert results == [1, "crashed", 3, "crashed", 5]
         assert len(pool._workers) == 2 and all(p.is_alive() for p in pool._workers.values())
 

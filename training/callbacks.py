@@ -17,7 +17,9 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from core import backup_state
 from core.atomic import atomic_write, write_json_atomically
+from core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +48,49 @@ class NanLossStop(keras.callbacks.Callback):
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore (with its double checkpoint) that never backs up NaN weights."""
+    """BackupAndRestore that never backs up NaN weights, writes each backup whole beside the
+    previous one, and resumes from the newest one that loads (core.backup_state).
+
+    Keras's own callback falls back to its previous copy only on OSError; a half-written
+    file raises ValueError or JSONDecodeError and the run never resumes. Here resume tries
+    every whole backup, newest first, and skips one that fails to load for any reason,
+    logging what it skipped; none loading is a UserError naming each.
+    """
 
     def __init__(self, backup_dir, nan_stop):
-        # double_checkpoint keeps the previous backup, so a kill while writing the new one
-        # (a truncated .h5) falls back to the epoch before instead of failing to resume.
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False,
-                         double_checkpoint=True)
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self.nan_stop = nan_stop
+        self._kept = None  # the core.backup_state.Backup loaded or saved last
+
+    def on_train_begin(self, logs=None):
+        backups, skipped = backup_state.find_backups(self.backup_dir)
+        for backup in backups:
+            try:
+                if self.model.optimizer is not None and not self.model.optimizer.built:
+                    self.model.optimizer.build(self.model.trainable_variables)
+                self.model.load_weights(backup.weights)
+            except Exception as e:  # noqa: BLE001 - any unreadable backup is skipped alike
+                text = str(e).strip().splitlines()
+                skipped.append(f"{backup.describe()}: {type(e).__name__}: "
+                               f"{text[0] if text else ''}"[:300])
+                continue
+            self.model._initial_epoch = backup.epoch
+            self._kept = backup
+            break
+        for reason in skipped:
+            logger.warning("backup: skipped %s", reason)
+        if self._kept is None and skipped:
+            raise UserError(f"Expected a backup that loads in {self.backup_dir} to resume; "
+                            f"skipped {'; '.join(skipped)}. Move {self.backup_dir} away to "
+                            "start the run over.")
+        if self._kept is not None and skipped:
+            logger.warning("backup: resuming after epoch %d from %s", self._kept.epoch,
+                           self._kept.weights)
+
+    def _save_model(self):
+        self._kept = backup_state.save_backup(
+            self.backup_dir, lambda path: self.model.save_weights(path, overwrite=True),
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen}, keep=self._kept)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_stop.stopped_at is None:
@@ -61,17 +98,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     @staticmethod
     def saved_epoch(backup_dir):
-        """Epochs the backup in `backup_dir` has finished (0 without one): where fit resumes.
-
-        Read before fit starts, to seed the resumed input; on_train_begin may still fall back
-        to the previous backup if the latest weights turn out unreadable.
-        """
-        path = os.path.join(backup_dir, "training_metadata.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                return int(json.load(f)["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+        """Epochs the newest whole backup in `backup_dir` has finished (0 without one): where
+        fit resumes, read before fit starts to seed the resumed input (on_train_begin may
+        still skip that backup if its weights do not load)."""
+        return backup_state.saved_epoch(backup_dir)
 
 
 def plain_model(model):

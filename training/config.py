@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import inspect
 import logging
+import math
 import os
 import types
 import typing
@@ -27,6 +28,7 @@ import yaml
 from core.atomic import write_text_atomically
 from data_prep import synth
 from core.errors import UserError
+from core.untrusted_text import short_repr, synth_value_problem
 from data_prep.source_spec import SourceSpec
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS
@@ -73,10 +75,10 @@ class DataConfig(_SourceKeys):
     layout: str = _option("folders", choices=LAYOUTS,
                           help="how data.root is organised; synth generates the demo videos")
     prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
-    frames: int = _option(16, minimum=1, help="frames per clip")
-    size: int = _option(112, minimum=4, help="stored clip height and width")
+    frames: int = _option(16, minimum=1, maximum=1024, help="frames per clip")
+    size: int = _option(112, minimum=4, maximum=4096, help="stored clip height and width")
     resize_short: int | None = _option(None, minimum=1, help="resize short side before the crop")
-    clips_per_video: int = _option(1, minimum=1, help="clips stored per video")
+    clips_per_video: int = _option(1, minimum=1, maximum=1000, help="clips stored per video")
     sampling: str = _option("uniform", choices=("uniform", "stride"), help="frame sampling")
     frame_stride: int = _option(1, minimum=1, help="frame step for sampling: stride")
     encoding: str = _option("raw", choices=("raw", "png", "jpeg"), help="clip storage")
@@ -239,6 +241,8 @@ def _coerce(value, annotation, meta):
         if not isinstance(value, (int, float)):
             raise ValueError
         value = float(value)
+        if not math.isfinite(value):  # .nan, .inf: a run that starts and dies of NaN loss
+            raise ValueError
     elif annotation is str:
         if not isinstance(value, str):
             raise ValueError
@@ -275,7 +279,7 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
         source = _source_of(prefix.rstrip("."), origins, default_source)
         raise ConfigError(
             f"{source}: {section} expects a mapping of keys. "
-            f"Received: {prefix.rstrip('.')}={data!r}"
+            f"Received: {prefix.rstrip('.')}={short_repr(data)}"
         )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -308,7 +312,7 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
             source = _source_of(dotted, origins, default_source)
             raise ConfigError(
                 f"{source}: {dotted} expects {_describe(annotation, field.metadata)}. "
-                f"Received: {dotted}={data[name]!r}"
+                f"Received: {dotted}={short_repr(data[name])}"
             ) from None
     return cls(**values)
 
@@ -372,6 +376,12 @@ def _check_consistency(config, origins, default_source):
                 hint = f" — did you mean data.synth.{close[0]}?" if close else (
                     f" — valid keys: {', '.join(accepted)}")
                 fail(f"data.synth.{key}", f"unknown key data.synth.{key}{hint}")
+            problem = synth_value_problem(
+                config.data.synth[key],
+                inspect.signature(synth.generate_dataset).parameters[key].default)
+            if problem:
+                fail(f"data.synth.{key}", f"data.synth.{key} expects {problem}. Received: "
+                     f"data.synth.{key}={short_repr(config.data.synth[key])}")
     data = config.data
     multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS
     if data.multi_label and data.layout not in multi_label_layouts:

@@ -1,8 +1,8 @@
 """Config files: YAML read strictly, `_base_` inheritance and `--set` overrides, merged into
 one mapping for `training.config` to validate.
 
-A config file is plain YAML (`yaml.safe_load` rules, plus: no tabs, no duplicate keys). It may
-name one or more `_base_` files, relative to itself, merged depth-first before its own keys
+A config file is plain YAML (`yaml.safe_load` rules, plus: UTF-8 without control characters,
+no tabs, no duplicate keys, no aliases, bounded size and nesting). It may name one or more `_base_` files, relative to itself, merged depth-first before its own keys
 (later wins; mappings merge key by key, everything else is replaced). `--set key.path=value`
 overrides come last, each value parsed as YAML (`--set train.epochs=3`). Every merged key
 remembers the file (or `--set`) it came from, so that a validation error can name it.
@@ -15,18 +15,22 @@ import os
 import yaml
 
 from core.errors import UserError
+from core.untrusted_text import SafeYamlLoader, load_yaml_text, read_text_file
 
 logger = logging.getLogger(__name__)
 
 OVERRIDE_SOURCE = "--set"
+# A config is a few kB; PyYAML parses ~100 kB/s, so this bounds a load to a few seconds.
+MAX_CONFIG_BYTES = 256 << 10
 
 
 class ConfigError(UserError):
     """A mistake in a config file or a `--set` override (file and key named in the message)."""
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (plain PyYAML keeps the last one silently)."""
+class _StrictLoader(SafeYamlLoader):
+    """SafeLoader that refuses duplicate keys (plain PyYAML keeps the last one silently),
+    aliases and deep nesting (core.untrusted_text)."""
 
 
 def _construct_mapping_without_duplicates(loader, node, deep=False):
@@ -53,12 +57,11 @@ def read_yaml_file(path):
     Raises:
         ConfigError: the file is missing, unreadable, not a mapping, or not valid YAML.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+    try:  # UTF-8 without NUL or control characters, else file and line named
+        text = read_text_file(path, error=ConfigError, max_bytes=MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found. Received: path={path}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the config file ({e})") from None
     for number, line in enumerate(text.splitlines(), start=1):
         if "\t" in line:
@@ -189,7 +192,7 @@ def apply_overrides(merged, origins, overrides):
                 f"{OVERRIDE_SOURCE} expects key.path=value. Received: {OVERRIDE_SOURCE} {override}"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml_text(text) if text.strip() else None
         except yaml.YAMLError:
             value = text  # an unparsable value stays a string; validation judges it
         parts = key.split(".")

@@ -30,7 +30,7 @@ from data_prep.decode import DecodeError
 from core.errors import UserError
 from data_prep.shards import is_multi_label, read_record_fields
 from data_prep.sources import split_root
-from data_prep.workers import available_cores, worker_pool
+from data_prep.workers import ITEM_TIMEOUT_SECONDS, available_cores, worker_pool
 from training import input_pipeline
 from training.config import load_config
 from training.scoring import evaluate_video_level
@@ -87,6 +87,8 @@ def decode_item_views(task):
         return "user_error", str(e)
     except (DecodeError, cv2.error, OSError) as e:
         return "skipped", str(e).strip().splitlines()[0]
+    except MemoryError:  # this item's size: skipped like a broken one
+        return "skipped", "out of memory while decoding it"
 
 
 def _decoded_views(tasks, workers):
@@ -96,8 +98,8 @@ def _decoded_views(tasks, workers):
             yield decode_item_views(task)
         return
     with worker_pool(workers) as pool:
-        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task: (
-            "skipped", "the decoder crashed (its worker process died)"))
+        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task, reason: (
+            "skipped", reason), item_timeout=ITEM_TIMEOUT_SECONDS)
 
 
 def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped, failures, *,

@@ -31,6 +31,7 @@ import tempfile
 import tensorflow as tf
 
 from core.atomic import atomic_write
+from core.errors import UserError
 from data_prep.shards import is_multi_label
 from training.scoring import load_run_model, output_activation
 
@@ -133,7 +134,15 @@ def export_after_training(model, run_dir, class_names, multi_label=False):
 
 
 def export_run(run):
-    """Exports a finished run (a `training.run_dir.TrainedRun`) from its model.keras."""
+    """Exports a finished run (a `training.run_dir.TrainedRun`) from its model.keras.
+
+    Raises:
+        UserError: the run directory cannot be written (read-only, full).
+    """
     model = load_run_model(run)
-    return export_saved_model(model, export_path(run.run_dir), run.class_names,
-                              is_multi_label(run.manifest))
+    try:
+        return export_saved_model(model, export_path(run.run_dir), run.class_names,
+                                  is_multi_label(run.manifest))
+    except OSError as e:
+        raise UserError(f"Expected the run directory to be writable, to export into it: "
+                        f"{e.strerror or e}. Received: --run-dir {run.run_dir.path}") from None

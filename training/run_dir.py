@@ -19,6 +19,7 @@ Writing (`open_run_dir`, `write_run_info`, `attach_log_file`) and reading (`open
 `read_history`) live here together, so a file's name and content are decided in one place.
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -30,7 +31,9 @@ import sys
 import time
 
 from core.atomic import write_json_atomically
+from core.disk_full import trim_partial_last_line, write_json_in_place
 from core.errors import UserError
+from core.lock import RUN_LOCK_NAME, lock_run_dir
 
 
 class RunDir:
@@ -51,6 +54,7 @@ class RunDir:
         self.tensorboard = join("tensorboard")
         self.model = join("model.keras")
         self.metrics = join("metrics.json")
+        self.lock = None  # core.lock.DirectoryLock while open_run_dir's caller runs in it
 
     def is_finished(self):
         return os.path.exists(self.metrics)
@@ -66,11 +70,14 @@ def default_run_path(name, runs_root="runs", now=None):
 
 
 def open_run_dir(path, *, resume=False, overwrite=False):
-    """Creates (or, for `resume`, checks) a run directory.
+    """Creates (or, for `resume`, checks) a run directory, and locks it (`run_dir.lock`,
+    core.lock.lock_run_dir: released with `run_dir.lock.release()`, when the RunDir is
+    collected, or when the process ends, however it ends).
 
     Raises:
         UserError: resume of a missing, foreign or finished run; an existing run without
-            `--resume` or `--overwrite`; a directory that cannot be created.
+            `--resume` or `--overwrite`; a directory that cannot be created; a directory
+            another live process holds (`<path> is in use by pid N`), checked first.
     """
     run_dir = RunDir(path)
     if resume and overwrite:
@@ -86,8 +93,14 @@ def open_run_dir(path, *, resume=False, overwrite=False):
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError("Expected --run-dir to be a directory that can be written, to resume "
                             f"the run in it: Permission denied. Received: --run-dir {path}")
+        run_dir.lock = lock_run_dir(path)
+        trim_partial_last_line(run_dir.history)  # a row cut off by a full disk
         return run_dir
-    exists = os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path))
+    if os.path.isdir(path):  # another run in it is named before anything else is said
+        with contextlib.suppress(OSError):  # unwritable: said below
+            run_dir.lock = lock_run_dir(path)
+    exists = os.path.exists(path) and (
+        not os.path.isdir(path) or set(os.listdir(path)) - {RUN_LOCK_NAME})
     if exists and not overwrite:
         raise UserError(f"Run directory already exists: pass --resume to continue it or "
                         f"--overwrite to replace it. Received: --run-dir {path}")
@@ -98,6 +111,10 @@ def open_run_dir(path, *, resume=False, overwrite=False):
             else:
                 os.remove(path)
         os.makedirs(path, exist_ok=True)
+        if run_dir.lock is None or not os.path.exists(run_dir.lock.path):
+            if run_dir.lock is not None:
+                run_dir.lock.release()
+            run_dir.lock = lock_run_dir(path)
         # Written now rather than at the first checkpoint: a read-only place fails at once.
         probe = os.path.join(path, ".write-test")
         with open(probe, "w") as f:
@@ -152,7 +169,7 @@ def update_run_status(run_dir, status, reason=None):
     info.pop("reason", None)
     if reason:
         info["reason"] = reason
-    write_json_atomically(run_dir.run_info, info)
+    write_json_in_place(run_dir.run_info, info)  # also on a full disk
     return True
 
 

@@ -25,7 +25,10 @@ import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from core.atomic import write_json_atomically
+from core.disk_full import no_space_left
 from core.errors import UserError
+from data_prep.reader import read_manifest
+from data_prep.verify import corrupted_data_error
 from data_prep.shards import MANIFEST_NAME, is_multi_label
 from models import build_model
 from models.finetune import fine_tune
@@ -143,6 +146,16 @@ def _one_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def corrupted_shard_error(error, data):
+    """UserError naming the damaged shard behind a TensorFlow data error, or None."""
+    try:
+        manifest = read_manifest(data.prepared_dir)
+    except UserError:
+        return None
+    return corrupted_data_error(error, data.prepared_dir, manifest,
+                                splits=(data.train_split, data.test_split))
+
+
 def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbose=0,
                    extra_callbacks=(), worker_role=None, manifest_timeout_seconds=3600):
     """Trains and evaluates one config into `run_dir` (a RunDir from open_run_dir).
@@ -183,10 +196,15 @@ def run_experiment(config, run_dir, *, resume=False, show_progress=False, verbos
                     f"{signal.Signals(interrupted.signal_number).name}: {interrupted.message}")
         update_run_status(run_dir, "interrupted", interrupted.message)
         raise
-    except Exception as error:
+    except Exception as caught:
+        # ENOSPC anywhere (a callback's write, h5py, TensorFlow): one line, how to resume.
+        error = no_space_left(caught, run_dir.path, resume_command(run_dir)) or \
+            corrupted_shard_error(caught, config.data) or caught
         reason = _one_line(error)
         log_to_file(handler, __name__, logging.ERROR, f"run failed: {reason}")
         update_run_status(run_dir, "failed", reason)
+        if error is not caught:
+            raise error from None
         raise
     finally:
         stop.uninstall()

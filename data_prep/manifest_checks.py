@@ -1,0 +1,70 @@
+"""A manifest is a file a user can edit: its values are checked before anything trusts them.
+
+`python -m data_prep prepare` writes manifest.json; training, evaluation, prediction and
+inspect read it back (`data_prep.reader.read_manifest`) and size tensors, parsers and
+file paths from it. A hand-edited or damaged manifest (bands as a string, an unknown
+encoding, eight classes of one name, a shard path naming another file) would fail deep
+inside TensorFlow, or read a file it should not; `check_manifest` names the key instead.
+"""
+
+import math
+import posixpath
+
+from core.errors import UserError
+
+ENCODINGS = ("raw", "png", "jpeg")
+SHARD_SUFFIX = ".tfrecord"
+MAX_CLIP_VALUES = 1 << 31  # one clip's uint8 values: far above any real clip, below a bomb
+
+
+def _is_count(value, minimum=1):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_manifest(manifest, path):
+    """Raises UserError naming `path` and the key for a value a prepare never writes."""
+
+    def fail(key, expected):
+        value = repr(manifest.get(key))
+        raise UserError(f"Expected {key} in {path} to be {expected} (the manifest was edited "
+                        f"or damaged; prepare the data again). Received: {key}="
+                        f"{value[:200]}")
+
+    classes = manifest["classes"]
+    if not isinstance(classes, list) or not classes or not all(
+            isinstance(name, str) and name.strip() for name in classes):
+        fail("classes", "a list of class names")
+    if len(set(classes)) != len(classes):
+        repeated = sorted({name for name in classes if classes.count(name) > 1})
+        raise UserError(f"Expected distinct class names in {path}; a label would name two "
+                        f"classes. Received: repeated={repeated[:10]}")
+    shape = manifest["clip_shape"]
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_is_count(v) for v in shape[:3])
+            and (shape[3] is None or _is_count(shape[3]))):
+        fail("clip_shape", "[frames, height, width, bands] of positive integers")
+    if math.prod(v or 1 for v in shape) > MAX_CLIP_VALUES:
+        fail("clip_shape", f"a clip of at most {MAX_CLIP_VALUES} values")
+    if manifest["encoding"] not in ENCODINGS:
+        fail("encoding", f"one of {', '.join(ENCODINGS)}")
+    if not _is_count(manifest["clips_per_video"]):
+        fail("clips_per_video", "a positive integer")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict) or not all(isinstance(info, dict) for info in
+                                               splits.values()):
+        fail("splits", "a mapping of split names to their shards and counts")
+    for split, info in splits.items():
+        shards = info.get("shards")
+        if not isinstance(shards, list) or not all(isinstance(s, str) for s in shards):
+            raise UserError(f"Expected splits.{split}.shards in {path} to be a list of file "
+                            f"names. Received: {repr(shards)[:200]}")
+        for shard in shards:
+            # Relative, and a shard by name: `merge` names its parts' shards as `../part/...`.
+            if posixpath.isabs(shard) or "\\" in shard or ":" in shard or \
+                    not shard.endswith(SHARD_SUFFIX):
+                raise UserError(f"Expected the shards of {path} to be {SHARD_SUFFIX} files "
+                                f"named relative to its directory; splits.{split}.shards names "
+                                f"another file. Received: {shard[:200]!r}")
+        for key in ("videos", "clips"):
+            if key in info and not _is_count(info[key], minimum=0):
+                raise UserError(f"Expected splits.{split}.{key} in {path} to be a count. "
+                                f"Received: {repr(info[key])[:200]}")

@@ -1,0 +1,258 @@
+"""Checkpoints survive a full disk and kills: each backup is written whole beside the
+previous one, resume falls back past any backup that does not load (whatever the error),
+and a full disk stops the run with one line, run.json `failed`, and a resume that finishes
+once space is freed."""
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from core import backup_state
+from core.disk_full import (NoSpaceLeft, no_space_left, trim_partial_last_line,
+                            write_json_in_place)
+from core.errors import UserError
+from hostile_fixtures import REPO, assert_one_error_line, quiet_env, run_python, tiny_config
+from training.callbacks import NanLossStop, SafeBackupAndRestore
+from training.run_dir import RunDir, read_history
+
+
+def tiny_model(units=3, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(units)])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def fit(model, backup_dir, epochs, initial_data_seed=0):
+    rng = np.random.default_rng(initial_data_seed)
+    x, y = rng.normal(size=(16, 4)), rng.normal(size=(16, model.output_shape[-1]))
+    callback = SafeBackupAndRestore(backup_dir, NanLossStop())
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=[callback])
+    return callback
+
+
+def weights_after(backup_dir, epochs):
+    """The model weights a run of `epochs` epochs backed up (from a run of its own)."""
+    model = tiny_model()
+    fit(model, backup_dir, epochs)
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_each_epoch_leaves_two_whole_backups_and_resume_takes_the_newest(tmp_path):
+    backup = str(tmp_path / "backup")
+    model = tiny_model()
+    fit(model, backup, 3)
+    assert sorted(os.listdir(backup)) == ["latest.weights.h5", "previous.weights.h5",
+                                          "previous_metadata.json", "training_metadata.json"]
+    backups, skipped = backup_state.find_backups(backup)
+    assert [b.epoch for b in backups] == [3, 2] and skipped == []
+    resumed = tiny_model(seed=1)
+    fit(resumed, backup, 3)  # nothing left to train: the weights are the backup's
+    for a, b in zip(model.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """A backup after 3 epochs, and the weights a 2-epoch run ends with."""
+    path = tmp_path_factory.mktemp("three_epochs")
+    fit(tiny_model(), str(path / "backup"), 3)
+    return {"backup": str(path / "backup"),
+            "at_epoch_2": weights_after(str(path / "reference"), 2)}
+
+
+@pytest.mark.parametrize("damage", [
+    "truncated_weights", "garbage_weights", "weights_missing", "metadata_not_json",
+    "metadata_half_written", "metadata_epoch_not_a_number", "keras_metadata_other_model"])
+def test_resume_falls_back_past_a_broken_newest_backup_on_any_error(three_epochs, tmp_path,
+                                                                   damage, caplog):
+    backup = str(tmp_path / "backup")
+    shutil.copytree(three_epochs["backup"], backup)
+    at_epoch_2 = three_epochs["at_epoch_2"]
+    weights = os.path.join(backup, "latest.weights.h5")
+    metadata = os.path.join(backup, "training_metadata.json")
+    if damage == "truncated_weights":
+        os.truncate(weights, os.path.getsize(weights) // 2)
+    elif damage == "garbage_weights":
+        open(weights, "wb").write(os.urandom(4096))
+    elif damage == "weights_missing":
+        os.remove(weights)
+    elif damage == "metadata_not_json":
+        open(metadata, "wb").write(b"\x00\xff not json")
+    elif damage == "metadata_half_written":
+        open(metadata, "w").write('{"epoch": 3, "batch": 0, "weights_sh')
+    elif damage == "metadata_epoch_not_a_number":
+        open(metadata, "w").write('{"epoch": "three"}')
+    else:  # what Keras's own callback wrote (no hash), but of another model: a ValueError
+        open(metadata, "w").write('{"epoch": 3, "batch": 0}')
+        other = tiny_model(units=5)
+        os.remove(weights)
+        other.save_weights(weights)
+    resumed = tiny_model(seed=7)
+    with caplog.at_level("WARNING"):
+        callback = fit(resumed, backup, 2)  # resumes after epoch 2: nothing left to run
+    assert callback._kept.epoch == 2
+    for a, b in zip(at_epoch_2, resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert re.search(r"backup: skipped (latest\.weights\.h5|training_metadata\.json)",
+                     caplog.text), caplog.text
+    # The next save keeps the pair that loaded as `previous` and drops the broken one.
+    fit(resumed, backup, 3)
+    assert [b.epoch for b in backup_state.find_backups(backup)[0]] == [3, 2]
+    assert backup_state.find_backups(backup)[1] == []
+
+
+def test_no_backup_that_loads_is_a_user_error_naming_each(tmp_path):
+    backup = str(tmp_path / "backup")
+    fit(tiny_model(), backup, 2)
+    for name in ("latest.weights.h5", "previous.weights.h5"):
+        open(os.path.join(backup, name), "wb").write(b"not hdf5")
+    with pytest.raises(UserError, match=r"skipped training_metadata\.json \(epoch 2\).*"
+                                        r"previous_metadata\.json \(epoch 1\).*Move .* away"):
+        fit(tiny_model(), backup, 3)
+
+
+class Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", range(1, 5))  # the four renames of a save
+def test_a_kill_between_any_two_renames_leaves_a_whole_backup(tmp_path, monkeypatch, kill_at):
+    backup = str(tmp_path / "backup")
+    model = tiny_model()
+    callback = fit(model, backup, 2)
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append(target)
+        if len(calls) == kill_at:
+            raise Killed
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    callback._current_epoch = 3
+    with pytest.raises(Killed):
+        callback._save_model()
+    monkeypatch.undo()
+    backups, _ = backup_state.find_backups(backup)
+    assert backups and backups[0].epoch == 2  # the new epoch is not whole yet: epoch 2 is
+    resumed = tiny_model(seed=3)
+    fit(resumed, backup, 2)
+    for a, b in zip(model.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_save_that_fills_the_disk_leaves_the_old_backups_and_no_temporary_file(tmp_path):
+    backup = str(tmp_path / "backup")
+    fit(tiny_model(), backup, 2)
+    before = {n: open(os.path.join(backup, n), "rb").read() for n in os.listdir(backup)}
+
+    def write_weights(path):
+        open(path, "wb").write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError):
+        backup_state.save_backup(backup, write_weights, {"epoch": 3, "batch": 0})
+    after = {n: open(os.path.join(backup, n), "rb").read() for n in os.listdir(backup)}
+    assert after == before
+
+
+def test_no_space_is_found_anywhere_in_the_chain_and_named_once(tmp_path):
+    h5_text = ("[Errno 28] Can't synchronously write data (file write failed: filename = "
+               "'/runs/a/backup/.tmp-latest.weights.h5', errno = 28, error message = 'No space "
+               "left on device')")
+    try:
+        try:
+            raise OSError(errno.ENOSPC, h5_text)
+        except OSError as e:
+            raise RuntimeError("callback failed") from e
+    except RuntimeError as e:
+        chained = e
+    error = no_space_left(chained, "/runs/a", "python train.py --resume")
+    assert isinstance(error, NoSpaceLeft) and isinstance(error, UserError)
+    assert str(error) == ("no space left on /runs/a/backup; free some space, then resume "
+                          "with: python train.py --resume")
+    assert no_space_left(ValueError("bad"), "/x", "") is None
+    flushed = no_space_left(OSError(errno.ENOSPC, "No space left on device"), "/runs/b", "r")
+    assert str(flushed).startswith("no space left on /runs/b;")
+
+
+def test_run_json_and_history_repairs(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"status": "running", "pad": "x" * 200}))
+    write_json_in_place(str(path), {"status": "failed"})
+    assert json.loads(path.read_text()) == {"status": "failed"}
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,1.5\n1,1.")
+    assert trim_partial_last_line(str(history))
+    assert history.read_text() == "epoch,loss\n0,1.5\n"
+    assert not trim_partial_last_line(str(history))
+
+
+@contextlib.contextmanager
+def small_disk(path, size="48m"):
+    os.makedirs(path)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("needs root and tmpfs to fill a disk (mount -t tmpfs failed)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path])
+
+
+def fill(path):
+    """Writes `path/filler` until the disk is full."""
+    with open(os.path.join(path, "filler"), "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_freed(tmp_path):
+    """The issue's case: a disk filled mid-run (tmpfs), then freed, then --resume."""
+    config = tiny_config(tmp_path, train={"epochs": 8, "steps_per_epoch": 2})
+    prepared = run_python(["train.py", "--config", config, "--prepare-only"])
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    with small_disk(str(tmp_path / "disk")) as disk:
+        run_dir = RunDir(os.path.join(disk, "run"))
+        process = subprocess.Popen(
+            [sys.executable, "train.py", "--config", config, "--run-dir", run_dir.path,
+             "--quiet"], cwd=REPO, env=quiet_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while backup_state.saved_epoch(run_dir.backup) < 1 and time.time() < deadline:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.05)
+        fill(disk)
+        stdout, stderr = process.communicate(timeout=300)
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        line = assert_one_error_line(result, f"error: no space left on {disk}",
+                                     "resume with: python train.py")
+        assert "Exception ignored" not in stderr and "Logging error" not in stderr, stderr
+        info = json.load(open(run_dir.run_info))
+        assert info["status"] == "failed" and info["reason"].startswith("no space left on ")
+        saved = backup_state.saved_epoch(run_dir.backup)
+        assert saved >= 1
+        os.remove(os.path.join(disk, "filler"))
+        command = line.split("resume with: ", 1)[1].split()
+        assert command[:2] == ["python", "train.py"]
+        resumed = run_python([*command[1:], "--quiet"], timeout=600)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert run_dir.is_finished() and not os.path.exists(run_dir.backup)
+        assert sorted({row["epoch"] for row in read_history(run_dir)}) == list(range(8))
+        assert json.load(open(run_dir.run_info))["status"] == "finished"
+        assert f"resuming after epoch {saved}" in open(run_dir.train_log).read()
