@@ -33,7 +33,8 @@ gradients are not saved (`experimental_custom_gradients=False`): the export is f
 LiteRT has no builtin 3-D max pool, so the LiteRT graph is traced from a clone of the model
 whose `MaxPooling3D` layers are `models.pooling.FactoredMaxPooling3D` (2-D pools, the same
 numbers); the string handling of `class_names` stays out of it (the class names are in
-preprocessing.json). DeformConv3D converts to builtin ops as it is (gathers in a WHILE loop).
+preprocessing.json). DeformConv3D converts to builtin ops (gathers in a WHILE loop) once it is
+traced without XLA, for LiteRT and ONNX alike (`export_copy`).
 """
 
 import json
@@ -50,6 +51,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from core.atomic import atomic_write, write_json_atomically
 from core.errors import UserError
 from data_prep.shards import is_multi_label
+from models.deform_conv3d import DeformConv3D
 from models.pooling import FactoredMaxPooling3D
 from training.export_check import check_export, split_clips
 from training.scoring import load_run_model, output_activation
@@ -88,6 +90,21 @@ def _checked_clips(clips, input_shape):
         summarize=5)
     with tf.control_dependencies([check]):
         return tf.identity(clips)
+
+
+def _quietly(function, *args, **kwargs):
+    """`function(*args, **kwargs)` with TensorFlow's and absl's INFO/WARNING lines off:
+    "Assets written to: <a temporary path>" and notes on unsaved custom gradients or renamed
+    inputs mean nothing to the user of an export."""
+    quieted = [tf.get_logger(), logging.getLogger("absl"), logging.getLogger("tf2onnx")]
+    levels = [each.level for each in quieted]
+    for each in quieted:
+        each.setLevel(logging.ERROR)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        for each, level in zip(quieted, levels):
+            each.setLevel(level)
 
 
 def _serving_module(model, classes_file, multi_label):
@@ -143,20 +160,10 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
             # TensorFlow logs "Assets written to: <the staging name>" (a temporary path that
             # means nothing to the user: the line below names the export) and absl notes on
             # renamed inputs at INFO.
-            quieted = [tf.get_logger(), logging.getLogger("absl")]
-            levels = [each.level for each in quieted]
-            for each in quieted:
-                each.setLevel(logging.WARNING)
-            try:
-                tf.saved_model.save(
-                    module, saved,
-                    signatures={"serving_default": module.serving_default,
-                                "class_names": module.class_names},
-                    options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
-                )
-            finally:
-                for each, level in zip(quieted, levels):
-                    each.setLevel(level)
+            _quietly(tf.saved_model.save, module, saved,
+                     signatures={"serving_default": module.serving_default,
+                                 "class_names": module.class_names},
+                     options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
             if os.path.exists(export_dir):  # an older export: replaced only once this one is whole
                 for name in os.listdir(export_dir):
                     if name not in SAVED_MODEL_ENTRIES and not os.path.exists(
@@ -248,13 +255,18 @@ def write_preprocessing(run, model, export_dir):
 
 # --- LiteRT and ONNX --------------------------------------------------------------------------
 
-def builtin_ops_model(model):
-    """A copy of `model` (same weights) whose MaxPooling3D layers are FactoredMaxPooling3D,
-    the graph LiteRT converts with builtin ops only."""
+def export_copy(model, litert=False):
+    """A copy of `model` with the same weights, in the ops another runtime's converter knows:
+    DeformConv3D traced without XLA (tf2onnx and LiteRT's converter cannot look inside an
+    XLA-compiled function) and, for LiteRT, MaxPooling3D as FactoredMaxPooling3D (LiteRT has
+    no builtin 3-D max pool)."""
     def clone(layer):
-        if isinstance(layer, keras.layers.MaxPooling3D):
+        if litert and isinstance(layer, keras.layers.MaxPooling3D):
             return FactoredMaxPooling3D.from_max_pooling3d(layer)
-        return layer.__class__.from_config(layer.get_config())
+        copy = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, DeformConv3D):
+            copy.jit_compile = False
+        return copy
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
@@ -280,18 +292,28 @@ def convert_litert(model, multi_label=False, representative_clips=None):
             int8 weights and activations (post-training quantisation; an op without an int8
             kernel stays float).
     """
-    infer = _inference_function(builtin_ops_model(model), 1, multi_label)
+    infer = _inference_function(export_copy(model, litert=True), 1, multi_label)
     traced = infer.get_concrete_function()
     # Variables frozen to constants first: the converter leaves Keras 3's variables as
     # resource variables (from a SavedModel too), which the interpreter reads uninitialised.
     frozen = convert_variables_to_constants_v2(traced)
     module = tf.Module()
-    # Wrapped again for a named signature (`clips` in, `logits` and `probabilities` out).
+    # Wrapped again for a named signature (`clips` in, `logits` and `probabilities` out),
+    # and saved as a SavedModel without DeformConv3D's custom gradient: converted directly,
+    # a model with one loses its signature (the converter falls back to an older path).
     module.infer = tf.function(
         lambda clips: tf.nest.pack_sequence_as(traced.structured_outputs, frozen(clips)),
         input_signature=infer.input_signature)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.infer.get_concrete_function()], module)
+    with tempfile.TemporaryDirectory(prefix="litert-") as folder:
+        _quietly(tf.saved_model.save, module, folder,
+                 signatures={"serving_default": module.infer},
+                 options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        return _convert(converter, representative_clips)
+
+
+def _convert(converter, representative_clips):
+    """The flatbuffer of `converter`, builtin ops only (int8 when calibration clips are given)."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if representative_clips is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -310,9 +332,9 @@ def convert_onnx(model, multi_label=False):
     # tf2onnx loads in about two seconds and only this format needs it.
     import tf2onnx
 
-    infer = _inference_function(model, None, multi_label)
-    proto, _ = tf2onnx.convert.from_function(
-        infer, input_signature=infer.input_signature, opset=ONNX_OPSET)
+    infer = _inference_function(export_copy(model), None, multi_label)
+    proto, _ = _quietly(tf2onnx.convert.from_function, infer,
+                        input_signature=infer.input_signature, opset=ONNX_OPSET)
     names = {"logits": None, "probabilities": None}
     for output in proto.graph.output:  # tf2onnx names them after the graph's Identity ops
         for name in names:

@@ -21,15 +21,26 @@ import time
 import numpy as np
 
 
-def litert_runner(path, num_threads=None):
-    """callable(uint8 clip batch (1, F, H, W, band)) -> float32 logits (1, classes)."""
+def litert_runner(path=None, num_threads=None, content=None):
+    """callable(uint8 clip batch (1, F, H, W, band)) -> float32 logits (1, classes).
+
+    Through `set_tensor`, not the signature runner: the runner resizes its input to any
+    clip it is given (and fails deep in the graph), `set_tensor` refuses another shape with
+    "Dimension mismatch" and the dimension's index.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path, num_threads=num_threads)
-    runner = interpreter.get_signature_runner()
+    interpreter = Interpreter(model_path=path, model_content=content, num_threads=num_threads)
+    signature = interpreter.get_signature_runner()
+    clips_index = signature.get_input_details()["clips"]["index"]
+    logits_index = signature.get_output_details()["logits"]["index"]
+    del signature  # it holds views of the interpreter's buffers, which invoke() refuses
+    interpreter.allocate_tensors()
 
     def run(clips):
-        return runner(clips=clips)["logits"]
+        interpreter.set_tensor(clips_index, clips)
+        interpreter.invoke()
+        return interpreter.get_tensor(logits_index)
 
     return run
 
