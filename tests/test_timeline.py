@@ -58,3 +58,44 @@ def test_resolve_window(window_seconds, stride_seconds, expected):
 def test_non_positive_lengths_are_user_errors(window_seconds, stride_seconds):
     with pytest.raises(UserError, match="Received: --window"):
         timeline.check_window_arguments(window_seconds, stride_seconds)
+
+
+def write_counter_video(path, frames, size=(20, 16)):
+    """An MJPG video whose frame t is a flat grey of level 8 * t (decodes to distinct frames)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for t in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (8 * t) % 256, np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("frames, window, stride, method", [
+    (17, 8, 4, "uniform"),   # an extra window ends at the last frame
+    (16, 8, 4, "uniform"),   # the last regular window ends there itself
+    (8, 8, 4, "stride"),     # exactly one window
+    (5, 8, 4, "uniform"),    # shorter than a window: one looping window
+    (30, 6, 5, "stride"),
+])
+def test_streamed_windows_equal_the_whole_item_decode(tmp_path, frames, window, stride, method):
+    from data_prep.decode import load_clips
+
+    path = write_counter_video(tmp_path / "counter.avi", frames)
+    sampling = {"frames": 3, "frame_stride": 2 if method == "stride" else 1, "method": method}
+    resize = {"size": 12, "resize_short": 14}
+    found = {}
+
+    def select(total):
+        found["starts"], indices = timeline.window_indices(total, sampling, window, stride)
+        return indices
+
+    total, expected = load_clips(path, select, size=12, resize_short=14)
+    expected = timeline.center_crop_numpy(expected, 10)
+    batches = list(timeline.video_windows(path, sampling, resize, window, stride, 10,
+                                          batch_size=2))
+    assert all(len(clips) <= 2 for _, clips, _ in batches)
+    assert [s for starts, _, _ in batches for s in starts] == found["starts"]
+    np.testing.assert_array_equal(np.concatenate([c for _, c, _ in batches]), expected)
+    assert batches[-1][2] == total == frames
