@@ -54,6 +54,7 @@ from data_prep.shards import is_multi_label
 from models.deform_conv3d import DeformConv3D
 from models.pooling import FactoredMaxPooling3D
 from training.export_check import check_export, split_clips
+from training.run_dir import open_trained_run
 from training.scoring import load_run_model, output_activation
 from training.timeline import clip_span
 
@@ -184,7 +185,9 @@ def export_after_training(model, run_dir, class_names, multi_label=False):
     """
     target = export_path(run_dir)
     try:
-        return export_saved_model(model, target, class_names, multi_label)
+        export_saved_model(model, target, class_names, multi_label)
+        write_preprocessing(open_trained_run(run_dir.path, need_model=False), model, target)
+        return target
     except Exception:  # noqa: BLE001  (any failure: the run itself has succeeded)
         logger.exception("export to %s failed; model.keras and metrics.json are kept. Retry "
                          "with: python export.py --run-dir %s", target, run_dir.path)
