@@ -21,7 +21,7 @@ each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probabili
 `--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time).
 
 `--stream SOURCE` classifies a live source instead of items: a camera index (0), a device
-(/dev/video0), a video file, a FIFO or a URL (rtsp://, http://, ...; anything OpenCV's
+(/dev/video0), a video file, a FIFO, `-` (standard input) or a URL (rtsp://, http://, ...; anything OpenCV's
 FFmpeg backend opens). The run's clip window is kept in a ring buffer and scored every
 `--every` frames (default half a window); each prediction prints its position, top-k,
 latency and frames/s (`--json`: one JSON object a line). Ctrl-C stops it cleanly (exit 0).
@@ -84,7 +84,7 @@ def parse_args(argv):
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="multi-label runs: show the labels scoring above it (0.5)")
     parser.add_argument("--stream", metavar="SOURCE",
-                        help="classify a live source (camera index, device, file, FIFO, URL) "
+                        help="classify a live source (camera index, device, file, FIFO, -, URL) "
                              "instead of items")
     parser.add_argument("--every", type=int, default=None, metavar="FRAMES",
                         help="--stream: frames between predictions (half a clip window)")

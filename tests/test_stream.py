@@ -1,5 +1,5 @@
 """Tests for training/stream.py and `predict.py --stream`: a video file, a FIFO that ffmpeg
-writes, an HTTP URL served on 127.0.0.1 and a clean Ctrl-C; each prediction is the run's
+writes, an HTTP URL served on 127.0.0.1, standard input and a clean Ctrl-C; each prediction is the run's
 clip window, preprocessed as the run's data was."""
 
 import functools
@@ -144,6 +144,24 @@ def test_ctrl_c_stops_a_live_stream_cleanly(run_path, tmp_path):
         writer.wait()
     assert reader.returncode == 0
     assert "stopped after" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+def test_standard_input(run_path, tmp_path):
+    video = write_moving_bar(tmp_path / "bar.avi")
+    stream_file = tmp_path / "bar.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-c:v", "mpeg2video", "-q:v", "2",
+                    "-f", "mpegts", str(stream_file)], check=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with open(stream_file, "rb") as stdin:
+        completed = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "predict.py"), "--run-dir", run_path, "--stream",
+             "-", "--every", "2", "--json"], stdin=stdin, env=env, capture_output=True,
+            text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.strip()]
+    assert len(lines) >= 10 and lines[0]["frame"] == 4
 
 
 @pytest.mark.parametrize("arguments, message", [

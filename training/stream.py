@@ -1,8 +1,9 @@
 """Live classification (`predict.py --stream SOURCE`): frames from a camera, a device, a video
 file, a FIFO or a network URL, the run's clip window scored every few frames.
 
-SOURCE is a camera index (`0`), a device path (`/dev/video0`), or anything OpenCV's FFmpeg
-backend opens: a file, a FIFO another program writes (e.g. `ffmpeg ... -f mpegts FIFO`), an
+SOURCE is a camera index (`0`), a device path (`/dev/video0`), `-` (standard input, a
+stream such as MPEG-TS piped in: FFmpeg's `pipe:0`), or anything OpenCV's FFmpeg backend
+opens: a file, a FIFO another program writes (e.g. `ffmpeg ... -f mpegts FIFO`), an
 `rtsp://`, `http://`, `udp://` or `file:` URL. Each frame goes through the run's own
 preprocessing as it arrives (`timeline.read_frames`: resize as prepared, RGB, centre crop)
 into a ring buffer of one clip span (the window `predict.py --timeline` slides); every
@@ -35,6 +36,8 @@ def open_source(source):
     text = str(source).strip()
     if text.isdigit():
         capture = cv2.VideoCapture(int(text))
+    elif text == "-":
+        capture = cv2.VideoCapture("pipe:0", cv2.CAP_FFMPEG)
     elif text.startswith("/dev/video"):
         capture = cv2.VideoCapture(text, cv2.CAP_V4L2)
     else:
