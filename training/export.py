@@ -37,16 +37,15 @@ preprocessing.json). DeformConv3D converts to builtin ops (gathers in a WHILE lo
 traced without XLA, for LiteRT and ONNX alike (`export_copy`).
 """
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2)
 
 from core.atomic import atomic_write, write_json_atomically
 from core.errors import UserError
