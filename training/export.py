@@ -185,7 +185,8 @@ def export_after_training(model, run_dir, class_names, multi_label=False):
     target = export_path(run_dir)
     try:
         export_saved_model(model, target, class_names, multi_label)
-        write_preprocessing(open_trained_run(run_dir.path, need_model=False), model, target)
+        if os.path.isfile(run_dir.run_info) and os.path.isfile(run_dir.data_manifest):
+            write_preprocessing(open_trained_run(run_dir.path, need_model=False), model, target)
         return target
     except Exception:  # noqa: BLE001  (any failure: the run itself has succeeded)
         logger.exception("export to %s failed; model.keras and metrics.json are kept. Retry "
