@@ -20,6 +20,13 @@ span) and prints, per window, its start and end in seconds and the top-k classes
 each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probability"}]}]`.
 `--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time).
 
+`--stream SOURCE` classifies a live source instead of items: a camera index (0), a device
+(/dev/video0), a video file, a FIFO, `-` (standard input) or a URL (rtsp://, http://, ...; anything OpenCV's
+FFmpeg backend opens). The run's clip window is kept in a ring buffer and scored every
+`--every` frames (default half a window); each prediction prints its position, top-k,
+latency and frames/s (`--json`: one JSON object a line). Ctrl-C stops it cleanly (exit 0).
+See training/stream.py and docs/DEPLOY.md.
+
 A broken item prints `error: PATH: reason` to stderr and the others still run.
 Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
 
@@ -78,7 +85,14 @@ def parse_args(argv):
                         help="--timeline: write DIR/<item>.timeline.png per item")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="multi-label runs: show the labels scoring above it (0.5)")
-    parser.add_argument("items", nargs="+", metavar="VIDEO_OR_DIR",
+    parser.add_argument("--stream", metavar="SOURCE",
+                        help="classify a live source (camera index, device, file, FIFO, -, URL) "
+                             "instead of items")
+    parser.add_argument("--every", type=int, default=None, metavar="FRAMES",
+                        help="--stream: frames between predictions (half a clip window)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="--stream: stop after this many frames")
+    parser.add_argument("items", nargs="*", metavar="VIDEO_OR_DIR",
                         help="video files, frame-image folders, .npy arrays, or directories "
                              "of them")
     return parser.parse_args(argv)
@@ -214,6 +228,49 @@ def open_pretrained(args):
     return types.SimpleNamespace(class_names=class_names), model, views_of
 
 
+def run_stream(args, trained, probabilities_of, top_k):
+    """`--stream SOURCE`: a prediction line (or JSON line) every --every frames until the
+    source ends or Ctrl-C."""
+    from training.stream import format_prediction, open_source, stream_predictions
+    from training.timeline import clip_span
+
+    window = clip_span(trained.manifest["sampling"])
+    every = args.every or max(1, window // 2)
+    capture = open_source(args.stream)
+    frames = 0
+    try:
+        for prediction in stream_predictions(
+                capture, trained.manifest, trained.input_shape, probabilities_of,
+                trained.class_names, window_frames=window, every=every, top_k=top_k,
+                max_frames=args.max_frames):
+            frames = prediction["frame"]
+            print(json.dumps(prediction) if args.json else format_prediction(prediction),
+                  flush=True)
+    except KeyboardInterrupt:
+        print(f"stopped after {frames} frames", file=sys.stderr, flush=True)
+    return 0
+
+
+def check_stream_arguments(args):
+    """Raises UserError for --stream mixed with items or modes it does not take."""
+    if args.stream is None:
+        if args.every is not None or args.max_frames is not None:
+            raise UserError("Expected --stream with --every or --max-frames. Received: no "
+                            "--stream")
+        if not args.items:
+            raise UserError("Expected video files or directories to classify (or --stream "
+                            "SOURCE). Received: none")
+        return
+    if args.items or args.timeline or args.run_dir is None:
+        raise UserError("Expected --stream SOURCE with --run-dir and no items or --timeline. "
+                        f"Received: --stream {args.stream} with {len(args.items)} item(s)"
+                        + (", --timeline" if args.timeline else "")
+                        + ("" if args.run_dir else ", no --run-dir"))
+    for option, value in (("--every", args.every), ("--max-frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise UserError(f"Expected {option} >= 1. Received: {option} {value}")
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     import_tensorflow()
@@ -221,6 +278,7 @@ def run(args):
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
+    check_stream_arguments(args)
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"Expected --threshold in [0, 1]. Received: --threshold {args.threshold}")
     if not args.timeline and (args.plot or args.window_stride is not None
@@ -253,6 +311,8 @@ def run(args):
         model = load_run_model(trained)
     probabilities_of = clip_probabilities_function(model, multi_label)
     top_k = min(args.top_k, len(trained.class_names))
+    if args.stream is not None:
+        return run_stream(args, trained, probabilities_of, top_k)
     results, failed = [], 0
     for path in expand_items(args.items):
         try:

@@ -194,6 +194,10 @@ class DeformConv3D(keras.layers.Layer):
             return offsets, None
         return offsets, 2.0 * keras.ops.sigmoid(predicted[..., split:])
 
+    # The op's passes run under XLA. A copy traced for another runtime sets it False
+    # (training.export for ONNX: tf2onnx cannot look inside an XLA-compiled function).
+    jit_compile = True
+
     def call(self, inputs):
         offsets, mask = self.compute_offsets(inputs)
         outputs = deform_conv3d(
@@ -204,6 +208,7 @@ class DeformConv3D(keras.layers.Layer):
             strides=self.strides,
             padding=self.padding,
             dilation_rate=self.dilation_rate,
+            jit_compile=self.jit_compile,
         )
         if self.use_bias:
             outputs = outputs + keras.ops.cast(self.bias, outputs.dtype)

@@ -415,7 +415,7 @@ def _deform_conv3d_backward(inputs, offsets, kernel, mask, geometry, grad_output
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_passes(geometry_args, has_mask):
+def _compiled_passes(geometry_args, has_mask, jit_compile):
     """The forward and backward passes as tf.functions, one pair per static configuration.
 
     XLA fuses each corner's gather into the weighted sum, so no gathered copy of the
@@ -438,18 +438,18 @@ def _compiled_passes(geometry_args, has_mask):
     else:
         forward_fn, backward_fn = forward, backward
     return (
-        tf.function(forward_fn, jit_compile=True, reduce_retracing=True),
+        tf.function(forward_fn, jit_compile=jit_compile, reduce_retracing=True),
         tf.function(backward_fn, reduce_retracing=True),
     )
 
 
-def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args):
+def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args, jit_compile=True):
     """The op on (B,D,H,W,C), (B,D',H',W',G,K,3), kernel, (B,D',H',W',G,K) tensors.
 
     Its gradient is written by hand (see `_deform_conv3d_backward`) so that autodiff
     does not keep every kernel point's samples for the backward pass.
     """
-    forward, backward = _compiled_passes(geometry_args, mask is not None)
+    forward, backward = _compiled_passes(geometry_args, mask is not None, jit_compile)
     tensors = (inputs, offsets, kernel) if mask is None else (inputs, offsets, kernel, mask)
 
     @tf.custom_gradient
@@ -464,7 +464,8 @@ def _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args):
     return op(*tensors)
 
 
-def deform_conv3d(inputs, offsets, kernel, mask=None, strides=1, padding="valid", dilation_rate=1):
+def deform_conv3d(inputs, offsets, kernel, mask=None, strides=1, padding="valid", dilation_rate=1,
+                  jit_compile=True):
     """Deformable 3D convolution, channels-last, no bias.
 
     For output position o and kernel point k (row-major over (kd, kh, kw)), the input is
@@ -484,6 +485,10 @@ def deform_conv3d(inputs, offsets, kernel, mask=None, strides=1, padding="valid"
         strides: int or 3 ints.
         padding: "valid" or "same", with TF's rule (pad_before = total // 2).
         dilation_rate: int or 3 ints.
+        jit_compile: bool, whether the forward pass runs under XLA (default). False
+            traces it as plain TensorFlow ops, for a converter that cannot read an
+            XLA-compiled function (training.export: LiteRT, ONNX). The backward pass
+            always uses its XLA kernels.
 
     Returns:
         (B, D', H', W', F) tensor of the inputs' dtype. Under float16/bfloat16 the
@@ -546,7 +551,7 @@ def deform_conv3d(inputs, offsets, kernel, mask=None, strides=1, padding="valid"
         mask = tf.reshape(tf.cast(mask, compute_dtype), (*out_shape, num_groups, num_points))
 
     geometry_args = (tuple(kernel_shape.as_list()), num_groups, strides, padding, dilation_rate)
-    outputs = _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args)
+    outputs = _deform_conv3d_core(inputs, offsets, kernel, mask, geometry_args, jit_compile)
     outputs = tf.reshape(outputs, (*out_shape, geometry.filters))
     outputs.set_shape(conv_output_shape(inputs.shape.as_list(), geometry.kernel_size,
                                         geometry.filters, strides, padding, dilation_rate))

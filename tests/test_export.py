@@ -1,6 +1,9 @@
-"""Tests for training.export: the SavedModel loads with plain TensorFlow in a process that
-never imports this project (a trained run's export and a DeformConv3D model's), model.keras
-reloads in safe mode, and a failed export never breaks a run."""
+"""Tests for training.export and export.py: the SavedModel loads with plain TensorFlow in a
+process that never imports this project (a trained run's export and a DeformConv3D model's),
+model.keras reloads in safe mode, a failed export never breaks a run; LiteRT (builtin ops only)
+and ONNX exports of small3d (plain and deformable), r3d_18 and r2plus1d_18 match the Keras
+model, every format refuses a clip of another shape, and export.py checks what it writes in
+a process without TensorFlow."""
 
 import json
 import logging
@@ -17,7 +20,7 @@ import tensorflow as tf
 
 import evaluate
 import models
-from training import export
+from training import export, export_runtime
 from training.run_dir import RunDir, open_trained_run
 from training.scoring import load_run_model
 
@@ -97,7 +100,7 @@ def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, defor
     assert report["run"]["classes"] == ["moving", "still"]
     assert report["deformable"]["classes"] == ["a", "b", "c"]
     for name, (model, _) in cases.items():
-        assert report[name]["outputs"] == ["probabilities"]
+        assert report[name]["outputs"] == ["logits", "probabilities"]
         assert report[name]["input"] == [None, *model.input_shape[1:]]
         assert report[name]["dtype"] == "uint8"
         got = np.load(str(tmp_path / f"{name}.npy.out.npy"))
@@ -137,7 +140,7 @@ def test_failed_export_is_logged_and_leaves_no_partial_directory(deformable, tmp
     run_dir = RunDir(str(tmp_path))
     with caplog.at_level(logging.ERROR, logger="training.export"):
         assert export.export_after_training(model, run_dir, ["only one name"]) is None
-    assert "export to" in caplog.text and "evaluate.py --run-dir" in caplog.text
+    assert "export to" in caplog.text and "export.py --run-dir" in caplog.text
     assert os.listdir(tmp_path) == []  # neither export/ nor a staging directory
 
 
@@ -165,3 +168,115 @@ def test_multi_label_export_returns_a_sigmoid_per_class(multi_label_run_path, tm
     assert not np.allclose(got.sum(axis=1), 1.0, atol=1e-3)  # independent, not a softmax
     names = loaded.signatures["class_names"]()["class_names"].numpy()
     assert [name.decode() for name in names] == run.class_names
+
+
+# --- LiteRT and ONNX -------------------------------------------------------------------------
+
+def litert_logits(data, clips):
+    run = export_runtime.litert_runner(content=data)
+    return np.concatenate([run(clip[None]) for clip in clips])
+
+
+def onnx_session(data):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def assert_parity(model, got, clips):
+    expected = model(clips, training=False).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+
+
+def litert_ops(data):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    interpreter.allocate_tensors()
+    return {detail["op_name"] for detail in interpreter._get_ops_details()}
+
+
+@pytest.mark.parametrize("fmt", ["litert", "onnx"])
+def test_small3d_and_deformable_exports_match_keras(deformable, fmt):
+    plain = models.build_model("small3d", 3, (4, 32, 32, 3))
+    for model in (plain, deformable[0]):
+        clips = random_clips(model.input_shape[1:], count=4, seed=3)
+        if fmt == "litert":
+            data = export.convert_litert(model)
+            assert not any("FLEX" in op or "CUSTOM" in op for op in litert_ops(data))
+            got = litert_logits(data, clips)
+        else:
+            got = onnx_session(export.convert_onnx(model)).run(["logits"], {"clips": clips})[0]
+        assert_parity(model, got, clips)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
+def test_resnet_exports_match_keras(name):
+    model = models.build_model(name, 5, (4, 32, 32, 3))
+    clips = random_clips(model.input_shape[1:], count=2, seed=4)
+    data = export.convert_litert(model)
+    assert not any("FLEX" in op or "CUSTOM" in op for op in litert_ops(data))
+    assert_parity(model, litert_logits(data, clips), clips)
+    got = onnx_session(export.convert_onnx(model)).run(["logits"], {"clips": clips})[0]
+    assert_parity(model, got, clips)
+
+
+def test_every_format_refuses_a_clip_of_another_shape(deformable, tmp_path):
+    model = deformable[0]  # trained at 4x12x12x3
+    wrong = random_clips((4, 16, 16, 3), count=1)
+    loaded = tf.saved_model.load(deformable[1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected uint8 clips shaped "
+                                                             r"\(batch, 4, 12, 12, 3\)"):
+        loaded.signatures["serving_default"](clips=tf.constant(wrong))
+    run = export_runtime.litert_runner(content=export.convert_litert(model))
+    with pytest.raises(ValueError, match="Dimension mismatch. Got 16 but expected 12"):
+        run(wrong)
+    session = onnx_session(export.convert_onnx(model))
+    with pytest.raises(Exception, match="(?i)invalid dimensions"):
+        session.run(["logits"], {"clips": wrong})
+
+
+@pytest.mark.slow
+def test_export_cli_writes_checks_and_preprocessing_without_tensorflow(run_path, capsys):
+    from export import main as export_main
+
+    target = os.path.join(run_path, "export")
+    for fmt in ("litert", "onnx"):
+        assert export_main(["--run-dir", run_path, "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        name = "model.tflite" if fmt == "litert" else "model.onnx"
+        assert f"exported {os.path.join(target, name)}" in out and "PASSED" in out
+        assert "TensorFlow not imported" in out
+        with open(os.path.join(target, name + ".check.json")) as f:
+            check = json.load(f)
+        assert check["passed"] is True and check["tensorflow_imported"] is False
+        assert check["top1_agreement"] == 1.0 and check["max_abs_logit_difference"] <= 1e-4
+        assert check["clips"] == 8 and check["latency_ms_median"] > 0
+    assert export_main(["--run-dir", run_path, "--format", "litert", "--quantize", "int8"]) == 0
+    with open(os.path.join(target, "model_int8.tflite.check.json")) as f:
+        check = json.load(f)
+    assert check["passed"] is None and "export_top1_accuracy" in check  # reported, not judged
+    with open(os.path.join(target, "preprocessing.json")) as f:
+        record = json.load(f)
+    assert record["classes"] == ["moving", "still"] and record["label_kind"] == "single_label"
+    assert record["input"]["shape"] == [None, 4, 12, 12, 3]
+    assert record["sampling"]["frames"] == 4 and record["resize"]["size"] == 16
+    assert record["crop"]["size"] == 12 and len(record["normalisation"]["mean"]) == 3
+    # the SavedModel written again keeps the other formats beside it
+    assert export_main(["--run-dir", run_path]) == 0
+    assert {"model.tflite", "model.onnx", "preprocessing.json", "saved_model.pb"} <= set(
+        os.listdir(target))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--format", "onnx", "--quantize", "int8"], "--quantize int8 with --format litert"),
+    (["--format", "litert", "--check-clips", "0"], "--check-clips >= 1"),
+])
+def test_export_cli_mistakes_are_one_line_exit_2(run_path, capsys, arguments, message):
+    from export import main as export_main
+
+    assert export_main(["--run-dir", run_path, *arguments]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1

@@ -22,11 +22,12 @@ TRAINING_ORDER = (
     "training.visuals", "training.summaries", "training.input_pipeline", "training.views",
     "training.timeline",
     "training.distribution", "training.callbacks", "training.tensorboard_views",
-    "training.scoring", "training.export",
+    "training.scoring", "training.stream", "training.export_runtime", "training.export_check",
+    "training.export",
     "training.evaluation", "training.trainer",
 )
 LAYERS = {"core": 0, "data_prep": 1, "models": 2, "training": 3, "cli": 4, "tests": 5}
-CLI_MODULES = ("train", "evaluate", "predict")
+CLI_MODULES = ("train", "evaluate", "predict", "export")
 
 
 def module_files(root=ROOT):

@@ -1,5 +1,7 @@
 """Tests for training/timeline.py: where the windows go and which frames each one reads."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,92 @@ def test_resolve_window(window_seconds, stride_seconds, expected):
 def test_non_positive_lengths_are_user_errors(window_seconds, stride_seconds):
     with pytest.raises(UserError, match="Received: --window"):
         timeline.check_window_arguments(window_seconds, stride_seconds)
+
+
+def write_counter_video(path, frames, size=(20, 16)):
+    """An MJPG video whose frame t is a flat grey of level 8 * t (decodes to distinct frames)."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert writer.isOpened()
+    for t in range(frames):
+        writer.write(np.full((size[1], size[0], 3), (8 * t) % 256, np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("frames, window, stride, method", [
+    (17, 8, 4, "uniform"),   # an extra window ends at the last frame
+    (16, 8, 4, "uniform"),   # the last regular window ends there itself
+    (8, 8, 4, "stride"),     # exactly one window
+    (5, 8, 4, "uniform"),    # shorter than a window: one looping window
+    (30, 6, 5, "stride"),
+])
+def test_streamed_windows_equal_the_whole_item_decode(tmp_path, frames, window, stride, method):
+    from data_prep.decode import load_clips
+
+    path = write_counter_video(tmp_path / "counter.avi", frames)
+    sampling = {"frames": 3, "frame_stride": 2 if method == "stride" else 1, "method": method}
+    resize = {"size": 12, "resize_short": 14}
+    found = {}
+
+    def select(total):
+        found["starts"], indices = timeline.window_indices(total, sampling, window, stride)
+        return indices
+
+    total, expected = load_clips(path, select, size=12, resize_short=14)
+    expected = timeline.center_crop_numpy(expected, 10)
+    batches = list(timeline.video_windows(path, sampling, resize, window, stride, 10,
+                                          batch_size=2))
+    assert all(len(clips) <= 2 for _, clips, _ in batches)
+    assert [s for starts, _, _ in batches for s in starts] == found["starts"]
+    np.testing.assert_array_equal(np.concatenate([c for _, c, _ in batches]), expected)
+    assert batches[-1][2] == total == frames
+
+
+# Runs in a fresh interpreter (no TensorFlow: timeline needs none): the whole --timeline path
+# of one video with a stand-in model, then the peak resident memory.
+MEMORY_PROBE = """
+import resource, sys
+import os
+
+import numpy as np
+from training.timeline import item_timeline
+manifest = {"sampling": {"frames": 8, "frame_stride": 1, "method": "uniform"},
+            "resize": {"size": 96, "resize_short": None}}
+scores = lambda clips: np.stack([clips.mean(axis=(1, 2, 3, 4)), clips.std(axis=(1, 2, 3, 4))], 1)
+windows, _ = item_timeline(sys.argv[1], manifest, (8, 96, 96, 3), scores, ["a", "b"])
+print(len(windows), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def write_noise_video(path, seconds, fps=5, size=96):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size, size))
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (size, size, 3), np.uint8) for _ in range(16)]
+    for t in range(seconds * fps):
+        writer.write(frames[t % 16])
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.slow
+def test_timeline_memory_does_not_grow_with_the_videos_length(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    peaks = {}
+    for minutes in (1, 10):
+        video = write_noise_video(tmp_path / f"{minutes}min.avi", 60 * minutes)
+        completed = subprocess.run([sys.executable, "-c", MEMORY_PROBE, video], cwd=root,
+                                   env={**os.environ, "PYTHONPATH": root},
+                                   capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        windows, peak_kb = map(int, completed.stdout.split())
+        assert windows == (60 * minutes * 5 - 8) // 4 + 1  # every window was scored
+        peaks[minutes] = peak_kb
+    assert peaks[10] <= 1.5 * peaks[1], peaks

@@ -8,12 +8,21 @@ stride); its F frames are chosen inside the window by the run's own
 a window is preprocessed exactly as a predicted clip. Windows start every `stride_frames`
 (default half a window); when the last regular window stops short of the end, one more
 window ends at the last frame, so the end of the video is always scored.
+
+A video is decoded as a stream (`video_windows`): frames pass through a ring buffer of one
+window, each window is cut out when its last frame arrives and scored in batches of
+`batch_size`, so memory holds one window of frames and one batch of clips whatever the
+video's length (an hour of video as much as a minute). Frame folders and .npy arrays,
+already whole on disk or in memory, are read by `load_clips` as before.
 """
+
+import collections
+
 
 import cv2
 import numpy as np
 
-from data_prep.decode import item_kind, load_clips
+from data_prep.decode import DecodeError, item_kind, load_clips, resize_frame
 from core.errors import UserError
 from data_prep.sampling import sample_frame_indices
 from training.views import center_crop_numpy, check_bands
@@ -115,22 +124,31 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
     fps = frames_per_second(path)
     window, stride = resolve_window(manifest, fps, window_seconds, stride_seconds)
     sampling, resize = manifest["sampling"], manifest["resize"]
-    found = {}
+    if item_kind(path) == "video":
+        starts, probabilities, total = [], [], 0
+        for batch_starts, clips, total in video_windows(path, sampling, resize, window, stride,
+                                                        crop_size, batch_size):
+            check_bands(clips, bands, path)
+            starts.extend(batch_starts)
+            probabilities.append(np.asarray(probabilities_of(clips)))
+        probabilities = np.concatenate(probabilities)
+    else:
+        found = {}
 
-    def select(total):
-        found["starts"], indices = window_indices(total, sampling, window, stride)
-        found["total"] = total
-        return indices
+        def select(total):
+            found["starts"], indices = window_indices(total, sampling, window, stride)
+            return indices
 
-    _, clips = load_clips(path, select, size=resize["size"], resize_short=resize["resize_short"])
-    check_bands(clips, bands, path)
-    clips = np.ascontiguousarray(center_crop_numpy(clips, crop_size))
-    probabilities = np.concatenate([
-        np.asarray(probabilities_of(clips[i:i + batch_size]))
-        for i in range(0, len(clips), batch_size)])
-    total = found["total"]
+        total, clips = load_clips(path, select, size=resize["size"],
+                                  resize_short=resize["resize_short"])
+        check_bands(clips, bands, path)
+        clips = np.ascontiguousarray(center_crop_numpy(clips, crop_size))
+        probabilities = np.concatenate([
+            np.asarray(probabilities_of(clips[i:i + batch_size]))
+            for i in range(0, len(clips), batch_size)])
+        starts = found["starts"]
     timeline = []
-    for start, row in zip(found["starts"], probabilities):
+    for start, row in zip(starts, probabilities):
         order = row.argsort(kind="stable")[::-1][:top_k]
         timeline.append({
             "start_s": round(start / fps, 3),
@@ -138,3 +156,65 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
             "top_k": [{"class": class_names[i], "probability": float(row[i])} for i in order],
         })
     return timeline, probabilities
+
+
+def read_frames(capture, size, resize_short, crop_size=None):
+    """The frames of an opened cv2.VideoCapture, one at a time, as the run's preparation
+    makes them (resize as prepared, RGB) and centre-cropped to `crop_size` if given."""
+    while True:
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        frame = cv2.cvtColor(resize_frame(frame, size, resize_short), cv2.COLOR_BGR2RGB)
+        yield frame if crop_size is None else center_crop_numpy(frame, crop_size)
+
+
+def video_windows(path, sampling, resize, window_frames, stride_frames, crop_size,
+                  batch_size=16):
+    """A video's timeline windows, decoded as a stream, in batches.
+
+    Yields:
+        (starts: list of int, uint8 clips (n <= batch_size, F, crop, crop, band), frames
+        decoded so far); the last batch's count is the video's frame total. The windows and
+        their frames are exactly `window_indices(total, ...)`'s, found without knowing the
+        total in advance: a regular window (start a multiple of the stride) is complete when
+        its last frame arrives; the extra window ending at the last frame, or the one
+        looping window of a video shorter than a window, comes from the ring buffer at the end.
+
+    Raises:
+        DecodeError: the file does not open or no frame decodes.
+    """
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        capture.release()
+        raise DecodeError("not a video OpenCV/FFmpeg can open")
+    inside = sample_frame_indices(window_frames, int(sampling["frames"]),
+                                  method=sampling["method"],
+                                  stride=int(sampling["frame_stride"]))[0]
+    ring = collections.deque(maxlen=window_frames)
+    starts, clips, total, last_start = [], [], 0, None
+    try:
+        for frame in read_frames(capture, resize["size"], resize["resize_short"], crop_size):
+            ring.append(frame)
+            total += 1
+            start = total - window_frames
+            if start >= 0 and start % stride_frames == 0:
+                starts.append(start)
+                clips.append(np.stack([ring[i] for i in inside]))
+                last_start = start
+                if len(clips) == batch_size:
+                    yield starts, np.stack(clips), total
+                    starts, clips = [], []
+    finally:
+        capture.release()
+    if total == 0:
+        raise DecodeError("no frame decodes (truncated or not a video)")
+    if total < window_frames:  # one window over the whole video, looping as sampling loops
+        looped = window_indices(total, sampling, window_frames, stride_frames)[1][0]
+        starts.append(0)
+        clips.append(np.stack([ring[i] for i in looped]))
+    elif last_start + window_frames < total:  # one more window ends at the last frame
+        starts.append(total - window_frames)
+        clips.append(np.stack([ring[i] for i in inside]))
+    if clips:
+        yield starts, np.stack(clips), total
