@@ -15,6 +15,9 @@ from models.c3d import c3d
 from models.catalog import (COMMON_OPTIONS, DEFORMABLE_OPTIONS, MODEL_OPTIONS,
                             check_model_choice)
 from models.frames_as_channels import frames_as_channels
+from models.movinet import MOVINET_MEAN, MOVINET_STD
+from models.movinet import (movinet_a0, movinet_a0_stream, movinet_a1, movinet_a1_stream, movinet_a2,
+                            movinet_a2_stream)
 from models.preprocessing import ClipNormalization, default_mean_std, per_band_values
 from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD, load_weights, weights_format
 from models.resnet3d import NUM_STAGES, mc3_18, r2plus1d_18, r3d_18
@@ -34,8 +37,9 @@ class _Architecture:
     are the model's own boolean options there, passed to the builder only when given.
     """
 
-    def __init__(self, name, builder, default_dropout, deformable_units):
+    def __init__(self, name, builder, default_dropout, deformable_units, mean_std=None):
         self.builder = builder
+        self.mean_std = mean_std  # (mean, std) for every band, when the model has its own default
         self.default_dropout = default_dropout
         self.deformable_units = deformable_units
         self.flags = tuple(o for o in MODEL_OPTIONS[name]
@@ -56,6 +60,16 @@ ARCHITECTURES = {
     "mc3_18": _Architecture("mc3_18", mc3_18, 0.0, NUM_STAGES),
     "r2plus1d_18": _Architecture("r2plus1d_18", r2plus1d_18, 0.0, NUM_STAGES),
     "s3d": _Architecture("s3d", s3d, 0.2, None),
+    # MoViNets take [0, 1] inputs like Model Garden's (its checkpoints expect them).
+    "movinet_a0": _Architecture("movinet_a0", movinet_a0, 0.2, None, (MOVINET_MEAN, MOVINET_STD)),
+    "movinet_a1": _Architecture("movinet_a1", movinet_a1, 0.2, None, (MOVINET_MEAN, MOVINET_STD)),
+    "movinet_a2": _Architecture("movinet_a2", movinet_a2, 0.2, None, (MOVINET_MEAN, MOVINET_STD)),
+    "movinet_a0_stream": _Architecture("movinet_a0_stream", movinet_a0_stream, 0.2, None,
+                                       (MOVINET_MEAN, MOVINET_STD)),
+    "movinet_a1_stream": _Architecture("movinet_a1_stream", movinet_a1_stream, 0.2, None,
+                                       (MOVINET_MEAN, MOVINET_STD)),
+    "movinet_a2_stream": _Architecture("movinet_a2_stream", movinet_a2_stream, 0.2, None,
+                                       (MOVINET_MEAN, MOVINET_STD)),
 }
 
 
@@ -104,14 +118,16 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     Args:
         name: str, one of `MODEL_NAMES`: `"small3d"`, `"frames_as_channels"`, `"c3d"`,
             `"r3d_18"`, `"mc3_18"`, `"r2plus1d_18"`, `"s3d"` (needs clips of at least
-            13 frames and 209 x 209 pixels).
+            13 frames and 209 x 209 pixels), `"movinet_a0"`, `"movinet_a1"`, `"movinet_a2"`
+            and their causal `"movinet_a<N>_stream"` variants (models/movinet.py).
         num_classes: int, number of output logits.
         input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count.
         weights: None (fresh initialisation, the default) or the path of weights to start
             from, told apart by content: a torchvision state_dict `.pth` (torch's zip or
             legacy format; the ResNets, whose layer names are torchvision's), or a `.keras`
             model or `.weights.h5` of the same architecture from one of our runs (any input
-            size the architecture allows). With a torchvision file, `mean`/`std` default to
+            size the architecture allows), or a TF Model Garden MoViNet `tf.train.Checkpoint`
+            (its prefix, `.index` file or directory) for the `movinet_*` models. With a torchvision file, `mean`/`std` default to
             torchvision's Kinetics-400 statistics (`models.pretrained.TORCHVISION_KINETICS_*`)
             for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
             another class count the backbone loads and the head stays fresh (logged). See
@@ -119,7 +135,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
         **options: model options; every model accepts
             - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
-              `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
+              `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count;
+              0 / 255 for the MoViNets (Model Garden's [0, 1] input).
             - `dropout`: float in [0, 1), dropout before the classifier (model default).
             and every model except `frames_as_channels` and `s3d` accepts
             - `deformable_stages`: list of 1-based residual stages (resnets) or conv groups
@@ -160,6 +177,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
             raise ValueError(f"`weights` must be None or a file path. Received: weights={weights!r}")
         weights_kind = weights_format(weights)
     default_mean, default_std = default_mean_std(bands)
+    if architecture.mean_std is not None:
+        default_mean, default_std = ((v,) * bands for v in architecture.mean_std)
     if weights_kind == "torchvision" and bands == 3:
         default_mean, default_std = TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
     mean = per_band_values(options.get("mean", default_mean), bands, "mean")

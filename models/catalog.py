@@ -19,6 +19,12 @@ MODEL_OPTIONS = {
     "mc3_18": COMMON_OPTIONS + DEFORMABLE_OPTIONS,
     "r2plus1d_18": COMMON_OPTIONS + DEFORMABLE_OPTIONS,
     "s3d": COMMON_OPTIONS,
+    "movinet_a0": COMMON_OPTIONS,
+    "movinet_a1": COMMON_OPTIONS,
+    "movinet_a2": COMMON_OPTIONS,
+    "movinet_a0_stream": COMMON_OPTIONS,
+    "movinet_a1_stream": COMMON_OPTIONS,
+    "movinet_a2_stream": COMMON_OPTIONS,
 }
 MODEL_NAMES = tuple(MODEL_OPTIONS)
 # The parameter groups of every model, for per-group learning rates (models.finetune).
@@ -44,7 +50,9 @@ def check_model_choice(name, options):
     Traceback (most recent call last):
     ...
     ValueError: Unknown model name — did you mean r3d_18? Expected one of ['small3d', \
-'frames_as_channels', 'c3d', 'r3d_18', 'mc3_18', 'r2plus1d_18', 's3d']. Received: name='r3d18'
+'frames_as_channels', 'c3d', 'r3d_18', 'mc3_18', 'r2plus1d_18', 's3d', 'movinet_a0', \
+'movinet_a1', 'movinet_a2', 'movinet_a0_stream', 'movinet_a1_stream', 'movinet_a2_stream']. \
+Received: name='r3d18'
     """
     if name not in MODEL_OPTIONS:
         near = closest(name, MODEL_NAMES)

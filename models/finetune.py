@@ -8,8 +8,10 @@ Stages come from the layer names (the same names the torchvision checkpoints loa
 | `s3d` | `features.0` .. `features.3` | `features.4-6`, `features.7-12`, `features.13-15` (torchvision's pools at 4, 7, 13 open each) |
 | `c3d` | none | conv groups 1..5 (`conv1a`, `conv2a`, `conv3a-b`, `conv4a-b`, `conv5a-b`) |
 | `small3d`, `frames_as_channels` | none | conv groups 1..5 (`conv<i>`, `bn<i>`) |
+| `movinet_a<N>`, `movinet_a<N>_stream` | `stem.*` | Model Garden's blocks 0..4 (`block<b>_layer<l>.*`) as stages 1..5 |
 
-The classifier (the last layer with weights) and `c3d`'s `fc6`, `fc7` are in no stage.
+The classifier (the last layer with weights), `c3d`'s `fc6`, `fc7` and MoViNet's `head.project.*`
+and `pre_logits` are in no stage.
 
 Parameter groups, for per-group learning rates: `head` is the classifier's variables,
 `offsets` the offset (and mask) branch of every `DeformConv3D` (`<layer>/offset_conv/*`),
@@ -27,9 +29,12 @@ _S3D_FEATURE = re.compile(r"^features\.(\d+)(?:\.|$)")
 # S3D feature index -> stage: the stem (0-3), then a max pool opens each of stages 1-3.
 _S3D_STAGE_STARTS = (0, 4, 7, 13)
 _CONV_GROUP = re.compile(r"^(?:conv|bn)(\d+)[a-z]?(?:\.|$)")
+_MOVINET_STAGE = re.compile(r"^(?:(stem)|block(\d+)_layer\d+)\.")
+MOVINET_NAMES = ("movinet_a0", "movinet_a1", "movinet_a2", "movinet_a0_stream", "movinet_a1_stream",
+                 "movinet_a2_stream")
 
 NUM_STAGES = {"r3d_18": 4, "mc3_18": 4, "r2plus1d_18": 4, "s3d": 3, "c3d": 5, "small3d": 5,
-              "frames_as_channels": 5}
+              "frames_as_channels": 5, **{name: 5 for name in MOVINET_NAMES}}
 
 
 def stage_of(architecture, layer_name):
@@ -47,6 +52,11 @@ def stage_of(architecture, layer_name):
             return None
         index = int(match.group(1))
         return sum(index >= start for start in _S3D_STAGE_STARTS) - 1
+    if architecture in MOVINET_NAMES:
+        match = _MOVINET_STAGE.match(layer_name)
+        if not match:
+            return None
+        return 0 if match.group(1) else int(match.group(2)) + 1
     if architecture in ("c3d", "small3d", "frames_as_channels"):
         match = _CONV_GROUP.match(layer_name)
         return int(match.group(1)) if match else None
