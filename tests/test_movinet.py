@@ -181,3 +181,22 @@ def test_fine_tunes_from_a_checkpoint_with_frozen_stages_and_batch_norm(checkpoi
         after = [keras.ops.convert_to_numpy(w) for w in layer.weights]
         unchanged = all(np.array_equal(a, b) for a, b in zip(before[layer.name], after))
         assert unchanged == (layer.name in frozen), layer.name
+
+
+@pytest.mark.slow
+def test_litert_stream_has_builtin_ops_only_and_matches_keras_on_every_frame(stream_model, parity):
+    from models.movinet_litert import LiteRTStream, operator_names, stream_to_litert
+
+    flatbuffer = stream_to_litert(stream_model)
+    ops_in_file = operator_names(flatbuffer)
+    assert not [op for op in ops_in_file if op.startswith("Flex") or op in ("CUSTOM", "READ_VARIABLE")], ops_in_file
+    assert "CONV_3D" not in ops_in_file and "DEPTHWISE_CONV_2D" in ops_in_file
+    litert, keras_stream = LiteRTStream(flatbuffer), MovinetStream(stream_model)
+    litert_states, keras_states = litert.init_states(), keras_stream.init_states()
+    assert set(litert_states) == set(keras_states)
+    for t in range(parity["clip"].shape[1]):
+        frame = parity["clip"][:, t:t + 1]
+        litert_logits, litert_states = litert(frame, litert_states)
+        keras_logits, keras_states = keras_stream(frame, keras_states)
+        assert relative_error(litert_logits, keras.ops.convert_to_numpy(keras_logits)) <= RELATIVE_TOLERANCE, t
+    assert relative_error(litert_logits, parity["movinet_a0_stream"]) <= RELATIVE_TOLERANCE
