@@ -200,3 +200,49 @@ def test_litert_stream_has_builtin_ops_only_and_matches_keras_on_every_frame(str
         keras_logits, keras_states = keras_stream(frame, keras_states)
         assert relative_error(litert_logits, keras.ops.convert_to_numpy(keras_logits)) <= RELATIVE_TOLERANCE, t
     assert relative_error(litert_logits, parity["movinet_a0_stream"]) <= RELATIVE_TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_run_fine_tunes_a0_from_a_model_garden_checkpoint(checkpoints, tmp_path):
+    """The whole path a user takes: prepare toy videos, train movinet_a0 from the checkpoint
+    with frozen stages and batch norm and a head-only learning rate, evaluate, reload."""
+    from run_fixtures import write_toy_video
+    from training.config import config_from_dict
+    from training.run_dir import open_run_dir
+    from training.trainer import run_experiment
+
+    root = tmp_path / "videos"
+    rows = {"train": [], "test": []}
+    for label, (name, kind) in enumerate([("a_moving", "moving"), ("b_still", "still")]):
+        for index in range(3):
+            write_toy_video(root / name / f"{index}.avi", kind, seed=900 + 10 * label + index)
+            rows["train" if index < 2 else "test"].append(f"{name}/{index}.avi,{name}")
+    for split, lines in rows.items():
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    config = config_from_dict({
+        "name": "movinet_finetune",
+        "data": {"layout": "csv", "root": str(root), "prepared_dir": str(root / "prepared"),
+                 "lists": {s: str(root / f"{s}.csv") for s in ("train", "test")},
+                 "frames": 4, "size": 32, "clips_per_video": 1, "workers": 1},
+        "model": {"name": "movinet_a0", "weights": checkpoints["movinet_a0"]},
+        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": 32},
+        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "optimizer": "adam",
+                  "learning_rate": 0.01, "freeze_stages": 3, "freeze_bn": True,
+                  "lr_multipliers": {"backbone": 0.1}},
+        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
+                        "confusion_matrix": False, "deform_offsets": False},
+    })
+    run_dir = open_run_dir(str(tmp_path / "run"))
+    run_experiment(config, run_dir, verbose=0)
+    tuned = keras.saving.load_model(run_dir.model, compile=False)
+    source = build_model("movinet_a0", 2, (4, 32, 32, 3), weights=checkpoints["movinet_a0"])
+    for name in ("stem.conv", "block2_layer1.feature.conv", "block4_layer0.expansion.bn"):
+        np.testing.assert_array_equal(np.array(tuned.get_layer(name).weights[0]),
+                                      np.array(source.get_layer(name).weights[0]), err_msg=name)
+    assert not np.array_equal(np.array(tuned.get_layer("block3_layer0.expansion.conv").kernel),
+                              np.array(source.get_layer("block3_layer0.expansion.conv").kernel))
+    info = json.loads(open(run_dir.run_info).read())
+    assert info["weights"]["path"] == str(Path(checkpoints["movinet_a0"]).resolve())
+    assert len(info["weights"]["sha256"]) == 64
+    metrics = json.loads(open(run_dir.metrics).read())
+    assert metrics["videos"] == 2 and 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
