@@ -12,6 +12,7 @@ Prints one row per model; docs/BENCHMARKS.md keeps the figures.
 """
 
 import argparse
+import sys
 import json
 import tarfile
 import tempfile
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models import build_model
-from models.movinet import MovinetStream
+# The repository before this folder, whose bench/models.py would shadow the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_model  # noqa: E402
+from models.movinet import MovinetStream  # noqa: E402
 
 
 def relative_error(actual, expected):

@@ -10,14 +10,19 @@ largest relative difference of their logits over the frames. docs/BENCHMARKS.md 
 """
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
-from models import build_model
-from models.movinet import MovinetStream
-from models.movinet_litert import LiteRTStream, stream_to_litert
+# The repository before this folder, whose bench/models.py would shadow the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_model  # noqa: E402
+from models.movinet import MovinetStream  # noqa: E402
+from models.movinet_litert import LiteRTStream, stream_to_litert  # noqa: E402
 
 
 def time_stream(stream, frames, states):
