@@ -607,9 +607,10 @@ class MovinetStream:
         return {name: np.zeros((batch_size, *shape), "float32") for name, shape in self.state_shapes.items()}
 
     def __call__(self, frames, states):
-        """`(uint8 (batch, frames, h, w, 3), states) -> (logits (batch, classes), new states)`."""
-        inputs = {"image": frames, **states}
-        # Keras refuses a mix of arrays and tensors (the states a previous step returned).
-        outputs = self.step_model({k: ops.convert_to_tensor(v) for k, v in inputs.items()}, training=False)
+        """`(uint8 (batch, frames, h, w, 3), states) -> (logits (batch, classes), new states)`,
+        numpy arrays."""
+        inputs = {"image": np.asarray(frames), **{k: np.asarray(v) for k, v in states.items()}}
+        # predict_on_batch runs the compiled step (a traced function), not layer by layer eagerly.
+        outputs = self.step_model.predict_on_batch(inputs)
         logits = outputs.pop("logits")
         return logits, outputs
