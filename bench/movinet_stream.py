@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import build_model  # noqa: E402
 from models.movinet import MovinetStream  # noqa: E402
-from models.movinet_litert import LiteRTStream, stream_to_litert  # noqa: E402
+from models.movinet_export import LiteRTStream, stream_to_litert  # noqa: E402
 
 
 def time_stream(stream, frames, states):

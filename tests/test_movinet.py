@@ -185,7 +185,7 @@ def test_fine_tunes_from_a_checkpoint_with_frozen_stages_and_batch_norm(checkpoi
 
 @pytest.mark.slow
 def test_litert_stream_has_builtin_ops_only_and_matches_keras_on_every_frame(stream_model, parity):
-    from models.movinet_litert import LiteRTStream, operator_names, stream_to_litert
+    from models.movinet_export import LiteRTStream, operator_names, stream_to_litert
 
     flatbuffer = stream_to_litert(stream_model)
     ops_in_file = operator_names(flatbuffer)
@@ -246,3 +246,20 @@ def test_a_run_fine_tunes_a0_from_a_model_garden_checkpoint(checkpoints, tmp_pat
     assert len(info["weights"]["sha256"]) == 64
     metrics = json.loads(open(run_dir.metrics).read())
     assert metrics["videos"] == 2 and 0.0 <= metrics["top1"] <= 1.0 and np.isfinite(metrics["loss"])
+
+
+@pytest.mark.slow
+def test_saved_model_signatures_stream_like_keras(stream_model, parity, tmp_path):
+    import tensorflow as tf
+
+    from models.movinet_export import export_stream_saved_model
+
+    loaded = tf.saved_model.load(export_stream_saved_model(stream_model, str(tmp_path / "saved")))
+    states = loaded.signatures["init_states"](input_shape=tf.constant([1, 1, 64, 64, 3]))
+    assert set(states) == set(init_state_shapes("a0", 64, 64))
+    call = loaded.signatures["serving_default"]
+    for t in range(parity["clip"].shape[1]):
+        outputs = call(image=tf.constant(parity["clip"][:, t:t + 1]), **states)
+        logits = outputs.pop("logits").numpy()
+        states = outputs
+    assert relative_error(logits, parity["movinet_a0_stream"]) <= RELATIVE_TOLERANCE

@@ -1,5 +1,6 @@
-"""A MoViNet stream model as a LiteRT (TFLite) flatbuffer with builtin ops only, run frame by
-frame with explicit state inputs and outputs.
+"""A MoViNet stream model exported for frame-by-frame use with explicit states: a LiteRT (TFLite)
+flatbuffer with builtin ops only, and a SavedModel with Model Garden's `init_states` and
+`serving_default` (call) signatures.
 
 Model Garden's own export path is where its users fail (AvgPool3D needing Flex ops, converter
 crashes, hub/source mismatches: tensorflow/models #10730, #10347, #13559, #13611). Our stream
@@ -11,6 +12,12 @@ a test read back what the file holds.
 The flatbuffer's one signature, `serving_default`, takes `image` (uint8 `(batch, 1, h, w, 3)`,
 one frame) and every state of `models.movinet.init_state_shapes` by name (float32, with the
 batch axis), and returns `logits` and the next states under the same names.
+
+The SavedModel (`export_stream_saved_model`) is what Model Garden's export_saved_model.py
+writes for a stream model: `init_states(input_shape)` (an int32 `[batch, frames, h, w, 3]`;
+only the batch is used, the frame size is fixed) returns the zero states by name, and
+`serving_default(image, **states)` returns `logits` and the next states; it loads with plain
+TensorFlow (`tf.saved_model.load`), no project code.
 """
 
 import numpy as np
@@ -43,13 +50,51 @@ def stream_to_litert(model, batch_size=1, frames_per_step=1):
     def serve(image, *state_values):
         return stream.step_model({"image": image, **dict(zip(names, state_values))}, training=False)
 
-    # The converter freezes the variables a tf.Module tracks: Keras 3's own tracking is not the
-    # one it reads, so without this the weights stay resource variables (READ_VARIABLE ops).
-    holder = tf.Module()
-    holder.variables_to_freeze = [variable.value for variable in stream.step_model.variables]
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], holder)
+    # Without the tf.Module the weights stay resource variables (READ_VARIABLE ops that fail).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], _frozen_variables(stream.step_model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
+
+
+def _frozen_variables(model):
+    """A tf.Module tracking `model`'s variables: the converter freezes (and a SavedModel saves)
+    the variables a tf.Module tracks, and Keras 3's own tracking is not the one they read."""
+    holder = tf.Module()
+    holder.model_variables = [variable.value for variable in model.variables]
+    return holder
+
+
+def export_stream_saved_model(model, directory):
+    """Writes a SavedModel of a `movinet_a<N>_stream` model with `init_states` and
+    `serving_default` signatures (see the module doc); any batch size, any frames per call.
+
+    Args:
+        model: a `movinet_*_stream` `keras.Model` from `build_model`.
+        directory: str, where to write the SavedModel.
+
+    Returns:
+        `directory`.
+    """
+    stream = MovinetStream(model)
+    names = list(stream.state_shapes)
+    module = _frozen_variables(stream.step_model)
+    image = tf.TensorSpec((None, None, stream.height, stream.width, 3), tf.uint8, name="image")
+    states = [tf.TensorSpec((None, *stream.state_shapes[n]), tf.float32, name=n) for n in names]
+
+    @tf.function(input_signature=[image, *states])
+    def call(image, *state_values):
+        return stream.step_model({"image": image, **dict(zip(names, state_values))}, training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec((5,), tf.int32, name="input_shape")])
+    def init_states(input_shape):
+        return {n: tf.zeros(tf.concat([input_shape[:1], stream.state_shapes[n]], axis=0)) for n in names}
+
+    module.call, module.init_states = call, init_states
+    tf.saved_model.save(module, str(directory), signatures={
+        "serving_default": call.get_concrete_function(),
+        "init_states": init_states.get_concrete_function()})
+    return directory
 
 
 def operator_names(flatbuffer):
