@@ -7,6 +7,8 @@ own TensorFlow and Keras 2):
     /work/venvs/tfm/bin/python bench/make_movinet_fixtures.py                 # A0, committed
     /work/venvs/tfm/bin/python bench/make_movinet_fixtures.py --models a1 a2 \\
         --out /tmp/movinet_parity                                             # for bench/movinet_parity.py
+    /work/venvs/tfm/bin/python bench/make_movinet_fixtures.py --stream-conv-type 3d_2plus1d \\
+        --out /tmp/movinet_3d_2plus1d       # stream checkpoints in Model Garden's training layout
 
 For each model (base: Model Garden's defaults; stream: the README's causal (2+1)D settings) it
 builds `MovinetClassifier`, gives every variable random non-trivial values (batch-norm
@@ -35,9 +37,9 @@ NUM_CLASSES = 10
 SEED = 22
 
 
-def build(model_id, stream, num_classes):
+def build(model_id, stream, num_classes, stream_conv_type="2plus1d"):
     if stream:
-        backbone = movinet.Movinet(model_id=model_id, causal=True, conv_type="2plus1d",
+        backbone = movinet.Movinet(model_id=model_id, causal=True, conv_type=stream_conv_type,
                                    se_type="2plus3d", activation="hard_swish",
                                    gating_activation="hard_sigmoid",
                                    use_positional_encoding=False, use_external_states=False)
@@ -70,6 +72,8 @@ def randomise(model, rng):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["a0"], choices=["a0", "a1", "a2"])
+    parser.add_argument("--stream-conv-type", default="2plus1d", choices=["2plus1d", "3d_2plus1d"],
+                        help="the stream checkpoints' layout: '3d_2plus1d' is the one Model Garden trains in")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests/data/movinet"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -84,7 +88,7 @@ def main():
             counts[name] = int(build(model_id, stream, 600).count_params())
             if model_id not in args.models:
                 continue
-            model = build(model_id, stream, NUM_CLASSES)
+            model = build(model_id, stream, NUM_CLASSES, args.stream_conv_type)
             randomise(model, rng)
             logits = model(tf.constant(clip, tf.float32) / 255.0, training=False).numpy()
             arrays[name] = logits
@@ -98,7 +102,8 @@ def main():
     np.savez(out / "parity.npz", **arrays)
     (out / "parity.json").write_text(json.dumps({
         "tf_models_official": "2.20.0", "tensorflow": tf.__version__, "clip_shape": CLIP_SHAPE,
-        "num_classes": NUM_CLASSES, "seed": SEED, "parameters_at_600_classes": counts,
+        "num_classes": NUM_CLASSES, "seed": SEED, "stream_conv_type": args.stream_conv_type,
+        "parameters_at_600_classes": counts,
     }, indent=1) + "\n")
 
 

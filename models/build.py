@@ -127,9 +127,9 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
             legacy format; the ResNets, whose layer names are torchvision's), or a `.keras`
             model or `.weights.h5` of the same architecture from one of our runs (any input
             size the architecture allows), or a TF Model Garden MoViNet `tf.train.Checkpoint`
-            (its prefix, `.index` file or directory) for the `movinet_*` models. With a torchvision file, `mean`/`std` default to
-            torchvision's Kinetics-400 statistics (`models.pretrained.TORCHVISION_KINETICS_*`)
-            for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
+            (its prefix, `.index` file or directory) for the `movinet_*` models. With a
+            torchvision file, `mean`/`std` default to torchvision's Kinetics-400 statistics
+            (`models.pretrained.TORCHVISION_KINETICS_*`) for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
             another class count the backbone loads and the head stays fresh (logged). See
             docs/MODELS.md, "Pretrained weights".
         **options: model options; every model accepts
