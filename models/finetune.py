@@ -22,6 +22,9 @@ import re
 
 import keras
 
+from models.movinet import NUM_STAGES as MOVINET_NUM_STAGES
+from models.movinet import VARIANTS as MOVINET_VARIANTS
+
 OFFSET_BRANCH = "/offset_conv/"
 
 _RESNET_STAGE = re.compile(r"^(?:(stem)|layer(\d+))\.")
@@ -30,11 +33,10 @@ _S3D_FEATURE = re.compile(r"^features\.(\d+)(?:\.|$)")
 _S3D_STAGE_STARTS = (0, 4, 7, 13)
 _CONV_GROUP = re.compile(r"^(?:conv|bn)(\d+)[a-z]?(?:\.|$)")
 _MOVINET_STAGE = re.compile(r"^(?:(stem)|block(\d+)_layer\d+)\.")
-MOVINET_NAMES = ("movinet_a0", "movinet_a1", "movinet_a2", "movinet_a0_stream", "movinet_a1_stream",
-                 "movinet_a2_stream")
+MOVINET_NAMES = tuple(MOVINET_VARIANTS)
 
 NUM_STAGES = {"r3d_18": 4, "mc3_18": 4, "r2plus1d_18": 4, "s3d": 3, "c3d": 5, "small3d": 5,
-              "frames_as_channels": 5, **{name: 5 for name in MOVINET_NAMES}}
+              "frames_as_channels": 5, **{name: MOVINET_NUM_STAGES for name in MOVINET_NAMES}}
 
 
 def stage_of(architecture, layer_name):
