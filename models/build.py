@@ -67,7 +67,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
     """Builds the named video classifier.
 
     Args:
-        name: str, one of `models.MODEL_NAMES` (the rows of `models.catalog.MODELS`).
+        name: str, one of `models.MODEL_NAMES` (the rows of `models.catalog.MODELS`;
+            the MoViNets are `"movinet_a<N>"` and their causal `"movinet_a<N>_stream"`).
         num_classes: int, number of output logits.
         input_shape: 4 ints `(frames, height, width, bands)` of one clip; any band count,
             at least the row's `min_input` (s3d: 13 frames of 209 x 209 pixels).
@@ -75,15 +76,17 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
             from, told apart by content: a torchvision state_dict `.pth` (torch's zip or
             legacy format; the models whose row is a `TorchvisionPort`), or a `.keras`
             model or `.weights.h5` of the same architecture from one of our runs (any input
-            size the architecture allows). With a torchvision file, `mean`/`std` default to
-            torchvision's Kinetics-400 statistics (`models.pretrained.TORCHVISION_KINETICS_*`)
-            for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
+            size the architecture allows), or a TF Model Garden MoViNet `tf.train.Checkpoint`
+            (its prefix, `.index` file or directory) for the `movinet_*` models. With a
+            torchvision file, `mean`/`std` default to torchvision's Kinetics-400 statistics
+            (`models.pretrained.TORCHVISION_KINETICS_*`) for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
             another class count the backbone loads and the head stays fresh (logged). See
             docs/MODELS.md, "Pretrained weights".
         **options: model options (the row's `options`); every model accepts
             - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
-              `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count.
+              `(58.395, 57.12, 57.375)` for 3 bands, 127.5 / 127.5 for any other count;
+              0 / 255 for the MoViNets (Model Garden's [0, 1] input).
             - `dropout`: float in [0, 1), dropout before the classifier (model default).
             and every model whose catalog row is `deformable` accepts
             - `deformable_stages`: list of 1-based stages (the row's `stages`: residual
@@ -124,6 +127,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
             raise ValueError(f"`weights` must be None or a file path. Received: weights={weights!r}")
         weights_kind = weights_format(weights)
     default_mean, default_std = default_mean_std(bands)
+    if spec.mean_std is not None:
+        default_mean, default_std = ((v,) * bands for v in spec.mean_std)
     if weights_kind == "torchvision" and bands == 3:
         default_mean, default_std = TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
     mean = per_band_values(options.get("mean", default_mean), bands, "mean")

@@ -37,11 +37,13 @@ class Stages:
             the stem (stage 0). A name that does not match is in no stage (the classifier).
         starts: ints, with `pattern` capturing a layer index: the first index of stage 0,
             1, 2, ... (S3D's `features.<i>`, where a max pool opens each stage).
+        shift: int, added to a captured stage number (MoViNet numbers its blocks from 0).
     """
 
     count: int
     pattern: str
     starts: tuple = ()
+    shift: int = 0
 
     def stage_of(self, layer_name):
         """The stage of `layer_name`, or None.
@@ -57,7 +59,7 @@ class Stages:
         number = int(match.group(1))
         if self.starts:
             return sum(number >= start for start in self.starts) - 1
-        return number
+        return number + self.shift
 
 
 # torchvision's video ResNets: `stem.*`, then `layer1.*` .. `layer4.*`.
@@ -66,6 +68,8 @@ RESNET_STAGES = Stages(4, r"(?:stem|layer(\d+))\.")
 CONV_GROUPS = Stages(5, r"(?:conv|bn)(\d+)[a-z]?(?:\.|$)")
 # torchvision's S3D: the stem `features.0-3`, then a max pool opens each of stages 1-3.
 S3D_STAGES = Stages(3, r"features\.(\d+)(?:\.|$)", starts=(0, 4, 7, 13))
+# Model Garden's MoViNet: `stem.*`, then blocks 0..4 (`block<b>_layer<l>.*`) as stages 1..5.
+MOVINET_STAGES = Stages(5, r"(?:stem|block(\d+)_layer\d+)\.", shift=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +107,8 @@ class ModelSpec:
         flags: the builder's own boolean options (passed only when given).
         min_input: (frames, height, width), the smallest clip the model takes.
         torchvision: a `TorchvisionPort`, or None when torchvision has no such model.
+        mean_std: (mean, std) of every band, the model's own default normalisation, or None
+            for the general default (`models.preprocessing.default_mean_std`).
     """
 
     name: str
@@ -113,6 +119,7 @@ class ModelSpec:
     flags: tuple = ()
     min_input: tuple = (1, 1, 1)
     torchvision: TorchvisionPort | None = None
+    mean_std: tuple | None = None
 
     @property
     def options(self):
@@ -145,6 +152,10 @@ MODELS = {spec.name: spec for spec in (
     # The fixed (2, 7, 7) average pool needs features of 2x7x7 (models.s3d.features_shape).
     ModelSpec("s3d", "models.s3d:s3d", S3D_STAGES, min_input=(13, 209, 209),
               torchvision=TorchvisionPort(resize=(256, 256), crop_size=224, frames=16)),
+    # Model Garden's MoViNets (base, and causal stream variants) take [0, 1] inputs.
+    *(ModelSpec(name, f"models.movinet:{name}", MOVINET_STAGES, mean_std=(0.0, 255.0))
+      for name in ("movinet_a0", "movinet_a1", "movinet_a2", "movinet_a0_stream",
+                   "movinet_a1_stream", "movinet_a2_stream")),
 )}
 MODEL_NAMES = tuple(MODELS)
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from models.catalog import MODELS
 from models.finetune import OFFSET_BRANCH, weighted_layers
+from models.movinet_checkpoint import checkpoint_files, checkpoint_prefix, movinet_entries, read_tf_checkpoint
 from models.torch_checkpoint import ZIP_SIGNATURE, CheckpointError, read_torch_state_dict
 from models.weights_file_checks import dataset_value, open_archive_member
 
@@ -73,11 +74,13 @@ def kinetics400_classes():
 
 
 def weights_sha256(path):
-    """Hex sha256 of a weights file, to record which weights a run started from."""
+    """Hex sha256 of a weights file (of a TF checkpoint's files in name order), to record which
+    weights a run started from."""
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+    for name in checkpoint_files(path) or [path]:
+        with open(name, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -85,14 +88,17 @@ def weights_format(path):
     """What kind of weights file `path` is, from its first bytes (not its name).
 
     Returns:
-        `"keras"` (a `.keras` archive), `"keras_weights"` (a `.weights.h5`) or
-        `"torchvision"` (anything else, which `read_torch_state_dict` then accepts or refuses
-        with a clear error).
+        `"keras"` (a `.keras` archive), `"keras_weights"` (a `.weights.h5`), `"tf_checkpoint"`
+        (a `tf.train.Checkpoint` prefix, its `.index` file or its directory: Model Garden's
+        MoViNets, models/movinet_checkpoint.py) or `"torchvision"` (anything else, which
+        `read_torch_state_dict` then accepts or refuses with a clear error).
 
     Raises:
         CheckpointError: if the file cannot be opened.
     """
     path = Path(path)
+    if checkpoint_prefix(path) is not None:
+        return "tf_checkpoint"
     try:
         with open(path, "rb") as file:
             head = file.read(len(HDF5_SIGNATURE))
@@ -302,13 +308,34 @@ def load_keras_weights(model, path):
     return head_loaded
 
 
+def load_tf_checkpoint_weights(model, path):
+    """Loads a Model Garden MoViNet `tf.train.Checkpoint` into a MoViNet `model` by the naming
+    rule of models/movinet_checkpoint.py, with the head rule and checks of the other loaders.
+
+    Returns:
+        True if the head was loaded too, False if it kept its fresh weights (another class count).
+
+    Raises:
+        CheckpointError: unreadable checkpoint, a model that is not a MoViNet, or a key or shape
+            that does not fit (nothing is assigned then).
+    """
+    tensors = read_tf_checkpoint(path)
+    entries, unexpected = movinet_entries(model, tensors, path)
+    head_loaded = _assign(model, path, entries, unexpected)
+    logger.info("Loaded TF checkpoint %s into %s", path, model.name)
+    return head_loaded
+
+
 def load_weights(model, path):
-    """Loads `path` into `model`: a torchvision `.pth`, a `.keras` or a `.weights.h5`.
+    """Loads `path` into `model`: a torchvision `.pth`, a `.keras`, a `.weights.h5` or a Model
+    Garden `tf.train.Checkpoint` (MoViNets).
 
     Returns:
         `(format, head_loaded)`: `weights_format(path)` and whether the head was loaded.
     """
     kind = weights_format(path)
+    if kind == "tf_checkpoint":
+        return kind, load_tf_checkpoint_weights(model, path)
     if kind == "torchvision":
         return kind, load_torchvision_weights(model, path)
     return kind, load_keras_weights(model, path)

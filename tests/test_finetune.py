@@ -23,7 +23,21 @@ from training.trainer import run_experiment
 SHAPES = {"s3d": (13, 209, 209, 3), "c3d": (8, 32, 32, 3)}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+# The MoViNet A1/A2 builds are slow; their stages are A0's (tests/test_movinet.py counts them).
+@pytest.mark.parametrize("name", [n for n in MODELS if not n.startswith(("movinet_a1", "movinet_a2"))])
+def test_every_weighted_layer_but_the_classifier_has_a_stage(name):
+    model = build_model(name, 3, SHAPES.get(name, (4, 32, 32, 3)))
+    head = head_layer(model)
+    stages = {layer.name: stage_of(name, layer.name) for layer in model.layers if layer.weights}
+    unstaged = sorted(n for n, s in stages.items() if s is None)
+    # c3d's fc6 and fc7 (MoViNet's head projection and pre_logits) are between the conv groups
+    # and the classifier; normalize has no weights.
+    extra = {"c3d": ["fc6", "fc7"]}.get(name, [])
+    if name.startswith("movinet"):
+        extra = ["head.project.conv", "head.project.bn", "pre_logits"]
+    assert unstaged == sorted([head.name] + extra)
+    first = 0 if name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d") or name.startswith("movinet") else 1
+    assert sorted(set(stages.values()) - {None}) == list(range(first, MODELS[name].stages.count + 1))
 def test_every_weighted_layer_but_the_classifier_has_a_stage(name):
     model = build_model(name, 3, SHAPES.get(name, (4, 32, 32, 3)))
     head = head_layer(model)
