@@ -10,6 +10,7 @@ import pytest
 from core.errors import UserError
 from data_prep.reader import read_manifest
 from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME
+from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
 from hostile_fixtures import REPO, assert_one_error_line, run_python, tiny_config
 from training.config import ConfigError, load_config
@@ -140,7 +141,7 @@ def test_a_hostile_list_file_is_one_user_error_naming_file_and_line(tmp_path, ca
     listing, words = LIST_CASES[case]
     path = csv_dataset(tmp_path, listing)
     with pytest.raises(UserError) as raised:
-        resolve_source("csv", str(tmp_path), lists={"train": path})
+        resolve_source(SourceSpec("csv", str(tmp_path), lists={"train": path}))
     message = str(raised.value)
     assert path in message and words in message, message
     assert "\n" not in message and len(message) < 500
@@ -148,7 +149,7 @@ def test_a_hostile_list_file_is_one_user_error_naming_file_and_line(tmp_path, ca
 
 def test_a_list_file_with_a_bom_reads_like_one_without(tmp_path):
     path = csv_dataset(tmp_path, b"\xef\xbb\xbfa/v.avi,a\n")
-    source = resolve_source("csv", str(tmp_path), lists={"train": path})
+    source = resolve_source(SourceSpec("csv", str(tmp_path), lists={"train": path}))
     assert source.classes == ["a"]
 
 

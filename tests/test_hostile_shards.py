@@ -13,6 +13,7 @@ import pytest
 
 from core import backup_state
 from data_prep.prepare import prepare_dataset
+from data_prep.source_spec import SourceSpec
 from data_prep.verify import find_corrupted_shards
 from hostile_fixtures import REPO, assert_one_error_line, quiet_env, run_python, tiny_config
 from training.run_dir import RunDir
@@ -30,8 +31,8 @@ def damage(path, where=0.5):
 def prepared(tmp_path):
     make_folders_dataset(tmp_path / "root", per_class=3, kind="npy")
     out = tmp_path / "out"
-    manifest = prepare_dataset("folders", str(tmp_path / "root"), str(out), 4, 16, workers=1,
-                               show_progress=False, items_per_shard=2)
+    manifest = prepare_dataset(SourceSpec("folders", str(tmp_path / "root")), str(out), 4, 16,
+                               workers=1, show_progress=False, items_per_shard=2)
     return str(out), manifest
 
 
