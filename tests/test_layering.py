@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A training module may import only the ones before it.
 TRAINING_ORDER = (
-    "training", "training.keras_version", "training.cli", "training.config",
+    "training", "training.keras_version", "training.cli", "training.config", "training.precision",
     "training.schedules", "training.optimizers", "training.run_dir", "training.metrics",
     "training.visuals", "training.summaries", "training.input_pipeline", "training.views",
     "training.timeline",

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from core.atomic import atomic_write
 from data_prep.shards import is_multi_label
+from training.precision import model_with_policy
 from training.scoring import load_run_model, output_activation
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _serving_module(model, classes_file, multi_label):
     return VideoClassifier()
 
 
-def export_saved_model(model, export_dir, class_names, multi_label=False):
+def export_saved_model(model, export_dir, class_names, multi_label=False, policy="float32"):
     """Writes `model` as a SavedModel to `export_dir`, replacing any previous export whole.
 
     Args:
@@ -75,6 +76,9 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
         export_dir: str, the directory to (re)create.
         class_names: list of str, one per output, as the `classes.txt` asset.
         multi_label: bool, sigmoid probabilities per class instead of the softmax.
+        policy: str, the Keras policy the export computes in: float32 unless asked, so that
+            it runs at full speed and precision on any machine (a bfloat16-trained model is
+            copied into float32 layers with the same weights).
 
     Returns:
         str, export_dir.
@@ -82,6 +86,7 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(f"Expected one class name per model output ({model.output_shape[-1]})."
                          f" Received: {len(class_names)} class names")
+    model = model_with_policy(model, policy)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     # Saved beside the target and renamed into place: a crash never leaves half an export.

@@ -39,6 +39,7 @@ from training.distribution import (adapt_model_for_multi_worker, data_sharding, 
 from training.export import export_after_training
 from training.metrics import MeanAveragePrecision, MeanClassAccuracy
 from training.optimizers import OPTIMIZERS
+from training.precision import choose_policy, set_policy, with_float32_logits
 from training.run_dir import read_history, update_run_status, write_run_info
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
@@ -125,14 +126,6 @@ def resumed_input_seed(seed, first_epoch):
     return seed + 10007 * first_epoch
 
 
-def mixed_precision_policy(enabled):
-    """float32, or mixed precision in the type the hardware has kernels for: float16 on GPUs,
-    bfloat16 on CPUs (TensorFlow's CPU has no float16 MaxPool3D, for one)."""
-    if not enabled:
-        return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-
-
 def build_optimizer(train, schedule, lr_multipliers=None):
     """The configured optimizer; `lr_multipliers` = {variable path: multiplier} (see
     training/optimizers.py), from `learning_rate_multipliers`."""
@@ -205,11 +198,7 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, mult
         raise UserError(f"model: {e}") from None
     prepare_fine_tuning(model, config)
     lr_multipliers = learning_rate_multipliers(model, config.train.lr_multipliers)
-    if config.train.mixed_precision:
-        # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
-        logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
-            model.outputs[0])
-        model = keras.Model(model.inputs[0], logits, name=model.name)
+    model = with_float32_logits(model)
     schedule = schedule_from_config(config.train, steps_per_epoch)
     # Multi-label: a sigmoid per class, each class a binary decision (the model gives logits).
     loss_class = keras.losses.BinaryCrossentropy if multi_label \
@@ -446,7 +435,9 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
     weights = weights_record(config.model.weights)
-    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights)
+    precision = choose_policy(config.train.mixed_precision)
+    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights,
+                   precision=precision.policy)
 
     # Input pipelines.
     train_split = manifest["splits"][config.data.train_split]
@@ -495,7 +486,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     # Model, under the strategy; the policy is global in Keras, so set it every run.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
-    keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
+    set_policy(precision)
     multi_label = is_multi_label(manifest)
     with strategy.scope():
         model, drawn_metric = build_and_compile(
@@ -552,7 +543,7 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
         run_callbacks.SafeBackupAndRestore(run_dir.backup, nan_stop),
         stop,  # last: a signal stops after the epoch is backed up, or before it counts
     ]
-    hparams = _hparams(config)
+    hparams = {**_hparams(config), "train.precision_policy": precision.policy}
     if not resume:  # a resumed run continues the session its first attempt started
         with tensorboard_logger.writer("").as_default():
             summaries.hparams_experiment(hparams, MULTI_LABEL_HPARAMS_METRICS if multi_label
@@ -616,7 +607,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     tensorboard_logger.close()
     write_json_atomically(run_dir.metrics, metrics)
     write_training_curves(run_dir, config, steps_per_epoch)
-    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights)
+    write_run_info(run_dir, config, manifest, input_shape, "finished", _versions(), weights,
+                   precision=precision.policy)
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
