@@ -13,11 +13,13 @@ forward, loss, backward, update):
 Every implementation/precision runs in a fresh interpreter, rounds alternate them (TF float32,
 TF bf16, torch float32, torch bf16, then again), so a change in the machine's load hits all
 alike; a process reports the median of its timed steps per model, the table the median over
-rounds, with the load average. Torch runs with `torch.set_num_threads(os.cpu_count())` in a
-venv of its own (`--torch-python` or TORCH_PYTHON), never a dependency of this project.
+rounds, with the load average; beside the wall time each process reports its CPU time per
+step (all threads), which other processes on the machine inflate less. Torch runs with
+`torch.set_num_threads(os.cpu_count())` (or `--threads`) in a venv of its own
+(`--torch-python` or TORCH_PYTHON), never a dependency of this project.
 
     python bench/precision.py [--rounds 3] [--steps 3] [--models r3d_18,...]
-        [--torch-python /work/venvs/torch/bin/python] [--keras-bn] [--xla]
+        [--torch-python /work/venvs/torch/bin/python] [--keras-bn] [--xla] [--threads N]
 """
 
 import argparse
@@ -42,7 +44,7 @@ MODELS = {
 BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx512_fp16")
 
 
-def tensorflow_worker(models, precision, steps, xla, keras_batch_norm):
+def tensorflow_worker(models, precision, steps, xla, keras_batch_norm, threads):
     """In a fresh interpreter: each model's median step time under one Keras policy.
 
     `keras_batch_norm`: build the models with Keras's own BatchNormalization instead of
@@ -55,6 +57,11 @@ def tensorflow_worker(models, precision, steps, xla, keras_batch_norm):
     configure_tensorflow()
     import keras
     import numpy as np
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
     import models as model_lib
     from core.tensorflow_env import onednn_enabled
@@ -85,8 +92,6 @@ def tensorflow_worker(models, precision, steps, xla, keras_batch_norm):
 
         seconds[name] = time_steps(step, 2, steps)
     keras.mixed_precision.set_global_policy("float32")
-    import tensorflow as tf
-
     return {"onednn": onednn_enabled(), "version": f"tensorflow {tf.__version__}, keras "
                                                    f"{keras.__version__}", "seconds": seconds}
 
@@ -150,11 +155,11 @@ def _torch_deformable_layer4(torch, torchvision, model):
     return model
 
 
-def torch_worker(models, precision, steps):
+def torch_worker(models, precision, steps, threads):
     import torch
     import torchvision
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(threads or os.cpu_count())
     torch.manual_seed(0)
     b, f, h, w, c = CLIP_SHAPE
     clips = torch.rand(b, c, f, h, w)
@@ -185,15 +190,18 @@ def torch_worker(models, precision, steps):
 
 
 def time_steps(step, warmup, steps):
-    """Median seconds of `steps` calls after `warmup` untimed ones (the first traces)."""
+    """Median seconds of `steps` calls after `warmup` untimed ones (the first traces):
+    wall time, and the process's CPU time (all its threads), which a loaded machine inflates
+    less than the wall time."""
     for _ in range(warmup):
         step()
-    seconds = []
+    wall, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def cpu_flags():
@@ -222,9 +230,10 @@ def load():
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def run_worker(python, kind, precision, models, steps, options=()):
+def run_worker(python, kind, precision, models, steps, options=(), threads=0):
     command = [python, os.path.abspath(__file__), "--worker", kind, "--precision", precision,
-               "--models", ",".join(models), "--steps", str(steps), *options]
+               "--models", ",".join(models), "--steps", str(steps), "--threads", str(threads),
+               *options]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{kind} {precision} worker failed:\n{result.stderr[-3000:]}")
@@ -243,6 +252,8 @@ def main(argv=None):
                         help="also time our bfloat16 step compiled with XLA (jit_compile)")
     parser.add_argument("--keras-bn", action="store_true",
                         help="also time ours with Keras's BatchNormalization (not fused)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads per process (TF intra- and inter-op, torch); 0 = cores")
     parser.add_argument("--worker", choices=["tensorflow", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--precision", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -252,10 +263,10 @@ def main(argv=None):
         parser.error(f"unknown model {unknown[0]}; choose among {', '.join(MODELS)}")
     if args.worker == "tensorflow":
         print(json.dumps(tensorflow_worker(models, args.precision, args.steps, args.xla,
-                                           args.keras_bn)))
+                                           args.keras_bn, args.threads)))
         return 0
     if args.worker == "torch":
-        print(json.dumps(torch_worker(models, args.precision, args.steps)))
+        print(json.dumps(torch_worker(models, args.precision, args.steps, args.threads)))
         return 0
 
     runs = [("TF float32", sys.executable, "tensorflow", "float32", ()),
@@ -277,9 +288,10 @@ def main(argv=None):
     results = {label: [] for label, *_ in runs}
     for round_index in range(args.rounds):
         for label, python, kind, precision, options in runs:
-            result = run_worker(python, kind, precision, models, args.steps, options)
+            result = run_worker(python, kind, precision, models, args.steps, options, args.threads)
             results[label].append(result)
-            times = "  ".join(f"{m} {s:.3f}" for m, s in result["seconds"].items())
+            times = "  ".join(f"{m} {s:.3f} (cpu {c:.3f})"
+                              for m, (s, c) in result["seconds"].items())
             print(f"round {round_index + 1} {label:13s} {times}  (load {load()})", flush=True)
     for label, *_ in runs:
         first = results[label][0]
@@ -287,8 +299,6 @@ def main(argv=None):
             else f"{first['threads']} threads"
         print(f"{label}: {first['version']}, {extra}")
 
-    medians = {label: {m: statistics.median(r["seconds"][m] for r in results[label])
-                       for m in models} for label in results}
     columns = [label for label, *_ in runs]
     ratios = [("TF f32/bf16", "TF float32", "TF bf16")]
     if args.keras_bn:
@@ -298,14 +308,18 @@ def main(argv=None):
     if args.torch_python:
         ratios += [("torch bf16/TF bf16", "torch bf16", "TF bf16"),
                    ("torch f32/TF f32", "torch float32", "TF float32")]
-    header = (f"{'median s/step, ' + str(args.rounds) + ' rounds':28s}"
-              + "".join(f"{c:>16s}" for c in columns) + "".join(f"{r:>20s}" for r, *_ in ratios))
-    print(header)
-    print("-" * len(header))
-    for m in models:
-        line = f"{m:28s}" + "".join(f"{medians[c][m]:16.3f}" for c in columns)
-        line += "".join(f"{medians[a][m] / medians[b][m]:19.2f}x" for _, a, b in ratios)
-        print(line)
+    for index, what in enumerate(("wall", "CPU")):
+        medians = {label: {m: statistics.median(r["seconds"][m][index] for r in results[label])
+                           for m in models} for label in results}
+        header = (f"{'median ' + what + ' s/step, ' + str(args.rounds) + ' rounds':30s}"
+                  + "".join(f"{c:>16s}" for c in columns)
+                  + "".join(f"{r:>20s}" for r, *_ in ratios))
+        print(header)
+        print("-" * len(header))
+        for m in models:
+            line = f"{m:30s}" + "".join(f"{medians[c][m]:16.3f}" for c in columns)
+            line += "".join(f"{medians[a][m] / medians[b][m]:19.2f}x" for _, a, b in ratios)
+            print(line)
     print(f"load average at the end: {load()}")
     return 0
 
