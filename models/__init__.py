@@ -11,7 +11,7 @@ The first use of an export configures TensorFlow (oneDNN on unless the user chos
 - `models.build_model(...)` (models.build), `models.MODEL_NAMES`, `models.MODELS`
   (models.catalog)
 - the layers a saved model may hold: `models.ClipNormalization`, `models.FrameDifferences`,
-  `models.DeformConv3D`, `models.SymmetricMaxPooling3D`
+  `models.DeformConv3D`, `models.FusedBatchNormalization`, `models.SymmetricMaxPooling3D`
 
 A saved `.keras` model reloads with `keras.saving.load_model(path)` once
 `models.register_layers()` has run (the loaders of `training` call it).
@@ -29,6 +29,7 @@ _EXPORTS = {
     "ClipNormalization": "models.preprocessing",
     "FrameDifferences": "models.preprocessing",
     "DeformConv3D": "models.deform_conv3d",
+    "FusedBatchNormalization": "models.batch_norm",
     "SymmetricMaxPooling3D": "models.s3d",
 }
 
@@ -40,12 +41,12 @@ def register_layers():
 
     Each layer class is `@keras.saving.register_keras_serializable`, which takes effect when
     its module is imported: these are `ClipNormalization` and `FrameDifferences` (every
-    model's first layers), `DeformConv3D`, and whatever each catalog row's builder module
+    model's first layers), `DeformConv3D`, `FusedBatchNormalization`, and whatever each catalog row's builder module
     defines (`SymmetricMaxPooling3D`, a new model's own layers). After this call
     `keras.saving.load_model(path, safe_mode=True)` reloads any model `build_model` made.
     """
     configure_tensorflow()  # before Keras loads
-    from models import build, catalog, deform_conv3d  # noqa: F401  (build: preprocessing)
+    from models import batch_norm, build, catalog, deform_conv3d  # noqa: F401  (build: preprocessing)
 
     for spec in catalog.MODELS.values():
         spec.build_function()

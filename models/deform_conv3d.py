@@ -146,7 +146,10 @@ class DeformConv3D(keras.layers.Layer):
             dilation_rate=self.dilation_rate,
             kernel_initializer="zeros",
             bias_initializer="zeros",
-            dtype=self.dtype_policy,
+            # Offsets are sampling positions: float32 under a bfloat16/float16 policy, whose
+            # 8 significant bits (bfloat16) would move a sample at offset 5 by up to 1/64 pixel.
+            dtype="float32" if self.dtype_policy.compute_dtype in ("bfloat16", "float16")
+            else self.dtype_policy,
             name="offset_conv",
         )
 

@@ -17,6 +17,7 @@ padding a strided convolution needs is `<conv name>.pad`.
 
 import keras
 
+from models.batch_norm import FusedBatchNormalization
 from models.conv import conv3d
 
 STEM_PLANES = 64
@@ -36,7 +37,7 @@ FC_INITIALIZER = {"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev"
 
 def _batch_norm(x, name):
     # PyTorch's BatchNorm3d defaults: eps 1e-5, momentum 0.1 (Keras counts it the other way).
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+    return FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
 
 
 def _relu(x, name):

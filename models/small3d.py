@@ -14,6 +14,7 @@ Layer names: `frame_differences`, `conv{i}` / `bn{i}` for the five conv groups (
 
 import keras
 
+from models.batch_norm import FusedBatchNormalization
 from models.conv import conv3d
 from models.preprocessing import FrameDifferences
 
@@ -73,7 +74,7 @@ def small3d(
         )
         # momentum 0.9 (PyTorch's 0.1): Keras's 0.99 leaves the moving statistics far behind
         # the weights in a few-minute CPU run, and evaluation then lags training.
-        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{index}")(x)
+        x = FusedBatchNormalization(momentum=0.9, name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
         if pool_size is not None:
             # "same" so clips with few frames or small frames still pool to at least 1.

@@ -594,3 +594,41 @@ def test_trains_under_mirrored_strategy():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained" in result.stdout
+
+
+def _bfloat16_exact(array):
+    return tf.cast(tf.cast(array, tf.bfloat16), tf.float32).numpy()
+
+
+def test_bfloat16_layer_is_the_float32_oracle_rounded_once():
+    # Inputs and weights exactly representable in bfloat16, offsets of a few pixels with
+    # fractional parts (offset_conv bias 2.3..5.7): a bfloat16 offset would be off by up to
+    # 1/64 pixel. Offsets, sampling coordinates, interpolation weights and the contraction
+    # run in float32 under mixed_bfloat16, so the one difference from the float32 layer is
+    # the output's rounding to bfloat16: relative error <= 2^-8 (unit roundoff of 8
+    # significant bits), plus an absolute 1e-6 for float32 summation-order noise near 0.
+    rng = np.random.default_rng(24)
+    inputs = _bfloat16_exact(rng.normal(size=(1, 4, 8, 8, 4)))
+    reference = DeformConv3D(4, 3, padding="same", modulated=True)
+    reference.build(inputs.shape)
+    reference.kernel.assign(_bfloat16_exact(rng.normal(scale=0.3, size=reference.kernel.shape)))
+    offset_kernel = _bfloat16_exact(rng.normal(scale=0.05, size=reference.offset_conv.kernel.shape))
+    offset_bias = _bfloat16_exact(rng.uniform(2.3, 5.7, size=reference.offset_conv.bias.shape))
+    reference.offset_conv.set_weights([offset_kernel, offset_bias])
+    expected = reference(inputs).numpy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        layer = DeformConv3D(4, 3, padding="same", modulated=True)
+        layer.build(inputs.shape)
+        layer.set_weights(reference.get_weights())
+        offsets, mask = layer.compute_offsets(tf.constant(inputs, tf.bfloat16))
+        outputs = layer(tf.constant(inputs, tf.bfloat16))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert layer.compute_dtype == "bfloat16" and outputs.dtype == tf.bfloat16
+    assert offsets.dtype == tf.float32 and mask.dtype == tf.float32
+    np.testing.assert_allclose(offsets.numpy(), reference.compute_offsets(inputs)[0].numpy(),
+                               rtol=1e-6, atol=1e-6)
+    assert np.abs(expected).max() > 1.0  # not a test of zeros
+    np.testing.assert_allclose(outputs.numpy().astype("float32"), expected,
+                               rtol=2.0 ** -8, atol=1e-6)

@@ -115,7 +115,11 @@ def test_stored_views_reproduce_the_trainers_metrics(trained, run_path):
     for key in ("top1", "top5", "mean_class_accuracy", "clip_top1", "videos", "clips"):
         assert results[key] == pytest.approx(expected[key], abs=1e-6), key
     assert results["confusion_matrix"] == expected["confusion_matrix"]
-    assert results["loss"] == pytest.approx(expected["loss"], rel=1e-4, abs=1e-6)
+    # In bfloat16 (auto, on a CPU with it) the batch size (8 here) changes the rounding: a
+    # loss near 0 (-log p, p close to 1) keeps only a few bits of 1 - p.
+    bfloat16 = any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    assert results["loss"] == pytest.approx(expected["loss"], rel=2e-2 if bfloat16 else 1e-4,
+                                            abs=1e-6)
     decoded = evaluation.evaluate_run(run, model, "test", (2, 1), force_decode=True)
     assert decoded["source"] == "decoded"
     for key in ("top1", "clip_top1", "videos", "clips", "confusion_matrix"):

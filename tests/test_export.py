@@ -85,7 +85,7 @@ def test_exports_load_with_plain_tensorflow_and_match_the_models(run_path, defor
                                                                   tmp_path):
     deform_model, deform_export, _ = deformable
     run = open_trained_run(run_path)
-    run_model = load_run_model(run)
+    run_model = load_run_model(run, policy="float32")  # the export computes in float32
     cases = {"run": (run_model, os.path.join(run_path, "export")),
              "deformable": (deform_model, deform_export)}
     exports, expected = [], {}
@@ -159,7 +159,7 @@ def test_evaluate_export_rewrites_an_older_runs_export(run_path, capsys):
 
 def test_multi_label_export_returns_a_sigmoid_per_class(multi_label_run_path, tmp_path):
     run = open_trained_run(multi_label_run_path)
-    model = load_run_model(run)
+    model = load_run_model(run, policy="float32")  # the export computes in float32
     clips = random_clips(model.input_shape[1:], count=4)
     loaded = tf.saved_model.load(os.path.join(multi_label_run_path, "export"))
     got = loaded.signatures["serving_default"](clips=tf.constant(clips))["probabilities"].numpy()

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lowest first. A training module may import only the ones before it.
 TRAINING_ORDER = (
     "training", "training.keras_version", "training.cli", "training.config_files",
-    "training.config", "training.prepared_data", "training.config_docs",
+    "training.config", "training.precision", "training.prepared_data", "training.config_docs",
     "training.schedules", "training.optimizers", "training.run_dir", "training.metrics",
     "training.visuals", "training.summaries", "training.input_pipeline", "training.views",
     "training.timeline",

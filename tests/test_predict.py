@@ -220,9 +220,12 @@ def test_multi_label_prints_the_labels_above_the_threshold(multi_label_run_path,
                         for frame in array])
     clips = resized[[[0, 2, 4, 6], [1, 3, 5, 7]]][:, :, 2:14, 2:14]
     expected = tf.sigmoid(model(clips, training=False)).numpy().mean(axis=0)
+    # bfloat16 (auto, on a CPU with it) logits round to 2^-8 relative, differently per batch.
+    bfloat16 = any(layer.compute_dtype == "bfloat16" for layer in model.layers)
     for prediction in every:
         index = run.class_names.index(prediction["label"])
-        assert prediction["probability"] == pytest.approx(float(expected[index]), abs=1e-6)
+        assert prediction["probability"] == pytest.approx(float(expected[index]),
+                                                          abs=1e-2 if bfloat16 else 1e-6)
     # A threshold between the scores keeps exactly those above it, in the text output too.
     threshold = (scores[2] + scores[3]) / 2
     assert predict.main(["--run-dir", multi_label_run_path, "--threshold", str(threshold),

@@ -201,3 +201,20 @@ def test_deformable_variant_loads_the_plain_checkpoint_with_zero_offsets(tiny_ar
     logits = np.asarray(model(expected["clips"], training=False))
     reference = expected[f"logits_{arch}"]
     assert np.abs(logits - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_torchvision_checkpoint_in_bfloat16_keeps_torch_top1(tiny_architectures, expected, arch):
+    # The fixture clips' top-1 margins are >= 1.3 logits, of logits up to 10: bfloat16's
+    # 8 significant bits (relative error 2^-9 a rounding, over ~20 layers) cannot close them.
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(arch, TINY_CLASSES, CLIP_SHAPE, weights=DATA / f"{arch}.pth")
+        assert model.get_layer("stem.0").compute_dtype == "bfloat16"
+        logits = np.asarray(model(expected["clips"], training=False)).astype("float32")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    reference = expected[f"logits_{arch}"]
+    np.testing.assert_array_equal(logits.argmax(-1), reference.argmax(-1))
+    # And close in value: a few percent of the largest logit.
+    assert np.abs(logits - reference).max() <= 0.05 * np.abs(reference).max()

@@ -130,7 +130,10 @@ class TrainConfig:
     weight_decay: float = _option(0.0, minimum=0.0, help="decoupled, not on biases or norms")
     label_smoothing: float = _option(0.0, minimum=0.0, below=1.0)
     gradient_clip_norm: float | None = _option(None, minimum=0.0)
-    mixed_precision: bool = _option(False, help="mixed_float16 compute, float32 variables")
+    mixed_precision: str = _option(
+        "auto", choices=("auto", "true", "false", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="auto: bfloat16 on a CPU with AMX/AVX512-BF16, float16 on a GPU >= 7.0, else "
+             "float32 (training/precision.py)")
     seed: int = _option(0, minimum=0)
     shuffle_buffer: int = _option(256, minimum=1, help="items held by the shuffle")
     freeze_bn: bool = _option(False, help="every BatchNormalization frozen: moving statistics, "
@@ -244,6 +247,8 @@ def _coerce(value, annotation, meta):
         if not math.isfinite(value):  # .nan, .inf: a run that starts and dies of NaN loss
             raise ValueError
     elif annotation is str:
+        if isinstance(value, bool) and str(value).lower() in (meta.get("choices") or ()):
+            value = str(value).lower()  # YAML reads `true` as a bool; the choice is the word
         if not isinstance(value, str):
             raise ValueError
     elif annotation is dict:

@@ -54,6 +54,7 @@ from models.deform_conv3d import DeformConv3D
 from models.pooling import FactoredMaxPooling3D
 from training.export_check import check_export, split_clips
 from training.run_dir import open_trained_run
+from training.precision import model_with_policy
 from training.scoring import load_run_model, output_activation
 from training.timeline import clip_span
 
@@ -131,7 +132,7 @@ def _serving_module(model, classes_file, multi_label):
     return VideoClassifier()
 
 
-def export_saved_model(model, export_dir, class_names, multi_label=False):
+def export_saved_model(model, export_dir, class_names, multi_label=False, policy="float32"):
     """Writes `model` as a SavedModel to `export_dir`, replacing any previous SavedModel whole
     (other files there, e.g. LiteRT and ONNX exports, are kept).
 
@@ -140,6 +141,9 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
         export_dir: str, the directory to (re)create.
         class_names: list of str, one per output, as the `classes.txt` asset.
         multi_label: bool, sigmoid probabilities per class instead of the softmax.
+        policy: str, the Keras policy the export computes in: float32 unless asked, so that
+            it runs at full speed and precision on any machine (a bfloat16-trained model is
+            copied into float32 layers with the same weights).
 
     Returns:
         str, export_dir.
@@ -147,6 +151,7 @@ def export_saved_model(model, export_dir, class_names, multi_label=False):
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(f"Expected one class name per model output ({model.output_shape[-1]})."
                          f" Received: {len(class_names)} class names")
+    model = model_with_policy(model, policy)
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     # Saved beside the target and renamed into place: a crash never leaves half an export.
@@ -200,7 +205,7 @@ def export_run(run):
     Raises:
         UserError: the run directory cannot be written (read-only, full).
     """
-    model = load_run_model(run)
+    model = load_run_model(run, policy="float32")  # exports compute in float32
     try:
         directory = export_saved_model(model, export_path(run.run_dir), run.class_names,
                                        is_multi_label(run.manifest))
@@ -393,7 +398,7 @@ def export_format(run, fmt, *, quantize=None, check_clips=256, calibration_clips
                         f"--format {fmt} --quantize {quantize}")
     if check_clips < 1:
         raise UserError(f"Expected --check-clips >= 1. Received: {check_clips}")
-    model = load_run_model(run)
+    model = load_run_model(run, policy="float32")  # exports compute in float32
     multi_label = is_multi_label(run.manifest)
     export_dir = export_path(run.run_dir)
     clips, labels = split_clips(run, run.info.get("test_split", "test"), check_clips)

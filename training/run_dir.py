@@ -126,7 +126,8 @@ def open_run_dir(path, *, resume=False, overwrite=False):
     return run_dir
 
 
-def write_run_info(run_dir, config, manifest, input_shape, status, versions, weights=None):
+def write_run_info(run_dir, config, manifest, input_shape, status, versions, weights=None,
+                   precision=None):
     """run.json: what evaluate.py and predict.py read back with `open_trained_run`.
 
     Args:
@@ -135,6 +136,8 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions, wei
         versions: dict, e.g. {"tensorflow": ..., "keras": ...}, recorded as they are.
         weights: None, or `{"path": absolute path, "sha256": hex}` of the weights the run
             started from (model.weights); written as `"weights"` (null without).
+        precision: str or None, the Keras dtype policy trained in (training/precision.py),
+            written as `"precision"`.
     """
     info = {
         "name": config.name,
@@ -148,6 +151,7 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions, wei
         "train_split": config.data.train_split,
         "test_split": config.data.test_split,
         "weights": weights,
+        "precision": precision,
         **versions,
         "command": " ".join(sys.argv),
     }

@@ -15,12 +15,19 @@ import models
 from core.errors import UserError
 from training.metrics import (MeanAveragePrecision, MeanClassAccuracy,  # noqa: F401  (registered)
                               multi_label_video_metrics, video_level_metrics)
+from training.precision import choose_policy, model_with_policy
 
 
-def load_run_model(run):
-    """model.keras of the run, loaded in safe mode (after `models.register_layers()`)."""
+def load_run_model(run, policy=None):
+    """model.keras of the run, loaded in safe mode (after `models.register_layers()`).
+
+    A mixed-precision model computes in `policy`, by default what `auto` picks on this machine
+    (training/precision.py): a bfloat16-trained run evaluates in float32 on a CPU without
+    bfloat16 instructions, where bfloat16 would only be slower.
+    """
     models.register_layers()
-    return keras.saving.load_model(run.run_dir.model, compile=False, safe_mode=True)
+    model = keras.saving.load_model(run.run_dir.model, compile=False, safe_mode=True)
+    return model_with_policy(model, policy or choose_policy("auto").policy)
 
 
 def output_activation(logits, multi_label=False):

@@ -211,9 +211,10 @@ TEST_HEADLINE = {
 }
 
 
-def start_hparams_session(config, run_dir, multi_label):
-    """The HParams experiment and this run's session (inside the run's own writer)."""
-    hparams = run_hparams(config)
+def start_hparams_session(config, run_dir, multi_label, precision):
+    """The HParams experiment and this run's session (inside the run's own writer);
+    `precision` is the Keras policy the run trains in (what `train.mixed_precision` chose)."""
+    hparams = {**run_hparams(config), "train.precision_policy": precision}
     hparams_experiment(hparams, MULTI_LABEL_HPARAMS_METRICS if multi_label
                        else HPARAMS_METRICS,
                        description=f"{config.name}: {config.model.name}",

@@ -44,6 +44,7 @@ from training.optimizers import build_optimizer
 from training.prepared_data import check_labels, ensure_prepared
 from training.run_dir import (attach_log_file, log_to_file, resume_command, update_run_status,
                               write_run_info)
+from training.precision import choose_policy, set_policy, with_float32_logits
 from training.schedules import schedule_from_config
 from training.scoring import evaluate_video_level
 
@@ -65,14 +66,6 @@ def resumed_input_seed(seed, first_epoch):
     shuffles, clips and crops, as the uninterrupted run's later epochs would.
     """
     return seed + 10007 * first_epoch
-
-
-def mixed_precision_policy(enabled):
-    """float32, or mixed precision in the type the hardware has kernels for: float16 on GPUs,
-    bfloat16 on CPUs (TensorFlow's CPU has no float16 MaxPool3D, for one)."""
-    if not enabled:
-        return "float32"
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 
@@ -103,11 +96,7 @@ def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, mult
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
     lr_multipliers = prepare_fine_tuning(model, config)
-    if config.train.mixed_precision:
-        # float16 logits overflow in the softmax and top-k metrics need float32: cast last.
-        logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
-            model.outputs[0])
-        model = keras.Model(model.inputs[0], logits, name=model.name)
+    model = with_float32_logits(model)
     schedule = schedule_from_config(config.train, steps_per_epoch)
     # Multi-label: a sigmoid per class, each class a binary decision (the model gives logits).
     loss_class = keras.losses.BinaryCrossentropy if multi_label \
@@ -239,7 +228,8 @@ def _run(config, run_dir, strategy, *, resume, show_progress, verbose, extra_cal
     ]
     if not resume:  # a resumed run continues the session its first attempt started
         with writers("").as_default():
-            summaries.start_hparams_session(config, run_dir, run_data.multi_label)
+            summaries.start_hparams_session(config, run_dir, run_data.multi_label,
+                                             precision=run_data.precision.policy)
 
     fit_seconds = _fit(model, config, inputs, callback_list, show_progress, verbose, stop)
     if nan_stop.stopped_at is not None:
@@ -264,6 +254,7 @@ class RunData:
     input_shape: tuple
     multi_label: bool
     weights: dict | None  # run.json's record of model.weights
+    precision: object  # training.precision's choice: the Keras policy and why
 
     @property
     def num_classes(self):
@@ -290,8 +281,11 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
     weights = weights_record(config.model.weights)
-    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights)
-    return RunData(manifest, class_names, input_shape, is_multi_label(manifest), weights)
+    precision = choose_policy(config.train.mixed_precision)
+    write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights,
+                   precision=precision.policy)
+    return RunData(manifest, class_names, input_shape, is_multi_label(manifest), weights,
+                   precision)
 
 
 @dataclasses.dataclass
@@ -364,7 +358,7 @@ def _build_model(config, strategy, run_data, inputs):
     # The policy is global in Keras, so set it every run.
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.train.seed)
-    keras.mixed_precision.set_global_policy(mixed_precision_policy(config.train.mixed_precision))
+    set_policy(run_data.precision)
     with strategy.scope():
         model, drawn_metric = build_and_compile(
             config, run_data.num_classes, run_data.input_shape, inputs.steps_per_epoch,
@@ -463,7 +457,7 @@ def _finish(model, config, run_dir, run_data, inputs, writers, metrics):
     write_json_atomically(run_dir.metrics, metrics)
     summaries.write_training_curves(run_dir, config, inputs.steps_per_epoch)
     write_run_info(run_dir, config, run_data.manifest, run_data.input_shape, "finished",
-                   _versions(), run_data.weights)
+                   _versions(), run_data.weights, precision=run_data.precision.policy)
     # The backup only serves an unfinished run; metrics.json now marks this one finished.
     shutil.rmtree(run_dir.backup, ignore_errors=True)
     # RUN_DIR/export/ SavedModel; a failure is logged, never fatal (model.keras is saved).
