@@ -403,7 +403,7 @@ def _summary_table(manifest, stats):
 def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_video=1,
                     sampling="uniform", frame_stride=1, workers=None, encoding=None,
                     strict=False, show_progress=True, items_per_shard=None, num_shards=1,
-                    shard_index=0, format="v1", fps=None, max_frames=None):
+                    shard_index=0, format=None, fps=None, max_frames=None):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
@@ -430,10 +430,11 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             `part_slice`). With num_shards > 1 the result is a part
             (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
             `merge_parts` joins the N parts into one dataset. Defaults to 0.
-        format: `"v1"` (N stored clips of F frames per item) or `"v2"` (every frame of an
-            item once, one `tf.train.SequenceExample`; clips are drawn while training, so
-            `frames`, `clips_per_video`, `sampling` and `frame_stride` are ignored and may
-            be None). Defaults to `"v1"`.
+        format: `"v2"` (every frame of an item once, one `tf.train.SequenceExample`;
+            clips are drawn while training, so `frames`, `clips_per_video`, `sampling` and
+            `frame_stride` are ignored and may be None) or `"v1"` (N stored clips of F
+            frames per item). None (the default): v2, or v1 when `frames` is given (the
+            v1 call `prepare_dataset(spec, out, 16, 112)` keeps its meaning).
         fps: float or None, v2: resample each video to this frame rate (never adding
             frames). Defaults to None (keep every frame).
         max_frames: int or None, v2: keep at most this many frames, evenly spaced.
@@ -455,6 +456,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
     manifest["clip_shape"]  # [16, 112, 112, 3]
     ```
     """
+    if format is None:
+        format = "v2" if frames is None else "v1"
     format = _choose(format, "format", FORMATS)
     whole_items = format == "v2"
     if whole_items:  # the clip options are training options then
@@ -888,7 +891,10 @@ def _run(args):
         raise UserError(f"prepare reads no experiment YAML; prepare a config's data with "
                         f"`python train.py --config {args.config} --prepare-only` (override "
                         f"keys with --set data.KEY=VALUE). Received: --config {args.config}")
-    fmt = args.format or "v1"
+    clip_flags = [name for name in ("frames", "clips_per_video", "sampling", "frame_stride")
+                  if getattr(args, name) is not None]
+    # v2 is the default; a v1 command (it names the clips: --frames ...) keeps its meaning.
+    fmt = args.format or ("v1" if clip_flags else "v2")
     for required in ("layout", "root", "out", "size") + (("frames",) if fmt == "v1" else ()):
         if getattr(args, required) is None:
             raise UserError(f"prepare needs --{required}. Received: {required}=None")
@@ -897,10 +903,8 @@ def _run(args):
              "sampling": args.sampling, "frame_stride": args.frame_stride,
              "workers": args.workers, "encoding": args.encoding, "strict": args.strict or None,
              "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
-             "shard_index": args.shard_index, "format": args.format, "fps": args.fps,
+             "shard_index": args.shard_index, "format": fmt, "fps": args.fps,
              "max_frames": args.max_frames}
-    clip_flags = [name for name in ("frames", "clips_per_video", "sampling", "frame_stride")
-                  if getattr(args, name) is not None]
     if fmt == "v2" and clip_flags:
         flag = "--" + clip_flags[0].replace("_", "-")
         raise UserError(f"Expected {flag} only with --format v1: v2 stores whole items and "
@@ -934,8 +938,10 @@ def register(subparsers):
     add_source_arguments(parser, LAYOUTS)  # --layout, --root, --list, ... (SourceSpec)
     parser.add_argument("--out", help="prepared dataset directory")
     parser.add_argument("--format", choices=FORMATS,
-                        help="v1: N clips of F frames per item; v2: every frame of an item, "
-                             "clips drawn while training (default v1)")
+                        help="v2 (default): every frame of an item, clips drawn while "
+                             "training; v1: N clips of F frames per item (the default when "
+                             "--frames, --clips-per-video, --sampling or --frame-stride is "
+                             "given)")
     parser.add_argument("--fps", type=float, help="v2: resample videos to this frame rate")
     parser.add_argument("--max-frames", type=int,
                         help="v2: keep at most this many frames per item, evenly spaced")

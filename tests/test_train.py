@@ -40,7 +40,8 @@ def tiny_config(tmp_path, name="tiny", **sections):
     """A 4x16x16 synthetic run: 8 classes x 3 videos, small3d with a deformable last group."""
     config = {
         "data": {"layout": "synth", "root": str(tmp_path / "videos"),
-                 "prepared_dir": str(tmp_path / "prepared"), "frames": 4, "size": 16,
+                 "prepared_dir": str(tmp_path / "prepared"), "format": "v1", "frames": 4,
+                 "size": 16,
                  "clips_per_video": 2, "workers": 1,
                  "synth": {"videos_per_class": 4, "num_frames": 8, "frame_size": [24, 24]}},
         "model": {"name": "small3d", "options": {"deformable_stages": [5]}},
@@ -520,7 +521,8 @@ def test_same_config_and_seed_give_the_same_metrics_on_cpu(finished_run, tmp_pat
 def test_prepare_only_reads_base_files_and_set_overrides(tmp_path, capsys, caplog):
     make_folders_dataset(tmp_path / "root", per_class=1)
     write_text(tmp_path / "configs/_base_/data.yaml",
-               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
+               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  format: v1\n"
+               "  frames: 3\n")
     config = write_text(tmp_path / "configs/experiment.yaml",
                         "_base_: _base_/data.yaml\n"
                         f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"

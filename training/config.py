@@ -74,7 +74,7 @@ class DataConfig(_SourceKeys):
     layout: str = _option("folders", choices=LAYOUTS,
                           help="how data.root is organised; synth generates the demo videos")
     prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
-    format: str = _option("v1", choices=("v1", "v2"),
+    format: str = _option("v2", choices=("v1", "v2"),
                           help="prepared data: v1 stored clips, v2 whole items (clips drawn "
                                "while training)")
     frames: int = _option(16, minimum=1, help="frames per clip")
