@@ -398,9 +398,9 @@ def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)  # CPU: bfloat16
 
 
-@pytest.mark.parametrize("items_per_shard", [None, 4])
+@pytest.mark.parametrize("items_per_shard, data_format", [(None, "v1"), (4, "v1"), (4, "v2")])
 def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path,
-                                                               items_per_shard):
+                                                               items_per_shard, data_format):
     e2e_path, config_path, _ = finished_run
     run_path = tmp_path / "run"
     # The tiny run's data is one shard per split, so the workers share it by element; with
@@ -413,9 +413,12 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
         videos = e2e_path / "videos"
         spec = SourceSpec("csv", str(videos), lists={split: str(videos / f"{split}.csv")
                                                      for split in ("train", "test")})
-        prepare_dataset(spec, str(tmp_path / "prepared"), 4, 16, clips_per_video=2,
-                        items_per_shard=items_per_shard, workers=1, show_progress=False)
-        data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}"]
+        # v2: whole items, so each worker draws its clips from the files it reads.
+        prepare_dataset(spec, str(tmp_path / "prepared"), 4 if data_format == "v1" else None,
+                        16, clips_per_video=2, items_per_shard=items_per_shard, workers=1,
+                        show_progress=False, format=data_format)
+        data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}",
+                          "--set", f"data.format={data_format}"]
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
