@@ -9,29 +9,18 @@ import pytest
 
 import data_prep
 from data_prep.contact_sheet import write_contact_sheet
-from run_fixtures import CLASSES, _tiny_config, write_toy_video
+from run_fixtures import _tiny_config, toy_csv_source
 from training import evaluation
 from training.run_dir import open_run_dir, open_trained_run
 from training.scoring import load_run_model
 from training.trainer import run_experiment
 
 
-def _toy_csv_source(root):
-    rows = {"train": [], "test": []}
-    for label, name in enumerate(CLASSES):
-        for index in range(4):
-            write_toy_video(root / name / f"{index}.avi", name, seed=100 * label + index)
-            rows["train" if index < 3 else "test"].append(f"{name}/{index}.avi,{name}")
-    for split, lines in rows.items():
-        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return {"layout": "csv", "root": str(root), "format": "v2",
-            "lists": {split: str(root / f"{split}.csv") for split in rows}}
-
-
 @pytest.fixture(scope="module")
 def v2_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("v2_run")
-    data = {**_toy_csv_source(base / "videos"), "prepared_dir": str(base / "prepared")}
+    data = {**toy_csv_source(base / "videos", per_class=4, train_per_class=3),
+            "format": "v2", "prepared_dir": str(base / "prepared")}
     config = _tiny_config("tiny_v2", data, steps_per_epoch=3, views="3x2")
     run_experiment(config, open_run_dir(str(base / "run")), verbose=0)
     return base, data
