@@ -91,6 +91,12 @@ def ensure_prepared(data, *, show_progress=False):
                else {}),
         )
     manifest = read_manifest(data.prepared_dir)
+    found = "v2" if is_whole_items(manifest) else "v1"
+    if data.layout != "tfrecord" and found != data.format:
+        # Either format reads; preparing again would throw away data that still works.
+        logger.info("%s holds format %s data (the config says data.format %s): reading it "
+                    "as it is; prepare into another data.prepared_dir for %s",
+                    data.prepared_dir, found, data.format, data.format)
     check_prepared_data(data, manifest)
     return manifest
 
