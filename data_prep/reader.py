@@ -188,6 +188,10 @@ def _load_whole_items(manifest, shards, clip_selection, with_item_index, seed,
                    multi_label=is_multi_label(manifest),
                    num_classes=num_classes_of(manifest))
     if clip_selection == "random":
+        if with_item_index:
+            raise UserError("Expected with_item_index only with clip_selection='all' on a v2 "
+                            "dataset (training clips are drawn without it). Received: "
+                            "clip_selection='random', with_item_index=True")
         # Shuffled by the reader, which holds records still encoded (cheap to hold).
         return sequence_reader.training_clips(
             shards, seed=0 if seed is None else seed, shuffle_buffer=shuffle_buffer,

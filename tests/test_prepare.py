@@ -859,3 +859,15 @@ def test_v2_cli_rejects_clip_flags_and_v1_rejects_fps(tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--size", "16", "--format", "v2",
                  "--workers", "1", "--no-progress"]) == 0
     assert "whole items, frame shape [16, 16, 3], jpeg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, version", [([], 2), (["--frames", "4"], 1),
+                                            (["--format", "v1", "--frames", "4"], 1)])
+def test_cli_prepares_v2_by_default_and_v1_when_it_names_clips(tmp_path, flags, version):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "out"), "--size", "16", "--workers", "1",
+                 "--no-progress", *flags]) == 0
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    assert manifest["format_version"] == version
+    assert manifest["encoding"] == ("jpeg" if version == 2 else "raw")

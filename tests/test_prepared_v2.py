@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import data_prep
+from core.errors import UserError
 from data_prep.contact_sheet import write_contact_sheet
 from run_fixtures import _tiny_config, toy_csv_source
 from training import evaluation
@@ -118,8 +119,44 @@ def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path):
 
 
 def test_tfrecord_layout_names_a_pattern_without_files(tmp_path):
-    from core.errors import UserError
     from data_prep.record_index import record_files
 
     with pytest.raises(UserError, match="data.lists.train=.*matches no file"):
         record_files(str(tmp_path / "none-*.tfrecord"), "train")
+
+
+def test_v2_multi_label_items_read_as_multi_hot_in_training_and_evaluation(tmp_path):
+    import tensorflow as tf
+
+    from data_prep.prepare import prepare_dataset
+    from data_prep.source_spec import SourceSpec
+    from video_fixtures import make_folders_dataset, write_text
+
+    root = tmp_path / "root"
+    make_folders_dataset(root, classes=("a", "b"), per_class=2, num_frames=6, kind="avi")
+    listing = write_text(tmp_path / "train.txt",
+                         "a/item0.avi 3 0\na/item1.avi 2\nb/item0.avi 0 1 2 3\nb/item1.avi 1\n")
+    spec = SourceSpec("list", str(root), lists={"train": listing}, multi_label=True,
+                      num_classes=4)
+    out = str(tmp_path / "out")
+    manifest = prepare_dataset(spec, out, None, 8, format="v2", workers=1,
+                               show_progress=False, items_per_shard=3)
+    assert manifest["multi_label"] is True and manifest["format_version"] == 2
+    expected = [{0, 3}, {2}, {0, 1, 2, 3}, {1}]
+    views = data_prep.load_split(out, "train", with_item_index=True, num_frames=3, num_clips=2)
+    assert views.element_spec[1] == tf.TensorSpec((4,), tf.float32)
+    seen = {}
+    for clip, multi_hot, index in views.as_numpy_iterator():
+        assert clip.shape == (3, 8, 8, 3)
+        seen.setdefault(int(index), []).append(set(np.flatnonzero(multi_hot).tolist()))
+    items = {item_id: labels for item_id, labels in zip(
+        ["a/item0.avi", "a/item1.avi", "b/item0.avi", "b/item1.avi"], expected)}
+    assert sorted(len(labels) for labels in seen.values()) == [2, 2, 2, 2]
+    assert sorted(map(sorted, (labels[0] for labels in seen.values()))) == \
+        sorted(map(sorted, items.values()))
+    clips = list(data_prep.load_split(out, "train", clip_selection="random", num_frames=3,
+                                      seed=0).as_numpy_iterator())
+    assert len(clips) == 4 and all(label.dtype == np.float32 for _, label in clips)
+    with pytest.raises(UserError, match="with_item_index only with clip_selection='all'"):
+        data_prep.load_split(out, "train", clip_selection="random", with_item_index=True,
+                             num_frames=3)
