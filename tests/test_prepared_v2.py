@@ -22,7 +22,7 @@ def v2_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("v2_run")
     data = {**toy_csv_source(base / "videos", per_class=4, train_per_class=3),
             "format": "v2", "prepared_dir": str(base / "prepared")}
-    config = _tiny_config("tiny_v2", data, steps_per_epoch=3, views="3x2")
+    config = _tiny_config("tiny_v2", data, steps_per_epoch=3, views="3x2", clip_images=1)
     run_experiment(config, open_run_dir(str(base / "run")), verbose=0)
     return base, data
 
@@ -36,6 +36,19 @@ def test_v2_run_trains_and_keeps_the_clips_it_drew(v2_run):
     assert run_manifest["sampling"]["frames"] == 4 and run_manifest["clips_per_video"] == 2
     metrics = json.loads((base / "run" / "metrics.json").read_text())
     assert metrics["videos"] == 2 and metrics["clips"] == 4  # 2 test items x 2 views
+
+
+def test_v2_input_clips_reach_tensorboard(v2_run):
+    import glob
+
+    import tensorflow as tf
+
+    base, _ = v2_run
+    tags = {value.tag for path in glob.glob(str(base / "run" / "tensorboard" / "**" /
+                                                "events.out.tfevents.*"), recursive=True)
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value}
+    assert {"input_clips/train", "input_clips/validation"} <= tags
 
 
 def test_v2_multi_view_evaluation_reads_the_shards(v2_run):
