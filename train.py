@@ -172,8 +172,10 @@ def _prepare_only(args):
     import_tensorflow()  # once the config and its data sources are valid
     manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
     print(f"wrote {os.path.join(config.data.prepared_dir, MANIFEST_NAME)}: "
-          f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
-          f"{len(manifest['skipped'])} skipped")
+          f"{len(manifest['classes'])} classes, "
+          + (f"clip shape {manifest['clip_shape']}, " if "clip_shape" in manifest else
+             f"whole items (v2), frame shape {manifest['frame_shape']}, ")
+          + f"{len(manifest['skipped'])} skipped")
     return 0
 
 

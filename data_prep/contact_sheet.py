@@ -18,7 +18,7 @@ import numpy as np
 from core.atomic import atomic_write
 from core.errors import UserError
 from data_prep import verify
-from data_prep.reader import load_split, read_manifest
+from data_prep.reader import is_whole_items, load_split, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +46,22 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
         str, lines separated by newlines, no trailing newline.
     """
     classes = manifest["classes"]
-    frames, height, width, bands = manifest["clip_shape"]
     names = ", ".join(classes[:max_class_names])
     if len(classes) > max_class_names:
         names += f", ... ({len(classes) - max_class_names} more)"
-    lines = [
-        f"prepared dataset: {prepared_dir}",
-        f"classes ({len(classes)}): {names}",
-        f"clip_shape: [{frames}, {height}, {width}, {bands}] (frames, height, width, band), "
-        f"encoding {manifest['encoding']}, {manifest['clips_per_video']} clip(s) per video",
-    ]
+    lines = [f"prepared dataset: {prepared_dir}", f"classes ({len(classes)}): {names}"]
+    whole_items = is_whole_items(manifest)
+    if whole_items:
+        height, width, bands = manifest["frame_shape"]
+        lines.append(f"format v2 (whole items; clips drawn while training): frame_shape "
+                     f"[{height}, {width}, {bands}] (height, width, band; null: items "
+                     f"differ), encoding {manifest['encoding']}, fps {manifest.get('fps')}, "
+                     f"max_frames {manifest.get('max_frames')}")
+    else:
+        frames, height, width, bands = manifest["clip_shape"]
+        lines.append(
+            f"clip_shape: [{frames}, {height}, {width}, {bands}] (frames, height, width, band), "
+            f"encoding {manifest['encoding']}, {manifest['clips_per_video']} clip(s) per video")
     sampling, resize = manifest.get("sampling"), manifest.get("resize")
     if sampling:
         lines.append("sampling: " + ", ".join(f"{k}={v}" for k, v in sampling.items()))
@@ -63,10 +69,12 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
         lines.append("resize: " + ", ".join(f"{k}={v}" for k, v in resize.items()))
     splits = manifest["splits"]
     name_width = max([len("split")] + [len(name) for name in splits])
-    lines.append(f"{'split':<{name_width}}  {'videos':>7}  {'clips':>7}  {'shards':>6}")
+    stored = "frames_stored" if whole_items else "clips"
+    heading = "frames" if whole_items else "clips"
+    lines.append(f"{'split':<{name_width}}  {'videos':>7}  {heading:>7}  {'shards':>6}")
     for name, split in splits.items():
         lines.append(
-            f"{name:<{name_width}}  {split['videos']:>7}  {split['clips']:>7}  "
+            f"{name:<{name_width}}  {split['videos']:>7}  {split[stored]:>7}  "
             f"{len(split['shards']):>6}"
         )
     for name, split in splits.items():
@@ -120,13 +128,17 @@ def band_view(clip):
     return np.repeat(clip[..., :1], 3, axis=-1), f"showing band 0 of {bands} as grey"
 
 
-def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=None):
+def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=None,
+                     num_frames=None):
     """The first clip of up to `clips_per_class` items of each class in `labels`.
 
     Args:
         labels: label ids to show; None shows the first `num_classes` labels that turn up
             (any ids: a sparse label space, e.g. a subset of Kinetics-400, shows what is
             there). A multi-label item counts for each of its labels; it is shown once.
+        num_frames: int, v2 (whole items): the clip drawn of each item, `num_frames`
+            evenly spaced frames (the evaluation's centre clip); v1 shows its first stored
+            clip.
 
     Reads shards round-robin so that, in a dataset stored class by class, every class
     turns up early and reading stops long before the end.
@@ -141,6 +153,7 @@ def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=N
         split,
         with_item_index=True,
         num_parallel_reads=max(1, min(num_shards, MAX_SHARDS_READ_AT_ONCE)),
+        num_frames=num_frames,
     )
     examples = {label: [] for label in labels} if labels is not None else {}
     wanted = len(examples) if labels is not None else num_classes
@@ -161,6 +174,19 @@ def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=N
                                            for clips in examples.values()):
             break
     return examples
+
+
+def _common_shape(examples, num_frames, bands):
+    """v2: the [F, H, W, band] every example is centre-cropped to in place (items kept
+    their aspect ratio, so widths may differ; a sheet has one tile size)."""
+    clips = [clip for items in examples.values() for _, clip in items]
+    height = min((clip.shape[1] for clip in clips), default=1)
+    width = min((clip.shape[2] for clip in clips), default=1)
+    for items in examples.values():
+        for position, (index, clip) in enumerate(items):
+            top, left = (clip.shape[1] - height) // 2, (clip.shape[2] - width) // 2
+            items[position] = (index, clip[:, top:top + height, left:left + width])
+    return [num_frames, height, width, bands]
 
 
 def _frame_indices(num_frames, max_frames):
@@ -268,7 +294,7 @@ def write_contact_sheet(
         raise UserError(
             f"Expected a split among {sorted(splits)} in {prepared_dir}. Received: split={split!r}"
         )
-    if splits[split]["clips"] == 0:
+    if splits[split]["videos"] == 0:
         raise UserError(
             f"Expected split {split!r} of {prepared_dir} to hold clips; it has none "
             f"(see `skipped` in its manifest.json). Received: split={split!r}"
@@ -283,7 +309,11 @@ def write_contact_sheet(
     else:  # an older manifest: show the first classes that turn up
         present, labels = None, None
         num_classes = min(len(classes), int(max_classes))
-    examples = collect_examples(prepared_dir, split, int(clips_per_class), num_classes, labels)
+    whole_items = is_whole_items(manifest)
+    examples = collect_examples(prepared_dir, split, int(clips_per_class), num_classes, labels,
+                                num_frames=int(max_frames) if whole_items else None)
+    clip_shape = manifest["clip_shape"] if not whole_items else _common_shape(
+        examples, int(max_frames), manifest["frame_shape"][2])
     title = f"{Path(prepared_dir).name or prepared_dir} / {split}"
     if present is not None and len(present) < len(classes):
         title += f"   {len(present)} of {len(classes)} classes present"
@@ -292,7 +322,7 @@ def write_contact_sheet(
     elif num_classes < len(classes):
         title += f"   first {num_classes} of {len(classes)} classes"
     image, note = render_contact_sheet(
-        examples, classes, manifest["clip_shape"], max_frames=int(max_frames), title=title
+        examples, classes, clip_shape, max_frames=int(max_frames), title=title
     )
     out_path = Path(out_path) if out_path is not None else Path(prepared_dir) / "contact_sheet.png"
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -308,7 +338,7 @@ def write_contact_sheet(
         "size": (image.shape[1], image.shape[0]),
         "classes_shown": sum(1 for clips in examples.values() if clips),
         "clips_shown": sum(len(clips) for clips in examples.values()),
-        "frames_per_row": len(_frame_indices(manifest["clip_shape"][0], int(max_frames))),
+        "frames_per_row": len(_frame_indices(clip_shape[0], int(max_frames))),
         "note": note,
     }
 

@@ -38,16 +38,30 @@ def check_manifest(manifest, path):
         repeated = sorted({name for name in classes if classes.count(name) > 1})
         raise UserError(f"Expected distinct class names in {path}; a label would name two "
                         f"classes. Received: repeated={repeated[:10]}")
-    shape = manifest["clip_shape"]
-    if not (isinstance(shape, list) and len(shape) == 4 and all(_is_count(v) for v in shape[:3])
-            and (shape[3] is None or _is_count(shape[3]))):
-        fail("clip_shape", "[frames, height, width, bands] of positive integers")
-    if math.prod(v or 1 for v in shape) > MAX_CLIP_VALUES:
-        fail("clip_shape", f"a clip of at most {MAX_CLIP_VALUES} values")
+    if "frame_shape" in manifest:  # v2: whole items, clips drawn while reading
+        shape = manifest["frame_shape"]
+        if not (isinstance(shape, list) and len(shape) == 3
+                and all(v is None or _is_count(v) for v in shape[:2]) and _is_count(shape[2])):
+            fail("frame_shape", "[height, width, bands] of positive integers (null height "
+                                "and width where items differ)")
+        if math.prod(v or 1 for v in shape) > MAX_CLIP_VALUES:
+            fail("frame_shape", f"a frame of at most {MAX_CLIP_VALUES} values")
+    else:
+        shape = manifest["clip_shape"]
+        if not (isinstance(shape, list) and len(shape) == 4
+                and all(_is_count(v) for v in shape[:3])
+                and (shape[3] is None or _is_count(shape[3]))):
+            fail("clip_shape", "[frames, height, width, bands] of positive integers")
+        if math.prod(v or 1 for v in shape) > MAX_CLIP_VALUES:
+            fail("clip_shape", f"a clip of at most {MAX_CLIP_VALUES} values")
+        if not _is_count(manifest["clips_per_video"]):
+            fail("clips_per_video", "a positive integer")
     if manifest["encoding"] not in ENCODINGS:
         fail("encoding", f"one of {', '.join(ENCODINGS)}")
-    if not _is_count(manifest["clips_per_video"]):
-        fail("clips_per_video", "a positive integer")
+    # `data.layout: tfrecord` indexes the user's own record files where they are, by the
+    # absolute paths and names the user gave (data_prep.record_index).
+    indexed_records = isinstance(manifest.get("source"), dict) and \
+        manifest["source"].get("layout") == "tfrecord"
     splits = manifest["splits"]
     if not isinstance(splits, dict) or not all(isinstance(info, dict) for info in
                                                splits.values()):
@@ -57,7 +71,7 @@ def check_manifest(manifest, path):
         if not isinstance(shards, list) or not all(isinstance(s, str) for s in shards):
             raise UserError(f"Expected splits.{split}.shards in {path} to be a list of file "
                             f"names. Received: {repr(shards)[:200]}")
-        for shard in shards:
+        for shard in shards if not indexed_records else ():
             # Relative, and a shard by name: `merge` names its parts' shards as `../part/...`.
             if posixpath.isabs(shard) or "\\" in shard or ":" in shard or \
                     not shard.endswith(SHARD_SUFFIX):

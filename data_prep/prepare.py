@@ -33,6 +33,8 @@ from core.atomic import write_json_atomically
 from core.errors import UserError
 from core.lock import hold_output_lock
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
+from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding,
+                                       encode_frames, read_item_frames, sequence_example)
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
 from core.tensorflow_env import import_tensorflow_quietly
@@ -45,6 +47,13 @@ from data_prep.workers import (ITEM_TIMEOUT_SECONDS, available_cores, quiet_vide
 logger = logging.getLogger(__name__)
 
 ENCODINGS = ("raw", "png", "jpeg")
+# `--format`: v1 stores N fixed clips per item (tf.train.Example), v2 every frame of an item
+# once (data_prep.sequence_records) and the clips are drawn while training.
+FORMATS = ("v1", "v2")
+# v2 shards are sized before any item is decoded: assume items of this many frames, stored
+# at about an eighth of their raw bytes (jpeg at quality 90).
+_V2_ASSUMED_FRAMES = 250
+_V2_ASSUMED_RATIO = 8
 # Band counts each image codec can store (png grey/RGB/RGBA, jpeg grey/RGB).
 ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
@@ -68,6 +77,9 @@ class ItemTask:
     clips_per_video: int
     encoding: str
     frame_template: tuple | None = None  # rawframes: (template, first index, total)
+    format: str = "v1"
+    fps: float | None = None  # v2: resample to this frame rate (None: keep every frame)
+    max_frames: int | None = None  # v2: at most this many frames, evenly spaced
 
 
 def _encode_frame(frame, encoding):
@@ -95,6 +107,8 @@ def prepare_item(task):
         (N, F, S, S, band)) or `encoded` (N lists of F png/jpeg bytes); or `ok` False with
         `reason` (the item is skipped), or with `encoding_error` (a user mistake).
     """
+    if task.format == "v2":
+        return _prepare_whole_item(task)
     select = functools.partial(sample_frame_indices, num_frames=task.frames,
                                method=task.sampling, stride=task.frame_stride,
                                num_clips=task.clips_per_video)
@@ -121,10 +135,41 @@ def prepare_item(task):
     return result
 
 
+def _prepare_whole_item(task):
+    """The v2 half of `prepare_item`: every kept frame of the item, encoded.
+
+    Returns:
+        dict: `ok` True with `frames_available` (frames of the item as given), `band`,
+        `encoded` (T' bytes values), `encoding` (`task.encoding`, or the default for the
+        band count when it is None), `frame_shape` (H, W, band), `frame_rate` and `source`
+        (`SourceInfo`); or `ok` False as `prepare_item` says.
+    """
+    try:
+        frames, rate, source = read_item_frames(
+            task.path, fps=task.fps, max_frames=task.max_frames,
+            size=None if task.resize_short else task.size, resize_short=task.resize_short,
+            frame_template=task.frame_template)
+    except (DecodeError, cv2.error) as error:
+        return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
+    except UserError as error:  # --fps for an item whose frame rate is unknown
+        return {"ok": False, "encoding_error": f"{error} ({task.item_id})"}
+    band = int(frames.shape[-1])
+    encoding = task.encoding or default_encoding(band)
+    try:
+        encoded = encode_frames(frames, encoding)
+    except UserError as error:
+        return {"ok": False, "encoding_error": f"{error} ({task.item_id})"}
+    return {"ok": True, "frames_available": int(source.frame_count) or len(frames),
+            "band": band, "encoded": encoded, "encoding": encoding,
+            "frame_shape": tuple(int(n) for n in frames.shape[1:]), "frame_rate": rate,
+            "source": source}
+
+
 def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, clips_per_video,
-                   encoding):
+                   encoding, format="v1", fps=None, max_frames=None):
     return ItemTask(item.path, item.item_id, frames, size, resize_short, sampling,
-                    frame_stride, clips_per_video, encoding, item.frame_template)
+                    frame_stride, clips_per_video, encoding, item.frame_template, format,
+                    fps, max_frames)
 
 
 def _ordered_results(tasks, pool):
@@ -178,6 +223,13 @@ def default_items_per_shard(frames, size, clips_per_video):
     """Items per shard for about `TARGET_SHARD_BYTES` of raw 3-band clips."""
     item_bytes = clips_per_video * frames * size * size * 3
     return max(1, min(MAX_ITEMS_PER_SHARD, TARGET_SHARD_BYTES // item_bytes))
+
+
+def default_items_per_shard_v2(side):
+    """Items per v2 shard for about `TARGET_SHARD_BYTES`, before any item is decoded (an
+    item of `_V2_ASSUMED_FRAMES` 3-band `side`×`side` frames, jpeg-sized)."""
+    item_bytes = _V2_ASSUMED_FRAMES * side * side * 3 // _V2_ASSUMED_RATIO
+    return max(1, min(MAX_ITEMS_PER_SHARD, TARGET_SHARD_BYTES // max(1, item_bytes)))
 
 
 def _shard_order(items):
@@ -291,13 +343,27 @@ def _write_shard(plan, results, first_item_index, state):
                     f"Expected every item to have {state['band']} band(s), as the first "
                     f"prepared item has; a dataset has one band count. Received: "
                     f"band={result['band']} ({item.item_id})")
-            clips = result["encoded"] if "encoded" in result else result["clips"]
             item_index = first_item_index + sidecar["videos"]
-            for clip_index, clip in enumerate(clips):
-                writer.write(clip_example(clip, item.label, item.item_id, item_index,
-                                          clip_index))
+            if "frame_shape" in result:  # v2: the whole item, one SequenceExample
+                writer.write(sequence_example(
+                    result["encoded"], frame_shape=result["frame_shape"],
+                    encoding=result["encoding"], label=item.label, item_id=item.item_id,
+                    item_index=item_index, frame_rate=result["frame_rate"],
+                    source=result["source"]))
+                sidecar["clips"] += 1
+                sidecar["frames_stored"] = sidecar.get("frames_stored", 0) + len(
+                    result["encoded"])
+                sidecar["encoding"] = result["encoding"]
+                sizes = {tuple(size) for size in sidecar.get("frame_sizes", [])}
+                sizes.add(tuple(result["frame_shape"][:2]))
+                sidecar["frame_sizes"] = sorted(list(size) for size in sizes)
+            else:
+                clips = result["encoded"] if "encoded" in result else result["clips"]
+                for clip_index, clip in enumerate(clips):
+                    writer.write(clip_example(clip, item.label, item.item_id, item_index,
+                                              clip_index))
+                sidecar["clips"] += len(clips)
             sidecar["videos"] += 1
-            sidecar["clips"] += len(clips)
             sidecar["frames_decoded"] += result["frames_available"]
             sidecar["band"] = result["band"]
     write_json_atomically(plan.sidecar, sidecar)
@@ -308,10 +374,12 @@ def _write_shard(plan, results, first_item_index, state):
 
 def _summary_table(manifest, stats):
     absent = manifest.get("absent")
-    rows = [("split", "items", "clips", "skipped", "shards") + (("absent",) if absent else ())]
+    stored = "clips" if "clip_shape" in manifest else "frames_stored"  # v1 / v2
+    rows = [("split", "items", stored.replace("_", " "), "skipped", "shards")
+            + (("absent",) if absent else ())]
     for split, info in manifest["splits"].items():
         skipped = sum(1 for entry in manifest["skipped"] if entry.get("split") == split)
-        rows.append((split, info["videos"], info["clips"], skipped, len(info["shards"]))
+        rows.append((split, info["videos"], info[stored], skipped, len(info["shards"]))
                     + ((absent["splits"].get(split, 0),) if absent else ()))
     widths = [max(len(str(row[column])) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(str(cell).rjust(width) if column else str(cell).ljust(width)
@@ -336,9 +404,9 @@ def _summary_table(manifest, stats):
 
 
 def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_video=1,
-                    sampling="uniform", frame_stride=1, workers=None, encoding="raw",
+                    sampling="uniform", frame_stride=1, workers=None, encoding=None,
                     strict=False, show_progress=True, items_per_shard=None, num_shards=1,
-                    shard_index=0):
+                    shard_index=0, format=None, fps=None, max_frames=None):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
@@ -354,7 +422,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         sampling: `"uniform"` or `"stride"` (see `sample_frame_indices`).
         frame_stride: int, step K for `"stride"` sampling. Defaults to 1.
         workers: int or None, decoding processes; None uses every core.
-        encoding: `"raw"`, `"png"` or `"jpeg"`. Defaults to `"raw"`.
+        encoding: `"raw"`, `"png"` or `"jpeg"`, or None: `"raw"` for v1, and for v2
+            `jpeg` for 1- and 3-band items, `raw` for others. Defaults to None.
         strict: bool, turn any skipped item into an error. Defaults to False.
         show_progress: bool, show a tqdm progress bar. Defaults to True.
         items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
@@ -364,6 +433,15 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             `part_slice`). With num_shards > 1 the result is a part
             (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
             `merge_parts` joins the N parts into one dataset. Defaults to 0.
+        format: `"v2"` (every frame of an item once, one `tf.train.SequenceExample`;
+            clips are drawn while training, so `frames`, `clips_per_video`, `sampling` and
+            `frame_stride` are ignored and may be None) or `"v1"` (N stored clips of F
+            frames per item). None (the default): v2, or v1 when `frames` is given (the
+            v1 call `prepare_dataset(spec, out, 16, 112)` keeps its meaning).
+        fps: float or None, v2: resample each video to this frame rate (never adding
+            frames). Defaults to None (keep every frame).
+        max_frames: int or None, v2: keep at most this many frames, evenly spaced.
+            Defaults to None.
 
     Returns:
         dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
@@ -381,22 +459,40 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
     manifest["clip_shape"]  # [16, 112, 112, 3]
     ```
     """
-    frames = _positive(frames, "frames")
+    if format is None:
+        format = "v2" if frames is None else "v1"
+    format = _choose(format, "format", FORMATS)
+    whole_items = format == "v2"
+    if whole_items:  # the clip options are training options then
+        frames, clips_per_video, sampling, frame_stride = None, None, None, None
+        if fps is not None and (isinstance(fps, bool) or not isinstance(
+                fps, (int, float, np.number)) or not fps > 0):
+            raise UserError(f"Expected `fps` to be a positive number. Received: fps={fps!r}")
+        fps = None if fps is None else float(fps)
+        max_frames = _positive(max_frames, "max_frames", allow_none=True)
+        if encoding is not None:
+            encoding = _choose(encoding, "encoding", ENCODINGS)
+    else:
+        if fps is not None or max_frames is not None:
+            raise UserError(f"Expected `fps` and `max_frames` only with format v2 (v1 stores "
+                            f"clips). Received: fps={fps!r}, max_frames={max_frames!r}")
+        frames = _positive(frames, "frames")
+        clips_per_video = _positive(clips_per_video, "clips_per_video")
+        sampling = _choose(sampling, "sampling", SAMPLING_METHODS)
+        frame_stride = _positive(frame_stride, "frame_stride")
+        encoding = _choose("raw" if encoding is None else encoding, "encoding", ENCODINGS)
     size = _positive(size, "size")
     resize_short = _positive(resize_short, "resize_short", allow_none=True)
     if resize_short is not None and resize_short < size:
         raise UserError(f"Expected `resize_short` >= `size` ({size}) so the centre crop fits. "
                         f"Received: resize_short={resize_short}")
-    clips_per_video = _positive(clips_per_video, "clips_per_video")
-    sampling = _choose(sampling, "sampling", SAMPLING_METHODS)
-    frame_stride = _positive(frame_stride, "frame_stride")
-    encoding = _choose(encoding, "encoding", ENCODINGS)
     if not isinstance(spec, SourceSpec):
         raise UserError(f"Expected a SourceSpec as the source. Received: spec={spec!r}")
     _choose(spec.layout, "layout", LAYOUTS)
     workers = _positive(workers, "workers", allow_none=True) or available_cores()
     if items_per_shard is None:
-        items_per_shard = default_items_per_shard(frames, size, clips_per_video)
+        items_per_shard = default_items_per_shard_v2(resize_short or size) if whole_items \
+            else default_items_per_shard(frames, size, clips_per_video)
     items_per_shard = _positive(items_per_shard, "items_per_shard")
     num_shards = _positive(num_shards, "num_shards")
     if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) \
@@ -423,17 +519,25 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
     for entry in source.skipped:
         logger.warning("Skipping %s (%s): %s", entry["path"], entry["split"], entry["reason"])
 
-    sampling_parameters = {"method": sampling, "frames": frames, "frame_stride": frame_stride,
-                           "clips_per_video": clips_per_video}
     resize_parameters = {"size": size, "resize_short": resize_short}
+    if whole_items:
+        # v2 with resize_short keeps the aspect ratio (no crop): the crop makes clips one size.
+        resize_parameters = {"size": None if resize_short else size,
+                             "resize_short": resize_short}
+        parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
+                      "resize": resize_parameters, "fps": fps, "max_frames": max_frames}
+    else:
+        parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
+                      "sampling": {"method": sampling, "frames": frames,
+                                   "frame_stride": frame_stride,
+                                   "clips_per_video": clips_per_video},
+                      "resize": resize_parameters}
     job = _Job(
-        out=out, source=source,
-        parameters={"format_version": FORMAT_VERSION, "encoding": encoding,
-                    "sampling": sampling_parameters, "resize": resize_parameters},
+        out=out, source=source, parameters=parameters,
         make_task=functools.partial(
             _task_for_item, frames=frames, size=size, resize_short=resize_short,
             sampling=sampling, frame_stride=frame_stride, clips_per_video=clips_per_video,
-            encoding=encoding),
+            encoding=encoding, format=format, fps=fps, max_frames=max_frames),
         items_per_shard=items_per_shard, num_shards=num_shards, shard_index=shard_index,
         strict=strict, workers=workers, show_progress=show_progress)
     _make_output_directory(out)
@@ -563,7 +667,7 @@ def _write_shards(job, plans, finished, band):
 
 def _manifest(job, plans, sidecars, band):
     """The manifest of the written shards (docs/DESIGN.md); band None for an empty part."""
-    sampling, resize = job.parameters["sampling"], job.parameters["resize"]
+    whole_items = job.parameters["format_version"] == SEQUENCE_FORMAT_VERSION
     splits = {}
     # Items missing before decoding (Kinetics) are listed once: by part 0.
     skipped = list(job.source.skipped) if job.shard_index == 0 else []
@@ -577,20 +681,46 @@ def _manifest(job, plans, sidecars, band):
             "shards": [os.path.relpath(plan.tfrecord, job.out).replace(os.sep, "/")
                        for plan in split_plans],
         }
+        if whole_items:  # an item is one record: "clips" would only repeat "videos"
+            del splits[split]["clips"]
+            splits[split]["frames_stored"] = sum(sidecar.get("frames_stored", 0)
+                                                 for sidecar in split_sidecars)
         skipped.extend(entry for sidecar in split_sidecars for entry in sidecar["skipped"])
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "classes": job.source.classes,
-        "clip_shape": [sampling["frames"], resize["size"], resize["size"], band],
-        "encoding": job.parameters["encoding"],
-        "clips_per_video": sampling["clips_per_video"],
-        "sampling": sampling,
-        "resize": resize,
+    if whole_items:
+        sidecars_all = list(sidecars.values())
+        encodings = {sidecar["encoding"] for sidecar in sidecars_all if sidecar.get("encoding")}
+        sizes = {tuple(size) for sidecar in sidecars_all
+                 for size in sidecar.get("frame_sizes", [])}
+        heights, widths = {size[0] for size in sizes}, {size[1] for size in sizes}
+        manifest = {
+            "format_version": SEQUENCE_FORMAT_VERSION,
+            "classes": job.source.classes,
+            # null where the items differ (resize_short keeps each item's aspect ratio)
+            "frame_shape": [heights.pop() if len(heights) == 1 else None,
+                            widths.pop() if len(widths) == 1 else None, band],
+            "encoding": (encodings.pop() if len(encodings) == 1 else
+                         job.parameters["encoding"] or (band and default_encoding(band))),
+            "resize": job.parameters["resize"],
+            "fps": job.parameters["fps"],
+            "max_frames": job.parameters["max_frames"],
+        }
+    else:
+        sampling, resize = job.parameters["sampling"], job.parameters["resize"]
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "classes": job.source.classes,
+            "clip_shape": [sampling["frames"], resize["size"], resize["size"], band],
+            "encoding": job.parameters["encoding"],
+            "clips_per_video": sampling["clips_per_video"],
+            "sampling": sampling,
+            "resize": resize,
+        }
+    manifest.update({
         "source": job.source.description,
         "items_per_shard": job.items_per_shard,
         "splits": splits,
         "skipped": skipped,
-    }
+    })
     if job.source.multi_label:
         manifest["multi_label"] = True
         manifest["num_classes"] = len(job.source.classes)
@@ -631,7 +761,7 @@ def _add_items_per_class(manifest, source, plans, skipped):
 
 # Manifest keys every part of one dataset must agree on.
 _PART_PARAMETERS = ("format_version", "classes", "encoding", "clips_per_video", "sampling",
-                    "resize", "source", "items_per_shard")
+                    "resize", "fps", "max_frames", "source", "items_per_shard")
 
 
 def _read_part_manifests(part_dirs):
@@ -701,9 +831,11 @@ def merge_parts(out, part_dirs):
                         f"{len(missing)}. Received: missing shard_index={missing}")
     parts.sort(key=lambda part: part[0])
     first_path, first = parts[0][3], parts[0][4]
+    # v1 parts agree on the clip shape; v2 parts may store items of different sizes.
+    shape_key = "clip_shape" if "clip_shape" in first else "frame_shape"
     bands = set()
     for _, _, _, path, manifest in parts:
-        for key in _PART_PARAMETERS + ("clip_shape",):
+        for key in _PART_PARAMETERS + (("clip_shape",) if shape_key == "clip_shape" else ()):
             mine = manifest.get(key)
             theirs = first.get(key)
             if key == "clip_shape":  # an empty part does not know the band count
@@ -712,22 +844,24 @@ def merge_parts(out, part_dirs):
                 raise UserError(f"Expected every part prepared with the same `{key}` (as "
                                 f"{first_path}). Received: {key}={manifest.get(key)!r} in "
                                 f"{path}")
-        if manifest["clip_shape"][3] is not None:
-            bands.add(manifest["clip_shape"][3])
+        if manifest[shape_key][-1] is not None:
+            bands.add(manifest[shape_key][-1])
     if len(bands) != 1:
         raise UserError(f"Expected the parts to hold items of one band count. Received: "
                         f"bands={sorted(bands)}")
     _make_output_directory(out)
     splits = {}
     for split in first["splits"]:
-        merged = {"videos": 0, "clips": 0, "frames_decoded": 0, "shards": []}
+        counted = ("videos", "clips", "frames_decoded") if shape_key == "clip_shape" else (
+            "videos", "frames_decoded", "frames_stored")
+        merged = {**{key: 0 for key in counted}, "shards": []}
         per_class = collections.Counter()
         for _, _, part_dir, path, manifest in parts:
             info = manifest["splits"].get(split)
             if info is None:
                 raise UserError(f"Expected split {split!r} in every part. Received: "
                                 f"splits={sorted(manifest['splits'])} in {path}")
-            for key in ("videos", "clips", "frames_decoded"):
+            for key in counted:
                 merged[key] += info[key]
             per_class.update(info.get("items_per_class", {}))
             merged["shards"].extend(
@@ -737,7 +871,15 @@ def merge_parts(out, part_dirs):
                                      if per_class[name]}
         splits[split] = merged
     manifest = {key: value for key, value in first.items() if key != "part"}
-    manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
+    if shape_key == "clip_shape":
+        manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
+    else:
+        shapes = [part[4]["frame_shape"] for part in parts if part[4]["splits"] and any(
+            info["videos"] for info in part[4]["splits"].values())]
+        manifest["frame_shape"] = [
+            shapes[0][axis] if shapes and all(shape[axis] == shapes[0][axis]
+                                              for shape in shapes) else None
+            for axis in range(2)] + [bands.pop()]
     manifest["splits"] = splits
     manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
     with hold_output_lock(out):  # not while a one-machine prepare writes its manifest there
@@ -752,7 +894,11 @@ def _run(args):
         raise UserError(f"prepare reads no experiment YAML; prepare a config's data with "
                         f"`python train.py --config {args.config} --prepare-only` (override "
                         f"keys with --set data.KEY=VALUE). Received: --config {args.config}")
-    for required in ("layout", "root", "out", "frames", "size"):
+    clip_flags = [name for name in ("frames", "clips_per_video", "sampling", "frame_stride")
+                  if getattr(args, name) is not None]
+    # v2 is the default; a v1 command (it names the clips: --frames ...) keeps its meaning.
+    fmt = args.format or ("v1" if clip_flags else "v2")
+    for required in ("layout", "root", "out", "size") + (("frames",) if fmt == "v1" else ()):
         if getattr(args, required) is None:
             raise UserError(f"prepare needs --{required}. Received: {required}=None")
     spec = source_spec_from_arguments(args)
@@ -760,14 +906,22 @@ def _run(args):
              "sampling": args.sampling, "frame_stride": args.frame_stride,
              "workers": args.workers, "encoding": args.encoding, "strict": args.strict or None,
              "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
-             "shard_index": args.shard_index}
+             "shard_index": args.shard_index, "format": fmt, "fps": args.fps,
+             "max_frames": args.max_frames}
+    if fmt == "v2" and clip_flags:
+        flag = "--" + clip_flags[0].replace("_", "-")
+        raise UserError(f"Expected {flag} only with --format v1: v2 stores whole items and "
+                        f"the clips are drawn while training (data.frames, data.sampling, "
+                        f"data.frame_stride). Received: {flag} {getattr(args, clip_flags[0])}")
     arguments = {key: value for key, value in flags.items() if value is not None}
     manifest = prepare_dataset(spec, args.out, args.frames, args.size,
                                show_progress=not args.no_progress, **arguments)
     name = (MANIFEST_NAME if "part" not in manifest else
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
+    shape = (f"clip shape {manifest['clip_shape']}" if "clip_shape" in manifest else
+             f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']}")
     print(f"wrote {os.path.join(args.out, name)}: "
-          f"{len(manifest['classes'])} classes, clip shape {manifest['clip_shape']}, "
+          f"{len(manifest['classes'])} classes, {shape}, "
           f"{len(manifest['skipped'])} skipped"
           + (f", {manifest['absent']['count']} absent (--only-present)"
              if "absent" in manifest else "")
@@ -786,7 +940,15 @@ def register(subparsers):
     parser.add_argument("--config", help=argparse.SUPPRESS)  # moved: train.py --prepare-only
     add_source_arguments(parser, LAYOUTS)  # --layout, --root, --list, ... (SourceSpec)
     parser.add_argument("--out", help="prepared dataset directory")
-    parser.add_argument("--frames", type=int, help="frames per clip F")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="v2 (default): every frame of an item, clips drawn while "
+                             "training; v1: N clips of F frames per item (the default when "
+                             "--frames, --clips-per-video, --sampling or --frame-stride is "
+                             "given)")
+    parser.add_argument("--fps", type=float, help="v2: resample videos to this frame rate")
+    parser.add_argument("--max-frames", type=int,
+                        help="v2: keep at most this many frames per item, evenly spaced")
+    parser.add_argument("--frames", type=int, help="v1: frames per clip F")
     parser.add_argument("--size", type=int, help="stored frame side S")
     parser.add_argument("--resize-short", type=int,
                         help="resize the short side to R then centre-crop S×S "
@@ -795,7 +957,9 @@ def register(subparsers):
     parser.add_argument("--sampling", choices=SAMPLING_METHODS, help="default uniform")
     parser.add_argument("--frame-stride", type=int, help="K for --sampling stride (default 1)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
-    parser.add_argument("--encoding", choices=ENCODINGS, help="clip storage (default raw)")
+    parser.add_argument("--encoding", choices=ENCODINGS,
+                        help="frame storage (default: raw for v1; for v2 jpeg for 1- and "
+                             "3-band items, raw otherwise)")
     parser.add_argument("--items-per-shard", type=int,
                         help="items per shard (default: about 64 MiB of clips)")
     parser.add_argument("--num-shards", type=int,

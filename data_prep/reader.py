@@ -9,10 +9,43 @@ import os
 
 from core.errors import UserError
 from data_prep.manifest_checks import check_manifest
-from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser
+from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION
+from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser, is_multi_label, \
+    num_classes_of
 
-_REQUIRED_KEYS = ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",
-                  "splits")
+# The keys each format version's manifest must have (docs/DESIGN.md).
+_REQUIRED_KEYS = {
+    FORMAT_VERSION: ("format_version", "classes", "clip_shape", "encoding", "clips_per_video",
+                     "splits"),
+    SEQUENCE_FORMAT_VERSION: ("format_version", "classes", "frame_shape", "encoding",
+                              "splits"),
+}
+
+
+def is_whole_items(manifest):
+    """True for a v2 dataset (whole items; clips drawn while reading)."""
+    return manifest.get("format_version") == SEQUENCE_FORMAT_VERSION
+
+
+def clip_manifest(manifest, *, frames, sampling="uniform", frame_stride=1, num_clips=1):
+    """The manifest as a reader of clips sees it: v1 unchanged; v2 with the clips drawn as
+    asked (`clip_shape` [F, H, W, band] with H, W None where items differ, `sampling`,
+    `clips_per_video` = `num_clips` evaluation views, `splits[s]["clips"]` = items x views).
+
+    A run keeps this (RUN_DIR/data_manifest.json), so prediction and evaluation take the
+    clips the run was trained on without the config.
+    """
+    if not is_whole_items(manifest):
+        return manifest
+    height, width, bands = manifest["frame_shape"]
+    view = dict(manifest)
+    view["clip_shape"] = [int(frames), height, width, bands]
+    view["sampling"] = {"method": sampling, "frames": int(frames),
+                        "frame_stride": int(frame_stride), "clips_per_video": int(num_clips)}
+    view["clips_per_video"] = int(num_clips)
+    view["splits"] = {split: {**info, "clips": info["videos"] * int(num_clips)}
+                      for split, info in manifest["splits"].items()}
+    return view
 
 
 def read_manifest(prepared_dir):
@@ -33,22 +66,28 @@ def read_manifest(prepared_dir):
     except (OSError, ValueError) as error:
         raise UserError(f"Expected {path} to be a readable JSON manifest. "
                         f"Received: {error}") from None
-    missing = [key for key in _REQUIRED_KEYS if not isinstance(manifest, dict)
-               or key not in manifest]
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise UserError(f"Expected the manifest keys {list(_REQUIRED_KEYS[FORMAT_VERSION])} "
+                        f"(v1) or {list(_REQUIRED_KEYS[SEQUENCE_FORMAT_VERSION])} (v2) in "
+                        f"{path}. Received: missing=['format_version']")
+    version = manifest["format_version"]
+    if version not in _REQUIRED_KEYS:
+        raise UserError(f"Expected manifest format_version {FORMAT_VERSION} or "
+                        f"{SEQUENCE_FORMAT_VERSION} in {path}; prepare the data again. "
+                        f"Received: format_version={version!r}")
+    required = _REQUIRED_KEYS[version]
+    missing = [key for key in required if key not in manifest]
     if missing:
-        raise UserError(f"Expected the manifest keys {list(_REQUIRED_KEYS)} in {path}. "
+        raise UserError(f"Expected the manifest keys {list(required)} in {path}. "
                         f"Received: missing={missing}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise UserError(f"Expected manifest format_version {FORMAT_VERSION} in {path}; "
-                        f"prepare the data again. Received: "
-                        f"format_version={manifest['format_version']!r}")
     check_manifest(manifest, path)  # hand-edited values named, not trusted
     return manifest
 
 
 def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=False,
                shuffle_shards=False, seed=None, num_parallel_reads=None,
-               num_input_pipelines=1, input_pipeline_id=0):
+               num_input_pipelines=1, input_pipeline_id=0, num_frames=None,
+               sampling="uniform", frame_stride=1, num_clips=1, shuffle_buffer=64):
     """The clips of one split of a prepared dataset.
 
     Args:
@@ -66,6 +105,11 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
             workers of a multi-machine run). Defaults to 1.
         input_pipeline_id: int in [0, num_input_pipelines): this reader takes the shard files
             whose position in the manifest is congruent to it. Defaults to 0.
+        num_frames, sampling, frame_stride, num_clips: v2 only (v1 stores its clips): the
+            clips drawn from each whole item (`data_prep.sequence_reader`): F frames,
+            `"uniform"` or `"stride"`, the stride, and with `clip_selection="all"` the C
+            evaluation views per item. `num_frames` is required for v2.
+        shuffle_buffer: int, v2 with `"random"`: items held by the reader's shuffle.
 
     Returns:
         `tf.data.Dataset` of `(clip, label)` or `(clip, label, item_index)`: clip uint8
@@ -95,6 +139,10 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
     if num_parallel_reads is None:
         num_parallel_reads = tf.data.AUTOTUNE
     shards = [os.path.join(str(prepared_dir), name) for name in manifest["splits"][split]["shards"]]
+    if is_whole_items(manifest):
+        return _load_whole_items(manifest, shards, clip_selection, with_item_index, seed,
+                                 num_input_pipelines, input_pipeline_id, num_frames,
+                                 sampling, frame_stride, num_clips, shuffle_buffer)
     parse = clip_parser(manifest, with_item_index)
     clips_per_item = int(manifest["clips_per_video"])
 
@@ -126,3 +174,34 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
         records = tf.data.Dataset.zip((records, choices)).map(
             lambda group, choice: group[tf.math.floormod(choice, clips_per_item)])
     return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _load_whole_items(manifest, shards, clip_selection, with_item_index, seed,
+                      num_input_pipelines, input_pipeline_id, num_frames, sampling,
+                      frame_stride, num_clips, shuffle_buffer):
+    """`load_split` of a v2 dataset: clips drawn from the whole items while reading."""
+    from data_prep import sequence_reader
+
+    if num_frames is None:
+        raise UserError("Expected `num_frames` to read a v2 dataset (its clips are drawn "
+                        "while reading). Received: num_frames=None")
+    options = dict(num_frames=num_frames, method=sampling, stride=frame_stride,
+                   encoding=manifest["encoding"], channels=manifest["frame_shape"][2],
+                   multi_label=is_multi_label(manifest),
+                   num_classes=num_classes_of(manifest))
+    if clip_selection == "random":
+        if with_item_index:
+            raise UserError("Expected with_item_index only with clip_selection='all' on a v2 "
+                            "dataset (training clips are drawn without it). Received: "
+                            "clip_selection='random', with_item_index=True")
+        # Shuffled by the reader, which holds records still encoded (cheap to hold).
+        return sequence_reader.training_clips(
+            shards, seed=0 if seed is None else seed, shuffle_buffer=shuffle_buffer,
+            num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
+            **options)
+    views = sequence_reader.evaluation_views(shards, num_clips=num_clips, **options)
+    if num_input_pipelines > 1:
+        views = views.shard(num_input_pipelines, input_pipeline_id)
+    if with_item_index:
+        return views
+    return views.map(lambda clip, label, index: (clip, label))

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from core.errors import UserError
 from data_prep.clip_sampling import decode_frames, sample_clip_indices
-from data_prep.sequence_records import parse_sequence_record
+from data_prep.sequence_records import LABEL_INDEX_KEY, parse_sequence_record
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Folded into each element's seed pair so the clip choice is independent of the crop and
@@ -161,3 +161,14 @@ def evaluation_views(files, *, num_frames, num_clips=1, method="uniform", stride
     items = records.map(parse_sequence_record, num_parallel_calls=AUTOTUNE).enumerate()
     items = items.filter(lambda position, parsed: parsed["num_frames"] > 0)
     return items.map(views_of, num_parallel_calls=AUTOTUNE).unbatch()
+
+
+def record_labels(files, batch_size=256):
+    """Yields the `clip/label/index` ids of every record of `files` (one int64 numpy array
+    per record, in file order), parsing only that context key: no frame is decoded."""
+    spec = {LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64)}
+    records = tf.data.TFRecordDataset([str(path) for path in files],
+                                      num_parallel_reads=AUTOTUNE)
+    for batch in records.batch(batch_size):
+        context, _, _ = tf.io.parse_sequence_example(batch, context_features=spec)
+        yield from tf.RaggedTensor.from_sparse(context[LABEL_INDEX_KEY]).numpy()

@@ -171,7 +171,7 @@ def test_later_override_wins(tmp_path):
         ({"c.yaml": MINIMAL}, ["data.prepared_dir.x=3"],
          "--set: data.prepared_dir is a value, not a section"),
         ({"c.yaml": MINIMAL}, ["data.multi_label=true"],
-         "data.multi_label expects data.layout one of synth, csv, list, rawframes. "
+         "data.multi_label expects data.layout one of synth, csv, list, rawframes, tfrecord. "
          "Received: data.layout=folders"),
         ({"c.yaml": MINIMAL + "  layout: synth\n  multi_label: true\n  synth:\n"
                    "    multi_label: false\n"}, [],

@@ -790,3 +790,84 @@ def test_files_that_are_not_media_are_counted_in_the_manifest_and_inspect(tmp_pa
         in caplog.text
     assert "ignored (not videos, frame folders or arrays): 1 (train 1): a/notes.txt" in \
         format_manifest_summary(manifest, str(tmp_path / "out"))
+
+
+# --- format v2: whole items ---------------------------------------------------------------
+
+
+def _v2_records(out, split="train"):
+    import tensorflow as tf
+
+    from data_prep.sequence_records import parse_sequence_record
+
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    paths = [os.path.join(out, shard) for shard in manifest["splits"][split]["shards"]]
+    return manifest, [parse_sequence_record(record) for record in tf.data.TFRecordDataset(paths)]
+
+
+def test_v2_stores_every_frame_of_each_item_with_the_plan_manifest(tmp_path):
+    make_folders_dataset(tmp_path / "root")  # item j of each class: 10 + j frames
+    manifest = prepare(tmp_path / "root", tmp_path / "out", frames=None, format="v2")
+    assert manifest["format_version"] == 2 and manifest["encoding"] == "jpeg"
+    assert manifest["frame_shape"] == [16, 16, 3]
+    assert {"fps", "max_frames", "resize"} <= set(manifest)
+    assert not {"clip_shape", "clips_per_video", "sampling"} & set(manifest)
+    split = manifest["splits"]["train"]
+    assert split["videos"] == 4 and split["frames_stored"] == 42 and "clips" not in split
+    _, records = _v2_records(tmp_path / "out")
+    by_id = {r["item_id"].numpy().decode(): r for r in records}
+    assert sorted(by_id) == ["a/item0.avi", "a/item1.avi", "b/item0.avi", "b/item1.avi"]
+    assert int(by_id["a/item1.avi"]["num_frames"]) == 11
+    assert sorted(int(r["item_index"]) for r in records) == [0, 1, 2, 3]
+    assert {manifest["classes"][int(r["labels"][0])] for r in records} == {"a", "b"}
+
+
+def test_v2_max_frames_and_resize_short_keep_the_aspect(tmp_path):
+    make_folders_dataset(tmp_path / "root")
+    manifest = prepare(tmp_path / "root", tmp_path / "out", frames=None, format="v2",
+                       max_frames=5, resize_short=20, encoding="png")
+    _, records = _v2_records(tmp_path / "out")
+    assert {int(r["num_frames"]) for r in records} == {5}
+    assert manifest["encoding"] == "png" and manifest["resize"] == {"size": None,
+                                                                    "resize_short": 20}
+    assert manifest["frame_shape"][0] == 20 and manifest["frame_shape"][1] > 20
+
+
+def test_v2_rerun_reuses_shards_byte_identical(tmp_path):
+    make_folders_dataset(tmp_path / "root")
+    prepare(tmp_path / "root", tmp_path / "out", frames=None, format="v2")
+    shard = tmp_path / "out" / "train" / "shard-00000-of-00001.tfrecord"
+    first = shard.read_bytes()
+    prepare(tmp_path / "root", tmp_path / "out2", frames=None, format="v2")
+    assert (tmp_path / "out2" / "train" / "shard-00000-of-00001.tfrecord").read_bytes() == first
+    mtime = os.path.getmtime(shard)
+    prepare(tmp_path / "root", tmp_path / "out", frames=None, format="v2")
+    assert os.path.getmtime(shard) == mtime  # kept: same fingerprint
+    prepare(tmp_path / "root", tmp_path / "out", frames=None, format="v2", max_frames=4)
+    assert shard.read_bytes() != first  # max_frames is in the fingerprint
+
+
+def test_v2_cli_rejects_clip_flags_and_v1_rejects_fps(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "root")
+    code = main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "out"), "--size", "16", "--format", "v2",
+                 "--frames", "8", "--no-progress"])
+    assert code == 2 and "--frames only with --format v1" in capsys.readouterr().err
+    with pytest.raises(UserError, match="only with format v2"):
+        prepare(tmp_path / "root", tmp_path / "out", fps=5.0)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "out"), "--size", "16", "--format", "v2",
+                 "--workers", "1", "--no-progress"]) == 0
+    assert "whole items, frame shape [16, 16, 3], jpeg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, version", [([], 2), (["--frames", "4"], 1),
+                                            (["--format", "v1", "--frames", "4"], 1)])
+def test_cli_prepares_v2_by_default_and_v1_when_it_names_clips(tmp_path, flags, version):
+    make_folders_dataset(tmp_path / "root", per_class=1)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "out"), "--size", "16", "--workers", "1",
+                 "--no-progress", *flags]) == 0
+    manifest = json.load(open(tmp_path / "out" / "manifest.json"))
+    assert manifest["format_version"] == version
+    assert manifest["encoding"] == ("jpeg" if version == 2 else "raw")

@@ -489,7 +489,8 @@ def test_prepare_only_with_layout_synth_prepares_multi_label_records(tmp_path):
     # The trainer regenerates (resumes) the videos, so the config names the same parameters.
     synth_keys = {key: value for key, value in MULTI.items() if key != "show_progress"}
     config.write_text(json.dumps({"data": {
-        "layout": "synth", "root": str(tmp_path / "videos"), "frames": 3, "size": 16,
+        "layout": "synth", "root": str(tmp_path / "videos"), "format": "v1", "frames": 3,
+        "size": 16,
         "workers": 1, "prepared_dir": str(tmp_path / "out"), "synth": dict(synth_keys, seed=1)}}))
     assert train.main(["--config", str(config), "--prepare-only"]) == 0
     manifest, records = read_records(tmp_path / "out", "test")

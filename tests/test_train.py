@@ -41,7 +41,8 @@ def tiny_config(tmp_path, name="tiny", **sections):
     """A 4x16x16 synthetic run: 8 classes x 3 videos, small3d with a deformable last group."""
     config = {
         "data": {"layout": "synth", "root": str(tmp_path / "videos"),
-                 "prepared_dir": str(tmp_path / "prepared"), "frames": 4, "size": 16,
+                 "prepared_dir": str(tmp_path / "prepared"), "format": "v1", "frames": 4,
+                 "size": 16,
                  "clips_per_video": 2, "workers": 1,
                  "synth": {"videos_per_class": 4, "num_frames": 8, "frame_size": [24, 24]}},
         "model": {"name": "small3d", "options": {"deformable_stages": [5]}},
@@ -405,9 +406,9 @@ def test_mirrored_strategy_with_mixed_precision_runs(finished_run, tmp_path):
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)  # CPU: bfloat16
 
 
-@pytest.mark.parametrize("items_per_shard", [None, 4])
+@pytest.mark.parametrize("items_per_shard, data_format", [(None, "v1"), (4, "v1"), (4, "v2")])
 def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_path,
-                                                               items_per_shard):
+                                                               items_per_shard, data_format):
     e2e_path, config_path, _ = finished_run
     run_path = tmp_path / "run"
     # The tiny run's data is one shard per split, so the workers share it by element; with
@@ -420,9 +421,12 @@ def test_two_workers_train_together_and_only_the_chief_writes(finished_run, tmp_
         videos = e2e_path / "videos"
         spec = SourceSpec("csv", str(videos), lists={split: str(videos / f"{split}.csv")
                                                      for split in ("train", "test")})
-        prepare_dataset(spec, str(tmp_path / "prepared"), 4, 16, clips_per_video=2,
-                        items_per_shard=items_per_shard, workers=1, show_progress=False)
-        data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}"]
+        # v2: whole items, so each worker draws its clips from the files it reads.
+        prepare_dataset(spec, str(tmp_path / "prepared"), 4 if data_format == "v1" else None,
+                        16, clips_per_video=2, items_per_shard=items_per_shard, workers=1,
+                        show_progress=False, format=data_format)
+        data_overrides = ["--set", f"data.prepared_dir={tmp_path / 'prepared'}",
+                          "--set", f"data.format={data_format}"]
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
@@ -528,7 +532,8 @@ def test_same_config_and_seed_give_the_same_metrics_on_cpu(finished_run, tmp_pat
 def test_prepare_only_reads_base_files_and_set_overrides(tmp_path, capsys, caplog):
     make_folders_dataset(tmp_path / "root", per_class=1)
     write_text(tmp_path / "configs/_base_/data.yaml",
-               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  frames: 3\n")
+               f"data:\n  layout: folders\n  root: {tmp_path / 'root'}\n  format: v1\n"
+               "  frames: 3\n")
     config = write_text(tmp_path / "configs/experiment.yaml",
                         "_base_: _base_/data.yaml\n"
                         f"data:\n  prepared_dir: {tmp_path / 'out'}\n  size: 8\n"

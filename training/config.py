@@ -38,7 +38,8 @@ from training.config_files import ConfigError, apply_overrides, merge_config_fil
 logger = logging.getLogger(__name__)
 
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
-LAYOUTS = ("synth",) + SOURCE_LAYOUTS
+# synth generates the demo; tfrecord reads Model Garden / DMVR records as they are.
+LAYOUTS = ("synth",) + SOURCE_LAYOUTS + ("tfrecord",)
 
 
 def _option(default, *, choices=None, minimum=None, maximum=None, below=None, help=""):
@@ -75,13 +76,22 @@ class DataConfig(_SourceKeys):
     layout: str = _option("folders", choices=LAYOUTS,
                           help="how data.root is organised; synth generates the demo videos")
     prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
+    format: str = _option("v2", choices=("v1", "v2"),
+                          help="prepared data: v1 stored clips, v2 whole items (clips drawn "
+                               "while training)")
     frames: int = _option(16, minimum=1, maximum=1024, help="frames per clip")
     size: int = _option(112, minimum=4, maximum=4096, help="stored clip height and width")
     resize_short: int | None = _option(None, minimum=1, help="resize short side before the crop")
-    clips_per_video: int = _option(1, minimum=1, maximum=1000, help="clips stored per video")
+    clips_per_video: int = _option(1, minimum=1, maximum=1000,
+                                   help="clips stored per video (v2: clips per video validated on)")
     sampling: str = _option("uniform", choices=("uniform", "stride"), help="frame sampling")
     frame_stride: int = _option(1, minimum=1, help="frame step for sampling: stride")
-    encoding: str = _option("raw", choices=("raw", "png", "jpeg"), help="clip storage")
+    encoding: str | None = _option(None, choices=("raw", "png", "jpeg"),
+                                   help="frame storage; null = raw (v1), jpeg for 1/3 bands "
+                                        "(v2)")
+    fps: float | None = _option(None, minimum=0.0, help="v2: resample videos to this rate")
+    max_frames: int | None = _option(None, minimum=1, help="v2: at most this many frames per "
+                                                           "item, evenly spaced")
     workers: int | None = _option(None, minimum=1, help="decode processes when preparing")
     train_split: str = _option("train", help="split trained on")
     test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
@@ -388,7 +398,7 @@ def _check_consistency(config, origins, default_source):
                 fail(f"data.synth.{key}", f"data.synth.{key} expects {problem}. Received: "
                      f"data.synth.{key}={short_repr(config.data.synth[key])}")
     data = config.data
-    multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS
+    multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS + ("tfrecord",)
     if data.multi_label and data.layout not in multi_label_layouts:
         fail("data.multi_label", "data.multi_label expects data.layout one of "
              f"{', '.join(multi_label_layouts)}. Received: data.layout={data.layout}")

@@ -7,7 +7,10 @@ training does.
 
 - C = the stored clips_per_video and S = 1: the stored shards are read, exactly the clips
   training validated on (centre crop to the model's input size).
-- Any other C x S: the source items are decoded again (the manifest's source root + the item
+- v2 (whole items, `format_version` 2): any C x S comes from the shards: the C evenly
+  spaced clips of each item drawn as the run drew them (frames, sampling, stride), each in
+  S crops along the long side (`input_pipeline.spatial_crops`); nothing is decoded again.
+- v1, any other C x S: the source items are decoded again (the manifest's source root + the item
   ids stored in the shards) with `data_prep.load_clips` and `sample_frame_indices`, using the
   sampling and resize parameters of RUN_DIR/data_manifest.json.
 
@@ -173,13 +176,17 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
     num_classes = len(run.class_names)
     skipped, failures = [], []
     stored = int(run.manifest["clips_per_video"])
-    if (num_clips, num_crops) == (stored, 1) and not force_decode:
+    whole_items = data_prep.is_whole_items(run.manifest)
+    if whole_items or ((num_clips, num_crops) == (stored, 1) and not force_decode):
         source = "shards"
         data_prep.read_manifest(run.prepared_dir)  # a clear error if the shards are gone
+        sampling = run.manifest["sampling"]
         dataset = input_pipeline.eval_dataset(
             run.prepared_dir, split, clip_shape=run.manifest["clip_shape"],
             num_classes=num_classes, batch_size=batch_size, crop_size=run.input_shape[1],
-            with_item_index=True)
+            with_item_index=True, sampling=sampling["method"],
+            frame_stride=sampling["frame_stride"], num_clips=num_clips if whole_items
+            else None, num_crops=num_crops if whole_items else 1)
     else:
         source = "decoded"
         root = run.manifest.get("source", {}).get("root")
@@ -194,7 +201,9 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
         results = evaluate_video_level(
             model, dataset, num_classes, is_multi_label(run.manifest),
             show_progress=show_progress and source == "shards",
-            batches=math.ceil(run.manifest["splits"][split]["clips"] / batch_size))
+            batches=math.ceil((run.manifest["splits"][split]["videos"] * num_clips * num_crops
+                               if whole_items else run.manifest["splits"][split]["clips"])
+                              / batch_size))
     except UserError:  # no clips at all: say why, if decoding failed on the first item
         if not failures:
             raise

@@ -26,6 +26,25 @@ def center_crop(clip, crop_size):
     return clip[:, top:top + crop_size, left:left + crop_size, :]
 
 
+def spatial_crops(clip, crop_size, num_crops):
+    """`num_crops` `crop_size` windows of a (F, H, W, band) clip, evenly spaced along its
+    long side (the first and last at the edges) and centred on its short side; one crop is
+    the centre crop. MMAction2's ThreeCrop for 3. Returns (num_crops, F, crop, crop, band)."""
+    if num_crops == 1:
+        return center_crop(clip, crop_size)[None]
+    height, width = tf.shape(clip)[1], tf.shape(clip)[2]
+    wide = width >= height
+    long_room = tf.where(wide, width, height) - crop_size
+    short_offset = (tf.where(wide, height, width) - crop_size) // 2
+    crops = []
+    for index in range(num_crops):
+        along = long_room * index // (num_crops - 1)
+        top = tf.where(wide, short_offset, along)
+        left = tf.where(wide, along, short_offset)
+        crops.append(clip[:, top:top + crop_size, left:left + crop_size, :])
+    return tf.stack(crops)
+
+
 def random_crop(clip, crop_size, seed):
     """One random `crop_size` window, the same for every frame (a crop per frame would jitter).
 
@@ -74,7 +93,8 @@ def _with_static_shape(clip, clip_shape, crop_size):
 def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
                   random_crop_enabled=True, horizontal_flip=False, temporal_jitter=True,
                   shuffle_buffer=256, seed=0, repeat=False, check_cardinality=True,
-                  num_input_pipelines=1, input_pipeline_id=0):
+                  num_input_pipelines=1, input_pipeline_id=0, sampling="uniform",
+                  frame_stride=1):
     """The training dataset: shuffled, augmented (clips, one-hot labels) batches.
 
     Args:
@@ -97,6 +117,9 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         num_input_pipelines, input_pipeline_id: int, this worker reads every
             `num_input_pipelines`-th shard file from `input_pipeline_id` on (see
             `data_prep.load_split`); 1 and 0 read them all.
+        sampling, frame_stride: v2 (whole items): how the F frames of each fresh clip are
+            drawn (`"uniform"`: a random frame per segment; `"stride"`: a window at a random
+            start); without temporal jitter the centre clip. v1 stores its clips.
 
     Returns:
         tf.data.Dataset of (uint8 (B, F, crop, crop, band), float32 (B, num_classes)).
@@ -106,10 +129,12 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         clip_selection="random" if temporal_jitter else "all",
         shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
         num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
+        num_frames=clip_shape[0], sampling=sampling, frame_stride=frame_stride,
     )
     # A known length lets Keras size the epoch (and catches shards that disagree with the
     # manifest) instead of warning that the input "ran out of data".
-    counts = data_prep.read_manifest(prepared_dir)["splits"][split]
+    counts = data_prep.clip_manifest(data_prep.read_manifest(prepared_dir),
+                                     frames=clip_shape[0])["splits"][split]
     if check_cardinality:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(
             counts["videos"] if temporal_jitter else counts["clips"]))
@@ -133,25 +158,43 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
 
 
 def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
-                 with_item_index=False):
+                 with_item_index=False, sampling="uniform", frame_stride=1, num_clips=None,
+                 num_crops=1):
     """Every stored clip in file order, centre-cropped, batched; no randomness.
+
+    v2 (whole items): the `num_clips` evenly spaced clips of each item are drawn as
+    `sampling` and `frame_stride` say (None: one), each in `num_crops` spatial crops
+    (`spatial_crops`), an item's views consecutive. v1 reads its stored clips (`num_crops`
+    crops of each too).
 
     Returns:
         tf.data.Dataset of (uint8 clips (B, F, crop, crop, band), float32 one-hot (B, C)),
         plus int32 item indices (B,) when `with_item_index` (clips of one item are averaged).
     """
     dataset = data_prep.load_split(
-        prepared_dir, split, clip_selection="all", with_item_index=with_item_index,
-        shuffle_shards=False, num_parallel_reads=AUTOTUNE,
+        prepared_dir, split, clip_selection="all", with_item_index=True,
+        shuffle_shards=False, num_parallel_reads=AUTOTUNE, num_frames=clip_shape[0],
+        sampling=sampling, frame_stride=frame_stride, num_clips=num_clips or 1,
     )
-    clips = data_prep.read_manifest(prepared_dir)["splits"][split]["clips"]
+    manifest = data_prep.clip_manifest(data_prep.read_manifest(prepared_dir),
+                                       frames=clip_shape[0], num_clips=num_clips or 1)
+    clips = manifest["splits"][split]["clips"]
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(clips))
 
-    def transform(*element):
-        clip = _with_static_shape(center_crop(element[0], crop_size), clip_shape, crop_size)
-        label = _as_target(element[1], num_classes)
+    def crops(clip, label, index):
+        views = spatial_crops(clip, crop_size, num_crops)
+        return tf.data.Dataset.from_tensor_slices((
+            views, tf.repeat(label[None], num_crops, axis=0), tf.fill([num_crops], index)))
+
+    if num_crops > 1:
+        dataset = dataset.flat_map(crops).apply(
+            tf.data.experimental.assert_cardinality(clips * num_crops))
+
+    def transform(clip, label, index):
+        clip = _with_static_shape(center_crop(clip, crop_size), clip_shape, crop_size)
+        label = _as_target(label, num_classes)
         if with_item_index:
-            return clip, label, element[2]
+            return clip, label, index
         return clip, label
 
     dataset = dataset.map(transform, num_parallel_calls=AUTOTUNE)

@@ -19,7 +19,8 @@ import numpy as np
 
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
-from data_prep.reader import read_manifest
+from data_prep.reader import clip_manifest, is_whole_items, read_manifest
+from data_prep.record_index import index_records, record_files
 from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of, read_record_fields
 from data_prep.sources import resolve_source
 from data_prep.synth import generate_dataset
@@ -49,6 +50,10 @@ def check_data_sources(data):
         return
     if data.layout == "synth":
         return
+    if data.layout == "tfrecord":
+        for split, pattern in (data.lists or {}).items():
+            record_files(pattern, split)
+        return
     _check_root_given(data)
     resolve_source(data.source_spec())
 
@@ -60,6 +65,12 @@ def ensure_prepared(data, *, show_progress=False):
         UserError: the prepared clips do not match the config, or preparing failed on the
             user's input (missing root, bad split files, ...).
     """
+    if not os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)) and \
+            data.layout == "tfrecord":
+        # Records written elsewhere (Model Garden, DMVR): indexed where they are, no prepare.
+        logger.info("indexing the TFRecords of %s into %s", data.lists, data.prepared_dir)
+        index_records(data.prepared_dir, data.lists, classes_file=data.classes_file,
+                      num_classes=data.num_classes, multi_label=data.multi_label)
     if not os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
         if data.layout == "synth":
             if not data.root:
@@ -75,9 +86,17 @@ def ensure_prepared(data, *, show_progress=False):
             spec, data.prepared_dir, data.frames, data.size,
             resize_short=data.resize_short, clips_per_video=data.clips_per_video,
             sampling=data.sampling, frame_stride=data.frame_stride, workers=data.workers,
-            encoding=data.encoding, show_progress=show_progress,
+            encoding=data.encoding, show_progress=show_progress, format=data.format,
+            **({"fps": data.fps, "max_frames": data.max_frames} if data.format == "v2"
+               else {}),
         )
     manifest = read_manifest(data.prepared_dir)
+    found = "v2" if is_whole_items(manifest) else "v1"
+    if data.layout != "tfrecord" and found != data.format:
+        # Either format reads; preparing again would throw away data that still works.
+        logger.info("%s holds format %s data (the config says data.format %s): reading it "
+                    "as it is; prepare into another data.prepared_dir for %s",
+                    data.prepared_dir, found, data.format, data.format)
     check_prepared_data(data, manifest)
     return manifest
 
@@ -85,8 +104,19 @@ def ensure_prepared(data, *, show_progress=False):
 def check_prepared_data(data, manifest):
     """Raises UserError if prepared clips (their manifest.json) do not fit the `data` config.
 
-    No TensorFlow here: train.py checks this before the run directory exists.
+    No TensorFlow here: train.py checks this before the run directory exists. A v2
+    dataset (whole items) fits any frames, sampling and clips_per_video: they are drawn
+    while training; only its stored short side must hold data.size.
     """
+    if is_whole_items(manifest):
+        short = stored_short_side(manifest)
+        if short < data.size:
+            raise UserError(
+                f"{data.prepared_dir} stores frames of short side {short} but the config asks "
+                f"for data.size={data.size}; use another data.prepared_dir or set "
+                f"data.size <= {short}. Received: data.size={data.size}")
+        _check_splits_and_labels(data, manifest)
+        return
     frames, height, width, _ = manifest["clip_shape"]
     expected = {"data.frames": (data.frames, frames), "data.size": (data.size, min(height, width)),
                 "data.clips_per_video": (data.clips_per_video, manifest["clips_per_video"])}
@@ -97,6 +127,30 @@ def check_prepared_data(data, manifest):
                 f"{key}={wanted}; use another data.prepared_dir or set {key}={found}. "
                 f"Received: {key}={wanted}"
             )
+    _check_splits_and_labels(data, manifest)
+
+
+def stored_short_side(manifest):
+    """The short side of the stored frames of a v2 manifest (items may differ in width)."""
+    height, width, _ = manifest["frame_shape"]
+    known = [side for side in (height, width) if side is not None]
+    resize = manifest.get("resize") or {}
+    return min(known) if len(known) == 2 else (resize.get("resize_short") or min(known or [0]))
+
+
+def clips_as_configured(data, manifest):
+    """(the manifest as the run reads its clips, the stored short side): for v2 the clips
+    drawn as `data.frames`, `data.sampling`, `data.frame_stride` say, with
+    `data.clips_per_video` evaluation views (`data_prep.clip_manifest`)."""
+    if not is_whole_items(manifest):
+        _, height, width, _ = manifest["clip_shape"]
+        return manifest, min(height, width)
+    view = clip_manifest(manifest, frames=data.frames, sampling=data.sampling,
+                         frame_stride=data.frame_stride, num_clips=data.clips_per_video)
+    return view, stored_short_side(manifest)
+
+
+def _check_splits_and_labels(data, manifest):
     for split in (data.train_split, data.test_split):
         if split not in manifest["splits"]:
             raise UserError(f"{data.prepared_dir} has no split {split!r} (it has "
@@ -132,8 +186,15 @@ def split_label_counts(prepared_dir, manifest, split):
     rather than a crash deep inside the loss.
     """
     shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
-    key = "labels" if is_multi_label(manifest) else "label"
     counts = {}
+    if is_whole_items(manifest):
+        from data_prep.sequence_reader import record_labels  # TensorFlow, when called
+
+        for labels in record_labels(shards):
+            for label in labels:  # an item counts once for each of its labels
+                counts[int(label)] = counts.get(int(label), 0) + 1
+        return counts
+    key = "labels" if is_multi_label(manifest) else "label"
     # -1 is tf.data.AUTOTUNE (not imported here: this module stays TensorFlow-free).
     for fields in read_record_fields(shards, (key,), batch_size=1024, num_parallel_reads=-1):
         labels = fields[key]

@@ -41,7 +41,7 @@ from training.distribution import (adapt_model_for_multi_worker, data_sharding, 
 from training.export import export_after_training
 from training.metrics import compile_metrics
 from training.optimizers import build_optimizer
-from training.prepared_data import check_labels, ensure_prepared
+from training.prepared_data import check_labels, clips_as_configured, ensure_prepared
 from training.run_dir import (attach_log_file, log_to_file, resume_command, update_run_status,
                               write_run_info)
 from training.precision import choose_policy, set_policy, with_float32_logits
@@ -270,14 +270,20 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
     prepared_dir = config.data.prepared_dir
     splits = (config.data.train_split, config.data.test_split)
     check_labels(prepared_dir, manifest, splits)
-    shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
+    # v2 (whole items): the run keeps the clips it draws (frames, sampling, views), so
+    # evaluate.py and predict.py take the same ones without the config.
+    manifest, stored_short = clips_as_configured(config.data, manifest)
+    if manifest.get("format_version", 1) == 1:
+        shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
+    else:
+        write_json_atomically(run_dir.data_manifest, manifest)
     class_names = list(manifest["classes"])
     with open(run_dir.classes, "w", encoding="utf-8") as f:
         f.write("".join(f"{name}\n" for name in class_names))
-    frames, height, width, bands = manifest["clip_shape"]
+    frames, _, _, bands = manifest["clip_shape"]
     crop = config.input_size
-    if crop > min(height, width):
-        raise UserError(f"augment.crop_size expects at most the stored size {min(height, width)}."
+    if crop > stored_short:
+        raise UserError(f"augment.crop_size expects at most the stored size {stored_short}."
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands)
     weights = weights_record(config.model.weights)
@@ -320,7 +326,8 @@ def _input_pipelines(config, run_data, run_dir, resume, worker_role):
     test_clips = manifest["splits"][config.data.test_split]["clips"]
     test_batches = math.ceil(test_clips / eval_batch_size)
     pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=run_data.num_classes,
-                    crop_size=config.input_size)
+                    crop_size=config.input_size, sampling=config.data.sampling,
+                    frame_stride=config.data.frame_stride)
     augment = dict(random_crop_enabled=config.augment.random_crop,
                    horizontal_flip=config.augment.horizontal_flip,
                    temporal_jitter=config.augment.temporal_jitter)
@@ -344,7 +351,8 @@ def _input_pipelines(config, run_data, run_dir, resume, worker_role):
         num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
         **augment, **pipeline)
     validation_data = input_pipeline.eval_dataset(
-        prepared_dir, config.data.test_split, batch_size=eval_batch_size, **pipeline)
+        prepared_dir, config.data.test_split, batch_size=eval_batch_size,
+        num_clips=manifest["clips_per_video"], **pipeline)
     if worker_role is not None:
         train_data = train_data.with_options(sharding)
         # Validation by element: its every-clip count is asserted before the shard.
@@ -432,7 +440,7 @@ def _evaluate(model, config, run_data, inputs, show_progress):
     """The video-level evaluation on the test split: metrics.json's numbers."""
     test_data = input_pipeline.eval_dataset(
         config.data.prepared_dir, config.data.test_split, batch_size=inputs.eval_batch_size,
-        with_item_index=True, **inputs.pipeline)
+        with_item_index=True, num_clips=run_data.manifest["clips_per_video"], **inputs.pipeline)
     multi_label = run_data.multi_label
     results = evaluate_video_level(
         model, test_data, run_data.num_classes, multi_label, show_progress=show_progress,
