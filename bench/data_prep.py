@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from core.tensorflow_env import configure_tensorflow  # noqa: E402
 from data_prep.prepare import prepare_dataset  # noqa: E402
 from data_prep.source_spec import SourceSpec  # noqa: E402
-from core.tensorflow_env import configure_tensorflow  # noqa: E402
 
 configure_tensorflow()
 

@@ -39,8 +39,8 @@ def tensorflow_worker(conv_steps, model_steps):
     import tensorflow as tf
 
     import keras
-    import models
     from core.tensorflow_env import onednn_enabled
+    import models
 
     rng = np.random.default_rng(0)
     batch, depth, height, width, channels = CONV_SHAPE

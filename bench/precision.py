@@ -63,8 +63,8 @@ def tensorflow_worker(models, precision, steps, xla, keras_batch_norm, threads):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
-    import models as model_lib
     from core.tensorflow_env import onednn_enabled
+    import models as model_lib
     from models import resnet3d, small3d
 
     if keras_batch_norm:

@@ -28,16 +28,16 @@ import time
 import cv2
 import numpy as np
 
-from data_prep.decode import DecodeError, load_clips
 from core.atomic import write_json_atomically
 from core.errors import UserError
 from core.lock import hold_output_lock
+from core.tensorflow_env import import_tensorflow_quietly
+from data_prep.decode import DecodeError, load_clips
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding,
                                        encode_frames, read_item_frames, sequence_example)
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
-from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.source_spec import (SourceSpec, add_source_arguments,
                                    source_spec_from_arguments)
 from data_prep.sources import LAYOUTS, MAX_ABSENT_LISTED, resolve_source

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import contact_sheet
 from core.errors import UserError
+from data_prep import contact_sheet
 
 RED, GREEN = (255, 0, 0), (0, 255, 0)
 

@@ -269,8 +269,8 @@ def test_load_weights_refuses_a_huge_dataset_without_reading_it(tmp_path, kind):
         import resource, sys, zipfile
         import h5py, keras
         sys.path.insert(0, {REPO!r})
-        from models.pretrained import load_weights
         from core.errors import UserError
+        from models.pretrained import load_weights
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")])
         model.save_weights({str(h5)!r})
         with h5py.File({str(h5)!r}, "a") as file:

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.__main__ import main
 from core.errors import UserError
+from data_prep.__main__ import main
 from data_prep.prepare import prepare_dataset
 from data_prep.source_spec import SourceSpec
 from data_prep.sampling import sample_frame_indices

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-import data_prep
 from core.errors import UserError
+import data_prep
 from data_prep.contact_sheet import write_contact_sheet
 from run_fixtures import _tiny_config, toy_csv_source
 from training import evaluation

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data_prep
 from core.errors import UserError
+import data_prep
 from data_prep.prepare import prepare_dataset
 from data_prep.source_spec import SourceSpec
 from data_prep.sampling import sample_frame_indices

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from data_prep import synth
 from data_prep.__main__ import main
-from core.errors import UserError
 from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import read_records

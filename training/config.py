@@ -26,9 +26,9 @@ import typing
 import yaml
 
 from core.atomic import write_text_atomically
-from data_prep import synth
 from core.errors import UserError
 from core.untrusted_text import short_repr, synth_value_problem
+from data_prep import synth
 from data_prep.source_spec import SourceSpec
 from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS

@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from core.errors import UserError
 import data_prep
 from data_prep.decode import DecodeError
-from core.errors import UserError
 from data_prep.shards import is_multi_label, read_record_fields
 from data_prep.sources import split_root
 from data_prep.workers import ITEM_TIMEOUT_SECONDS, available_cores, worker_pool

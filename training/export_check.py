@@ -29,9 +29,9 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import data_prep
 from core.atomic import write_json_atomically
 from core.errors import UserError
+import data_prep
 from data_prep.shards import is_multi_label
 from training.input_pipeline import center_crop
 

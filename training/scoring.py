@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-import models
 from core.errors import UserError
+import models
 from training.metrics import (MeanAveragePrecision, MeanClassAccuracy,  # noqa: F401  (registered)
                               multi_label_video_metrics, video_level_metrics)
 from training.precision import choose_policy, model_with_policy

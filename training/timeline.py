@@ -22,8 +22,8 @@ import collections
 import cv2
 import numpy as np
 
-from data_prep.decode import DecodeError, item_kind, load_clips, resize_frame
 from core.errors import UserError
+from data_prep.decode import DecodeError, item_kind, load_clips, resize_frame
 from data_prep.sampling import sample_frame_indices
 from training.views import center_crop_numpy, check_bands
 

@@ -22,8 +22,8 @@ import re
 import cv2
 import numpy as np
 
-from data_prep.decode import load_clips, resize_frame
 from core.errors import UserError
+from data_prep.decode import load_clips, resize_frame
 from data_prep.sampling import sample_frame_indices
 
 _VIEWS = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
