@@ -34,7 +34,7 @@ from core.lock import hold_output_lock
 from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.decode import DecodeError, load_clips
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
-from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding,
+from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding, encode_frame,
                                        encode_frames, read_item_frames, sequence_example)
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
@@ -59,8 +59,6 @@ ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
 TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_SHARD = 1024
-_JPEG_QUALITY = 90
-_PNG_COMPRESSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,23 +78,6 @@ class ItemTask:
     format: str = "v1"
     fps: float | None = None  # v2: resample to this frame rate (None: keep every frame)
     max_frames: int | None = None  # v2: at most this many frames, evenly spaced
-
-
-def _encode_frame(frame, encoding):
-    bands = frame.shape[2]
-    if bands == 3:
-        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR(A) order.
-    elif bands == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA)
-    else:
-        frame = frame[:, :, 0]
-    if encoding == "png":
-        ok, data = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
-    else:
-        ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {encoding} frame")
-    return data.tobytes()
 
 
 def prepare_item(task):
@@ -130,7 +111,7 @@ def prepare_item(task):
             f"Expected items with {' or '.join(map(str, ENCODING_BANDS[task.encoding]))} "
             f"bands for --encoding {task.encoding}; use --encoding raw for {band}-band items. "
             f"Received: band={band} ({task.item_id})")}
-    result["encoded"] = [[_encode_frame(frame, task.encoding) for frame in clip]
+    result["encoded"] = [[encode_frame(frame, task.encoding) for frame in clip]
                          for clip in clips]
     return result
 
