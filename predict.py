@@ -24,7 +24,9 @@ each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probabili
 (/dev/video0), a video file, a FIFO, `-` (standard input) or a URL (rtsp://, http://, ...; anything OpenCV's
 FFmpeg backend opens). The run's clip window is kept in a ring buffer and scored every
 `--every` frames (default half a window); each prediction prints its position, top-k,
-latency and frames/s (`--json`: one JSON object a line). Ctrl-C stops it cleanly (exit 0).
+latency and frames/s (`--json`: one JSON object a line). A MoViNet stream variant
+(`movinet_a<N>_stream`) keeps no window: it steps one frame at a time with its states, and
+prints the top-k of every frame so far. Ctrl-C stops it cleanly (exit 0).
 See training/stream.py and docs/DEPLOY.md.
 
 A broken item prints `error: PATH: reason` to stderr and the others still run.
