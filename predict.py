@@ -24,7 +24,9 @@ each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probabili
 (/dev/video0), a video file, a FIFO, `-` (standard input) or a URL (rtsp://, http://, ...; anything OpenCV's
 FFmpeg backend opens). The run's clip window is kept in a ring buffer and scored every
 `--every` frames (default half a window); each prediction prints its position, top-k,
-latency and frames/s (`--json`: one JSON object a line). Ctrl-C stops it cleanly (exit 0).
+latency and frames/s (`--json`: one JSON object a line). A MoViNet stream variant
+(`movinet_a<N>_stream`) keeps no window: it steps one frame at a time with its states, and
+prints the top-k of every frame so far. Ctrl-C stops it cleanly (exit 0).
 See training/stream.py and docs/DEPLOY.md.
 
 A broken item prints `error: PATH: reason` to stderr and the others still run.
@@ -228,21 +230,29 @@ def open_pretrained(args):
     return types.SimpleNamespace(class_names=class_names), model, views_of
 
 
-def run_stream(args, trained, probabilities_of, top_k):
+def run_stream(args, trained, model, probabilities_of, top_k, multi_label):
     """`--stream SOURCE`: a prediction line (or JSON line) every --every frames until the
-    source ends or Ctrl-C."""
-    from training.stream import format_prediction, open_source, stream_predictions
+    source ends or Ctrl-C. A MoViNet stream variant steps frame by frame with its states; any
+    other model scores the run's clip window."""
+    from training.stream import (format_prediction, is_stream_model, open_source,
+                                 state_predictions, stream_predictions)
     from training.timeline import clip_span
 
     window = clip_span(trained.manifest["sampling"])
     every = args.every or max(1, window // 2)
     capture = open_source(args.stream)
+    if is_stream_model(model):
+        predictions = state_predictions(
+            capture, trained.manifest, trained.input_shape, model, trained.class_names,
+            every=every, top_k=top_k, max_frames=args.max_frames, multi_label=multi_label)
+    else:
+        predictions = stream_predictions(
+            capture, trained.manifest, trained.input_shape, probabilities_of,
+            trained.class_names, window_frames=window, every=every, top_k=top_k,
+            max_frames=args.max_frames)
     frames = 0
     try:
-        for prediction in stream_predictions(
-                capture, trained.manifest, trained.input_shape, probabilities_of,
-                trained.class_names, window_frames=window, every=every, top_k=top_k,
-                max_frames=args.max_frames):
+        for prediction in predictions:
             frames = prediction["frame"]
             print(json.dumps(prediction) if args.json else format_prediction(prediction),
                   flush=True)
@@ -312,7 +322,7 @@ def run(args):
     probabilities_of = clip_probabilities_function(model, multi_label)
     top_k = min(args.top_k, len(trained.class_names))
     if args.stream is not None:
-        return run_stream(args, trained, probabilities_of, top_k)
+        return run_stream(args, trained, model, probabilities_of, top_k, multi_label)
     results, failed = [], 0
     for path in expand_items(args.items):
         try:

@@ -1,6 +1,7 @@
 """Tests for training/stream.py and `predict.py --stream`: a video file, a FIFO that ffmpeg
 writes, an HTTP URL served on 127.0.0.1, standard input and a clean Ctrl-C; each prediction is the run's
-clip window, preprocessed as the run's data was."""
+clip window, preprocessed as the run's data was; a MoViNet stream variant steps frame by frame
+with its states, each prediction the causal model's on the frames so far."""
 
 import functools
 import http.server
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import predict
+from models import build_model
 from training import stream, timeline
 from training.run_dir import open_trained_run
 from training.scoring import clip_probabilities_function, load_run_model
@@ -73,6 +75,59 @@ def test_file_stream_scores_each_window_as_the_timeline_does(run_path, tmp_path,
         assert abs(top["probability"] - float(row.max())) < 1e-5
     # time_s is the stream's own clock for a file: frame n of 25 frames/s
     assert abs(lines[0]["time_s"] - (window - 1) / 25) < 0.05
+
+
+@pytest.fixture(scope="module")
+def stream_run_path(run_path, tmp_path_factory):
+    """The tiny run's directory with a fresh movinet_a0_stream of 4x32x32 clips (frames resized
+    to 32x32, no crop) in place of its small3d; its rezero scales are set, so every block
+    (and its causal temporal convolution) counts, and its classifier scaled up, so the
+    probabilities move with the frames (a fresh head's stay near 1/2)."""
+    run = tmp_path_factory.mktemp("stream_run")
+    for name in ("run.json", "data_manifest.json", "classes.txt"):
+        shutil.copy(os.path.join(run_path, name), run / name)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "input_shape": [4, 32, 32, 3]}))
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    manifest["resize"] = {**manifest["resize"], "size": 32, "resize_short": None}
+    (run / "data_manifest.json").write_text(json.dumps(manifest))
+    model = build_model("movinet_a0_stream", 2, (4, 32, 32, 3))
+    for layer in model.layers:
+        if layer.name.endswith(".rezero"):
+            layer.set_weights([np.full_like(w, 0.5) for w in layer.get_weights()])
+    classifier = model.get_layer("classifier")
+    classifier.set_weights([w * 30.0 for w in classifier.get_weights()])
+    model.save(run / "model.keras")
+    return str(run)
+
+
+def test_stream_model_steps_frame_by_frame_as_the_causal_model(stream_run_path, tmp_path,
+                                                               capsys):
+    video = str(tmp_path / "fade.avi")  # brightening texture: the frames so far weigh
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 24))
+    texture = np.random.default_rng(1).integers(0, 40, (24, 32, 3))
+    for t in range(12):
+        writer.write((texture + 18 * t).astype(np.uint8))
+    writer.release()
+    lines = stream_lines(capsys, stream_run_path, video, "--every", "6")
+    assert [line["frame"] for line in lines] == [6, 12]  # every 6 frames, from frame 6
+    capture = cv2.VideoCapture(video)
+    frames = np.stack(list(timeline.read_frames(capture, 32, None, 32)))[None]
+    capture.release()
+    saved = load_run_model(open_trained_run(stream_run_path))
+    seen = []
+    for line in lines:
+        # The causal clip model on the frames so far (a model of that many frames).
+        causal = build_model("movinet_a0_stream", 2, (line["frame"], 32, 32, 3))
+        causal.set_weights(saved.get_weights())
+        expected = np.asarray(clip_probabilities_function(causal)(frames[:, :line["frame"]]))[0]
+        got = {top["class"]: top["probability"] for top in line["top_k"]}
+        assert sorted(got) == ["moving", "still"]
+        for index, name in enumerate(["moving", "still"]):
+            assert abs(got[name] - float(expected[index])) < 1e-4
+        assert line["latency_ms"] > 0 and line["frames_per_second"] > 0
+        seen.append(got["moving"])
+    assert max(seen) - min(seen) > 0.02  # the states carry: the frames so far change the output
 
 
 def test_max_frames_stops_the_stream(run_path, tmp_path, capsys):

@@ -10,6 +10,11 @@ into a ring buffer of one clip span (the window `predict.py --timeline` slides);
 `every` frames, once the buffer is full, the run's F frames are sampled from it as the
 timeline samples a window and the model scores them. Memory is one window of cropped
 frames, whatever the stream's length.
+
+A causal MoViNet stream variant (`movinet_a<N>_stream`, `is_stream_model`) takes another path,
+`state_predictions`: each preprocessed frame is one step of `MovinetStream` with its carried
+states (one frame in, the logits of every frame so far out), and every `every` frames the
+current logits are printed. Memory is the states, whatever the stream's length.
 """
 
 import collections
@@ -21,6 +26,8 @@ import numpy as np
 
 from core.errors import UserError
 from data_prep.sampling import sample_frame_indices
+from models.movinet import VARIANTS, MovinetStream
+from training.scoring import output_activation
 from training.timeline import read_frames
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://",
@@ -80,6 +87,37 @@ class ClipWindow:
         return np.stack([self.frames[i] for i in self.inside])[None]
 
 
+def is_stream_model(model):
+    """True for a causal MoViNet stream variant, which `state_predictions` steps frame by frame."""
+    return model.name in VARIANTS and VARIANTS[model.name][1]
+
+
+def _preprocessed_frames(capture, manifest, input_shape):
+    """The capture's frames through the run's preprocessing (resize as prepared, RGB, crop)."""
+    _, crop_size, _, bands = input_shape
+    resize = manifest["resize"]
+    for frame in read_frames(capture, resize["size"], resize["resize_short"], crop_size):
+        if frame.shape[-1] != bands:
+            raise UserError(f"Expected a stream with {bands} band(s), as the run was "
+                            f"trained on. Received: band={frame.shape[-1]}")
+        yield frame
+
+
+def _prediction(capture, read, probabilities, class_names, top_k, *, started, now, latency_s,
+                frames_per_second):
+    """One prediction's dict (see `stream_predictions`)."""
+    order = probabilities.argsort(kind="stable")[::-1][:top_k]
+    position = capture.get(cv2.CAP_PROP_POS_MSEC)
+    return {
+        "frame": read,
+        "time_s": round(position / 1000.0 if position and position > 0 else now - started, 3),
+        "top_k": [{"class": class_names[i], "probability": float(probabilities[i])}
+                  for i in order],
+        "latency_ms": round(latency_s * 1000.0, 2),
+        "frames_per_second": round(frames_per_second, 1),
+    }
+
+
 def stream_predictions(capture, manifest, input_shape, probabilities_of, class_names, *,
                        window_frames, every, top_k=5, max_frames=None):
     """Scores the stream of an opened capture until it ends (or `max_frames` frames).
@@ -100,16 +138,11 @@ def stream_predictions(capture, manifest, input_shape, probabilities_of, class_n
         `top_k` [{"class", "probability"}], `latency_ms` (the model's call),
         `frames_per_second` (frames read per second since the previous prediction).
     """
-    _, crop_size, _, bands = input_shape
-    resize = manifest["resize"]
     window = ClipWindow(manifest["sampling"], window_frames)
     started = last_time = time.perf_counter()
     read, last_read = 0, 0
     try:
-        for frame in read_frames(capture, resize["size"], resize["resize_short"], crop_size):
-            if frame.shape[-1] != bands:
-                raise UserError(f"Expected a stream with {bands} band(s), as the run was "
-                                f"trained on. Received: band={frame.shape[-1]}")
+        for frame in _preprocessed_frames(capture, manifest, input_shape):
             window.push(frame)
             read += 1
             if window.full and (read - window_frames) % every == 0:
@@ -117,19 +150,55 @@ def stream_predictions(capture, manifest, input_shape, probabilities_of, class_n
                 start = time.perf_counter()
                 probabilities = np.asarray(probabilities_of(clip))[0]
                 now = time.perf_counter()
-                order = probabilities.argsort(kind="stable")[::-1][:top_k]
-                position = capture.get(cv2.CAP_PROP_POS_MSEC)
-                yield {
-                    "frame": read,
-                    "time_s": round(position / 1000.0 if position and position > 0
-                                    else now - started, 3),
-                    "top_k": [{"class": class_names[i], "probability": float(probabilities[i])}
-                              for i in order],
-                    "latency_ms": round((now - start) * 1000.0, 2),
-                    "frames_per_second": round((read - last_read) / max(now - last_time, 1e-9),
-                                               1),
-                }
+                yield _prediction(capture, read, probabilities, class_names, top_k,
+                                  started=started, now=now, latency_s=now - start,
+                                  frames_per_second=(read - last_read) / max(now - last_time,
+                                                                             1e-9))
                 last_time, last_read = now, read
+            if max_frames is not None and read >= max_frames:
+                return
+    finally:
+        capture.release()
+
+
+def state_predictions(capture, manifest, input_shape, model, class_names, *, every, top_k=5,
+                      max_frames=None, multi_label=False):
+    """Steps a MoViNet stream model one frame at a time with its states, until the capture ends
+    (or `max_frames` frames).
+
+    Args:
+        capture: an opened cv2.VideoCapture (`open_source`).
+        manifest: dict, the run's data_manifest.json (resize).
+        input_shape: (F, crop, crop, band) the model takes (F does not matter here).
+        model: a `movinet_a<N>_stream` model (`is_stream_model`).
+        class_names: list of str.
+        every: int, frames between two predictions (frames `every`, `2 * every`, ...).
+        max_frames: int or None, stop after this many frames.
+        multi_label: bool, a sigmoid per class instead of the softmax.
+
+    Yields:
+        dict per prediction, as `stream_predictions`'s, from the logits of every frame so
+        far; `latency_ms` is the mean step (one frame) since the previous prediction.
+    """
+    stepper = MovinetStream(model)
+    states = stepper.init_states(batch_size=1)
+    started = last_time = time.perf_counter()
+    read, last_read, stepping = 0, 0, 0.0
+    try:
+        for frame in _preprocessed_frames(capture, manifest, input_shape):
+            start = time.perf_counter()
+            logits, states = stepper(frame[None, None], states)
+            stepping += time.perf_counter() - start
+            read += 1
+            if read % every == 0:
+                probabilities = np.asarray(output_activation(logits, multi_label))[0]
+                now = time.perf_counter()
+                yield _prediction(capture, read, probabilities, class_names, top_k,
+                                  started=started, now=now,
+                                  latency_s=stepping / (read - last_read),
+                                  frames_per_second=(read - last_read) / max(now - last_time,
+                                                                             1e-9))
+                last_time, last_read, stepping = now, read, 0.0
             if max_frames is not None and read >= max_frames:
                 return
     finally:
