@@ -3,7 +3,8 @@
 TensorFlow reports a damaged TFRecord as `DataLossError: corrupted record at 81920` (or a
 parse error), without the file: from inside training or evaluation a user cannot tell which
 of hundreds of shards to redo. `find_corrupted_shards` reads every record of every shard of
-the named splits, CRC-checked and parsed by the one clip parser (`shards.clip_parser`), one
+the named splits, CRC-checked and parsed by the format's one parser (`shards.clip_parser`, v2:
+`sequence_records.parse_sequence_record`), one
 shard at a time; `corrupted_data_error` turns a TensorFlow data error met anywhere into
 `UserError("corrupted record in <shard> (...)")` after such a scan, and `inspect --verify`
 runs the scan on demand. Deleting a named shard and rerunning the same `prepare` command
@@ -13,6 +14,7 @@ rewrites it (prepare redoes missing shards only).
 import os
 
 from core.errors import UserError
+from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION, parse_sequence_record
 from data_prep.shards import clip_parser
 
 _BATCH = 64
@@ -23,12 +25,16 @@ def verify_shard(path, manifest):
     reason (the record number and TensorFlow's first line)."""
     import tensorflow as tf
 
-    parse = clip_parser(manifest, with_item_index=True)
+    if manifest.get("format_version") == SEQUENCE_FORMAT_VERSION:
+        # v2: CRC and structure of every record; frames are decoded when a clip draws them.
+        parse = lambda record: parse_sequence_record(record)["num_frames"]  # noqa: E731
+    else:
+        parse = clip_parser(manifest, with_item_index=True)
     records = 0
     try:
         dataset = tf.data.TFRecordDataset(path).map(parse).batch(_BATCH)
-        for clips, _, _ in dataset:
-            records += int(clips.shape[0])
+        for batch in dataset:
+            records += int(tf.nest.flatten(batch)[0].shape[0])
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
             tf.errors.NotFoundError, tf.errors.OutOfRangeError) as error:
         text = (error.message or type(error).__name__).strip().splitlines()

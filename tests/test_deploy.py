@@ -38,7 +38,7 @@ def example_code():
 @pytest.mark.slow
 def test_litert_example_in_the_docs_matches_the_model(run_path, tmp_path):
     run = open_trained_run(run_path)
-    model = load_run_model(run)
+    model = load_run_model(run, policy="float32")  # exports compute in float32
     export_dir = tmp_path / "export"
     export_dir.mkdir()
     (export_dir / "model.tflite").write_bytes(export.convert_litert(model))

@@ -275,7 +275,10 @@ def export_copy(model, litert=False):
     """A copy of `model` with the same weights, in the ops another runtime's converter knows:
     DeformConv3D traced without XLA (tf2onnx and LiteRT's converter cannot look inside an
     XLA-compiled function) and, for LiteRT, MaxPooling3D as FactoredMaxPooling3D (LiteRT has
-    no builtin 3-D max pool)."""
+    no builtin 3-D max pool), computing in float32 whatever policy the model was trained in
+    (the converters' builtin kernels are float32)."""
+    model = model_with_policy(model, "float32")
+
     def clone(layer):
         if litert and isinstance(layer, keras.layers.MaxPooling3D):
             return FactoredMaxPooling3D.from_max_pooling3d(layer)
