@@ -6,7 +6,8 @@ epoch. This runs the grid format x seed through `train.py --config ... --set ...
 subprocesses on the synthetic demo with videos several times longer than a clip's span (so
 the clips of one video differ), the same generated videos for both formats (generated once
 into OUT/videos, prepared once per format), and prints top-1 and loss of each run's
-metrics.json with the mean and spread (sample standard deviation, and min..max) per format.
+metrics.json with the mean and spread (sample standard deviation, and min..max) per format,
+then v2's difference to the baseline v1, on the mean and seed by seed.
 
 Both formats evaluate the same way: `clips_per_video` evenly spaced windows per test video
 (v1: the stored clips, v2: the views drawn in evaluation), averaged per video.
@@ -114,6 +115,13 @@ def main(argv=None):
         runs = results[data_format]
         print(f"| {data_format} | {len(runs)} | {spread([m['top1'] for m in runs])} | "
               f"{spread([m['loss'] for m in runs])} |")
+    # The baseline is v1: v2's difference of the means, and per seed (same seed, same videos).
+    for key in ("top1", "loss"):
+        pairs = [(b[key], a[key]) for a, b in zip(results["v1"], results["v2"])]
+        higher = sum(v2 > v1 for v2, v1 in pairs)
+        lower = sum(v2 < v1 for v2, v1 in pairs)
+        print(f"v2 - v1 {key}: {statistics.fmean(v2 - v1 for v2, v1 in pairs):+.3f} on the mean; "
+              f"per seed v2 higher {higher}, equal {len(pairs) - higher - lower}, lower {lower}")
 
 
 if __name__ == "__main__":
