@@ -12,7 +12,7 @@ Two pure TensorFlow functions, usable eagerly and inside `tf.data.Dataset.map`:
 import tensorflow as tf
 
 from core.errors import UserError
-from data_prep.sampling import SAMPLING_METHODS, _positive_int
+from data_prep.sampling import SAMPLING_METHODS, positive_int
 from data_prep.sequence_records import FRAME_ENCODINGS, RAW_DTYPES
 
 
@@ -52,9 +52,9 @@ def sample_clip_indices(num_frames_available, num_frames, method="uniform", stri
     >>> sample_clip_indices(10, 4).numpy().tolist()
     [[1, 3, 6, 8]]
     """
-    num_frames = _positive_int(num_frames, "num_frames")
-    stride = _positive_int(stride, "stride")
-    num_clips = _positive_int(num_clips, "num_clips")
+    num_frames = positive_int(num_frames, "num_frames")
+    stride = positive_int(stride, "stride")
+    num_clips = positive_int(num_clips, "num_clips")
     if method not in SAMPLING_METHODS:
         raise UserError(f"Expected `method` to be one of {list(SAMPLING_METHODS)}. "
                         f"Received: method={method!r}")

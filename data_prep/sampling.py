@@ -12,7 +12,8 @@ from core.errors import UserError
 SAMPLING_METHODS = ("uniform", "stride")
 
 
-def _positive_int(value, name):
+def positive_int(value, name):
+    """`value` as an int, or UserError naming `name` when it is not an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise UserError(f"Expected `{name}` to be a positive integer. Received: {name}={value!r}")
     return int(value)
@@ -53,10 +54,10 @@ def sample_frame_indices(num_frames_available, num_frames, *, method="uniform", 
     >>> sample_frame_indices(3, 4)
     array([[0, 1, 2, 0]])
     """
-    total = _positive_int(num_frames_available, "num_frames_available")
-    num_frames = _positive_int(num_frames, "num_frames")
-    stride = _positive_int(stride, "stride")
-    num_clips = _positive_int(num_clips, "num_clips")
+    total = positive_int(num_frames_available, "num_frames_available")
+    num_frames = positive_int(num_frames, "num_frames")
+    stride = positive_int(stride, "stride")
+    num_clips = positive_int(num_clips, "num_clips")
     if method not in SAMPLING_METHODS:
         raise UserError(
             f"Expected `method` to be one of {list(SAMPLING_METHODS)}. Received: method={method!r}"

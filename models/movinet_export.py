@@ -42,19 +42,28 @@ def stream_to_litert(model, batch_size=1, frames_per_step=1):
         ValueError: not a stream MoViNet.
     """
     stream = MovinetStream(model)
-    names = list(stream.state_shapes)
-    image = tf.TensorSpec((batch_size, frames_per_step, stream.height, stream.width, 3), tf.uint8, name="image")
-    states = [tf.TensorSpec((batch_size, *stream.state_shapes[n]), tf.float32, name=n) for n in names]
-
-    @tf.function(input_signature=[image, *states])
-    def serve(image, *state_values):
-        return stream.step_model({"image": image, **dict(zip(names, state_values))}, training=False)
-
+    serve = _step_function(stream, batch_size, frames_per_step)
     # Without the tf.Module the weights stay resource variables (READ_VARIABLE ops that fail).
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], _frozen_variables(stream.step_model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
+
+
+def _step_function(stream, batch_size, frames_per_step):
+    """One stream step, `(image, *states) -> {"logits", **states}`, as a tf.function whose
+    signature fixes the batch and frames per call (None: any)."""
+    names = list(stream.state_shapes)
+    image = tf.TensorSpec((batch_size, frames_per_step, stream.height, stream.width, 3),
+                          tf.uint8, name="image")
+    states = [tf.TensorSpec((batch_size, *stream.state_shapes[n]), tf.float32, name=n)
+              for n in names]
+
+    @tf.function(input_signature=[image, *states])
+    def step(image, *state_values):
+        return stream.step_model({"image": image, **dict(zip(names, state_values))}, training=False)
+
+    return step
 
 
 def _frozen_variables(model):
@@ -79,12 +88,7 @@ def export_stream_saved_model(model, directory):
     stream = MovinetStream(model)
     names = list(stream.state_shapes)
     module = _frozen_variables(stream.step_model)
-    image = tf.TensorSpec((None, None, stream.height, stream.width, 3), tf.uint8, name="image")
-    states = [tf.TensorSpec((None, *stream.state_shapes[n]), tf.float32, name=n) for n in names]
-
-    @tf.function(input_signature=[image, *states])
-    def call(image, *state_values):
-        return stream.step_model({"image": image, **dict(zip(names, state_values))}, training=False)
+    call = _step_function(stream, None, None)
 
     @tf.function(input_signature=[tf.TensorSpec((5,), tf.int32, name="input_shape")])
     def init_states(input_shape):

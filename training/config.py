@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import difflib
 import inspect
-import logging
 import math
 import os
 import types
@@ -34,8 +33,6 @@ from data_prep.sources import LAYOUTS as SOURCE_LAYOUTS
 from data_prep.sources import MULTI_LABEL_LAYOUTS
 from models import catalog as model_catalog
 from training.config_files import ConfigError, apply_overrides, merge_config_files
-
-logger = logging.getLogger(__name__)
 
 # synth: the demo videos of data_prep.synth, generated into data.root, then prepared as csv.
 # synth generates the demo; tfrecord reads Model Garden / DMVR records as they are.
