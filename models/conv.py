@@ -12,6 +12,18 @@ import keras
 from models.argument_validation import standardize_triple
 
 
+def _shorter_than_kernel(x, kernel_size):
+    """True when an axis of `x` is known and shorter than a kernel deeper than 1 along it.
+
+    oneDNN's bfloat16 Conv3DBackpropFilter (TensorFlow 2.21, AVX512-BF16/AMX CPUs) returns
+    wrong, often NaN or inf, kernel gradients for `padding="same"` on 2 frames and a 3-deep
+    kernel (R3D-18's layer4 at 16 frames; tests/test_bfloat16_gradients.py): such layers take
+    the explicit zero padding and `"valid"`, which computes the same values in every policy.
+    """
+    return any(size is not None and size < kernel
+               for size, kernel in zip(x.shape[1:4], kernel_size) if kernel > 1)
+
+
 def conv3d(
     x,
     filters,
@@ -49,7 +61,7 @@ def conv3d(
     strides = standardize_triple(strides, "strides")
     padding = standardize_triple(padding, "padding", minimum=0)
     symmetric_same = strides == (1, 1, 1) and padding == tuple(k // 2 for k in kernel_size)
-    if symmetric_same and not deformable:
+    if symmetric_same and not deformable and not _shorter_than_kernel(x, kernel_size):
         keras_padding = "same"
     else:
         keras_padding = "valid"
