@@ -3,7 +3,6 @@ previous one, resume falls back past any backup that does not load (whatever the
 and a full disk stops the run with one line, run.json `failed`, and a resume that finishes
 once space is freed."""
 
-import contextlib
 import errno
 import json
 import os
@@ -21,7 +20,8 @@ from core import backup_state
 from core.disk_full import (NoSpaceLeft, no_space_left, trim_partial_last_line,
                             write_json_in_place)
 from core.errors import UserError
-from hostile_fixtures import REPO, assert_one_error_line, quiet_env, run_python, tiny_config
+from hostile_fixtures import (REPO, assert_one_error_line, fill, quiet_env, run_python,
+                              small_disk, tiny_config)
 from training.callbacks import NanLossStop, SafeBackupAndRestore
 from training.run_dir import RunDir, read_history
 
@@ -197,28 +197,6 @@ def test_run_json_and_history_repairs(tmp_path):
     assert trim_partial_last_line(str(history))
     assert history.read_text() == "epoch,loss\n0,1.5\n"
     assert not trim_partial_last_line(str(history))
-
-
-@contextlib.contextmanager
-def small_disk(path, size="48m"):
-    os.makedirs(path)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("needs root and tmpfs to fill a disk (mount -t tmpfs failed)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path])
-
-
-def fill(path):
-    """Writes `path/filler` until the disk is full."""
-    with open(os.path.join(path, "filler"), "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
 
 
 @pytest.mark.slow
