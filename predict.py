@@ -391,18 +391,18 @@ def classify(args, pool):
     try:
         classify_items(args, trained, probabilities_of, top_k, multi_label,
                        run_decoder(trained, views_of), pool, results, errors)
+        if args.json:
+            print_json(results, errors)
     except OSError as error:  # a full disk (a plot, or stdout redirected to a file)
         named = no_space_left(error, stdout_target(), None)
         if named is None:
             raise
-        if args.json:  # what is done still goes out, if stdout has room
+        if args.json and error.filename:  # a plot: what is done still goes out
             with contextlib.suppress(OSError):
                 print_json(results, errors)
         if not error.filename:  # stdout's own write failed
             discard_unwritten_stdout()
         raise named from None
-    if args.json:
-        print_json(results, errors)
     return 1 if errors else 0
 
 

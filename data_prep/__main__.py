@@ -3,9 +3,11 @@
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from core.cli import report_user_errors
+from core.disk_full import no_space_left
 from core.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
@@ -41,6 +43,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except Exception as error:  # a full disk: one line; finished shards are kept (resume)
+        command = "python -m data_prep " + shlex.join(sys.argv[1:] if argv is None else argv)
+        named = no_space_left(error, getattr(args, "out", None) or os.getcwd(), command)
+        if named is None:
+            raise
+        raise named from None
 
 
 if __name__ == "__main__":

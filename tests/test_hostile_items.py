@@ -164,3 +164,15 @@ def test_predict_plot_into_a_place_that_cannot_be_written_is_one_line(run_path, 
     err = capsys.readouterr().err
     assert err.startswith("error: Expected --plot to be a directory that can be created and "
                           "written: Not a directory") and err.count("\n") == 1, err
+
+
+def test_evaluate_decoding_again_skips_an_item_that_crashes_hangs_or_runs_out_of_memory():
+    """evaluate's decode-again path, one worker: a bad item costs that item only."""
+    from training.evaluation import _decoded_views
+
+    tasks = ["/items/good0", "/items/crash", "/items/hang", "/items/oom", "/items/good1"]
+    decode = functools.partial(misbehaving_decoder, decode=os.path.basename)
+    assert list(_decoded_views(tasks, 1, item_timeout=3, decode=decode)) == [
+        "good0", ("skipped", "the decoder crashed (its worker process died)"),
+        ("skipped", "took longer than 3 s (its decoder hung; worker killed)"),
+        ("skipped", "out of memory while decoding it"), "good1"]
