@@ -1,4 +1,5 @@
-"""`python -m data_prep {synth,prepare,merge,inspect} ...`: the data preparation command line."""
+"""`python -m data_prep {synth,prepare,merge,inspect,verify} ...`: the data preparation
+command line."""
 
 import argparse
 import logging
@@ -19,12 +20,12 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from data_prep import contact_sheet, prepare, synth
+    from data_prep import contact_sheet, prepare, synth, verify
 
     parser = _ArgumentParser(prog="python -m data_prep",
                              description="Prepare video datasets as (F, H, W, band) clip shards.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (synth, prepare, contact_sheet):
+    for module in (synth, prepare, contact_sheet, verify):
         module.register(subparsers)
     return parser
 
@@ -37,7 +38,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in ("inspect", "merge"):
+        if args.command in ("inspect", "merge", "verify"):
             import_tensorflow_quietly()  # they read shards: TensorFlow, without its CUDA noise
         return args.func(args)
     except KeyboardInterrupt:
