@@ -345,3 +345,51 @@ def test_predict_json_into_a_full_disk_is_one_line(run_path, tmp_path):
         result.stdout = ""
         assert_one_error_line(result, f"error: no space left on {out}; free some space")
         assert "Exception ignored" not in result.stderr, result.stderr
+
+
+# --- run files: atomic, or (TensorBoard's) read past a torn end -------------------------------
+
+
+class KilledMidWrite(BaseException):
+    pass
+
+
+def test_run_json_status_updates_go_through_a_temporary_file_so_a_kill_keeps_the_old_one(
+        tmp_path, monkeypatch):
+    from training.run_dir import update_run_status
+
+    run_dir = RunDir(str(tmp_path))
+    old = {"status": "running", "classes": ["a", "b"], "note": "x" * 5000}
+    open(run_dir.run_info, "w").write(json.dumps(old))
+    written = []
+
+    def replace(source, target):  # the kill lands after the new text, before the rename
+        written.append(open(source).read())
+        raise KilledMidWrite
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KilledMidWrite):
+        update_run_status(run_dir, "failed", "no space left on /x")
+    assert json.loads(written[0])["status"] == "failed"  # the whole new file was beside it
+    assert json.load(open(run_dir.run_info)) == old
+    assert os.listdir(tmp_path) == ["run.json"]
+
+
+def test_a_torn_last_tensorboard_event_is_dropped_by_tensorboards_reader(tmp_path):
+    """TensorFlow appends TensorBoard's event files itself (not atomically): a kill or a
+    full disk can cut the last record. TensorBoard's reader keeps every whole event before
+    it and drops the torn one, without an error."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in range(5):
+            tf.summary.scalar("loss", float(step), step=step)
+    writer.close()
+    [events] = [os.path.join(tmp_path, name) for name in os.listdir(tmp_path)]
+    os.truncate(events, os.path.getsize(events) - 7)  # into the last event's record
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={
+        event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Tensors("loss")] == [0, 1, 2, 3]
