@@ -10,9 +10,13 @@ images is one item; any other directory stands for the items directly inside it.
 
 Prints the top-k class names and probabilities per item (a multi-label run: every label whose
 sigmoid score, averaged over the clips, is above `--threshold`, default 0.5), or with `--json`
-a JSON list of
-`{"path", "predictions": [{"label", "probability"}]}` (a failed item has `"error"` and no
-predictions).
+one JSON object `{"results": [{"path", "predictions": [{"label", "probability"}]}, ...],
+"errors": [{"path", "error"}, ...]}`: every item that was classified, in order, and every
+failure with its reason (an item whose timeline failed is in both).
+
+Items are decoded in a worker process (data_prep.workers), the next one while the model
+scores the current one: a decoder that crashes (a segfault in FFmpeg or OpenCV), hangs
+longer than `--item-timeout` seconds (600) or runs out of memory costs that item only.
 
 `--timeline` also slides the run's clip window over each item (training/timeline.py;
 `--window-stride SECONDS`, default half a window; `--window-seconds`, default the run's clip
@@ -30,7 +34,8 @@ prints the top-k of every frame so far. Ctrl-C stops it cleanly (exit 0).
 See training/stream.py and docs/DEPLOY.md.
 
 A broken item prints `error: PATH: reason` to stderr and the others still run.
-Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
+Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...)
+or a full disk (`error: no space left on PATH`, a plot or the redirected stdout).
 
 Without a run, from torchvision's Kinetics-400 weights (or any checkpoint of the same layout):
 
