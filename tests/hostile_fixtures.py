@@ -95,6 +95,12 @@ def misbehaving_decoder(path, decode):
     return decode(path)
 
 
+def views_of_five_bands(task):
+    """What `training.evaluation.decode_item_views` answers for an item of the wrong band
+    count (a user's mistake that stops the evaluation), for a decoding worker to import."""
+    return "user_error", f"Expected items with 3 band(s). Received: band=5 ({task[0]})"
+
+
 @contextlib.contextmanager
 def small_disk(path, size="48m"):
     """A tmpfs of `size` mounted at `path` (skips the test unless root can mount one)."""
