@@ -59,7 +59,7 @@ import types
 import cv2
 
 from core.atomic import atomic_write
-from core.disk_full import no_space_left, stdout_target
+from core.disk_full import is_no_space, no_space_left, stdout_target
 from data_prep.decode import (IMAGE_EXTENSIONS, DecodeError, is_media_item,
                               natural_sort_key)
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
@@ -464,9 +464,14 @@ def classify_items(args, trained, probabilities_of, top_k, multi_label, decode, 
                 fail(path, f"timeline: {reason}")
             else:
                 results[-1]["timeline"] = timeline
-                if args.plot:  # OSError (a full disk) stops predict: run() names it
-                    write_timeline_plot(args.plot, path, timeline, probabilities,
-                                        trained.class_names)
+                if args.plot:
+                    try:
+                        write_timeline_plot(args.plot, path, timeline, probabilities,
+                                            trained.class_names)
+                    except OSError as e:
+                        if is_no_space(e):  # stops predict: `classify` names the disk
+                            raise
+                        fail(path, f"timeline plot: {e.strerror or first_line(e)}")
         if args.json:
             continue
         if multi_label:
