@@ -152,7 +152,12 @@ def rebuild_prepare_call(prepared_dir, manifest, damaged):
         raise UserError(f"Expected a dataset prepared on one machine to repair (a merged one "
                         f"is repaired part by part: rerun that part's prepare). Received: "
                         f"{prepared_dir}")
-    spec = SourceSpec(**manifest["source"])
+    try:
+        spec = SourceSpec(**manifest["source"])
+    except TypeError as error:  # a key this version's SourceSpec does not know
+        raise UserError(f"Cannot rebuild the preparation of {prepared_dir} from its "
+                        f"manifest's source ({error}). Delete the damaged shards and rerun "
+                        f"your prepare command. Received: source {manifest['source']}") from None
     source = resolve_source(spec)
     expected = sorted(os.path.normpath(os.path.join(str(prepared_dir), name))
                       for name in names)
