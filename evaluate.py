@@ -15,11 +15,15 @@ Mistakes print one line `error: ...` and exit 2.
 """
 
 import argparse
+import contextlib
+import os
 import sys
 
+from core.disk_full import no_space_left
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.errors import UserError
 from data_prep.verify import corrupted_data_error
+from data_prep.workers import ITEM_TIMEOUT_SECONDS
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.views import parse_views
@@ -38,6 +42,10 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int,
                         help="processes decoding the videos again for views other than the "
                              "stored ones (default: every core)")
+    parser.add_argument("--item-timeout", type=float, default=ITEM_TIMEOUT_SECONDS,
+                        metavar="SECONDS",
+                        help="items decoded again: skip one whose decoding takes longer (a "
+                             f"hung decoder; {ITEM_TIMEOUT_SECONDS})")
     parser.add_argument("--export", action="store_true",
                         help="only write RUN_DIR/export/ (SavedModel) from model.keras")
     return parser.parse_args(argv)
@@ -99,6 +107,20 @@ def report_multi_label(evaluation, results, class_names, paths):
     return 0
 
 
+@contextlib.contextmanager
+def named_full_disk(directory):
+    """A full disk inside the block (ENOSPC anywhere in the error's chain, TensorFlow's
+    errors too) becomes one line `no space left on <path>` (core.disk_full); every file
+    evaluate writes is written atomically, so none is left half written."""
+    try:
+        yield
+    except Exception as error:
+        named = no_space_left(error, directory, None)
+        if named is None:
+            raise
+        raise named from None
+
+
 def run(args):
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     import_tensorflow()
@@ -110,9 +132,13 @@ def run(args):
         raise UserError(f"Expected --batch-size >= 1. Received: --batch-size {args.batch_size}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"Expected --workers >= 1. Received: --workers {args.workers}")
+    if not args.item_timeout > 0:
+        raise UserError(f"Expected --item-timeout > 0 seconds. Received: --item-timeout "
+                        f"{args.item_timeout:g}")
     trained = open_trained_run(args.run_dir)
     if args.export:
-        print(f"exported {export_run(trained)}")
+        with named_full_disk(trained.run_dir.path):
+            print(f"exported {export_run(trained)}")
         return 0
     views = parse_views(args.views or evaluation.default_views(trained))
     split = args.split or trained.info.get("test_split", "test")
@@ -120,7 +146,8 @@ def run(args):
     try:
         results = evaluation.evaluate_run(trained, model, split, views,
                                           batch_size=args.batch_size, workers=args.workers,
-                                          show_progress=sys.stderr.isatty())
+                                          show_progress=sys.stderr.isatty(),
+                                          item_timeout=args.item_timeout)
     except Exception as error:  # a damaged shard: named (data_prep.verify), not a traceback
         named = corrupted_data_error(error, trained.prepared_dir, trained.manifest, (split,))
         if named is None:
@@ -128,8 +155,10 @@ def run(args):
         raise named from None
     paths = evaluation.output_paths(trained, split, results["views"], args.out)
     if "mean_average_precision" in results:
-        return report_multi_label(evaluation, results, trained.class_names, paths)
-    evaluation.write_evaluation(results, trained.class_names, paths)
+        with named_full_disk(os.path.dirname(os.path.abspath(paths[0]))):
+            return report_multi_label(evaluation, results, trained.class_names, paths)
+    with named_full_disk(os.path.dirname(os.path.abspath(paths[0]))):
+        evaluation.write_evaluation(results, trained.class_names, paths)
     print(format_table(results, evaluation.per_class_rows(results["confusion_matrix"],
                                                           trained.class_names)))
     print("\nwrote " + ", ".join(paths))

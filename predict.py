@@ -10,9 +10,13 @@ images is one item; any other directory stands for the items directly inside it.
 
 Prints the top-k class names and probabilities per item (a multi-label run: every label whose
 sigmoid score, averaged over the clips, is above `--threshold`, default 0.5), or with `--json`
-a JSON list of
-`{"path", "predictions": [{"label", "probability"}]}` (a failed item has `"error"` and no
-predictions).
+one JSON object `{"results": [{"path", "predictions": [{"label", "probability"}]}, ...],
+"errors": [{"path", "error"}, ...]}`: every item that was classified, in order, and every
+failure with its reason (an item whose timeline failed is in both).
+
+Items are decoded in a worker process (data_prep.workers), the next one while the model
+scores the current one: a decoder that crashes (a segfault in FFmpeg or OpenCV), hangs
+longer than `--item-timeout` seconds (600) or runs out of memory costs that item only.
 
 `--timeline` also slides the run's clip window over each item (training/timeline.py;
 `--window-stride SECONDS`, default half a window; `--window-seconds`, default the run's clip
@@ -30,7 +34,8 @@ prints the top-k of every frame so far. Ctrl-C stops it cleanly (exit 0).
 See training/stream.py and docs/DEPLOY.md.
 
 A broken item prints `error: PATH: reason` to stderr and the others still run.
-Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...).
+Exit code: 0 all items classified, 1 some item failed, 2 a usage mistake (bad --run-dir, ...)
+or a full disk (`error: no space left on PATH`, a plot or the redirected stdout).
 
 Without a run, from torchvision's Kinetics-400 weights (or any checkpoint of the same layout):
 
@@ -43,6 +48,8 @@ class names (`--classes FILE` for others), preprocessing as torchvision's eval t
 """
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import sys
@@ -51,11 +58,14 @@ import types
 
 import cv2
 
+from core.atomic import atomic_write
+from core.disk_full import is_no_space, no_space_left, stdout_target
 from data_prep.decode import (IMAGE_EXTENSIONS, DecodeError, is_media_item,
                               natural_sort_key)
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
 from core.errors import UserError
 from data_prep.shards import is_multi_label
+from data_prep.workers import ITEM_TIMEOUT_SECONDS, first_line, worker_pool
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.timeline import check_window_arguments, item_timeline
@@ -76,7 +86,12 @@ def parse_args(argv):
     parser.add_argument("--clips", type=int, default=1,
                         help="with --model: clips per item, softmax averaged (1)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per item (5)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--json", action="store_true",
+                        help='print JSON: {"results": [...], "errors": [...]}')
+    parser.add_argument("--item-timeout", type=float, default=ITEM_TIMEOUT_SECONDS,
+                        metavar="SECONDS",
+                        help="skip an item whose decoding takes longer (a hung decoder; "
+                             f"{ITEM_TIMEOUT_SECONDS})")
     parser.add_argument("--timeline", action="store_true",
                         help="also score each window of the clip length along the item")
     parser.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
@@ -125,32 +140,72 @@ def expand_items(paths):
     return items
 
 
-def mean_probabilities(path, trained, probabilities_of, views_of=None):
-    """The class probabilities of an item, averaged over its clips.
+class ItemFailed:
+    """An item whose decoding failed in its worker: broken, crashed, hung or out of memory."""
 
-    `views_of(path)` gives the clips; None means the run's own `preprocess_item`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError("no such file or directory")
-    clips = views_of(path) if views_of else preprocess_item(path, trained.manifest,
-                                                            trained.input_shape)
+    def __init__(self, reason):
+        self.reason = reason
+
+
+# What a broken item raises while decoding: it is skipped with its reason (any other error
+# in a worker is a bug and stops predict).
+ITEM_ERRORS = (DecodeError, UserError, OSError, cv2.error)
+
+
+def run_decoder(trained, views_of=None):
+    """A picklable `path -> uint8 clips` for the worker: `views_of` (pretrained mode), or the
+    run's own `preprocess_item` with only the manifest keys it reads (the task is pickled
+    for every item)."""
+    if views_of is not None:
+        return views_of
+    keys = ("sampling", "resize", "clips_per_video")
+    manifest = {key: trained.manifest[key] for key in keys if key in trained.manifest}
+    return functools.partial(preprocess_item, manifest=manifest,
+                             input_shape=tuple(trained.input_shape))
+
+
+def decoded_items(paths, decode, pool, item_timeout):
+    """Yield (path, clips or ItemFailed) for each path, in order, decoded in `pool`'s worker
+    process: a decoder that crashes, hangs past `item_timeout` seconds, or runs out of memory
+    costs that item only (data_prep.workers). The worker decodes the next item while this
+    process scores the current one."""
+    existing = [path for path in paths if os.path.exists(path)]
+    results = pool.map_ordered(decode, existing, item_timeout=item_timeout,
+                               skip_errors=ITEM_ERRORS,
+                               on_crash=lambda path, reason: ItemFailed(reason))
+    existing = set(existing)
+    for path in paths:
+        yield path, (next(results) if path in existing
+                     else ItemFailed("no such file or directory"))
+
+
+def mean_probabilities(clips, probabilities_of):
+    """The class probabilities of an item, averaged over its clips."""
     return probabilities_of(clips).numpy().mean(axis=0)
 
 
-def predict_item(path, trained, probabilities_of, top_k, views_of=None):
+def predict_item(clips, trained, probabilities_of, top_k):
     """[(label, probability)] of the top_k classes, the softmax averaged over the clips."""
-    mean = mean_probabilities(path, trained, probabilities_of, views_of)
+    mean = mean_probabilities(clips, probabilities_of)
     order = mean.argsort(kind="stable")[::-1][:top_k]
     return [(trained.class_names[index], float(mean[index])) for index in order]
 
 
 def write_timeline_plot(directory, path, timeline, probabilities, class_names):
-    """DIR/<item name>.timeline.png (classes over time) for one item."""
+    """DIR/<item name>.timeline.png (classes over time) for one item, written whole or not
+    at all (a full disk raises OSError ENOSPC and leaves no partial file)."""
     name = os.path.basename(os.path.normpath(path)) or "item"
     out = os.path.join(directory, f"{name}.timeline.png")
     image = timeline_image(probabilities, [w["start_s"] for w in timeline],
                            [w["end_s"] for w in timeline], class_names, title=path)
-    if not cv2.imwrite(out, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {out}")
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {out}")
+    try:
+        with atomic_write(out) as temporary, open(temporary, "wb") as file:
+            file.write(encoded.tobytes())
+    except OSError as e:  # a write's ENOSPC names no file: this one is the plot's
+        raise OSError(e.errno, e.strerror, e.filename or out) from e
     return out
 
 
@@ -160,10 +215,10 @@ def print_timeline(timeline):
         print(f"  {window['start_s']:8.2f}-{window['end_s']:<8.2f} {shown}")
 
 
-def predict_labels_above(path, trained, probabilities_of, threshold):
+def predict_labels_above(clips, trained, probabilities_of, threshold):
     """Multi-label: [(label, probability)] of the classes whose sigmoid score, averaged over
     the clips, is above `threshold`, highest first."""
-    mean = mean_probabilities(path, trained, probabilities_of)
+    mean = mean_probabilities(clips, probabilities_of)
     order = [index for index in mean.argsort(kind="stable")[::-1] if mean[index] > threshold]
     return [(trained.class_names[index], float(mean[index])) for index in order]
 
@@ -225,8 +280,9 @@ def open_pretrained(args):
         raise UserError(f"{args.weights}: its classifier does not have --num-classes "
                         f"{args.num_classes} classes; pass the checkpoint's class count. "
                         f"Received: --num-classes {args.num_classes}")
-    views_of = lambda path: torchvision_views(path, frames=frames, resize=resize,  # noqa: E731
-                                              crop_size=crop_size, num_clips=args.clips)
+    # A partial, not a lambda: it is pickled to the decoding worker.
+    views_of = functools.partial(torchvision_views, frames=frames, resize=resize,
+                                 crop_size=crop_size, num_clips=args.clips)
     return types.SimpleNamespace(class_names=class_names), model, views_of
 
 
@@ -282,12 +338,25 @@ def check_stream_arguments(args):
 
 
 def run(args):
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if args.stream is None and args.items:
+            # Started before TensorFlow loads: the worker's imports overlap with the model's.
+            pool = stack.enter_context(worker_pool(1))
+        return classify(args, pool)
+
+
+def classify(args, pool):
+    """`run` with the decoding worker `pool` (None for --stream)."""
     # TensorFlow loads only now, so that --help and argument mistakes answer at once.
     import_tensorflow()
     from training.scoring import clip_probabilities_function, load_run_model
 
     if args.top_k < 1:
         raise UserError(f"Expected --top-k >= 1. Received: --top-k {args.top_k}")
+    if not args.item_timeout > 0:
+        raise UserError(f"Expected --item-timeout > 0 seconds. Received: --item-timeout "
+                        f"{args.item_timeout:g}")
     check_stream_arguments(args)
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"Expected --threshold in [0, 1]. Received: --threshold {args.threshold}")
@@ -323,22 +392,65 @@ def run(args):
     top_k = min(args.top_k, len(trained.class_names))
     if args.stream is not None:
         return run_stream(args, trained, model, probabilities_of, top_k, multi_label)
-    results, failed = [], 0
-    for path in expand_items(args.items):
+    results, errors = [], []
+    try:
+        classify_items(args, trained, probabilities_of, top_k, multi_label,
+                       run_decoder(trained, views_of), pool, results, errors)
+        if args.json:
+            print_json(results, errors)
+    except OSError as error:  # a full disk (a plot, or stdout redirected to a file)
+        named = no_space_left(error, stdout_target(), None)
+        if named is None:
+            raise
+        if args.json and error.filename:  # a plot: what is done still goes out
+            with contextlib.suppress(OSError):
+                print_json(results, errors)
+        if not error.filename:  # stdout's own write failed
+            discard_unwritten_stdout()
+        raise named from None
+    return 1 if errors else 0
+
+
+def print_json(results, errors):
+    """`--json`: `{"results": [...], "errors": [{"path", "error"}]}` on stdout."""
+    print(json.dumps({"results": results, "errors": errors}, indent=2))
+    sys.stdout.flush()
+
+
+def discard_unwritten_stdout():
+    """Points stdout at /dev/null, so that text a full disk refused is not written again
+    (and reported as "Exception ignored") when Python flushes it at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def classify_items(args, trained, probabilities_of, top_k, multi_label, decode, pool,
+                   results, errors):
+    """Classifies every item (decoded in `pool`'s worker), appending each good result to
+    `results` and each failure (`{"path", "error"}`) to `errors`; prints the text form of
+    each result as it comes unless `--json`."""
+
+    def fail(path, reason):
+        print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
+        errors.append({"path": path, "error": reason})
+
+    for path, clips in decoded_items(expand_items(args.items), decode, pool,
+                                     args.item_timeout):
+        if isinstance(clips, ItemFailed):
+            fail(path, clips.reason)
+            continue
         try:
             if multi_label:
-                predictions = predict_labels_above(path, trained, probabilities_of,
+                predictions = predict_labels_above(clips, trained, probabilities_of,
                                                    args.threshold)
             else:
-                predictions = predict_item(path, trained, probabilities_of, top_k, views_of)
-        except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else (
-                "out of memory (too large to decode)" if isinstance(e, MemoryError)
-                else type(e).__name__)
-            print(f"error: {path}: {reason}", file=sys.stderr, flush=True)
-            failed += 1
-            results.append({"path": path, "predictions": [], "error": reason})
+                predictions = predict_item(clips, trained, probabilities_of, top_k)
+        except MemoryError:
+            fail(path, "out of memory (too large to score)")
             continue
+        del clips
         results.append({"path": path, "predictions": [
             {"label": label, "probability": probability} for label, probability in predictions]})
         if args.timeline:
@@ -347,15 +459,19 @@ def run(args):
                     path, trained.manifest, trained.input_shape, probabilities_of,
                     trained.class_names, top_k=top_k, window_seconds=args.window_seconds,
                     stride_seconds=args.window_stride)
+            except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
+                reason = first_line(e) if not isinstance(e, MemoryError) else "out of memory"
+                fail(path, f"timeline: {reason}")
+            else:
                 results[-1]["timeline"] = timeline
                 if args.plot:
-                    write_timeline_plot(args.plot, path, timeline, probabilities,
-                                        trained.class_names)
-            except (DecodeError, UserError, OSError, cv2.error, MemoryError) as e:
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                print(f"error: {path}: timeline: {reason}", file=sys.stderr, flush=True)
-                failed += 1
-                results[-1]["error"] = f"timeline: {reason}"
+                    try:
+                        write_timeline_plot(args.plot, path, timeline, probabilities,
+                                            trained.class_names)
+                    except OSError as e:
+                        if is_no_space(e):  # stops predict: `classify` names the disk
+                            raise
+                        fail(path, f"timeline plot: {e.strerror or first_line(e)}")
         if args.json:
             continue
         if multi_label:
@@ -368,9 +484,6 @@ def run(args):
         if "timeline" in results[-1]:
             print_timeline(results[-1]["timeline"])
         sys.stdout.flush()
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return 1 if failed else 0
 
 
 def main(argv=None):

@@ -44,7 +44,8 @@ def no_space_left(error, default_path, resume_command):
 
     Args:
         default_path: str, named when the error names no file (a buffered write's flush).
-        resume_command: str, the command that continues the run once space is freed.
+        resume_command: str, the command that continues the run once space is freed; None
+            for a command that is simply run again (evaluate, predict).
     """
     if isinstance(error, NoSpaceLeft) or not is_no_space(error):
         return error if isinstance(error, NoSpaceLeft) else None
@@ -56,8 +57,17 @@ def no_space_left(error, default_path, resume_command):
             break
     path = os.path.dirname(path) if path and os.path.basename(path).startswith(".tmp-") \
         else path
-    return NoSpaceLeft(f"no space left on {path or default_path}; free some space, then "
-                       f"resume with: {resume_command}")
+    then = (f"resume with: {resume_command}" if resume_command else
+            "run the same command again")
+    return NoSpaceLeft(f"no space left on {path or default_path}; free some space, then {then}")
+
+
+def stdout_target():
+    """What standard output is written to (a file's path), to name it when it fills up."""
+    try:
+        return os.readlink("/proc/self/fd/1")
+    except OSError:
+        return "standard output"
 
 
 def write_json_in_place(path, value):

@@ -1,11 +1,14 @@
-"""`python -m data_prep {synth,prepare,merge,inspect} ...`: the data preparation command line."""
+"""`python -m data_prep {synth,prepare,merge,inspect,verify} ...`: the data preparation
+command line."""
 
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from core.cli import report_user_errors
+from core.disk_full import no_space_left
 from core.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
@@ -17,12 +20,12 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from data_prep import contact_sheet, prepare, synth
+    from data_prep import contact_sheet, prepare, synth, verify
 
     parser = _ArgumentParser(prog="python -m data_prep",
                              description="Prepare video datasets as (F, H, W, band) clip shards.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (synth, prepare, contact_sheet):
+    for module in (synth, prepare, contact_sheet, verify):
         module.register(subparsers)
     return parser
 
@@ -35,12 +38,18 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in ("inspect", "merge"):
+        if args.command in ("inspect", "merge", "verify"):
             import_tensorflow_quietly()  # they read shards: TensorFlow, without its CUDA noise
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
+    except Exception as error:  # a full disk: one line; finished shards are kept (resume)
+        command = "python -m data_prep " + shlex.join(sys.argv[1:] if argv is None else argv)
+        named = no_space_left(error, getattr(args, "out", None) or os.getcwd(), command)
+        if named is None:
+            raise
+        raise named from None
 
 
 if __name__ == "__main__":

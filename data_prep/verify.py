@@ -9,8 +9,17 @@ shard at a time; `corrupted_data_error` turns a TensorFlow data error met anywhe
 `UserError("corrupted record in <shard> (...)")` after such a scan, and `inspect --verify`
 runs the scan on demand. Deleting a named shard and rerunning the same `prepare` command
 rewrites it (prepare redoes missing shards only).
+
+`python -m data_prep verify DIR [--repair]` scans a dataset the same way; `--repair`
+(`repair_dataset`) rewrites the damaged shards by itself: it rebuilds the `prepare_dataset`
+call from the manifest (its recorded source and parameters), checks that this call plans
+exactly the shards already there (every whole shard's sidecar fingerprint matches, so
+nothing whole is redone and nothing is prepared with other parameters), deletes each damaged
+shard with its sidecar and the manifest, and runs the call: prepare's resume rewrites only
+those shards, byte-identical to the first run when the source items are unchanged.
 """
 
+import logging
 import os
 
 from core.errors import UserError
@@ -18,6 +27,7 @@ from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION, parse_sequence_r
 from data_prep.shards import clip_parser
 
 _BATCH = 64
+logger = logging.getLogger(__name__)
 
 
 def verify_shard(path, manifest):
@@ -84,3 +94,157 @@ def corrupted_data_error(error, prepared_dir, manifest, splits=None):
         return None
     bad = find_corrupted_shards(prepared_dir, manifest, splits)
     return UserError(corrupted_message(bad, prepared_dir)) if bad else None
+
+
+# --- repair -----------------------------------------------------------------------------------
+
+
+def _sidecar_path(shard_path):
+    return os.path.splitext(shard_path)[0] + ".json"
+
+
+def _prepare_calls(manifest):
+    """Candidate `(parameters, prepare_dataset keyword arguments)` that may have written
+    this manifest's shards, from what it records. `parameters` is the dict prepare
+    fingerprints; v2 records the encoding prepare chose, not whether the user gave it, so
+    both are candidates."""
+    if manifest["format_version"] == SEQUENCE_FORMAT_VERSION:
+        resize = manifest["resize"]
+        # v2 with resize_short records no size (it keeps the aspect ratio): any size up to
+        # resize_short plans the same shards.
+        size = resize["size"] or resize["resize_short"]
+        arguments = {"format": "v2", "frames": None, "size": size,
+                     "resize_short": resize["resize_short"], "fps": manifest.get("fps"),
+                     "max_frames": manifest.get("max_frames")}
+        calls = []
+        for encoding in (None, manifest.get("encoding")):
+            parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
+                          "resize": resize, "fps": manifest.get("fps"),
+                          "max_frames": manifest.get("max_frames")}
+            calls.append((parameters, {**arguments, "encoding": encoding}))
+        return calls
+    sampling, resize = manifest["sampling"], manifest["resize"]
+    parameters = {"format_version": manifest["format_version"],
+                  "encoding": manifest["encoding"], "sampling": sampling, "resize": resize}
+    return [(parameters, {"format": "v1", "frames": sampling["frames"], "size": resize["size"],
+                          "resize_short": resize["resize_short"],
+                          "clips_per_video": sampling["clips_per_video"],
+                          "sampling": sampling["method"],
+                          "frame_stride": sampling["frame_stride"],
+                          "encoding": manifest["encoding"]})]
+
+
+def rebuild_prepare_call(prepared_dir, manifest, damaged):
+    """(SourceSpec, prepare_dataset keyword arguments) that plan exactly this dataset's
+    shards, with every shard not in `damaged` finished under the same fingerprint.
+
+    Raises:
+        UserError: a merged multi-machine dataset, a source that no longer resolves, or no
+            call that reproduces the shards (the source items or the preparation changed).
+    """
+    from data_prep import prepare as prepare_module
+    from data_prep.source_spec import SourceSpec
+    from data_prep.sources import resolve_source
+
+    names = [name for info in manifest["splits"].values() for name in info["shards"]]
+    if "part" in manifest or any(not os.path.basename(name).startswith("shard-")
+                                 for name in names):
+        raise UserError(f"Expected a dataset prepared on one machine to repair (a merged one "
+                        f"is repaired part by part: rerun that part's prepare). Received: "
+                        f"{prepared_dir}")
+    try:
+        spec = SourceSpec(**manifest["source"])
+    except TypeError as error:  # a key this version's SourceSpec does not know
+        raise UserError(f"Cannot rebuild the preparation of {prepared_dir} from its "
+                        f"manifest's source ({error}). Delete the damaged shards and rerun "
+                        f"your prepare command. Received: source {manifest['source']}") from None
+    source = resolve_source(spec)
+    expected = sorted(os.path.normpath(os.path.join(str(prepared_dir), name))
+                      for name in names)
+    for parameters, arguments in _prepare_calls(manifest):
+        plans = prepare_module._plan_shards(str(prepared_dir), source, parameters,
+                                            manifest["items_per_shard"])
+        if sorted(os.path.normpath(plan.tfrecord) for plan in plans) != expected:
+            continue
+        if all(prepare_module._finished_sidecar(plan) is not None for plan in plans
+               if os.path.normpath(plan.tfrecord) not in damaged):
+            return spec, {**arguments, "items_per_shard": manifest["items_per_shard"]}
+    raise UserError(f"Cannot rebuild the preparation of {prepared_dir} from its manifest: "
+                    f"the source items or the preparation parameters changed since (the "
+                    f"whole shards' fingerprints do not match). Delete the damaged shards "
+                    f"and rerun your prepare command. Received: source {manifest['source']}")
+
+
+def repair_dataset(prepared_dir, *, workers=None, show_progress=False):
+    """Rewrites the damaged shards of a prepared dataset; returns [(shard, reason)] of those
+    it rewrote (empty when every shard was whole).
+
+    Raises:
+        UserError: the dataset cannot be repaired (see `rebuild_prepare_call`; nothing is
+            deleted then), or a shard is still damaged after the rewrite.
+    """
+    from data_prep import prepare as prepare_module
+    from data_prep.reader import read_manifest
+
+    manifest = read_manifest(prepared_dir)
+    bad = find_corrupted_shards(prepared_dir, manifest)
+    if not bad:
+        return []
+    damaged = {os.path.normpath(path) for path, _ in bad}
+    spec, arguments = rebuild_prepare_call(prepared_dir, manifest, damaged)
+    for path, reason in bad:
+        logger.info("repair: deleting %s (%s)", path, reason)
+        for name in (path, _sidecar_path(path)):
+            if os.path.exists(name):
+                os.remove(name)
+    os.remove(os.path.join(str(prepared_dir), "manifest.json"))
+    frames, size = arguments.pop("frames"), arguments.pop("size")
+    prepare_module.prepare_dataset(spec, str(prepared_dir), frames, size, workers=workers,
+                                   show_progress=show_progress, **arguments)
+    still = find_corrupted_shards(prepared_dir, read_manifest(prepared_dir))
+    if still:
+        raise UserError(f"{still[0][0]} is still damaged after rewriting it ({still[0][1]}); "
+                        f"check the disk it is on")
+    return bad
+
+
+def _run(args):
+    from data_prep.reader import read_manifest
+
+    if args.repair:
+        rewritten = repair_dataset(args.prepared_dir, workers=args.workers,
+                                   show_progress=not args.no_progress)
+        for path, reason in rewritten:
+            print(f"rewrote: {path} (was {reason})")
+        print(f"{args.prepared_dir}: every shard whole"
+              + (f" ({len(rewritten)} rewritten)" if rewritten else ""))
+        return 0
+    manifest = read_manifest(args.prepared_dir)
+    bad = find_corrupted_shards(args.prepared_dir, manifest)
+    for path, reason in bad:
+        print(f"damaged: {path} ({reason})")
+    if bad:
+        raise UserError(corrupted_message(bad, args.prepared_dir).split(". Delete")[0]
+                        + f". Rewrite it with: python -m data_prep verify "
+                          f"{args.prepared_dir} --repair")
+    shards = sum(len(info["shards"]) for info in manifest["splits"].values())
+    print(f"{args.prepared_dir}: every shard whole ({shards} read, CRC and parse)")
+    return 0
+
+
+def register(subparsers):
+    """Adds the `verify` sub-command to an argparse `subparsers` object."""
+    parser = subparsers.add_parser(
+        "verify", help="read every record of a prepared dataset; --repair rewrites the "
+                       "damaged shards",
+        description="Read every record of every shard (CRC and parse) and name the damaged "
+                    "ones; with --repair, rewrite them from the source items with the "
+                    "manifest's own preparation parameters.")
+    parser.add_argument("prepared_dir", metavar="DIR", help="a directory written by `prepare`")
+    parser.add_argument("--repair", action="store_true",
+                        help="delete the damaged shards and prepare them again")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--repair: decoding processes (default: all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run)
+    return parser

@@ -42,6 +42,12 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def first_line(error):
+    """The first line of an exception's text, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _worker_main(connection):
     import cv2
 
@@ -64,11 +70,13 @@ def _worker_main(connection):
             return
         if message is None:
             return
-        function, argument = message
+        function, argument, skip_errors = message
         try:
             reply = (True, function(argument))
         except MemoryError:  # this item's size, not a bug: it is skipped, the pool goes on
             reply = (_SKIP, "out of memory while decoding it")
+        except skip_errors as error:  # a broken item the caller expects: skipped, not a bug
+            reply = (_SKIP, first_line(error))
         except Exception:  # a bug, not a broken item: the parent raises it
             reply = (False, traceback.format_exc())
         try:
@@ -105,7 +113,7 @@ class WorkerPool:
         self._workers[parent_end] = process
         return parent_end
 
-    def map_ordered(self, function, arguments, on_crash, item_timeout=None):
+    def map_ordered(self, function, arguments, on_crash, item_timeout=None, skip_errors=()):
         """Yield `function(argument)` for each argument, in order.
 
         Args:
@@ -116,6 +124,9 @@ class WorkerPool:
                 `item_timeout`; `reason` says which, in a few words.
             item_timeout: seconds one call may take before its worker is killed (a hung
                 decoder), or None.
+            skip_errors: exception classes (picklable) that mean "this item is broken":
+                raised in a worker, they go to `on_crash` with their first line as the
+                reason. Any other exception is a bug: `map_ordered` raises RuntimeError.
         """
         arguments = iter(arguments)
         busy = {}  # connection -> (index, argument)
@@ -132,7 +143,7 @@ class WorkerPool:
                 if argument is _END:
                     exhausted = True
                     continue
-                connection.send((function, argument))
+                connection.send((function, argument, tuple(skip_errors)))
                 busy[connection] = (next_to_submit, argument)
                 started[connection] = time.monotonic()
                 next_to_submit += 1
@@ -165,7 +176,7 @@ class WorkerPool:
                                                          "process died)")
                     self._replace(connection)
                     continue
-                if ok is _SKIP:
+                if ok == _SKIP:  # unpickled: an equal string, not the same object
                     finished[index] = on_crash(argument, result)
                     continue
                 if not ok:

@@ -2,12 +2,15 @@
 (optionally under a memory limit) and check that it ended the way docs/RELIABILITY.md
 promises: exit 2, one line `error: ...`, no traceback."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import pytest
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,3 +79,51 @@ def tiny_config(tmp_path, name="tiny", **sections):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
+
+
+def misbehaving_decoder(path, decode):
+    """A decoding worker's function for the per-item isolation tests: an item named
+    `crash*` kills its process (SIGSEGV, as a crashing FFmpeg does), `hang*` never returns,
+    `oom*` runs out of memory; any other is `decode(path)`."""
+    name = os.path.basename(path)
+    if name.startswith("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("hang"):
+        time.sleep(3600)
+    if name.startswith("oom"):
+        raise MemoryError
+    return decode(path)
+
+
+def views_of_five_bands(task):
+    """What `training.evaluation.decode_item_views` answers for an item of the wrong band
+    count (a user's mistake that stops the evaluation), for a decoding worker to import."""
+    return "user_error", f"Expected items with 3 band(s). Received: band=5 ({task[0]})"
+
+
+@contextlib.contextmanager
+def small_disk(path, size="48m"):
+    """A tmpfs of `size` mounted at `path` (skips the test unless root can mount one)."""
+    os.makedirs(path)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("needs root and tmpfs to fill a disk (mount -t tmpfs failed)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", path])
+
+
+def fill(path):
+    """Writes `path/filler` until the disk is full."""
+    with open(os.path.join(path, "filler"), "wb") as f:
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+    with contextlib.suppress(OSError):  # the last bytes a page at a time
+        with open(os.path.join(path, "filler-tail"), "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()

@@ -121,3 +121,64 @@ def test_a_second_signal_quits_at_once():
     assert "not reached" not in result.stdout
     assert "SIGTERM: stopping at the end of this step" in result.stderr
     assert "interrupted again: quitting now" in result.stderr
+
+
+def fit_with(history_callbacks, epochs, initial_epoch=0, validation=True):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=4, verbose=0,
+              validation_data=(x, y) if validation else None, callbacks=history_callbacks)
+
+
+def read_rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_history_csv_has_keras_csv_loggers_rows(tmp_path, validation):
+    ours, theirs = str(tmp_path / "ours.csv"), str(tmp_path / "keras.csv")
+    fit_with([callbacks.HistoryCSV(ours), keras.callbacks.CSVLogger(theirs)], 3,
+             validation=validation)
+    assert read_rows(ours) == read_rows(theirs) and len(read_rows(ours)) == 3
+
+
+class Killed(BaseException):
+    pass
+
+
+def test_history_csv_is_rewritten_atomically_so_a_kill_mid_write_leaves_the_last_whole_file(
+        tmp_path, monkeypatch):
+    """Each epoch's file goes to a temporary name and is renamed over history.csv: a kill
+    before the rename (here, at epoch 3's) leaves epoch 2's file whole, no torn row."""
+    path = str(tmp_path / "history.csv")
+    real_replace, calls = os.replace, []
+
+    def replace(source, target):
+        calls.append((os.path.basename(source), os.path.basename(target)))
+        if len(calls) == 3:
+            assert open(source).read().count("\n") == 4  # the new file, whole, beside
+            raise Killed
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(Killed):
+        fit_with([callbacks.HistoryCSV(path)], 5)
+    assert calls == [(".tmp-history.csv", "history.csv")] * 3
+    text = open(path).read()
+    assert text.endswith("\n") and [row["epoch"] for row in read_rows(path)] == ["0", "1"]
+    assert sorted(os.listdir(tmp_path)) == ["history.csv"]
+
+
+def test_history_csv_on_resume_keeps_earlier_rows_and_replaces_a_redone_epoch(tmp_path):
+    path = str(tmp_path / "history.csv")
+    fit_with([callbacks.HistoryCSV(path)], 3)
+    first = read_rows(path)
+    fit_with([callbacks.HistoryCSV(path)], 4, initial_epoch=2)  # epoch 2 again, then 3
+    rows = read_rows(path)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"]
+    assert rows[:2] == first[:2] and open(path).read().count("epoch") == 1

@@ -152,12 +152,12 @@ def test_decode_task_reports_broken_items_and_band_mismatches(trained, tmp_path)
 
 
 def test_a_user_error_while_decoding_stops_the_evaluation(trained, monkeypatch):
+    """The decoding runs in a worker process (one here): the decoder is replaced by a
+    module-level function it can import."""
+    from hostile_fixtures import views_of_five_bands
+
     run, model = trained
-
-    def wrong_bands(path, *args, **kwargs):
-        raise UserError(f"Expected items with 3 band(s). Received: band=5 ({path})")
-
-    monkeypatch.setattr(evaluation, "preprocess_item", wrong_bands)
+    monkeypatch.setattr(evaluation, "decode_item_views", views_of_five_bands)
     with pytest.raises(UserError, match="Received: band=5"):
         evaluation.evaluate_run(run, model, "test", (3, 2), workers=1)
 

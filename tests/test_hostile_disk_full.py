@@ -3,7 +3,6 @@ previous one, resume falls back past any backup that does not load (whatever the
 and a full disk stops the run with one line, run.json `failed`, and a resume that finishes
 once space is freed."""
 
-import contextlib
 import errno
 import json
 import os
@@ -21,7 +20,8 @@ from core import backup_state
 from core.disk_full import (NoSpaceLeft, no_space_left, trim_partial_last_line,
                             write_json_in_place)
 from core.errors import UserError
-from hostile_fixtures import REPO, assert_one_error_line, quiet_env, run_python, tiny_config
+from hostile_fixtures import (REPO, assert_one_error_line, fill, quiet_env, run_python,
+                              small_disk, tiny_config)
 from training.callbacks import NanLossStop, SafeBackupAndRestore
 from training.run_dir import RunDir, read_history
 
@@ -199,28 +199,6 @@ def test_run_json_and_history_repairs(tmp_path):
     assert not trim_partial_last_line(str(history))
 
 
-@contextlib.contextmanager
-def small_disk(path, size="48m"):
-    os.makedirs(path)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("needs root and tmpfs to fill a disk (mount -t tmpfs failed)")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", path])
-
-
-def fill(path):
-    """Writes `path/filler` until the disk is full."""
-    with open(os.path.join(path, "filler"), "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 16))
-                f.flush()
-
-
 @pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_freed(tmp_path):
     """The issue's case: a disk filled mid-run (tmpfs), then freed, then --resume."""
@@ -256,3 +234,162 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_free
         assert sorted({row["epoch"] for row in read_history(run_dir)}) == list(range(8))
         assert json.load(open(run_dir.run_info))["status"] == "finished"
         assert f"resuming after epoch {saved}" in open(run_dir.train_log).read()
+
+
+# --- a full disk under prepare, evaluate and predict ------------------------------------------
+
+
+def tree_bytes(directory):
+    """{relative path: bytes} of every file under `directory`."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return files
+
+
+@pytest.mark.slow
+def test_prepare_on_a_full_disk_is_one_line_keeps_finished_shards_and_resumes(tmp_path):
+    """12 shards of 12 kB on a 100 kB disk: some are written, then ENOSPC. After the disk
+    grows the printed command resumes, and the dataset equals a clean run's byte for byte."""
+    from video_fixtures import make_folders_dataset
+
+    make_folders_dataset(tmp_path / "root", classes=("a", "b", "c"), per_class=4, kind="npy")
+    arguments = ["-m", "data_prep", "prepare", "--layout", "folders", "--root",
+                 str(tmp_path / "root"), "--format", "v1", "--frames", "4", "--size", "32",
+                 "--items-per-shard", "1", "--workers", "1", "--no-progress", "--out"]
+    clean = run_python([*arguments, str(tmp_path / "clean")])
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    with small_disk(str(tmp_path / "disk"), size="100k") as disk:
+        out = os.path.join(disk, "out")
+        full = run_python([*arguments, out])
+        line = assert_one_error_line(full, f"error: no space left on {out}",
+                                     "resume with: python -m data_prep prepare")
+        kept = [name for name in os.listdir(os.path.join(out, "train")) if
+                name.endswith(".json")]
+        assert 0 < len(kept) < 12 and not os.path.exists(os.path.join(out, "manifest.json"))
+        assert not [name for name in os.listdir(os.path.join(out, "train"))
+                    if name.startswith(".tmp-")]
+        before = tree_bytes(out)
+        subprocess.run(["mount", "-o", "remount,size=2m", disk], check=True)
+        resumed = run_python(line.split("resume with: python ", 1)[1].split())
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert f"{len(kept)} of 12 shard(s) reused" in resumed.stderr + resumed.stdout
+        after = tree_bytes(out)
+        assert all(after[name] == data for name, data in before.items() if name.endswith(
+            ".json"))  # the finished shards were kept, not redone
+        assert after == tree_bytes(str(tmp_path / "clean"))
+
+
+def test_evaluate_reports_on_a_full_disk_are_one_line_and_leave_no_partial_file(
+        run_path, tmp_path, capsys):
+    import evaluate
+
+    with small_disk(str(tmp_path / "disk"), size="1m") as disk:
+        fill(disk)
+        out = os.path.join(disk, "evaluation", "test.json")
+        assert evaluate.main(["--run-dir", run_path, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: no space left on {os.path.dirname(out)}") \
+            and err.count("\n") == 1 and "Traceback" not in err, err
+        assert os.listdir(os.path.dirname(out)) == []  # nothing half written, no temporary
+
+
+def test_evaluate_export_on_a_full_disk_is_one_line(run_path, tmp_path, capsys):
+    import evaluate
+
+    with small_disk(str(tmp_path / "disk"), size="24m") as disk:
+        run = os.path.join(disk, "run")
+        shutil.copytree(run_path, run, ignore=shutil.ignore_patterns("export", "tensorboard"))
+        fill(disk)
+        assert evaluate.main(["--run-dir", run, "--export"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: no space left on {run}") and err.count("\n") == 1, err
+        assert not os.path.exists(os.path.join(run, "export"))
+        assert not [name for name in os.listdir(run) if name.startswith(".tmp-")]
+
+
+def test_predict_plot_on_a_full_disk_is_one_line_after_the_results_so_far(run_path, tmp_path,
+                                                                           capsys):
+    import predict
+
+    item = str(tmp_path / "item.npy")
+    np.save(item, np.random.default_rng(0).integers(0, 256, (8, 24, 32, 3), np.uint8))
+    with small_disk(str(tmp_path / "disk"), size="1m") as disk:
+        plots = os.path.join(disk, "plots")
+        os.makedirs(plots)
+        fill(disk)
+        assert predict.main(["--run-dir", run_path, "--json", "--timeline", "--plot", plots,
+                             item]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"error: no space left on {plots}/item.npy.timeline.png; "
+                                "free some space, then run the same command again\n")
+        [result] = json.loads(captured.out)["results"]  # what was done is not lost
+        assert result["path"] == item and result["predictions"] and result["timeline"]
+        assert os.listdir(plots) == []
+
+
+@pytest.mark.slow
+def test_predict_json_into_a_full_disk_is_one_line(run_path, tmp_path):
+    item = str(tmp_path / "item.npy")
+    np.save(item, np.random.default_rng(0).integers(0, 256, (8, 24, 32, 3), np.uint8))
+    with small_disk(str(tmp_path / "disk"), size="1m") as disk:
+        fill(disk)
+        out = os.path.join(disk, "predictions.json")
+        with open(out, "w") as stdout:
+            result = subprocess.run([sys.executable, "predict.py", "--run-dir", run_path,
+                                     "--json", item], cwd=REPO, env=quiet_env(),
+                                    stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                    timeout=300)
+        result.stdout = ""
+        assert_one_error_line(result, f"error: no space left on {out}; free some space")
+        assert "Exception ignored" not in result.stderr, result.stderr
+
+
+# --- run files: atomic, or (TensorBoard's) read past a torn end -------------------------------
+
+
+class KilledMidWrite(BaseException):
+    pass
+
+
+def test_run_json_status_updates_go_through_a_temporary_file_so_a_kill_keeps_the_old_one(
+        tmp_path, monkeypatch):
+    from training.run_dir import update_run_status
+
+    run_dir = RunDir(str(tmp_path))
+    old = {"status": "running", "classes": ["a", "b"], "note": "x" * 5000}
+    open(run_dir.run_info, "w").write(json.dumps(old))
+    written = []
+
+    def replace(source, target):  # the kill lands after the new text, before the rename
+        written.append(open(source).read())
+        raise KilledMidWrite
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KilledMidWrite):
+        update_run_status(run_dir, "failed", "no space left on /x")
+    assert json.loads(written[0])["status"] == "failed"  # the whole new file was beside it
+    assert json.load(open(run_dir.run_info)) == old
+    assert os.listdir(tmp_path) == ["run.json"]
+
+
+def test_a_torn_last_tensorboard_event_is_dropped_by_tensorboards_reader(tmp_path):
+    """TensorFlow appends TensorBoard's event files itself (not atomically): a kill or a
+    full disk can cut the last record. TensorBoard's reader keeps every whole event before
+    it and drops the torn one, without an error."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_accumulator
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in range(5):
+            tf.summary.scalar("loss", float(step), step=step)
+    writer.close()
+    [events] = [os.path.join(tmp_path, name) for name in os.listdir(tmp_path)]
+    os.truncate(events, os.path.getsize(events) - 7)  # into the last event's record
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path), size_guidance={
+        event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    assert [event.step for event in accumulator.Tensors("loss")] == [0, 1, 2, 3]

@@ -2,8 +2,10 @@
 decoder is skipped with its reason and the others are prepared; a large .npy item is read
 through its memory map, only the frames its clips need, within a per-item budget."""
 
+import functools
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from data_prep import prepare as prepare_module
 from data_prep.decode import DecodeError, decode_array
 from data_prep.workers import worker_pool
-from hostile_fixtures import PEAK_MB, REPO, run_code, run_python
+from hostile_fixtures import PEAK_MB, REPO, misbehaving_decoder, run_code, run_python
 from video_fixtures import make_folders_dataset
 
 
@@ -114,30 +116,40 @@ def test_prepare_skips_an_oversized_npy_with_its_reason_and_prepares_the_rest(tm
     assert sum(split["videos"] for split in manifest["splits"].values()) == 4
 
 
-def test_predict_json_keeps_every_good_result_when_one_item_runs_out_of_memory(
-        run_path, tmp_path, capsys, monkeypatch):
-    import predict
-
+def misbehaving_items(directory, names):
     paths = []
-    for index in range(4):
-        paths.append(str(tmp_path / f"item{index}.npy"))
+    for index, name in enumerate(names):
+        paths.append(str(directory / f"{name}.npy"))
         np.save(paths[-1], np.random.default_rng(index).integers(0, 256, (8, 24, 32, 3),
                                                                  np.uint8))
-    real = predict.predict_item
+    return paths
 
-    def out_of_memory_on_item2(path, *args, **kwargs):
-        if path.endswith("item2.npy"):
-            raise MemoryError
-        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(predict, "predict_item", out_of_memory_on_item2)
-    assert predict.main(["--run-dir", run_path, "--json", *paths]) == 1
+def test_predict_json_keeps_every_good_result_when_an_item_crashes_hangs_or_runs_out_of_memory(
+        run_path, tmp_path, capsys, monkeypatch):
+    """The issue's case: one bad item cost every good result. Here the decoder (in predict's
+    worker process) segfaults on one item, hangs on one, runs out of memory on one."""
+    import predict
+
+    paths = misbehaving_items(tmp_path, ["good0", "crash", "good1", "hang", "oom", "good2"])
+    real = predict.run_decoder
+    monkeypatch.setattr(predict, "run_decoder", lambda *args: functools.partial(
+        misbehaving_decoder, decode=real(*args)))
+    started = time.perf_counter()
+    assert predict.main(["--run-dir", run_path, "--json", "--item-timeout", "3", *paths]) == 1
+    assert time.perf_counter() - started < 60
     captured = capsys.readouterr()
-    results = json.loads(captured.out)
-    assert [r["path"] for r in results] == paths
-    assert [bool(r["predictions"]) for r in results] == [True, True, False, True]
-    assert results[2]["error"] == "out of memory (too large to decode)"
-    assert captured.err.count("error: ") == 1 and "Traceback" not in captured.err
+    output = json.loads(captured.out)
+    assert [r["path"] for r in output["results"]] == [paths[0], paths[2], paths[5]]
+    assert all(r["predictions"] for r in output["results"])
+    assert output["errors"] == [
+        {"path": paths[1], "error": "the decoder crashed (its worker process died)"},
+        {"path": paths[3], "error": "took longer than 3 s (its decoder hung; worker killed)"},
+        {"path": paths[4], "error": "out of memory while decoding it"}]
+    assert captured.err.count("error: ") == 3 and "Traceback" not in captured.err
+    # The good results are those of a run without the bad items.
+    assert predict.main(["--run-dir", run_path, "--json", paths[0], paths[2], paths[5]]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == output["results"]
 
 
 def test_predict_plot_into_a_place_that_cannot_be_written_is_one_line(run_path, tmp_path,
@@ -152,3 +164,15 @@ def test_predict_plot_into_a_place_that_cannot_be_written_is_one_line(run_path, 
     err = capsys.readouterr().err
     assert err.startswith("error: Expected --plot to be a directory that can be created and "
                           "written: Not a directory") and err.count("\n") == 1, err
+
+
+def test_evaluate_decoding_again_skips_an_item_that_crashes_hangs_or_runs_out_of_memory():
+    """evaluate's decode-again path, one worker: a bad item costs that item only."""
+    from training.evaluation import _decoded_views
+
+    tasks = ["/items/good0", "/items/crash", "/items/hang", "/items/oom", "/items/good1"]
+    decode = functools.partial(misbehaving_decoder, decode=os.path.basename)
+    assert list(_decoded_views(tasks, 1, item_timeout=3, decode=decode)) == [
+        "good0", ("skipped", "the decoder crashed (its worker process died)"),
+        ("skipped", "took longer than 3 s (its decoder hung; worker killed)"),
+        ("skipped", "out of memory while decoding it"), "good1"]

@@ -98,3 +98,55 @@ def test_training_names_the_shard_keeps_the_backup_resumes_and_evaluate_names_it
     evaluated = run_python(["evaluate.py", "--run-dir", run_dir.path, "--views", "1x1"],
                            timeout=600)
     assert_one_error_line(evaluated, f"error: corrupted record in {test_shard} (")
+
+
+def tree_bytes(directory):
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return files
+
+
+@pytest.mark.parametrize("format", ["v1", "v2"])
+def test_verify_repair_rewrites_only_the_damaged_shard_byte_identical(tmp_path, format, capsys):
+    from data_prep.__main__ import main
+
+    make_folders_dataset(tmp_path / "root", per_class=3, kind="npy")
+    out = str(tmp_path / "out")
+    frames = 4 if format == "v1" else None
+    prepare_dataset(SourceSpec("folders", str(tmp_path / "root")), out, frames, 16,
+                    workers=1, show_progress=False, items_per_shard=2, format=format)
+    original = tree_bytes(out)
+    shard = os.path.join(out, "train", "shard-00001-of-00003.tfrecord")
+    damage(shard)
+    assert main(["verify", out]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"damaged: {shard} (")
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"corrupted record in {shard}" in errors[0] \
+        and f"python -m data_prep verify {out} --repair" in errors[0]
+    kept = {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in original
+            if "shard-00001" not in name and name != "manifest.json"}
+    assert main(["verify", out, "--repair", "--workers", "1", "--no-progress"]) == 0
+    assert f"rewrote: {shard}" in capsys.readouterr().out
+    assert tree_bytes(out) == original
+    # The whole shards were not written again.
+    assert kept == {name: os.stat(os.path.join(out, name)).st_mtime_ns for name in kept}
+    assert main(["verify", out]) == 0
+
+
+def test_verify_repair_refuses_when_the_source_changed_and_deletes_nothing(prepared, capsys):
+    from data_prep.__main__ import main
+
+    out, manifest = prepared
+    shard = os.path.join(out, manifest["splits"]["train"]["shards"][0])
+    damage(shard)
+    os.remove(os.path.join(manifest["source"]["root"], "a", "item0.npy"))  # an item gone
+    before = tree_bytes(out)
+    assert main(["verify", out, "--repair", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot rebuild the preparation of {out}") \
+        and err.count("\n") == 1, err
+    assert tree_bytes(out) == before

@@ -57,7 +57,9 @@ def test_json_probabilities_are_the_models_mean_softmax_over_the_clips(untrained
     path = str(tmp_path / "item.npy")
     np.save(path, array)
     assert predict.main(["--run-dir", untrained_run, "--json", "--top-k", "2", path]) == 0
-    result = json.loads(capsys.readouterr().out)
+    output = json.loads(capsys.readouterr().out)
+    assert output["errors"] == []
+    result = output["results"]
     assert [entry["path"] for entry in result] == [path]
     predictions = result[0]["predictions"]
     assert predictions[0]["probability"] >= predictions[1]["probability"]
@@ -99,12 +101,14 @@ def test_broken_items_get_an_error_line_and_the_rest_still_run(run_path, fresh_v
     for line, path, reason in zip(errors, [broken, empty, missing, grey], [
             "not a video", "zero-byte", "no such file", "Expected items with 3 band(s)"]):
         assert line.startswith(f"error: {path}: ") and reason in line
-    result = json.loads(captured.out)
-    assert [entry["path"] for entry in result] == items
-    assert result[1]["predictions"][0]["label"] == "moving"
-    assert result[5]["predictions"][0]["label"] == "still"
-    assert [bool(entry.get("error")) for entry in result] == [True, False, True, True, True,
-                                                              False]
+    output = json.loads(captured.out)
+    assert [entry["path"] for entry in output["results"]] == [items[1], items[5]]
+    assert output["results"][0]["predictions"][0]["label"] == "moving"
+    assert output["results"][1]["predictions"][0]["label"] == "still"
+    assert [entry["path"] for entry in output["errors"]] == [str(broken), str(empty), missing,
+                                                             str(grey)]
+    assert [line.split(": ", 2)[2] for line in errors] == [
+        entry["error"] for entry in output["errors"]]
 
 
 def test_directories_frame_folders_and_top_k(run_path, fresh_videos, tmp_path, capsys):
@@ -159,7 +163,7 @@ def test_timeline_of_joined_videos_names_each_part(run_path, tmp_path, capsys):
     argv = ["--run-dir", run_path, "--json", "--timeline", "--window-seconds", "0.32",
             "--window-stride", "0.16", "--plot", str(plots), path]
     assert predict.main(argv) == 0
-    [result] = json.loads(capsys.readouterr().out)
+    [result] = json.loads(capsys.readouterr().out)["results"]
     timeline = result["timeline"]
     assert [(w["start_s"], w["end_s"]) for w in timeline] == [
         (round(0.16 * i, 3), round(0.16 * i + 0.32, 3)) for i in range(7)]
@@ -190,6 +194,7 @@ def test_timeline_default_window_is_the_clip_span_and_text_lists_windows(run_pat
     (["--run-dir", "/nonexistent/run"], "Received: --run-dir /nonexistent/run"),
     (["--timeline", "--window-stride", "0"], "Received: --window-stride 0"),
     (["--plot", "somewhere"], "Expected --timeline with --plot"),
+    (["--item-timeout", "0"], "Received: --item-timeout 0"),
 ])
 def test_usage_mistakes_are_one_line_exit_2(run_path, fresh_videos, capsys, arguments,
                                             message):
@@ -209,7 +214,7 @@ def test_multi_label_prints_the_labels_above_the_threshold(multi_label_run_path,
     np.save(path, array)
     assert predict.main(["--run-dir", multi_label_run_path, "--json", "--threshold", "0",
                          path]) == 0
-    every = json.loads(capsys.readouterr().out)[0]["predictions"]
+    every = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
     run = open_trained_run(multi_label_run_path)
     assert sorted(p["label"] for p in every) == sorted(run.class_names)  # all above 0
     scores = [p["probability"] for p in every]
@@ -292,7 +297,7 @@ def test_kinetics_checkpoint_prints_kinetics_names(tiny_r3d_18, fresh_videos, tm
     assert lines[0] == fresh_videos["moving"] and len(lines) == 4
     assert all(line.split()[1] in kinetics400_classes() for line in lines[1:])
     assert predict.main([*argv, "--json", fresh_videos["moving"]]) == 0
-    [result] = json.loads(capsys.readouterr().out)
+    [result] = json.loads(capsys.readouterr().out)["results"]
     assert [p["label"] for p in result["predictions"]] == [line.split()[1] for line in lines[1:]]
 
 
@@ -306,7 +311,7 @@ def test_torchvision_checkpoint_gives_the_models_softmax(tiny_r3d_18, fresh_vide
     path = fresh_videos["still"]
     assert predict.main(["--model", "r3d_18", "--weights", weights, "--num-classes", "5",
                          "--classes", str(classes), "--clips", "2", "--json", path]) == 0
-    [result] = json.loads(capsys.readouterr().out)
+    [result] = json.loads(capsys.readouterr().out)["results"]
     model = build_model("r3d_18", 5, (16, 112, 112, 3), weights=weights)
     clips = torchvision_views(path, frames=16, resize=(128, 171), crop_size=112, num_clips=2)
     expected = tf.nn.softmax(model(clips, training=False)).numpy().mean(axis=0)

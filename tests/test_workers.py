@@ -52,3 +52,17 @@ def test_an_exception_in_a_task_is_raised_in_the_parent_with_its_traceback():
     with worker_pool(1) as pool:
         with pytest.raises(RuntimeError, match="ZeroDivisionError"):
             list(pool.map_ordered(eval, ["1", "1 / 0"], on_crash=None))
+
+
+def test_expected_errors_and_out_of_memory_skip_their_item_through_on_crash():
+    """`skip_errors` (a broken item) and MemoryError reach `on_crash` with their reason;
+    any other exception is still a bug. (A skip once came back as the result itself.)"""
+    tasks = ["1", "int('x')", "bytearray(1 << 62)", "4", "1 / 0"]
+    with worker_pool(1) as pool:
+        results = pool.map_ordered(eval, tasks, skip_errors=(ValueError,),
+                                   on_crash=lambda argument, reason: ("skipped", reason))
+        assert [next(results) for _ in range(4)] == [
+            1, ("skipped", "invalid literal for int() with base 10: 'x'"),
+            ("skipped", "out of memory while decoding it"), 4]
+        with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+            next(results)

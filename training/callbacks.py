@@ -4,6 +4,8 @@ line and progress bars, and the clean stop on a signal.
 The TensorBoard views are callbacks of their own, in `training.tensorboard_views`.
 """
 
+import csv
+import io
 import json
 import logging
 import math
@@ -18,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core import backup_state
-from core.atomic import atomic_write, write_json_atomically
+from core.atomic import atomic_write, write_json_atomically, write_text_atomically
 from core.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -227,6 +229,68 @@ def compact_epoch_summary(logs):
     if timing:
         parts.append(" ".join(timing_formats[k].format(numbers[k]) for k in timing))
     return " | ".join(parts)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv, one row per epoch, the columns of Keras's CSVLogger; the whole file is
+    rewritten atomically (core.atomic) after each epoch instead of appended to, so a kill or
+    a full disk leaves the previous epoch's file whole, never a torn row.
+
+    On resume the rows already there are kept, except those of epochs this attempt trains
+    again (a kill after the row but before the backup): the new row replaces the old one.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._header = None
+        self._rows = []  # the text of each row, without its line end
+
+    def on_train_begin(self, logs=None):
+        self._header, self._rows = None, []
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return
+        if lines:
+            self._header = next(csv.reader([lines[0]]))
+            self._rows = [line for line in lines[1:] if line]
+
+    @staticmethod
+    def _value(value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray)
+                                                and value.ndim > 0):
+            return f"[{', '.join(map(str, value))}]"
+        return value
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._header is None:  # as Keras's CSVLogger orders them
+            keys = sorted(logs)
+            if keys and not any(key.startswith("val_") for key in keys):
+                keys += [f"val_{key}" for key in keys]
+            self._header = ["epoch"] + keys
+        row = {"epoch": epoch, **{key: self._value(logs.get(key, "NA"))
+                                  for key in self._header[1:]}}
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self._header, extrasaction="ignore",
+                       lineterminator="\n").writerow(row)
+        self._rows = [line for line in self._rows
+                      if not _row_epoch_at_least(line, epoch)] + [text.getvalue().rstrip("\n")]
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(self._header)
+        write_text_atomically(self.path, header.getvalue() + "".join(
+            row + "\n" for row in self._rows))
+
+
+def _row_epoch_at_least(line, epoch):
+    try:
+        return int(line.split(",", 1)[0]) >= epoch
+    except ValueError:
+        return False
 
 
 class ProgressBar(keras.callbacks.Callback):

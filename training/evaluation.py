@@ -18,7 +18,6 @@ The views themselves come from `training.views`; the scores from `training.scori
 """
 
 import csv
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from core.atomic import atomic_write, write_json_atomically
 from core.errors import UserError
 import data_prep
 from data_prep.decode import DecodeError
@@ -94,19 +94,18 @@ def decode_item_views(task):
         return "skipped", "out of memory while decoding it"
 
 
-def _decoded_views(tasks, workers):
-    """Yield `decode_item_views(task)` in order: in this process, or in `workers` processes."""
-    if workers <= 1:
-        for task in tasks:
-            yield decode_item_views(task)
-        return
+def _decoded_views(tasks, workers, item_timeout=ITEM_TIMEOUT_SECONDS, decode=None):
+    """Yield `decode(task)` (default `decode_item_views`) in order, in `workers` processes
+    (one too: a decoder that crashes, hangs past `item_timeout` seconds or runs out of
+    memory then costs its item only, skipped with the reason)."""
     with worker_pool(workers) as pool:
-        yield from pool.map_ordered(decode_item_views, tasks, on_crash=lambda task, reason: (
-            "skipped", reason), item_timeout=ITEM_TIMEOUT_SECONDS)
+        yield from pool.map_ordered(decode or decode_item_views, tasks,
+                                    on_crash=lambda task, reason: ("skipped", reason),
+                                    item_timeout=item_timeout)
 
 
 def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped, failures, *,
-                           workers=1, show_progress=False):
+                           workers=1, show_progress=False, item_timeout=ITEM_TIMEOUT_SECONDS):
     """Batches (views, one-hot labels, item indices) of every item, decoded again.
 
     A UserError met while decoding ends the dataset and is appended to `failures`, for the
@@ -121,7 +120,7 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
     def generate():
         tasks = ((os.path.join(root, item_id), run.manifest, run.input_shape, num_clips,
                   num_crops) for item_id, _ in items)
-        results = _decoded_views(tasks, workers)
+        results = _decoded_views(tasks, workers, item_timeout)
         progress = tqdm(total=len(items), desc=f"decoding {split} ({workers} worker(s))",
                         unit="video", disable=not show_progress, leave=False)
         with progress:
@@ -146,7 +145,7 @@ def _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped
 
 
 def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
-                 workers=None, show_progress=False):
+                 workers=None, show_progress=False, item_timeout=ITEM_TIMEOUT_SECONDS):
     """Multi-view, video-level evaluation of a split.
 
     Args:
@@ -161,6 +160,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
             uses every core this process may run on.
         show_progress: bool, a progress bar over the items decoded again, or over the
             batches read from the shards.
+        item_timeout: float, seconds an item decoded again may take before its decoder is
+            killed and the item skipped (a hung decoder).
 
     Returns:
         dict: top1, top5 (top-min(5, classes)), top5_k, mean_class_accuracy, loss,
@@ -195,7 +196,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
                             f"{stored}x1, so the source items are decoded again, but their "
                             f"root is gone; use --views {stored}x1. Received: root={root!r}")
         dataset = _decoded_views_dataset(run, split, num_clips, num_crops, batch_size, skipped,
-                                         failures, workers=workers, show_progress=show_progress)
+                                         failures, workers=workers, show_progress=show_progress,
+                                         item_timeout=item_timeout)
     try:
         # Decoding again has its own bar (over videos); reading shards gets one here.
         results = evaluate_video_level(
@@ -248,10 +250,9 @@ def _write_summary_and_rows(json_path, summary, csv_path, rows):
     except OSError as e:
         raise UserError(f"Cannot create the output directory ({e.strerror}). "
                         f"Received: --out {json_path}") from None
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    write_json_atomically(json_path, summary)
+    with atomic_write(csv_path) as temporary, \
+            open(temporary, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -269,8 +270,15 @@ def write_evaluation(results, class_names, paths):
     title = (f"{results['split']}, views {results['views']}, {results['videos']} videos, "
              f"video top-1 {results['top1']:.4f}")
     image = confusion_matrix_image(results["confusion_matrix"], class_names, title=title)
-    if not cv2.imwrite(png_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise UserError(f"Cannot write the confusion matrix image. Received: {png_path}")
+    ok, encoded = cv2.imencode(os.path.splitext(png_path)[1] or ".png",
+                               cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"Cannot encode the confusion matrix image. Received: {png_path}")
+    try:  # written like the JSON: whole or not at all
+        with atomic_write(png_path) as temporary, open(temporary, "wb") as f:
+            f.write(encoded.tobytes())
+    except OSError as e:  # a write's ENOSPC names no file: this one is the image's
+        raise OSError(e.errno, e.strerror, e.filename or png_path) from e
     return summary
 
 

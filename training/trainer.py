@@ -384,7 +384,7 @@ def _build_model(config, strategy, run_data, inputs):
 def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_metric):
     """The callbacks between the progress bar and the backup; order matters: EpochLog adds
     its values to the logs before TensorBoard and the CSV history read them, and the backup
-    goes last, so that a kill between callbacks repeats an epoch (a duplicate history row)
+    goes last, so that a kill between callbacks repeats an epoch (its history row replaced)
     rather than loses its checkpoint and row."""
     view_inputs = tensorboard_views.gather_view_inputs(
         config, writers, run_data.class_names, drawn_metric=drawn_metric,
@@ -400,7 +400,7 @@ def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_m
         run_callbacks.RunCheckpoints(run_dir.checkpoints, nan_stop, monitor=(
             "val_mean_average_precision" if run_data.multi_label else "val_top1")),
         *views,
-        keras.callbacks.CSVLogger(run_dir.history, append=True),
+        run_callbacks.HistoryCSV(run_dir.history),  # rewritten atomically each epoch
     ]
 
 
