@@ -64,3 +64,37 @@ def write_dmvr_style_records(path, lengths, labels=None):
             writer.write(dmvr_style_example(jpegs, label, f"class{label}",
                                             f"videos/item{index}.mp4").SerializeToString())
     return str(path)
+
+
+def write_issue20_records(path, items, *, encoding="raw", label=0):
+    """Records with the issue-20 keys, written here as the contract says (so the read side
+    is tested without the write side): `items` is a list of dicts with `frames` (T, H, W, B)
+    of any dtype and optional `masks` (T, H, W) bool, `valid_fraction` (T,), `dates` (T,)
+    days since 1970-01-01, `label`. Returns the path."""
+    import cv2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for index, item in enumerate(items):
+            frames = np.asarray(item["frames"])
+            if encoding == "raw":
+                encoded = [np.ascontiguousarray(f).astype(f.dtype.newbyteorder("<")).tobytes()
+                           for f in frames]
+            else:  # png, 1 band (RGB(A) would need OpenCV's BGR swap)
+                encoded = [cv2.imencode(".png", f[..., 0])[1].tobytes() for f in frames]
+            example = tf.train.SequenceExample.FromString(sequence_example(
+                encoded, frame_shape=frames.shape[1:], encoding=encoding,
+                label=item.get("label", label), item_id=f"item{index}", item_index=index,
+                frame_rate=0.0))
+            context = example.context.feature
+            context["image/dtype"].bytes_list.value[:] = [str(frames.dtype).encode()]
+            if "valid_fraction" in item:
+                context["image/valid_fraction"].float_list.value[:] = list(item["valid_fraction"])
+            if "dates" in item:
+                context["image/date"].int64_list.value[:] = [int(d) for d in item["dates"]]
+            if "masks" in item:
+                masks = example.feature_lists.feature_list["image/mask/encoded"]
+                for mask in item["masks"]:
+                    masks.feature.add().bytes_list.value[:] = [
+                        cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8))[1].tobytes()]
+            writer.write(example.SerializeToString())
+    return str(path)
