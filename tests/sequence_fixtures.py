@@ -129,7 +129,8 @@ def write_prepared_v2(directory, splits, *, classes, encoding="raw", **manifest)
     for split, items in splits.items():
         shard = f"{split}-00000-of-00001.tfrecord"
         write_issue20_records(os.path.join(directory, shard), items, encoding=encoding)
-        entries[split] = {"shards": [shard], "videos": len(items), "clips": len(items)}
+        entries[split] = {"shards": [shard], "videos": len(items), "clips": len(items),
+                          "frames_stored": sum(len(item["frames"]) for item in items)}
     content = {"format_version": 2, "classes": list(classes),
                "frame_shape": list(np.shape(first)[1:]), "encoding": encoding,
                "resize": {"size": None, "resize_short": None}, "fps": None,
