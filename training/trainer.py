@@ -34,7 +34,7 @@ from models import build_model
 from models.finetune import fine_tune
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
-from training import input_pipeline, summaries, tensorboard_views
+from training import input_pipeline, summaries, tensorboard_views, visuals
 from training.config import ConfigError, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
@@ -261,6 +261,7 @@ class RunData:
     weights: dict | None  # run.json's record of model.weights
     precision: object  # training.precision's choice: the Keras policy and why
     clip_inputs: dict  # dtype, masks, dates, extra bands, normalisation (clip_inputs_of)
+    picture: dict  # how TensorBoard draws its clips (visuals.picture_options)
 
     @property
     def num_classes(self):
@@ -295,12 +296,14 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
         raise UserError(f"augment.crop_size expects at most the stored size {stored_short}."
                         f" Received: augment.crop_size={crop}")
     input_shape = (frames, crop, crop, bands + extra_input_bands(clip_inputs))
+    picture = visuals.picture_options(manifest.get("statistics"), clip_inputs["dtype"], bands,
+                                      config.tensorboard.rgb_bands)
     weights = weights_record(config.model.weights)
     precision = choose_policy(config.train.mixed_precision)
     write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights,
                    precision=precision.policy)
     return RunData(manifest, class_names, input_shape, is_multi_label(manifest), weights,
-                   precision, clip_inputs)
+                   precision, clip_inputs, picture)
 
 
 @dataclasses.dataclass
@@ -399,7 +402,8 @@ def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_m
         config, writers, run_data.class_names, drawn_metric=drawn_metric,
         multi_label=run_data.multi_label, validation_data=inputs.validation,
         clips_per_video=int(run_data.manifest["clips_per_video"]),
-        dataset_options={**inputs.augment, **inputs.pipeline})
+        dataset_options={**inputs.augment, **inputs.pipeline},
+        picture=run_data.picture)
     views = tensorboard_views.tensorboard_callbacks(
         config.tensorboard, view_inputs,
         learning_rate_every=tensorboard_views.learning_rate_every(inputs.steps_per_epoch))
