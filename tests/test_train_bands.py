@@ -7,10 +7,14 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sequence_fixtures import write_prepared_v2
 from training.config import config_from_dict
-from training.run_dir import open_run_dir
+from training.evaluation import evaluate_run
+from training.scoring import load_run_model
+from training.export_check import split_clips
+from training.run_dir import open_run_dir, open_trained_run
 from training.trainer import run_experiment
 
 FRAMES, SIZE, BANDS = 6, 12, 4
@@ -61,9 +65,14 @@ def train(tmp_path, prepared, **data):
     return run_path
 
 
+@pytest.fixture(scope="module")
+def uint16_run(tmp_path_factory, prepared):
+    return train(tmp_path_factory.mktemp("uint16"), prepared)
+
+
 @pytest.mark.slow
-def test_a_uint16_run_standardises_with_the_dataset_statistics(tmp_path, prepared):
-    run_path = train(tmp_path, prepared)
+def test_a_uint16_run_standardises_with_the_dataset_statistics(uint16_run, prepared):
+    run_path = uint16_run
     with open(os.path.join(prepared, "manifest.json")) as file:
         statistics = json.load(file)["statistics"]
     model = keras.saving.load_model(run_path / "model.keras")
@@ -91,3 +100,21 @@ def test_mask_and_day_of_year_bands_train_as_float32_inputs(tmp_path, prepared):
     assert normalize.mean[BANDS:] == [0.0] * 3 and normalize.std[BANDS:] == [1.0] * 3
     with open(run_path / "metrics.json") as file:
         assert "top1" in json.load(file)
+
+
+@pytest.mark.slow
+def test_the_uint16_run_exports_and_evaluates_in_its_dtype(uint16_run):
+    run = open_trained_run(str(uint16_run))
+    serve = tf.saved_model.load(str(uint16_run / "export")).signatures["serving_default"]
+    assert serve.structured_input_signature[1]["clips"].dtype == tf.uint16
+    with open(uint16_run / "export" / "preprocessing.json") as file:
+        record = json.load(file)
+    assert record["input"]["dtype"] == "uint16"
+    assert record["clip_inputs"]["normalization"] == "dataset"
+    clips, labels = split_clips(run, "test", 3)
+    assert clips.dtype == np.uint16 and clips.shape == (3, 4, 8, 8, BANDS)
+    logits = serve(clips=tf.constant(clips))["logits"].numpy()
+    model = load_run_model(run, policy="float32")  # the export computes in float32
+    np.testing.assert_allclose(logits, keras.ops.convert_to_numpy(model(clips)), atol=1e-4)
+    results = evaluate_run(run, model, "test", (1, 1))
+    assert results["source"] == "shards" and 0 <= results["top1"] <= 1

@@ -101,9 +101,10 @@ def read_options_of(clip_inputs):
             if key in sequence_reader.READ_DEFAULTS}
 
 
-def _load(prepared_dir, split, clip_inputs, **options):
-    """`data_prep.load_split`; a v2 split through `sequence_reader.load_items` with the
-    run's clip inputs (dtype, masks, dates, extra bands)."""
+def read_split(prepared_dir, split, clip_inputs=None, **options):
+    """`data_prep.load_split(prepared_dir, split, **options)`; a v2 split through
+    `sequence_reader.load_items` with the run's clip inputs (dtype, masks, dates, extra
+    bands; None: the manifest's dtype, nothing added)."""
     manifest = data_prep.read_manifest(prepared_dir)
     if not data_prep.is_whole_items(manifest):
         return data_prep.load_split(prepared_dir, split, **options)
@@ -155,7 +156,7 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         tf.data.Dataset of ((B, F, crop, crop, band) clips of the stored dtype, float32
         (B, num_classes)).
     """
-    dataset = _load(
+    dataset = read_split(
         prepared_dir, split, clip_inputs,
         clip_selection="random" if temporal_jitter else "all",
         shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
@@ -202,7 +203,7 @@ def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, cr
         tf.data.Dataset of (clips (B, F, crop, crop, band), float32 one-hot (B, C)), plus
         int32 item indices (B,) when `with_item_index` (clips of one item are averaged).
     """
-    dataset = _load(
+    dataset = read_split(
         prepared_dir, split, clip_inputs, clip_selection="all", with_item_index=True,
         shuffle_shards=False, num_parallel_reads=AUTOTUNE, num_frames=clip_shape[0],
         sampling=sampling, frame_stride=frame_stride, num_clips=num_clips or 1,
