@@ -472,7 +472,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         frame_stride: int, step K for `"stride"` sampling. Defaults to 1.
         workers: int or None, decoding processes; None uses every core.
         encoding: `"raw"`, `"png"` or `"jpeg"`, or None: `"raw"` for v1, and for v2
-            `jpeg` for 1- and 3-band items, `raw` for others. Defaults to None.
+            `sequence_records.default_encoding` (jpeg for 8-bit 1- and 3-band items, png
+            for 16-bit 1-, 3- and 4-band items, raw for others). Defaults to None.
         strict: bool, turn any skipped item into an error. Defaults to False.
         show_progress: bool, show a tqdm progress bar. Defaults to True.
         items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
@@ -491,6 +492,12 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             frames). Defaults to None (keep every frame).
         max_frames: int or None, v2: keep at most this many frames, evenly spaced.
             Defaults to None.
+
+    The spec's sensor options (`nodata`, `validity_band`, `date_pattern`, `bands`,
+    `bands_per_date`, `to_uint8`; format v2 only) say how values are read and checked; a
+    v2 manifest records the stored `dtype`, `band_names`, `nodata`, `mask`, `dated`,
+    `to_uint8`, the training split's per-band `statistics` and the items' `geo`
+    (docs/DATA.md, "Sensor data").
 
     Returns:
         dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
@@ -1106,8 +1113,9 @@ def register(subparsers):
     parser.add_argument("--frame-stride", type=int, help="K for --sampling stride (default 1)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     parser.add_argument("--encoding", choices=ENCODINGS,
-                        help="frame storage (default: raw for v1; for v2 jpeg for 1- and "
-                             "3-band items, raw otherwise)")
+                        help="frame storage (default: raw for v1; for v2 jpeg for 8-bit 1- "
+                             "and 3-band items, png for 16-bit 1-, 3- and 4-band items, raw "
+                             "otherwise)")
     parser.add_argument("--items-per-shard", type=int,
                         help="items per shard (default: about 64 MiB of clips)")
     parser.add_argument("--num-shards", type=int,

@@ -428,7 +428,10 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
         geo = {"crs": item.crs,
                "transform": _stored_transform(item.transform, native, stored, size),
                "height": int(frames.shape[1]), "width": int(frames.shape[2])}
-    source = SourceInfo(height=int(item.height), width=int(item.width), frame_rate=0.0,
+    height, width = item.height, item.width
+    if kind == "frames" and item.crs is None and (size is not None or resize_short is not None):
+        height, width = 0, 0  # as format v2 always recorded a resized frame folder
+    source = SourceInfo(height=int(height), width=int(width), frame_rate=0.0,
                         frame_count=int(item.count))
     return ItemRead(
         frames=frames, frame_rate=float(rate or 0.0), source=source,
