@@ -75,23 +75,31 @@ def item_partial(frames, masks=None, *, item_id, sample_size=STATISTICS_SAMPLE_P
         valid = np.ones(values.shape, bool) if flat_mask is None else flat_mask.copy()
         if values.dtype.kind == "f":
             valid &= np.isfinite(values)
-        values = values[valid].astype(np.float64)
+        values = values[valid]
         count = int(values.size)
-        # One draw of keys per band whatever the count: a band's sample is the values
-        # whose keys are smallest, the same rule `combine_partials` keeps.
-        keys = rng.random(count)
-        if count > sample_size:
-            chosen = np.argpartition(keys, sample_size - 1)[:sample_size]
-        else:
-            chosen = np.arange(count)
+        chosen, keys = _bottom_keys(rng, count, sample_size)
         partial["count"][band] = count
-        partial["sum"][band] = float(values.sum())
-        partial["sum_squares"][band] = float(np.square(values).sum())
+        partial["sum"][band] = float(values.sum(dtype=np.float64))
+        partial["sum_squares"][band] = float(np.square(values, dtype=np.float64).sum())
         partial["min"][band] = float(values.min()) if count else None
         partial["max"][band] = float(values.max()) if count else None
-        partial["sample_keys"][band] = keys[chosen].tolist()
-        partial["sample_values"][band] = values[chosen].tolist()
+        partial["sample_keys"][band] = keys.tolist()
+        partial["sample_values"][band] = values[chosen].astype(np.float64).tolist()
     return partial
+
+
+def _bottom_keys(rng, count, size):
+    """(positions, keys): the `size` values of `count` whose i.i.d. uniform keys are
+    smallest, without drawing `count` keys: a uniform subset of positions, with the
+    smallest `size` order statistics of `count` uniforms (exponential spacings) as keys.
+    The same law as keying every value and keeping the smallest, which `combine_partials`
+    continues, at the cost of `size` draws."""
+    if count <= size:
+        return np.arange(count), rng.random(count)
+    positions = rng.choice(count, size=size, replace=False)
+    spacings = np.cumsum(rng.exponential(size=size))
+    keys = spacings / (spacings[-1] + rng.gamma(count + 1 - size))
+    return positions, keys
 
 
 def _pick(function, a, b):

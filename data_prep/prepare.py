@@ -777,7 +777,9 @@ def _manifest(job, plans, sidecars, band):
             "frame_shape": [heights.pop() if len(heights) == 1 else None,
                             widths.pop() if len(widths) == 1 else None, band],
             "encoding": (encodings.pop() if len(encodings) == 1 else
-                         job.parameters["encoding"] or (band and default_encoding(band))),
+                         job.parameters["encoding"] or (band and default_encoding(
+                             band, next((sidecar["dtype"] for sidecar in sidecars_all
+                                         if sidecar.get("dtype")), "uint8")))),
             "resize": job.parameters["resize"],
             "fps": job.parameters["fps"],
             "max_frames": job.parameters["max_frames"],

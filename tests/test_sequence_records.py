@@ -237,3 +237,52 @@ def test_read_item_frames_resize_short_alone_keeps_the_aspect_ratio(tmp_path):
     assert frames.shape == (3, 12, 16, 3)
     assert frame_index_of(frames).tolist() == [1, 3, 5]
     assert rate == 12.5 and source.frame_count == 6
+
+
+def _georeferenced_stack(path, dates=2, bands=3, height=8, width=12):
+    from data_prep.rasters import write_raster
+
+    values = np.arange(height * width * dates * bands, dtype=np.uint16).reshape(
+        height, width, dates * bands)
+    write_raster(str(path), values, crs="EPSG:32631",
+                 transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 4800000.0))
+    return values
+
+
+def test_a_window_of_a_raster_reads_that_patch_with_its_georeference(tmp_path):
+    values = _georeferenced_stack(tmp_path / "field_stack.tif")
+    item = read_item_frames(str(tmp_path / "field_stack.tif"), bands_per_date=3,
+                            window=(2, 4, 4, 6))
+    assert item.frames.shape == (2, 4, 6, 3) and item.frames.dtype == np.uint16
+    np.testing.assert_array_equal(item.frames[1], values[2:6, 4:10, 3:6])
+    assert item.geo["transform"] == [10.0, 0.0, 500040.0, 0.0, -10.0, 4799980.0]
+    assert (item.geo["height"], item.geo["width"]) == (4, 6)
+    assert item.source.height == 4 and item.source.frame_count == 2
+    assert item.masks is None and item.dates is None
+
+
+def test_the_stored_georeference_follows_the_resize_and_crop(tmp_path):
+    _georeferenced_stack(tmp_path / "s.tif")
+    item = read_item_frames(str(tmp_path / "s.tif"), bands_per_date=3, size=4,
+                            resize_short=4)
+    # 8 x 12 -> 4 x 6 (pixels of 20 m), centre crop 4 x 4 starts one column in.
+    assert item.frames.shape == (2, 4, 4, 3)
+    assert item.geo["transform"] == [20.0, 0.0, 500020.0, 0.0, -20.0, 4800000.0]
+
+
+def test_nan_and_nodata_make_the_mask_and_keep_their_values(tmp_path):
+    values = np.full((2, 3, 4, 2), 7.0, np.float32)
+    values[0, 0, 0, 1] = np.nan
+    values[1, 2, 3, 0] = -1.0
+    np.save(tmp_path / "a.npy", values)
+    item = read_item_frames(str(tmp_path / "a.npy"), nodata=-1.0)
+    np.testing.assert_array_equal(item.frames, values)  # NaN == NaN here
+    assert not item.masks[0, 0, 0] and not item.masks[1, 2, 3]
+    assert item.masks.sum() == 2 * 12 - 2 and item.nodata == -1.0
+    np.testing.assert_allclose(item.valid_fraction, [11 / 12, 11 / 12])
+
+
+def test_an_item_without_invalid_pixels_has_no_masks(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((2, 3, 4, 2), np.int16))
+    item = read_item_frames(str(tmp_path / "a.npy"))
+    assert item.masks is None and item.valid_fraction.tolist() == [1.0, 1.0]
