@@ -611,7 +611,11 @@ def _open_frame_folder(path, bands, validity_band, window, frame_template):
                 else:
                     state["plan"] = _band_plan(values.shape[2], bands, validity_band)
                 state["shape"] = values.shape
-            if values.shape != state["shape"] or str(values.dtype) != state["dtype"]:
+            # Sizes may differ when the frames are resized alike (as v2 always allowed),
+            # except in a rawframe template's folder (the frames of one video).
+            same = values.shape == state["shape"] if frame_template is not None \
+                else values.shape[2:] == state["shape"][2:]
+            if not same or str(values.dtype) != state["dtype"]:
                 raise DecodeError(f"frame images differ in size, band count or dtype "
                                   f"({os.path.basename(files[index])})")
             out.append(_split_bands(values, *state["plan"]))

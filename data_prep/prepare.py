@@ -1076,7 +1076,8 @@ def _run(args):
     name = (MANIFEST_NAME if "part" not in manifest else
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
     shape = (f"clip shape {manifest['clip_shape']}" if "clip_shape" in manifest else
-             f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']}")
+             f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']} "
+             f"{manifest.get('dtype', 'uint8')}")
     print(f"wrote {os.path.join(args.out, name)}: "
           f"{len(manifest['classes'])} classes, {shape}, "
           f"{len(manifest['skipped'])} skipped"

@@ -415,6 +415,8 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
             valid &= np.all(np.isfinite(resized), axis=2)
         frames.append(resized)
         masks.append(valid)
+    if len({frame.shape for frame in frames}) > 1:
+        raise DecodeError("frame images differ in size or band count")
     frames, masks = np.stack(frames), np.stack(masks)
     if to_uint8_rule is not None:
         frames = to_uint8(frames, *to_uint8_rule)
@@ -601,8 +603,9 @@ def parse_sequence_record(serialized):
     frames = sequence[IMAGE_KEY]
     num_frames = tf.shape(frames, out_type=tf.int32)[0]
     valid_fraction = tf.sparse.to_dense(context[VALID_FRACTION_KEY])
-    valid_fraction = tf.cond(tf.size(valid_fraction) > 0, lambda: valid_fraction,
-                             lambda: tf.ones([num_frames], tf.float32))
+    # Ones when not stored; no tf.cond, so AutoGraph leaves the parser (a map fn) alone.
+    missing = tf.maximum(num_frames - tf.size(valid_fraction, out_type=tf.int32), 0)
+    valid_fraction = tf.concat([valid_fraction, tf.ones([missing], tf.float32)], axis=0)
     item_id = tf.where(tf.strings.length(context[MEDIA_ID_KEY]) > 0, context[MEDIA_ID_KEY],
                        context[FILENAME_KEY])
     return {

@@ -123,10 +123,10 @@ class SourceSpec:
         for field in dataclasses.fields(self):
             _check_field(field, getattr(self, field.name))
         # Own copies: a caller's dict changed later must not change the spec.
-        for name in ("root", "lists"):
+        for name in ("root", "lists", "bands", "to_uint8"):
             value = getattr(self, name)
-            if isinstance(value, dict):
-                object.__setattr__(self, name, dict(value))
+            if isinstance(value, (dict, list)):
+                object.__setattr__(self, name, type(value)(value))
         if self.to_uint8 is not None:
             to_uint8_bounds(self.to_uint8)  # raises for a rule that is no rule
         if self.date_pattern is not None:

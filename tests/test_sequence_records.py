@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from core.errors import UserError
 from data_prep.clip_sampling import decode_frames
+from data_prep.decode import DecodeError
 from data_prep.sequence_records import (RAW_DTYPES, SourceInfo, decode_frame, decode_mask,
                                         default_encoding, encode_frames, encode_mask,
                                         parse_sequence_record, read_item_frames,
@@ -286,3 +287,13 @@ def test_an_item_without_invalid_pixels_has_no_masks(tmp_path):
     np.save(tmp_path / "a.npy", np.ones((2, 3, 4, 2), np.int16))
     item = read_item_frames(str(tmp_path / "a.npy"))
     assert item.masks is None and item.valid_fraction.tolist() == [1.0, 1.0]
+
+
+def test_frames_of_different_sizes_resized_alike_are_one_item(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((10, 10, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "1.png"), np.zeros((12, 14, 3), np.uint8))
+    assert read_item_frames(str(tmp_path), size=8).frames.shape == (2, 8, 8, 3)
+    with pytest.raises(DecodeError, match="differ in size"):
+        read_item_frames(str(tmp_path))
