@@ -92,6 +92,7 @@ class ItemTask:
     bands_per_date: int | None = None
     to_uint8: tuple | None = None  # (low, high): numbers or one per band
     statistics: bool = False  # v2: the item is in the training split: return its partial
+    force_masks: bool = False  # v2: store masks even when every pixel is valid
 
 
 def prepare_item(task):
@@ -149,7 +150,8 @@ def _prepare_whole_item(task):
             frame_template=task.frame_template, window=task.window, nodata=task.nodata,
             validity_band=task.validity_band, date_pattern=task.date_pattern,
             bands=None if task.bands is None else list(task.bands),
-            bands_per_date=task.bands_per_date, to_uint8_rule=task.to_uint8)
+            bands_per_date=task.bands_per_date, to_uint8_rule=task.to_uint8,
+            force_masks=task.force_masks)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
     except ValueError as error:  # a per-band rule of another band count
@@ -414,6 +416,7 @@ def _add_sensor_facts(sidecar, result, item_id):
     if result["nodata"] is not None:
         sidecar["nodata"] = result["nodata"]
     sidecar["mask"] = sidecar.get("mask", False) or result["masks"] is not None
+    sidecar["unmasked"] = sidecar.get("unmasked", 0) + (result["masks"] is None)
     sidecar["dated"] = sidecar.get("dated", False) or result["dates"] is not None
     if result["geo"] is not None:
         sidecar.setdefault("geo", {})[item_id] = result["geo"]
@@ -673,6 +676,9 @@ def _prepare(job):
         raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
                         f"Received: out={out!r}")
     sidecars, state = _write_shards(job, plans, finished, bands.pop() if bands else None)
+    if any(sidecar.get("mask") for sidecar in sidecars.values()) and \
+            any(sidecar.get("unmasked") for sidecar in sidecars.values()):
+        sidecars, state = _write_masks_everywhere(job, plans, sidecars, state)
 
     if state["band"] is None and not job.is_part:  # a part may hold none; merge_parts checks
         reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
@@ -685,6 +691,21 @@ def _prepare(job):
              "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"]}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
     return manifest
+
+
+def _write_masks_everywhere(job, plans, sidecars, state):
+    """Write again the shards holding records without masks, with all-valid masks: in a
+    dataset with masks every record carries them (known only once items were decoded:
+    one float item with NaN among clean ones)."""
+    logger.info("Some items have invalid pixels: writing masks for the items without")
+    force = dataclasses.replace(job, make_task=lambda item: dataclasses.replace(
+        job.make_task(item), force_masks=True))
+    again = {plan.tfrecord: None if sidecars[plan.tfrecord].get("unmasked")
+             else sidecars[plan.tfrecord] for plan in plans}
+    sidecars, second = _write_shards(force, plans, again, state["band"])
+    for key in ("frames_decoded", "items_done", "seconds"):
+        second[key] += state[key]
+    return sidecars, second
 
 
 def _write_shards(job, plans, finished, band):

@@ -359,7 +359,8 @@ def _frame_validity(frame, band_mask, mask_file, nodata, window):
 
 def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short=None,
                      frame_template=None, window=None, bands=None, validity_band=None,
-                     bands_per_date=None, nodata=None, date_pattern=None, to_uint8_rule=None):
+                     bands_per_date=None, nodata=None, date_pattern=None, to_uint8_rule=None,
+                     force_masks=False):
     """Decode the frames of one item that a v2 record keeps (runs in a worker; no TF).
 
     Videos are 8-bit RGB. Frame folders, `.npy` arrays and rasters keep their own dtype
@@ -380,6 +381,8 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
         date_pattern: str or None, see `data_prep.dates`.
         to_uint8_rule: None, or `(low, high)` (numbers or one per band): store uint8 by
             the fixed rule of `to_uint8`.
+        force_masks: bool, give masks even for an item with nothing to say (all valid),
+            so that every record of a dataset with masks carries them.
 
     Returns:
         `ItemRead`.
@@ -390,7 +393,10 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
     """
     kind = "frames" if frame_template is not None else item_kind(path)
     if kind == "video":
-        return _read_video_item(path, fps, max_frames, size, resize_short)
+        item = _read_video_item(path, fps, max_frames, size, resize_short)
+        if force_masks:
+            item.masks = np.ones(item.frames.shape[:3], bool)
+        return item
     item = open_item_frames(path, bands=bands, validity_band=validity_band,
                             bands_per_date=bands_per_date, window=window,
                             frame_template=frame_template)
@@ -421,8 +427,11 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
     if to_uint8_rule is not None:
         frames = to_uint8(frames, *to_uint8_rule)
     anything_invalid = not masks.all()
-    with_masks = anything_invalid or nodata is not None or validity_band is not None or \
-        any(item.mask_files or ())
+    # Masks for an item that can hold invalid pixels (float: NaN; a nodata value; a mask
+    # band or files) or has some; prepare asks again with force_masks for the others when
+    # its dataset turns out to have masks.
+    with_masks = force_masks or anything_invalid or item.dtype.startswith("float") or \
+        nodata is not None or validity_band is not None or any(item.mask_files or ())
     geo = None
     if item.crs is not None and item.transform is not None:
         native = (item.height, item.width)

@@ -404,3 +404,23 @@ def test_sensor_options_need_format_v2(tmp_path):
     with pytest.raises(UserError, match="only with format v2"):
         prepare_dataset(SourceSpec("folders", str(tmp_path / "src"), nodata=0.0),
                         str(tmp_path / "out"), 2, 4, workers=1, show_progress=False)
+
+
+def test_once_one_item_has_a_mask_every_record_carries_masks(tmp_path):
+    rng = np.random.default_rng(10)
+    for index, item in enumerate(("a/f", "a/g", "b/h", "b/k")):
+        folder = tmp_path / "src" / item
+        folder.mkdir(parents=True)
+        for frame in range(2):
+            cv2.imwrite(str(folder / f"{frame}.png"),
+                        rng.integers(0, 60000, (4, 4)).astype(np.uint16))
+        if index == 2:  # one cloudy frame in one item
+            cv2.imwrite(str(folder / "1.mask.png"), np.eye(4, dtype=np.uint8))
+    manifest = _prepare(tmp_path / "src", tmp_path / "out", 4)
+    assert manifest["mask"] and manifest["encoding"] == "png"
+    _, items = _stored_items(tmp_path / "out")
+    for item_id, item in items.items():
+        assert len(item["masks"]) == 2, item_id
+        expected = [1.0, 0.25] if item_id == "b/h" else [1.0, 1.0]
+        assert item["valid_fraction"].tolist() == expected
+    assert items["b/h"]["masks"][1].tolist() == np.eye(4, dtype=bool).tolist()
