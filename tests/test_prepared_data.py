@@ -87,3 +87,13 @@ def test_float_items_are_filled_even_without_masks():
 def test_clip_inputs_that_do_not_fit_the_data(data, data_manifest, message):
     with pytest.raises(UserError, match=message):
         clip_inputs_of(config(**data), data_manifest)
+
+
+def test_the_early_check_refuses_date_options_on_undated_data():
+    from training.prepared_data import check_prepared_data
+
+    undated = {**manifest(), "frame_shape": [16, 16, 3], "resize": {},
+               "splits": {"train": {}, "test": {}}, "classes": ["a", "b"]}
+    with pytest.raises(UserError, match="undated"):
+        check_prepared_data(config(size=8, sample_by="date").data, undated)
+    check_prepared_data(config(size=8).data, undated)

@@ -119,6 +119,7 @@ def check_prepared_data(data, manifest):
                 f"{data.prepared_dir} stores frames of short side {short} but the config asks "
                 f"for data.size={data.size}; use another data.prepared_dir or set "
                 f"data.size <= {short}. Received: data.size={data.size}")
+        _check_dates(data, manifest)
         _check_splits_and_labels(data, manifest)
         return
     frames, height, width, _ = manifest["clip_shape"]
@@ -202,6 +203,14 @@ def _dataset_statistics(data, manifest, bands):
     return mean, std
 
 
+def _check_dates(data, manifest):
+    if not manifest.get("dated") and (data.sample_by == "date" or data.day_of_year != "none"):
+        raise UserError(f"{data.prepared_dir} holds undated items (prepare with "
+                        "--date-pattern or date sidecars): data.sample_by: date and "
+                        f"data.day_of_year need dates. Received: data.sample_by="
+                        f"{data.sample_by}, data.day_of_year={data.day_of_year}")
+
+
 def clip_inputs_of(config, manifest):
     """The run's clip inputs: the read options of `data_prep.sequence_reader.read_options`
     (dtype, mask, dated, fill, min_valid_fraction, sample_by, mask_band, day_of_year) plus
@@ -232,11 +241,7 @@ def clip_inputs_of(config, manifest):
                         " mask_band, sample_by and day_of_year need v2 (whole items). "
                         f"Received: {read}")
     mask, dated = bool(manifest.get("mask")), bool(manifest.get("dated"))
-    if not dated and (data.sample_by == "date" or data.day_of_year != "none"):
-        raise UserError(f"{data.prepared_dir} holds undated items (prepare with "
-                        "--date-pattern or date sidecars): data.sample_by: date and "
-                        f"data.day_of_year need dates. Received: data.sample_by="
-                        f"{data.sample_by}, data.day_of_year={data.day_of_year}")
+    _check_dates(data, manifest)
     extra = extra_input_bands(read)
     name = data.normalization if isinstance(data.normalization, str) else "given"
     if name == "auto":
