@@ -43,10 +43,6 @@ DAY_OF_YEAR_INPUTS = {"none": 0, "band": 1, "sinusoidal": 2}  # -> extra bands
 READ_DEFAULTS = {"dtype": "uint8", "mask": False, "dated": False, "fill": None,
                  "min_valid_fraction": 0.0, "sample_by": "index", "mask_band": False,
                  "day_of_year": "none"}
-# The issue-20 record keys (`data_prep.sequence_records`), parsed here when the record parser
-# does not return them yet.
-_MASK_KEY, _VALID_FRACTION_KEY, _DATE_KEY = ("image/mask/encoded", "image/valid_fraction",
-                                             "image/date")
 _DAYS_PER_YEAR = 365.25
 
 
@@ -116,24 +112,6 @@ def extra_bands(options):
 def clip_dtype(options):
     """The dtype of the clips read with `options`: the stored one, float32 with extra bands."""
     return "float32" if extra_bands(options) else options["dtype"]
-
-
-def _parse(serialized):
-    """`parse_sequence_record`, with `masks`, `valid_fraction` and `dates` parsed here when
-    that parser does not return them (records written before issue 20 hold none)."""
-    parsed = parse_sequence_record(serialized)
-    if "masks" in parsed:
-        return parsed
-    context, sequence = tf.io.parse_single_sequence_example(
-        serialized,
-        {_VALID_FRACTION_KEY: tf.io.VarLenFeature(tf.float32),
-         _DATE_KEY: tf.io.VarLenFeature(tf.int64)},
-        {_MASK_KEY: tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True)})
-    fraction = tf.sparse.to_dense(context[_VALID_FRACTION_KEY])
-    ones = tf.ones([parsed["num_frames"]], tf.float32)
-    return {**parsed, "masks": sequence[_MASK_KEY],
-            "valid_fraction": tf.cond(tf.size(fraction) > 0, lambda: fraction, lambda: ones),
-            "dates": tf.sparse.to_dense(context[_DATE_KEY])}
 
 
 def _clip_indices(parsed, num_frames, method, stride, options, *, training, seed=None,
@@ -314,7 +292,7 @@ def training_clips(files, *, num_frames, method="uniform", stride=1, encoding="j
         clip = _decode(parsed, indices, encoding, channels, options)
         return clip, _target(parsed["labels"], multi_label, num_classes)
 
-    items = _with_frames(records.map(_parse, num_parallel_calls=AUTOTUNE))
+    items = _with_frames(records.map(parse_sequence_record, num_parallel_calls=AUTOTUNE))
     return tf.data.Dataset.zip((items, seeds)).map(clip_of, num_parallel_calls=AUTOTUNE)
 
 
@@ -347,7 +325,7 @@ def evaluation_views(files, *, num_frames, num_clips=1, method="uniform", stride
         labels = tf.repeat(label[None], num_clips, axis=0)
         return clips, labels, tf.fill([num_clips], tf.cast(index, tf.int32))
 
-    items = records.map(_parse, num_parallel_calls=AUTOTUNE).enumerate()
+    items = records.map(parse_sequence_record, num_parallel_calls=AUTOTUNE).enumerate()
     items = items.filter(lambda position, parsed: parsed["num_frames"] > 0)
     return items.map(views_of, num_parallel_calls=AUTOTUNE).unbatch()
 
