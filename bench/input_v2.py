@@ -96,7 +96,8 @@ def write_v2(paths, root, out_path, encoding, resize_short):
     classes = sorted(os.listdir(root))
     with tf.io.TFRecordWriter(out_path) as writer:
         for index, path in enumerate(paths):
-            frames, rate, source = read_item_frames(path, resize_short=resize_short)
+            item = read_item_frames(path, resize_short=resize_short)
+            frames, rate, source = item.frames, item.frame_rate, item.source
             label = classes.index(os.path.basename(os.path.dirname(path)))
             writer.write(sequence_example(
                 encode_frames(frames, encoding), frame_shape=frames.shape[1:],

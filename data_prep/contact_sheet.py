@@ -1,11 +1,16 @@
 """`inspect`: what a prepared dataset holds, in words and as a contact-sheet PNG.
 
-The summary comes from `manifest.json`; the contact sheet shows a few clips per class, one
-row of frames per clip, read through `data_prep.reader.load_split` (the same reader
-training uses), so what the sheet shows is what the model will see.
+The summary comes from `manifest.json` (with the per-band statistics of the training split
+when it has them); the contact sheet shows a few clips per class, one row of frames per
+clip, read through the reader training uses (`data_prep.reader.load_split`; v2 through
+`data_prep.sequence_reader.load_items`, in the stored dtype), so what the sheet shows is
+what the model will see. Bands other than 8-bit RGB are drawn in false colour
+(`data_prep.false_colour`: `--rgb-bands`, stretched by the dataset's 2..98 % range), and
+the values of the clips shown are drawn as per-band histograms beside the sheet.
 
     python -m data_prep inspect data/prepared     # writes data/prepared/contact_sheet.png
     python -m data_prep inspect data/prepared --split test --out sheet.png
+    python -m data_prep inspect data/s2 --rgb-bands 3,2,1   # + data/s2/band_histograms.png
 """
 
 import argparse
@@ -18,6 +23,7 @@ import numpy as np
 from core.atomic import atomic_write
 from core.errors import UserError
 from data_prep import verify
+from data_prep.false_colour import band_note, display_range, false_colour, parse_rgb_bands
 from data_prep.reader import is_whole_items, load_split, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
         lines.append(
             f"clip_shape: [{frames}, {height}, {width}, {bands}] (frames, height, width, band), "
             f"encoding {manifest['encoding']}, {manifest['clips_per_video']} clip(s) per video")
+    lines.extend(_value_lines(manifest))
     sampling, resize = manifest.get("sampling"), manifest.get("resize")
     if sampling:
         lines.append("sampling: " + ", ".join(f"{k}={v}" for k, v in sampling.items()))
@@ -111,21 +118,47 @@ def format_manifest_summary(manifest, prepared_dir, max_skipped=5, max_class_nam
     return "\n".join(lines)
 
 
-def band_view(clip):
-    """Makes a (F, H, W, band) clip displayable as RGB.
+def _value_lines(manifest):
+    """What the stored values are (dtype, validity, dates, the 8-bit rule) and the per-band
+    statistics table, when the manifest says (issue 20's keys; older manifests: none)."""
+    facts = [f"dtype {manifest.get('dtype', 'uint8')}"]
+    if manifest.get("nodata") is not None:
+        facts.append(f"nodata {manifest['nodata']}")
+    if manifest.get("mask"):
+        facts.append("validity masks stored")
+    if manifest.get("dated"):
+        facts.append("dated frames")
+    if manifest.get("to_uint8"):
+        rule = manifest["to_uint8"]
+        facts.append(f"to_uint8 low {rule['low']} high {rule['high']}")
+    lines = ["values: " + ", ".join(facts)]
+    statistics = manifest.get("statistics")
+    if not statistics:
+        return lines
+    names = manifest.get("band_names") or [str(b) for b in range(len(statistics["mean"]))]
+    columns = [key for key in ("mean", "std", "min", "max", "p2", "p98", "valid_fraction")
+               if key in statistics]
+    width = max([len("band")] + [len(str(name)) for name in names])
+    lines.append(f"band statistics (split {statistics.get('split')}, stored units):")
+    lines.append(f"  {'band':<{width}}" + "".join(f"  {key:>14}" for key in columns))
+    for band, name in enumerate(names):
+        lines.append(f"  {str(name):<{width}}" + "".join(
+            f"  {_number(statistics[key][band]):>14}" for key in columns))
+    return lines
+
+
+def _number(value):
+    return "null" if value is None else f"{value:.6g}"
+
+
+def band_view(clip, rgb_bands=None, stretch=None):
+    """Makes a (F, H, W, band) clip of any dtype displayable as RGB (`false_colour`).
 
     Returns:
         `(frames, note)`: uint8 (F, H, W, 3) RGB, and a str saying which bands are shown
         when that is not simply RGB or grey (else None).
     """
-    bands = clip.shape[-1]
-    if bands == 3:
-        return clip, None
-    if bands == 1:
-        return np.repeat(clip, 3, axis=-1), None
-    if bands > 3:
-        return clip[..., :3], f"showing bands 0-2 of {bands} as RGB"
-    return np.repeat(clip[..., :1], 3, axis=-1), f"showing band 0 of {bands} as grey"
+    return false_colour(clip, rgb_bands, stretch), band_note(clip.shape[-1], rgb_bands)
 
 
 def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=None,
@@ -144,17 +177,19 @@ def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=N
     turns up early and reading stops long before the end.
 
     Returns:
-        dict label -> list of `(item_index, clip uint8 (F, H, W, band))`.
+        dict label -> list of `(item_index, clip (F, H, W, band))`, clips of the stored dtype.
     """
     manifest = read_manifest(prepared_dir)
-    num_shards = len(manifest["splits"][split]["shards"])
-    dataset = load_split(
-        prepared_dir,
-        split,
-        with_item_index=True,
-        num_parallel_reads=max(1, min(num_shards, MAX_SHARDS_READ_AT_ONCE)),
-        num_frames=num_frames,
-    )
+    shards = manifest["splits"][split]["shards"]
+    if is_whole_items(manifest):
+        from data_prep.sequence_reader import load_items  # TensorFlow, when called
+
+        dataset = load_items(manifest, [str(Path(prepared_dir) / name) for name in shards],
+                             num_frames=num_frames, with_item_index=True)
+    else:
+        dataset = load_split(prepared_dir, split, with_item_index=True,
+                             num_parallel_reads=max(1, min(len(shards),
+                                                           MAX_SHARDS_READ_AT_ONCE)))
     examples = {label: [] for label in labels} if labels is not None else {}
     wanted = len(examples) if labels is not None else num_classes
     seen_items = set()
@@ -206,15 +241,17 @@ def _tile_size(height, width):
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=""):
+def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title="",
+                         rgb_bands=None, stretch=None):
     """Draws the contact sheet: per class, one row of frames per clip.
 
     Args:
-        examples: dict label -> list of `(item_index, clip uint8 (F, H, W, band))`.
+        examples: dict label -> list of `(item_index, clip (F, H, W, band))`, any dtype.
         classes: list of class names, index = label.
         clip_shape: `[F, H, W, band]`.
         max_frames: int, at most this many frames per row, evenly spaced in time.
         title: str, drawn in the header.
+        rgb_bands, stretch: the false colour (`data_prep.false_colour.false_colour`).
 
     Returns:
         `(image, note)`: uint8 (height, width, 3) RGB image and the band note (or None).
@@ -223,7 +260,7 @@ def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=
     frame_indices = _frame_indices(num_frames, max_frames)
     tile_h, tile_w = _tile_size(height, width)
     rows = [(label, item, clip) for label in sorted(examples) for item, clip in examples[label]]
-    notes = {band_view(np.asarray(clip[:1]))[1] for _, _, clip in rows}
+    notes = {band_note(np.shape(clip)[-1], rgb_bands) for _, _, clip in rows}
     note = notes.pop() if len(notes) == 1 else None
     header = title if note is None else f"{title}   ({note})"
     shown = f"frames {', '.join(str(i) for i in frame_indices)} of {num_frames}"
@@ -236,7 +273,7 @@ def render_contact_sheet(examples, classes, clip_shape, *, max_frames=16, title=
     previous_label = None
     for row, (label, item_index, clip) in enumerate(rows):
         top = HEADER_HEIGHT + row * (tile_h + GAP)
-        frames, _ = band_view(np.asarray(clip))
+        frames, _ = band_view(np.asarray(clip), rgb_bands, stretch)
         for column, frame_index in enumerate(frame_indices):
             interpolation = cv2.INTER_NEAREST if tile_h >= height else cv2.INTER_AREA
             tile = cv2.resize(frames[frame_index], (tile_w, tile_h), interpolation=interpolation)
@@ -262,7 +299,8 @@ def _put_text(image, text, origin, scale, max_width=None):
 
 
 def write_contact_sheet(
-    prepared_dir, out_path=None, *, split=None, clips_per_class=3, max_frames=16, max_classes=20
+    prepared_dir, out_path=None, *, split=None, clips_per_class=3, max_frames=16, max_classes=20,
+    rgb_bands=None, histograms_path=None,
 ):
     """Writes a contact-sheet PNG of a prepared dataset.
 
@@ -274,10 +312,15 @@ def write_contact_sheet(
         max_frames: int, frames per row at most, evenly spaced in time.
         max_classes: int, classes shown at most: the first ones by label among the classes
             present in the split (the manifest's `items_per_class`).
+        rgb_bands: list of 1 or 3 band indices drawn as RGB (None: the first three; one
+            band: grey); bands other than 8-bit RGB are stretched by the manifest's p2..p98.
+        histograms_path: PNG path for the per-band histograms of the values shown, or None
+            for none.
 
     Returns:
         dict: `path`, `split`, `size` (width, height), `classes_shown`, `clips_shown`,
-        `frames_per_row`, `note` (which bands are shown, or None).
+        `frames_per_row`, `note` (which bands are shown, or None), `histograms` (its path
+        or None).
 
     Raises:
         UserError: no manifest, an unknown or empty split, or bad counts.
@@ -321,17 +364,20 @@ def write_contact_sheet(
             title += f", first {num_classes} shown"
     elif num_classes < len(classes):
         title += f"   first {num_classes} of {len(classes)} classes"
+    bands = clip_shape[3]
+    stretch = display_range(manifest.get("statistics"), manifest.get("dtype", "uint8"), bands)
     image, note = render_contact_sheet(
-        examples, classes, clip_shape, max_frames=int(max_frames), title=title
+        examples, classes, clip_shape, max_frames=int(max_frames), title=title,
+        rgb_bands=rgb_bands, stretch=stretch,
     )
     out_path = Path(out_path) if out_path is not None else Path(prepared_dir) / "contact_sheet.png"
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError(f"OpenCV could not encode a {image.shape} PNG")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_path) as temp_path:
-        Path(temp_path).write_bytes(encoded.tobytes())
+    _write_png(image, out_path)
     logger.debug("contact sheet %s: %s", out_path, image.shape)
+    if histograms_path is not None:
+        clips = [clip for items in examples.values() for _, clip in items]
+        _write_png(render_band_histograms(
+            clips, manifest.get("statistics"), manifest.get("band_names"),
+            title=f"{title}: values of the {len(clips)} clips shown"), histograms_path)
     return {
         "path": str(out_path),
         "split": split,
@@ -340,7 +386,93 @@ def write_contact_sheet(
         "clips_shown": sum(len(clips) for clips in examples.values()),
         "frames_per_row": len(_frame_indices(clip_shape[0], int(max_frames))),
         "note": note,
+        "histograms": str(histograms_path) if histograms_path is not None else None,
     }
+
+
+def _write_png(image, path):
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} PNG")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as temp_path:
+        Path(temp_path).write_bytes(encoded.tobytes())
+
+
+HISTOGRAM_BINS = 64
+HISTOGRAM_SIZE = (110, 256)  # plot height, width (pixels) of one band's panel
+
+
+def render_band_histograms(clips, statistics=None, band_names=None, *, title=""):
+    """One histogram per band of the values of `clips` (NaN left out), a panel per band.
+
+    Each panel spans the band's range (the manifest's min..max when known, else the values')
+    and marks the dataset's p2 and p98 (blue, the false-colour stretch) and mean (red).
+
+    Args:
+        clips: list of (F, H, W, band) arrays of any dtype.
+        statistics: dict or None, the manifest's `statistics`.
+        band_names: list of str or None.
+        title: str, the line above the panels.
+
+    Returns:
+        uint8 RGB image.
+    """
+    values = np.concatenate([np.asarray(clip, np.float64).reshape(-1, np.shape(clip)[-1])
+                             for clip in clips])
+    bands = values.shape[1]
+    names = band_names or [f"band {band}" for band in range(bands)]
+    plot_h, plot_w = HISTOGRAM_SIZE
+    panel_h, panel_w = plot_h + 44, plot_w + 16
+    columns = min(bands, 4)
+    rows = -(-bands // columns)
+    image = np.full((30 + rows * panel_h, max(columns * panel_w, 400), 3), BACKGROUND,
+                    np.uint8)
+    key = "   (lines: dataset p2 and p98 blue, mean red)" if statistics else ""
+    _put_text(image, title + key, (6, 18), 0.45, max_width=image.shape[1] - 12)
+    for band in range(bands):
+        band_values = values[:, band][np.isfinite(values[:, band])]
+        low, high = _histogram_range(band_values, statistics, band)
+        counts, _ = np.histogram(band_values, HISTOGRAM_BINS, range=(low, high))
+        top = 30 + (band // columns) * panel_h + 18
+        left = (band % columns) * panel_w + 8
+        cv2.rectangle(image, (left, top), (left + plot_w - 1, top + plot_h - 1), (60, 60, 60),
+                      -1)
+        bar_w = plot_w / HISTOGRAM_BINS
+        tallest = max(int(counts.max()) if counts.size else 0, 1)
+        for index, count in enumerate(counts):
+            height = int(round(count / tallest * (plot_h - 4)))
+            if height:
+                x0 = left + int(index * bar_w)
+                cv2.rectangle(image, (x0, top + plot_h - height),
+                              (max(x0, left + int((index + 1) * bar_w) - 1), top + plot_h - 1),
+                              (200, 200, 200), -1)
+        marks = {}
+        if statistics:
+            marks = {"p2": (90, 150, 255), "p98": (90, 150, 255), "mean": (255, 90, 90)}
+        for key, colour in marks.items():
+            value = statistics[key][band] if key in statistics else None
+            if value is not None and low <= value <= high:
+                x = left + int((value - low) / (high - low) * (plot_w - 1))
+                cv2.line(image, (x, top), (x, top + plot_h - 1), colour, 1)
+        _put_text(image, str(names[band]), (left, top - 5), 0.4, max_width=plot_w)
+        _put_text(image, f"{low:.4g}", (left, top + plot_h + 14), 0.35)
+        label = f"{high:.4g}"
+        _put_text(image, label, (left + plot_w - cv2.getTextSize(label, FONT, 0.35, 1)[0][0],
+                                 top + plot_h + 14), 0.35)
+    return image
+
+
+def _histogram_range(values, statistics, band):
+    """(low, high) of one band's panel: the dataset's min..max, else the values'; never empty."""
+    if statistics and statistics.get("min") and statistics["min"][band] is not None:
+        low, high = float(statistics["min"][band]), float(statistics["max"][band])
+    elif values.size:
+        low, high = float(values.min()), float(values.max())
+    else:
+        low, high = 0.0, 1.0
+    return (low, high) if high > low else (low - 0.5, low + 0.5)
 
 
 def _run(args):
@@ -362,6 +494,8 @@ def _run(args):
             clips_per_class=args.clips_per_class,
             max_frames=args.max_frames,
             max_classes=args.max_classes,
+            rgb_bands=parse_rgb_bands(args.rgb_bands) if args.rgb_bands else None,
+            histograms_path=args.histograms or Path(args.prepared_dir) / "band_histograms.png",
         )
     except Exception as error:  # a damaged shard: named, not a TensorFlow traceback
         named = verify.corrupted_data_error(error, args.prepared_dir, manifest)
@@ -376,6 +510,7 @@ def _run(args):
         f"{sheet['classes_shown']} classes, {sheet['clips_shown']} clips, "
         f"{sheet['frames_per_row']} frames per clip)"
     )
+    print(f"band histograms: {sheet['histograms']} (values of the clips shown)")
     return 0
 
 
@@ -395,6 +530,13 @@ def register(subparsers):
     parser.add_argument("--clips-per-class", type=int, default=3, help="clips shown per class")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per clip row at most")
     parser.add_argument("--max-classes", type=int, default=20, help="classes shown at most")
+    parser.add_argument("--rgb-bands", default=None, metavar="R,G,B",
+                        help="0-based bands drawn as red, green, blue (one band: grey); "
+                             "default: the first three, stretched by the dataset's 2-98 %% "
+                             "range unless 8-bit RGB")
+    parser.add_argument("--histograms", default=None, metavar="PNG",
+                        help="where to write the per-band histograms (default: "
+                             "DIR/band_histograms.png)")
     parser.add_argument("--verify", action="store_true",
                         help="read every record of every shard first (CRC and parse) and "
                              "name the damaged shards (exit 2 if any)")

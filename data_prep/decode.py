@@ -1,7 +1,15 @@
-"""Decode an item (video file, folder of frame images, or .npy array) to uint8 RGB frames.
+"""Decode an item (video file, folder of frame images, .npy array or raster) to frames.
 
-Every function returns channels-last uint8 arrays shaped (T, H, W, band) and resizes each
+Every function returns channels-last arrays shaped (T, H, W, band) and resizes each
 frame as soon as it is decoded, so a long video never sits in memory at full resolution.
+Two rules of values:
+
+- the 8-bit rules below (`load_clips`, `decode_frame_folder`, `decode_array`): uint8
+  frames, what format v1 stores (its clips stay as they were);
+- the item's own values (`open_item_frames`, format v2): uint8, uint16, int16, float16 and
+  float32 frames are read in their own dtype and never rescaled; `.tif`/`.tiff` frames and
+  single-file rasters (`RASTER_EXTENSIONS`, multi-date stacks with `bands_per_date`) are
+  read with rasterio (`data_prep.rasters`), any band count.
 
 Item kinds:
 - video file: named by one of `VIDEO_EXTENSIONS` (avi, mp4, mkv, webm, mov, ...; see
@@ -21,15 +29,21 @@ Item kinds:
   frames are read (memory-mapped) and the statistics are gathered a chunk at a time; an
   item whose needed frames exceed ITEM_MEMORY_BUDGET is a DecodeError (skipped).
 
+A file named `<frame stem>.mask.png` in a frame folder is that frame's validity mask
+(`MASK_SUFFIX`), never a frame.
+
 Broken items raise `DecodeError` with a short reason; `data_prep.prepare` skips them.
 This module never imports TensorFlow: it runs in the worker processes.
 """
 
+import dataclasses
 import os
 import re
 
 import cv2
 import numpy as np
+
+from data_prep import rasters
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # What a video item may be called. FFmpeg decodes more than video (its `ansi` decoder renders
@@ -39,6 +53,10 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".m
                     ".wmv", ".asf", ".flv", ".3gp", ".ogv", ".ts", ".mts", ".m2ts", ".vob",
                     ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265")
 ARRAY_EXTENSIONS = (".npy",)
+RASTER_EXTENSIONS = rasters.RASTER_EXTENSIONS  # a single .tif file is an item (a raster)
+MASK_SUFFIX = ".mask.png"  # `<frame stem>.mask.png` beside a frame: its validity mask
+# The element types frames keep in format v2 (`data_prep.sequence_records.RAW_DTYPES`).
+NATIVE_DTYPES = ("uint8", "uint16", "int16", "float16", "float32")
 # A .npy item's needed frames may take this much memory to decode (float64 while scaling).
 ITEM_MEMORY_BUDGET = 1 << 30
 ARRAY_CHUNK_BYTES = 16 << 20  # frames read at a time for an item's scaling statistics
@@ -49,21 +67,25 @@ class DecodeError(Exception):
 
 
 def item_kind(path):
-    """`"frames"` for a directory, `"array"` for a .npy file, otherwise `"video"`."""
+    """`"frames"` for a directory, `"array"` for a .npy file, `"raster"` for a .tif/.tiff
+    file, otherwise `"video"`."""
     if os.path.isdir(path):
         return "frames"
     if path.lower().endswith(".npy"):
         return "array"
+    if path.lower().endswith(RASTER_EXTENSIONS):
+        return "raster"
     return "video"
 
 
 def is_media_item(path):
-    """True for what can be an item: a directory (frame folder), a video file or an array,
-    told by its extension (`VIDEO_EXTENSIONS`, `ARRAY_EXTENSIONS`); False for anything else
-    (notes.txt, README, a lone image, a .json sidecar)."""
+    """True for what can be an item: a directory (frame folder), a video file, an array or
+    a raster, told by its extension (`VIDEO_EXTENSIONS`, `ARRAY_EXTENSIONS`,
+    `RASTER_EXTENSIONS`); False for anything else (notes.txt, README, a lone png, a .json
+    sidecar)."""
     if os.path.isdir(path):
         return True
-    return path.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)
+    return path.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS + RASTER_EXTENSIONS)
 
 
 def natural_sort_key(name):
@@ -103,9 +125,12 @@ def resize_frame(frame, size, resize_short=None):
         shrinking = new_height * new_width < height * width
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         bands = frame.shape[2]
-        groups = [frame[:, :, start:start + 4] for start in range(0, bands, 4)]
+        # OpenCV resizes no float16: through float32, back to float16 (exact for its values).
+        source = frame.astype(np.float32) if frame.dtype == np.float16 else frame
+        groups = [source[:, :, start:start + 4] for start in range(0, bands, 4)]
         resized = [cv2.resize(group, (new_width, new_height), interpolation=interpolation)
                    for group in groups]
+        resized = [r.astype(frame.dtype, copy=False) for r in resized]
         # cv2.resize drops a channel axis of length 1.
         resized = [r[:, :, None] if r.ndim == 2 else r for r in resized]
         frame = resized[0] if len(resized) == 1 else np.concatenate(resized, axis=2)
@@ -192,7 +217,8 @@ def decode_video(path, *, size=None, resize_short=None):
 
 def _frame_files(path):
     names = [name for name in os.listdir(path)
-             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
+             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+             and not name.lower().endswith(MASK_SUFFIX)]
     if not names:
         raise DecodeError("folder holds no frame images")
     return [os.path.join(path, name) for name in sorted(names, key=natural_sort_key)]
@@ -376,6 +402,8 @@ def count_frames(path):
         return len(_frame_files(path))
     if kind == "array":
         return load_array(path).shape[0]
+    if kind == "raster":
+        return open_item_frames(path).count
     count, _ = _decode_video_pass(path, None, None, keep=lambda index: False)
     return count
 
@@ -408,6 +436,9 @@ def load_clips(path, select_indices, *, size=None, resize_short=None, frame_temp
         frames = _read_frames(files, needed, size, resize_short, same_native_shape=True)
         return len(files), frames[np.searchsorted(needed, indices)]
     kind = item_kind(path)
+    if kind == "raster":  # the 8-bit rules have no meaning for a sensor's raster
+        raise DecodeError("a single-file raster item is read by format v2 only "
+                          "(prepare --format v2)")
     if kind != "video":
         total = count_frames(path)
         indices = np.asarray(select_indices(total))
@@ -431,3 +462,251 @@ def load_clips(path, select_indices, *, size=None, resize_short=None, frame_temp
     indices = np.asarray(select_indices(total))
     frames = np.stack([kept[index] for index in indices.ravel().tolist()])
     return total, frames.reshape(indices.shape + frames.shape[1:])
+
+
+# --- format v2: frames in the item's own dtype ---------------------------------------------
+
+
+@dataclasses.dataclass
+class ItemFrames:
+    """An item opened to read its frames in their own dtype (`open_item_frames`).
+
+    Attributes:
+        count: int, frames of the item (dates of a stack).
+        dtype: str, their element type (one of `NATIVE_DTYPES`).
+        reader: callable(list of frame indices) -> list of (frames (H, W, B) in `dtype`,
+            validity band (H, W) or None).
+        frame_names: list of the frame files' names (frame folders), else None.
+        mask_files: list with each frame's `<stem>.mask.png` path or None (frame folders),
+            else None.
+        band_names: tuple of B str (a raster's band descriptions) or None.
+        nodata: float or None, the raster's own nodata value.
+        crs: str (WKT) or None; transform: 6-tuple of the (windowed) grid or None;
+        height, width: int, the frames' size as read (the window's when windowed).
+    """
+
+    count: int
+    dtype: str
+    reader: object
+    frame_names: list | None = None
+    mask_files: list | None = None
+    band_names: tuple | None = None
+    nodata: float | None = None
+    crs: str | None = None
+    transform: tuple | None = None
+    height: int = 0
+    width: int = 0
+
+    def read(self, indices):
+        """[(frame, validity band or None)] of the frames `indices`, in that order."""
+        return self.reader(list(indices))
+
+
+def _check_native_dtype(dtype, what):
+    if str(np.dtype(dtype)) not in NATIVE_DTYPES:
+        raise DecodeError(f"unsupported dtype {np.dtype(dtype)} in {what} (stored dtypes: "
+                          f"{', '.join(NATIVE_DTYPES)}; convert it to one of them)")
+    return str(np.dtype(dtype))
+
+
+def _band_plan(available, bands, validity_band):
+    """(0-based bands kept, validity band index or None) of a frame of `available` bands
+    given 0-based `bands` (None: every band but the validity band)."""
+    if validity_band is not None and not 0 <= validity_band < available:
+        raise DecodeError(f"validity band {validity_band} is not in 0..{available - 1}")
+    if bands is None:
+        kept = [band for band in range(available) if band != validity_band]
+    else:
+        kept = []
+        for band in bands:
+            if isinstance(band, str) or not 0 <= int(band) < available:
+                raise DecodeError(f"band {band!r} is not among the frame's {available} bands "
+                                  "(0-based indices; names only for rasters with band "
+                                  "descriptions)")
+            kept.append(int(band))
+    if not kept:
+        raise DecodeError("no band left besides the validity band")
+    return kept, validity_band
+
+
+def _split_bands(values, kept, validity_band):
+    frame = np.ascontiguousarray(values[:, :, kept])
+    return frame, (None if validity_band is None else values[:, :, validity_band])
+
+
+def _window_slice(array, window):
+    if window is None:
+        return array
+    row, col, height, width = (int(v) for v in window)
+    if row < 0 or col < 0 or row + height > array.shape[0] or col + width > array.shape[1]:
+        raise DecodeError(f"window {tuple(window)} is outside the {array.shape[0]}x"
+                          f"{array.shape[1]} frame")
+    return array[row:row + height, col:col + width]
+
+
+def _raster_bands(info, bands, validity_band, bands_per_date=None):
+    """Bands to read from a raster (kept + validity last) and where each lands."""
+    try:
+        per_date = bands_per_date or info.count
+        if validity_band is not None and not 0 <= validity_band < per_date:
+            raise DecodeError(f"validity band {validity_band} is not in 0..{per_date - 1}")
+        if bands is None:
+            kept = [band for band in range(per_date) if band != validity_band]
+        else:
+            kept = rasters.select_bands(info, bands, bands_per_date)
+    except rasters.RasterReadError as error:
+        raise DecodeError(str(error)) from None
+    if not kept:
+        raise DecodeError("no band left besides the validity band")
+    read = kept + ([validity_band] if validity_band is not None else [])
+    return read, list(range(len(kept))), (len(kept) if validity_band is not None else None)
+
+
+def _read_native_image(path, window):
+    """One frame file as (H, W, band) in its own dtype: rasterio for .tif, else OpenCV."""
+    _check_readable_file(path)
+    if path.lower().endswith(RASTER_EXTENSIONS):
+        try:
+            return rasters.read_raster(path, window=window)
+        except rasters.RasterReadError as error:
+            raise DecodeError(f"cannot read {os.path.basename(path)}: {error}") from None
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DecodeError(f"cannot decode image {os.path.basename(path)}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    elif image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return _window_slice(image, window)
+
+
+def _open_frame_folder(path, bands, validity_band, window, frame_template):
+    files = (template_frame_files(path, frame_template) if frame_template is not None
+             else _frame_files(path))
+    masks = []
+    for file in files:
+        mask = os.path.splitext(file)[0] + MASK_SUFFIX
+        masks.append(mask if os.path.isfile(mask) else None)
+    first = files[0]
+    info = None
+    if first.lower().endswith(RASTER_EXTENSIONS):
+        try:
+            info = rasters.raster_info(first)
+        except rasters.RasterReadError as error:
+            raise DecodeError(f"cannot read {os.path.basename(first)}: {error}") from None
+    state = {}
+
+    def reader(indices):
+        out = []
+        for index in indices:
+            values = _read_native_image(files[index], window)
+            if "plan" not in state:
+                state["dtype"] = _check_native_dtype(values.dtype, os.path.basename(first))
+                if info is not None:
+                    read, _, _ = _raster_bands(info, bands, validity_band)
+                    state["plan"] = (read[:len(read) - (validity_band is not None)],
+                                     validity_band)
+                else:
+                    state["plan"] = _band_plan(values.shape[2], bands, validity_band)
+                state["shape"] = values.shape
+            # Sizes may differ when the frames are resized alike (as v2 always allowed),
+            # except in a rawframe template's folder (the frames of one video).
+            same = values.shape == state["shape"] if frame_template is not None \
+                else values.shape[2:] == state["shape"][2:]
+            if not same or str(values.dtype) != state["dtype"]:
+                raise DecodeError(f"frame images differ in size, band count or dtype "
+                                  f"({os.path.basename(files[index])})")
+            out.append(_split_bands(values, *state["plan"]))
+        return out
+
+    # The dtype (and band plan) comes from the first frame read; read it now so `dtype` is
+    # known before any frame is chosen.
+    head = reader([0])[0][0]
+    names = None
+    if info is not None:
+        kept = state["plan"][0]
+        names = tuple(info.band_names[band] for band in kept) if any(info.band_names) else None
+    transform = rasters.window_transform(info, window) if info is not None else None
+    return ItemFrames(count=len(files), dtype=state["dtype"], reader=reader,
+                      frame_names=[os.path.basename(file) for file in files],
+                      mask_files=masks, band_names=names,
+                      nodata=info.nodata if info is not None else None,
+                      crs=info.crs if info is not None else None, transform=transform,
+                      height=head.shape[0], width=head.shape[1])
+
+
+def _open_array(path, bands, validity_band, window):
+    array = load_array(path)
+    dtype = _check_native_dtype(array.dtype, os.path.basename(path))
+    kept, validity = _band_plan(array.shape[3], bands, validity_band)
+
+    def reader(indices):
+        return [_split_bands(_window_slice(np.asarray(array[index]), window), kept, validity)
+                for index in indices]
+
+    height, width = array.shape[1:3] if window is None else (int(window[2]), int(window[3]))
+    return ItemFrames(count=array.shape[0], dtype=dtype, reader=reader, height=height,
+                      width=width)
+
+
+def _open_raster(path, bands, validity_band, window, bands_per_date):
+    _check_readable_file(path)
+    try:
+        info = rasters.raster_info(path)
+        count = rasters.stack_frame_count(info, bands_per_date)
+    except rasters.RasterReadError as error:
+        raise DecodeError(str(error)) from None
+    dtype = _check_native_dtype(info.dtype, os.path.basename(path))
+    read, kept, validity = _raster_bands(info, bands, validity_band, bands_per_date)
+    per_date = bands_per_date or info.count
+
+    def reader(indices):
+        try:
+            values = rasters.read_stack_frames(path, indices, per_date, bands=read,
+                                               window=window)
+        except rasters.RasterReadError as error:
+            raise DecodeError(str(error)) from None
+        return [_split_bands(frame, kept, validity) for frame in values]
+
+    names = tuple(info.band_names[band] for band in read[:len(kept)])         if any(info.band_names) else None
+    height, width = (info.height, info.width) if window is None else (int(window[2]),
+                                                                     int(window[3]))
+    return ItemFrames(count=count, dtype=dtype, reader=reader, band_names=names,
+                      nodata=info.nodata, crs=info.crs,
+                      transform=rasters.window_transform(info, window), height=height,
+                      width=width)
+
+
+def open_item_frames(path, *, bands=None, validity_band=None, bands_per_date=None,
+                     window=None, frame_template=None):
+    """Open a frame folder, `.npy` or raster item to read its frames in their own dtype.
+
+    Args:
+        path: str, the item (videos are read by `load_clips`: always uint8 RGB).
+        bands: None (every band) or a list of 0-based indices (or, for rasters, band
+            descriptions) to keep, in that order.
+        validity_band: int or None, 0-based band of each frame that is a validity mask
+            (nonzero = valid); it is read apart and never among the kept bands.
+        bands_per_date: int or None, a single raster holds T = count / N dates of N bands
+            (date-major); None: the raster is one date.
+        window: None or `(row_off, col_off, height, width)`: read only those pixels.
+        frame_template: a rawframe folder's `(template, first, total)`, or None.
+
+    Returns:
+        `ItemFrames`.
+
+    Raises:
+        DecodeError: unreadable item, unsupported dtype, unknown band, window outside.
+    """
+    kind = item_kind(path)
+    if frame_template is not None or kind == "frames":
+        if not os.path.isdir(path):
+            raise DecodeError("not a frame folder")
+        return _open_frame_folder(path, bands, validity_band, window, frame_template)
+    if kind == "array":
+        return _open_array(path, bands, validity_band, window)
+    if kind == "raster":
+        return _open_raster(path, bands, validity_band, window, bands_per_date)
+    raise DecodeError("a video is read by load_clips (8-bit RGB), not open_item_frames")

@@ -13,12 +13,61 @@ import posixpath
 from core.errors import UserError
 
 ENCODINGS = ("raw", "png", "jpeg")
+DTYPES = ("uint8", "uint16", "int16", "float16", "float32")  # sequence_records.RAW_DTYPES
+STATISTICS_KEYS = ("count", "mean", "std", "min", "max", "p2", "p98", "valid_fraction")
 SHARD_SUFFIX = ".tfrecord"
 MAX_CLIP_VALUES = 1 << 31  # one clip's uint8 values: far above any real clip, below a bomb
 
 
 def _is_count(value, minimum=1):
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value)
+
+
+def _numbers(value, length):
+    return isinstance(value, list) and len(value) == length and all(map(_is_number, value))
+
+
+def check_sensor_keys(manifest, fail):
+    """The stored-values keys (issue 20), each optional: an older manifest lacks them."""
+    bands = (manifest.get("frame_shape") or manifest.get("clip_shape") or [None])[-1]
+    if manifest.get("dtype", "uint8") not in DTYPES:
+        fail("dtype", f"one of {', '.join(DTYPES)}")
+    names = manifest.get("band_names")
+    if names is not None and not (isinstance(names, list) and all(
+            isinstance(name, str) for name in names) and (bands is None or len(names) == bands)):
+        fail("band_names", "null or a list of one name per band")
+    if manifest.get("nodata") is not None and not _is_number(manifest["nodata"]):
+        fail("nodata", "null or a number")
+    for key in ("mask", "dated"):
+        if not isinstance(manifest.get(key, False), bool):
+            fail(key, "true or false")
+    rule = manifest.get("to_uint8")
+    if rule is not None:
+        if not (isinstance(rule, dict) and set(rule) == {"low", "high"} and bands
+                and _numbers(rule["low"], bands) and _numbers(rule["high"], bands)
+                and all(h > lo for lo, h in zip(rule["low"], rule["high"]))):
+            fail("to_uint8", "null or {low: [...], high: [...]} with one number per band")
+        if manifest.get("dtype", "uint8") != "uint8":
+            fail("dtype", "uint8 when to_uint8 is set")
+    stats = manifest.get("statistics")
+    if stats is not None:
+        if not (isinstance(stats, dict) and isinstance(stats.get("split"), str) and bands
+                and all(_numbers(stats.get(key), bands) for key in STATISTICS_KEYS)):
+            fail("statistics", f"{{split, {', '.join(STATISTICS_KEYS)}}} with one number "
+                               "per band")
+    geo = manifest.get("geo")
+    if geo is not None:
+        if not (isinstance(geo, dict) and all(
+                isinstance(entry, dict) and isinstance(entry.get("crs"), str)
+                and _numbers(entry.get("transform"), 6)
+                and _is_count(entry.get("height")) and _is_count(entry.get("width"))
+                for entry in geo.values())):
+            fail("geo", "{item id: {crs, transform (6 numbers), height, width}}")
 
 
 def check_manifest(manifest, path):
@@ -58,6 +107,7 @@ def check_manifest(manifest, path):
             fail("clips_per_video", "a positive integer")
     if manifest["encoding"] not in ENCODINGS:
         fail("encoding", f"one of {', '.join(ENCODINGS)}")
+    check_sensor_keys(manifest, fail)
     # `data.layout: tfrecord` indexes the user's own record files where they are, by the
     # absolute paths and names the user gave (data_prep.record_index).
     indexed_records = isinstance(manifest.get("source"), dict) and \

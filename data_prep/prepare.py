@@ -32,14 +32,16 @@ from core.atomic import write_json_atomically
 from core.errors import UserError
 from core.lock import hold_output_lock
 from core.tensorflow_env import import_tensorflow_quietly
+from data_prep.band_statistics import combine_partials, finish_statistics, item_partial
 from data_prep.decode import DecodeError, load_clips
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding, encode_frame,
-                                       encode_frames, read_item_frames, sequence_example)
+                                       encode_frames, encode_mask, read_item_frames,
+                                       sequence_example)
 from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
                               part_manifest_name, remove_temporary_files)
 from data_prep.source_spec import (SourceSpec, add_source_arguments,
-                                   source_spec_from_arguments)
+                                   source_spec_from_arguments, to_uint8_bounds)
 from data_prep.sources import LAYOUTS, MAX_ABSENT_LISTED, resolve_source
 from data_prep.workers import (ITEM_TIMEOUT_SECONDS, available_cores, quiet_video_logs,
                                worker_pool)
@@ -56,6 +58,9 @@ _V2_ASSUMED_FRAMES = 250
 _V2_ASSUMED_RATIO = 8
 # Band counts each image codec can store (png grey/RGB/RGBA, jpeg grey/RGB).
 ENCODING_BANDS = {"png": (1, 3, 4), "jpeg": (1, 3)}
+# The SourceSpec options of sensor data: how values are read, checked and stored (format v2).
+SENSOR_OPTIONS = ("nodata", "validity_band", "date_pattern", "bands", "bands_per_date",
+                  "to_uint8")
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
 TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_SHARD = 1024
@@ -78,6 +83,16 @@ class ItemTask:
     format: str = "v1"
     fps: float | None = None  # v2: resample to this frame rate (None: keep every frame)
     max_frames: int | None = None  # v2: at most this many frames, evenly spaced
+    # v2 sensor data (SourceSpec fields of the same names; data_prep.decode.open_item_frames)
+    window: tuple | None = None  # (row_off, col_off, height, width) of the item's raster
+    nodata: float | None = None
+    validity_band: int | None = None
+    date_pattern: str | None = None
+    bands: tuple | None = None
+    bands_per_date: int | None = None
+    to_uint8: tuple | None = None  # (low, high): numbers or one per band
+    statistics: bool = False  # v2: the item is in the training split: return its partial
+    force_masks: bool = False  # v2: store masks even when every pixel is valid
 
 
 def prepare_item(task):
@@ -121,36 +136,59 @@ def _prepare_whole_item(task):
 
     Returns:
         dict: `ok` True with `frames_available` (frames of the item as given), `band`,
-        `encoded` (T' bytes values), `encoding` (`task.encoding`, or the default for the
-        band count when it is None), `frame_shape` (H, W, band), `frame_rate` and `source`
-        (`SourceInfo`); or `ok` False as `prepare_item` says.
+        `dtype`, `encoded` (T' bytes values), `encoding` (`task.encoding`, or the default
+        for the band count and dtype when it is None), `frame_shape` (H, W, band),
+        `frame_rate`, `source` (`SourceInfo`), `masks` (T' png masks or None),
+        `valid_fraction` (T' floats or None), `dates` (T' ints or None), `band_names`,
+        `nodata`, `geo` and `statistics` (`band_statistics.item_partial`, or None outside
+        the training split); or `ok` False as `prepare_item` says.
     """
     try:
-        frames, rate, source = read_item_frames(
+        item = read_item_frames(
             task.path, fps=task.fps, max_frames=task.max_frames,
             size=None if task.resize_short else task.size, resize_short=task.resize_short,
-            frame_template=task.frame_template)
+            frame_template=task.frame_template, window=task.window, nodata=task.nodata,
+            validity_band=task.validity_band, date_pattern=task.date_pattern,
+            bands=None if task.bands is None else list(task.bands),
+            bands_per_date=task.bands_per_date, to_uint8_rule=task.to_uint8,
+            force_masks=task.force_masks)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
+    except ValueError as error:  # a per-band rule of another band count
+        return {"ok": False, "encoding_error": f"Expected a `to_uint8` rule per stored band. "
+                                               f"Received: {error} ({task.item_id})"}
     except UserError as error:  # --fps for an item whose frame rate is unknown
         return {"ok": False, "encoding_error": f"{error} ({task.item_id})"}
+    frames = item.frames
     band = int(frames.shape[-1])
-    encoding = task.encoding or default_encoding(band)
+    dtype = str(frames.dtype)
+    encoding = task.encoding or default_encoding(band, dtype)
     try:
         encoded = encode_frames(frames, encoding)
     except UserError as error:
         return {"ok": False, "encoding_error": f"{error} ({task.item_id})"}
-    return {"ok": True, "frames_available": int(source.frame_count) or len(frames),
-            "band": band, "encoded": encoded, "encoding": encoding,
-            "frame_shape": tuple(int(n) for n in frames.shape[1:]), "frame_rate": rate,
-            "source": source}
+    with_masks = item.masks is not None
+    return {"ok": True, "frames_available": int(item.source.frame_count) or len(frames),
+            "band": band, "dtype": dtype, "encoded": encoded, "encoding": encoding,
+            "frame_shape": tuple(int(n) for n in frames.shape[1:]),
+            "frame_rate": item.frame_rate, "source": item.source,
+            "masks": [encode_mask(mask) for mask in item.masks] if with_masks else None,
+            "valid_fraction": item.valid_fraction.tolist() if with_masks else None,
+            "dates": None if item.dates is None else item.dates.tolist(),
+            "band_names": None if item.band_names is None else list(item.band_names),
+            "nodata": item.nodata, "geo": item.geo,
+            "statistics": item_partial(frames, item.masks, item_id=task.item_id)
+            if task.statistics else None}
 
 
 def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, clips_per_video,
-                   encoding, format="v1", fps=None, max_frames=None):
+                   encoding, format="v1", fps=None, max_frames=None, sensor=None,
+                   statistics_items=frozenset()):
+    sensor = dict(sensor or {})
     return ItemTask(item.path, item.item_id, frames, size, resize_short, sampling,
                     frame_stride, clips_per_video, encoding, item.frame_template, format,
-                    fps, max_frames)
+                    fps, max_frames, window=getattr(item, "window", None),
+                    statistics=id(item) in statistics_items, **sensor)
 
 
 def _ordered_results(tasks, pool):
@@ -326,11 +364,15 @@ def _write_shard(plan, results, first_item_index, state):
                     f"band={result['band']} ({item.item_id})")
             item_index = first_item_index + sidecar["videos"]
             if "frame_shape" in result:  # v2: the whole item, one SequenceExample
+                _check_same_dtype(state, result["dtype"], item.item_id)
                 writer.write(sequence_example(
                     result["encoded"], frame_shape=result["frame_shape"],
                     encoding=result["encoding"], label=item.label, item_id=item.item_id,
                     item_index=item_index, frame_rate=result["frame_rate"],
-                    source=result["source"]))
+                    source=result["source"], dtype=result["dtype"],
+                    encoded_masks=result["masks"], valid_fraction=result["valid_fraction"],
+                    dates=result["dates"]))
+                _add_sensor_facts(sidecar, result, item.item_id)
                 sidecar["clips"] += 1
                 sidecar["frames_stored"] = sidecar.get("frames_stored", 0) + len(
                     result["encoded"])
@@ -347,10 +389,39 @@ def _write_shard(plan, results, first_item_index, state):
             sidecar["videos"] += 1
             sidecar["frames_decoded"] += result["frames_available"]
             sidecar["band"] = result["band"]
+    if "partials" in sidecar:  # one partial per shard: the sidecar stays small
+        partials = sidecar.pop("partials")
+        sidecar["statistics"] = combine_partials(partials) if partials else None
     write_json_atomically(plan.sidecar, sidecar)
     state["frames_decoded"] += sidecar["frames_decoded"]
     state["items_done"] += len(plan.items)
     return sidecar
+
+
+def _check_same_dtype(state, dtype, item_id):
+    if state.get("dtype") is None:
+        state["dtype"] = dtype
+    elif dtype != state["dtype"]:
+        raise UserError(f"Expected every item to hold {state['dtype']} values, as the first "
+                        f"prepared item does; a dataset has one dtype (convert the items, or "
+                        f"store 8 bits with --to-uint8 LOW,HIGH). Received: dtype={dtype} "
+                        f"({item_id})")
+
+
+def _add_sensor_facts(sidecar, result, item_id):
+    """What the manifest says of the stored values, gathered per shard (v2)."""
+    sidecar["dtype"] = result["dtype"]
+    if result["band_names"] is not None and "band_names" not in sidecar:
+        sidecar["band_names"] = result["band_names"]
+    if result["nodata"] is not None:
+        sidecar["nodata"] = result["nodata"]
+    sidecar["mask"] = sidecar.get("mask", False) or result["masks"] is not None
+    sidecar["unmasked"] = sidecar.get("unmasked", 0) + (result["masks"] is None)
+    sidecar["dated"] = sidecar.get("dated", False) or result["dates"] is not None
+    if result["geo"] is not None:
+        sidecar.setdefault("geo", {})[item_id] = result["geo"]
+    if result["statistics"] is not None:
+        sidecar.setdefault("partials", []).append(result["statistics"])
 
 
 def _summary_table(manifest, stats):
@@ -404,7 +475,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         frame_stride: int, step K for `"stride"` sampling. Defaults to 1.
         workers: int or None, decoding processes; None uses every core.
         encoding: `"raw"`, `"png"` or `"jpeg"`, or None: `"raw"` for v1, and for v2
-            `jpeg` for 1- and 3-band items, `raw` for others. Defaults to None.
+            `sequence_records.default_encoding` (jpeg for 8-bit 1- and 3-band items, png
+            for 16-bit 1-, 3- and 4-band items, raw for others). Defaults to None.
         strict: bool, turn any skipped item into an error. Defaults to False.
         show_progress: bool, show a tqdm progress bar. Defaults to True.
         items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
@@ -423,6 +495,12 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             frames). Defaults to None (keep every frame).
         max_frames: int or None, v2: keep at most this many frames, evenly spaced.
             Defaults to None.
+
+    The spec's sensor options (`nodata`, `validity_band`, `date_pattern`, `bands`,
+    `bands_per_date`, `to_uint8`; format v2 only) say how values are read and checked; a
+    v2 manifest records the stored `dtype`, `band_names`, `nodata`, `mask`, `dated`,
+    `to_uint8`, the training split's per-band `statistics` and the items' `geo`
+    (docs/DATA.md, "Sensor data").
 
     Returns:
         dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
@@ -499,6 +577,23 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
                         f"{first['reason']}")
     for entry in source.skipped:
         logger.warning("Skipping %s (%s): %s", entry["path"], entry["split"], entry["reason"])
+    sensor = {name: getattr(spec, name) for name in SENSOR_OPTIONS
+              if getattr(spec, name) is not None}
+    if sensor and not whole_items:
+        name = next(iter(sensor))
+        raise UserError(f"Expected `{name}` only with format v2 (v1 stores 8-bit clips by its "
+                        f"old rules; prepare with --format v2). Received: {name}="
+                        f"{sensor[name]!r}")
+    if "to_uint8" in sensor:
+        low, high = to_uint8_bounds(sensor["to_uint8"])
+        sensor["to_uint8"] = (tuple(low), tuple(high)) if isinstance(low, list) \
+            else (float(low), float(high))
+    if "bands" in sensor:
+        sensor["bands"] = tuple(sensor["bands"])
+    # Statistics come from the training split: `train`, else the first split.
+    statistics_split = "train" if "train" in source.splits else next(iter(source.splits))
+    statistics_items = frozenset(id(item) for item in source.splits[statistics_split]) \
+        if whole_items else frozenset()
 
     resize_parameters = {"size": size, "resize_short": resize_short}
     if whole_items:
@@ -507,6 +602,10 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
                              "resize_short": resize_short}
         parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
                       "resize": resize_parameters, "fps": fps, "max_frames": max_frames}
+        if sensor:  # only when set, so the shards of an 8-bit dataset keep their identity
+            parameters["sensor"] = {name: list(value) if isinstance(value, tuple) else value
+                                    for name, value in sensor.items()}
+        parameters["statistics_split"] = statistics_split
     else:
         parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
                       "sampling": {"method": sampling, "frames": frames,
@@ -518,7 +617,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         make_task=functools.partial(
             _task_for_item, frames=frames, size=size, resize_short=resize_short,
             sampling=sampling, frame_stride=frame_stride, clips_per_video=clips_per_video,
-            encoding=encoding, format=format, fps=fps, max_frames=max_frames),
+            encoding=encoding, format=format, fps=fps, max_frames=max_frames, sensor=sensor,
+            statistics_items=statistics_items),
         items_per_shard=items_per_shard, num_shards=num_shards, shard_index=shard_index,
         strict=strict, workers=workers, show_progress=show_progress)
     _make_output_directory(out)
@@ -576,6 +676,9 @@ def _prepare(job):
         raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
                         f"Received: out={out!r}")
     sidecars, state = _write_shards(job, plans, finished, bands.pop() if bands else None)
+    if any(sidecar.get("mask") for sidecar in sidecars.values()) and \
+            any(sidecar.get("unmasked") for sidecar in sidecars.values()):
+        sidecars, state = _write_masks_everywhere(job, plans, sidecars, state)
 
     if state["band"] is None and not job.is_part:  # a part may hold none; merge_parts checks
         reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
@@ -588,6 +691,21 @@ def _prepare(job):
              "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"]}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
     return manifest
+
+
+def _write_masks_everywhere(job, plans, sidecars, state):
+    """Write again the shards holding records without masks, with all-valid masks: in a
+    dataset with masks every record carries them (known only once items were decoded:
+    one float item with NaN among clean ones)."""
+    logger.info("Some items have invalid pixels: writing masks for the items without")
+    force = dataclasses.replace(job, make_task=lambda item: dataclasses.replace(
+        job.make_task(item), force_masks=True))
+    again = {plan.tfrecord: None if sidecars[plan.tfrecord].get("unmasked")
+             else sidecars[plan.tfrecord] for plan in plans}
+    sidecars, second = _write_shards(force, plans, again, state["band"])
+    for key in ("frames_decoded", "items_done", "seconds"):
+        second[key] += state[key]
+    return sidecars, second
 
 
 def _write_shards(job, plans, finished, band):
@@ -680,11 +798,14 @@ def _manifest(job, plans, sidecars, band):
             "frame_shape": [heights.pop() if len(heights) == 1 else None,
                             widths.pop() if len(widths) == 1 else None, band],
             "encoding": (encodings.pop() if len(encodings) == 1 else
-                         job.parameters["encoding"] or (band and default_encoding(band))),
+                         job.parameters["encoding"] or (band and default_encoding(
+                             band, next((sidecar["dtype"] for sidecar in sidecars_all
+                                         if sidecar.get("dtype")), "uint8")))),
             "resize": job.parameters["resize"],
             "fps": job.parameters["fps"],
             "max_frames": job.parameters["max_frames"],
         }
+        manifest.update(_sensor_manifest(job, plans, sidecars, band))
     else:
         sampling, resize = job.parameters["sampling"], job.parameters["resize"]
         manifest = {
@@ -723,6 +844,49 @@ def _manifest(job, plans, sidecars, band):
     if job.is_part:
         manifest["part"] = {"index": job.shard_index, "count": job.num_shards}
     return manifest
+
+
+def _sensor_manifest(job, plans, sidecars, band):
+    """The v2 manifest's keys about stored values: dtype, band names, nodata, mask, dated,
+    to_uint8, geo and the training split's `statistics` (a part keeps its combined
+    partial in `statistics_partial` for `merge_parts`)."""
+    written = [sidecar for sidecar in sidecars.values() if sidecar.get("videos")]
+    dtypes = {sidecar.get("dtype", "uint8") for sidecar in written}
+    if len(dtypes) > 1:
+        raise UserError(f"Expected one dtype in {job.out}; its shards hold {sorted(dtypes)}. "
+                        f"Received: out={job.out!r}")
+    names = next((sidecar["band_names"] for sidecar in written if sidecar.get("band_names")),
+                 None)
+    nodata = next((sidecar["nodata"] for sidecar in written
+                   if sidecar.get("nodata") is not None), None)
+    rule = (job.parameters.get("sensor") or {}).get("to_uint8")
+    if rule is not None and band:
+        low, high = rule
+        rule = {"low": [float(v) for v in (low if isinstance(low, list) else [low] * band)],
+                "high": [float(v) for v in (high if isinstance(high, list) else [high] * band)]}
+    facts = {
+        "dtype": dtypes.pop() if dtypes else "uint8",
+        "band_names": names,
+        "nodata": nodata,
+        "mask": any(sidecar.get("mask") for sidecar in written),
+        "dated": any(sidecar.get("dated") for sidecar in written),
+        "to_uint8": rule,
+    }
+    geo = {}
+    for sidecar in written:
+        geo.update(sidecar.get("geo", {}))
+    if geo:
+        facts["geo"] = dict(sorted(geo.items()))
+    split = job.parameters.get("statistics_split")
+    partials = [sidecars[plan.tfrecord].get("statistics") for plan in plans
+                if plan.split == split]
+    partials = [partial for partial in partials if partial]
+    if partials:
+        combined = combine_partials(partials)
+        facts["statistics"] = finish_statistics(combined, split)
+        if job.is_part:
+            facts["statistics_partial"] = combined
+    return facts
 
 
 def _add_items_per_class(manifest, source, plans, skipped):
@@ -863,10 +1027,43 @@ def merge_parts(out, part_dirs):
             for axis in range(2)] + [bands.pop()]
     manifest["splits"] = splits
     manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
+    if shape_key == "frame_shape":
+        _merge_sensor_facts(manifest, [part[4] for part in parts])
     with hold_output_lock(out):  # not while a one-machine prepare writes its manifest there
         write_json_atomically(os.path.join(out, MANIFEST_NAME), manifest)
     logger.info("Merged %d parts into %s", count, os.path.join(out, MANIFEST_NAME))
     return manifest
+
+
+def _merge_sensor_facts(manifest, part_manifests):
+    """The v2 sensor keys of merged parts: one dtype, masks or dates if any part has them,
+    every part's geo, and statistics combined from the parts' partials."""
+    holding = [part for part in part_manifests if any(
+        info["videos"] for info in part["splits"].values())]
+    dtypes = {part.get("dtype", "uint8") for part in holding}
+    if len(dtypes) > 1:
+        raise UserError(f"Expected the parts to hold items of one dtype. Received: "
+                        f"dtype={sorted(dtypes)}")
+    manifest.pop("statistics_partial", None)
+    manifest.pop("statistics", None)
+    manifest["dtype"] = dtypes.pop() if dtypes else manifest.get("dtype", "uint8")
+    for key in ("band_names", "nodata", "to_uint8"):
+        manifest[key] = next((part[key] for part in holding if part.get(key) is not None),
+                             manifest.get(key))
+    for key in ("mask", "dated"):
+        manifest[key] = any(part.get(key) for part in holding)
+    geo = {}
+    for part in holding:
+        geo.update(part.get("geo", {}))
+    manifest.pop("geo", None)
+    if geo:
+        manifest["geo"] = dict(sorted(geo.items()))
+    partials = [part["statistics_partial"] for part in part_manifests
+                if part.get("statistics_partial")]
+    if partials:
+        split = next(part["statistics"]["split"] for part in part_manifests
+                     if part.get("statistics_partial"))
+        manifest["statistics"] = finish_statistics(combine_partials(partials), split)
 
 
 def _run(args):
@@ -900,7 +1097,8 @@ def _run(args):
     name = (MANIFEST_NAME if "part" not in manifest else
             part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
     shape = (f"clip shape {manifest['clip_shape']}" if "clip_shape" in manifest else
-             f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']}")
+             f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']} "
+             f"{manifest.get('dtype', 'uint8')}")
     print(f"wrote {os.path.join(args.out, name)}: "
           f"{len(manifest['classes'])} classes, {shape}, "
           f"{len(manifest['skipped'])} skipped"
@@ -939,8 +1137,9 @@ def register(subparsers):
     parser.add_argument("--frame-stride", type=int, help="K for --sampling stride (default 1)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     parser.add_argument("--encoding", choices=ENCODINGS,
-                        help="frame storage (default: raw for v1; for v2 jpeg for 1- and "
-                             "3-band items, raw otherwise)")
+                        help="frame storage (default: raw for v1; for v2 jpeg for 8-bit 1- "
+                             "and 3-band items, png for 16-bit 1-, 3- and 4-band items, raw "
+                             "otherwise)")
     parser.add_argument("--items-per-shard", type=int,
                         help="items per shard (default: about 64 MiB of clips)")
     parser.add_argument("--num-shards", type=int,

@@ -22,6 +22,18 @@ _REQUIRED_KEYS = {
 }
 
 
+# What a manifest written before issue 20 ("any sensor") means by the keys it lacks.
+SENSOR_DEFAULTS = {"dtype": "uint8", "band_names": None, "nodata": None, "mask": False,
+                   "dated": False, "to_uint8": None}
+
+
+def with_sensor_defaults(manifest):
+    """The manifest with the stored-values keys an older prepare did not write, at what
+    they meant then (uint8, no names, no nodata, no masks, no dates, no 8-bit rule);
+    `statistics` and `geo` stay absent (readers fall back as before)."""
+    return {**SENSOR_DEFAULTS, **manifest}
+
+
 def is_whole_items(manifest):
     """True for a v2 dataset (whole items; clips drawn while reading)."""
     return manifest.get("format_version") == SEQUENCE_FORMAT_VERSION
@@ -80,6 +92,7 @@ def read_manifest(prepared_dir):
     if missing:
         raise UserError(f"Expected the manifest keys {list(required)} in {path}. "
                         f"Received: missing={missing}")
+    manifest = with_sensor_defaults(manifest)
     check_manifest(manifest, path)  # hand-edited values named, not trusted
     return manifest
 

@@ -62,6 +62,16 @@ class SourceSpec:
         num_classes: int or None, class count of a list without `classes_file`.
         filename_template, start_index, with_offset: rawframes frame names, first frame
             number, and rows `frame_dir offset total_frames label`.
+        nodata: number or None, pixels equal to it in any band are invalid (format v2).
+        validity_band: int or None, 0-based band of each frame that is a validity mask
+            (nonzero = valid), removed from the stored bands.
+        date_pattern: str or None, a regex whose first group is a frame file's date
+            (`data_prep.dates`).
+        bands: list or None, bands kept: 0-based indices or raster band descriptions.
+        bands_per_date: int or None, a single `.tif` item holds count / N dates of N bands.
+        to_uint8: None, `[low, high]` or `{"low": [...], "high": [...]}` (one per band):
+            store 8 bits by the fixed rule `clip(rint((v - low) / (high - low) * 255), 0,
+            255)`, the only conversion of non-8-bit values (format v2).
 
     Raises:
         UserError: a value of the wrong type or out of range, naming the field.
@@ -92,15 +102,41 @@ class SourceSpec:
                               minimum=0, metavar="I", option=True)
     with_offset: bool = _field(False, "rawframes: rows carry a first-frame offset",
                                  option=True)
+    # Sensor data (format v2; docs/DATA.md "Sensor data"): read by every layout.
+    nodata: float | None = _field(None, "pixels equal to this value in any band are invalid "
+                                        "(masked; NaN always is)", metavar="VALUE")
+    validity_band: int | None = _field(None, "0-based band of each frame that is a validity "
+                                             "mask (nonzero = valid), not stored as a band",
+                                       minimum=0, metavar="INDEX")
+    date_pattern: str | None = _field(None, "regex whose first group is a frame file's date "
+                                            "(YYYYMMDD or YYYY-MM-DD)", metavar="REGEX")
+    bands: list | None = _field(None, "bands kept: 0-based indices or raster band "
+                                      "descriptions, e.g. 3,2,1", metavar="B,B,...")
+    bands_per_date: int | None = _field(None, "a single .tif item is a stack of count / N "
+                                              "dates of N bands (date-major)", minimum=1,
+                                        metavar="N")
+    to_uint8: list | dict | None = _field(
+        None, "store 8 bits by a fixed rule: [low, high] or {low: [...], high: [...]} per "
+              "band, clip(rint((v - low) / (high - low) * 255), 0, 255)", metavar="LOW,HIGH")
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             _check_field(field, getattr(self, field.name))
         # Own copies: a caller's dict changed later must not change the spec.
-        for name in ("root", "lists"):
+        for name in ("root", "lists", "bands", "to_uint8"):
             value = getattr(self, name)
-            if isinstance(value, dict):
-                object.__setattr__(self, name, dict(value))
+            if isinstance(value, (dict, list)):
+                object.__setattr__(self, name, type(value)(value))
+        if self.to_uint8 is not None:
+            to_uint8_bounds(self.to_uint8)  # raises for a rule that is no rule
+        if self.date_pattern is not None:
+            try:
+                if re.compile(self.date_pattern).groups < 1:
+                    raise re.error("no group")
+            except re.error as error:
+                raise UserError(f"Expected `date_pattern` to be a regular expression whose "
+                                f"first group is the date, like '_(\\d{{8}})' ({error}). "
+                                f"Received: date_pattern={self.date_pattern!r}") from None
         if isinstance(self.root, dict):
             for split, root in self.root.items():
                 if not isinstance(split, str) or not SPLIT_NAME.match(split) \
@@ -140,12 +176,47 @@ class SourceSpec:
         return list(self.root.values()) if self.per_split_roots else [self.root]
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def to_uint8_bounds(value):
+    """(low, high) of a `to_uint8` rule: two numbers, or two equal-length lists (per band).
+
+    Raises:
+        UserError: not `[low, high]` or `{low: [...], high: [...]}` with high > low.
+    """
+    if isinstance(value, dict) and set(value) == {"low", "high"}:
+        low, high = value["low"], value["high"]
+        ok = isinstance(low, list) and isinstance(high, list) and len(low) == len(high) \
+            and len(low) > 0 and all(map(_is_number, low + high))
+    else:
+        ok = isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+        low, high = (value if ok else (None, None))
+    if ok:
+        pairs = zip(low, high) if isinstance(low, list) else [(low, high)]
+        ok = all(float(b) > float(a) for a, b in pairs)
+    if not ok:
+        raise UserError(f"Expected `to_uint8` to be [low, high] or {{low: [...], high: [...]}} "
+                        f"(one per band) with high > low. Received: to_uint8={value!r}")
+    return low, high
+
+
 def _check_field(field, value):
     """Type and range of one field's value (what a layout accepts is data_prep.sources')."""
     if value is None and field.default is None:
         return
     minimum = field.metadata["minimum"]
-    if field.type is bool:
+    if field.name == "to_uint8":
+        return  # checked whole by to_uint8_bounds
+    if field.type == float | None:
+        ok, expected = _is_number(value) and value == value, "a number"
+    elif field.name == "bands":
+        ok = isinstance(value, list) and bool(value) and all(
+            (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or
+            (isinstance(v, str) and v) for v in value)
+        expected = "a list of 0-based band indices or band descriptions"
+    elif field.type is bool:
         ok, expected = isinstance(value, bool), "true or false"
     elif field.type in (int, int | None):
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
@@ -183,6 +254,23 @@ def _root_argument(text):
     return None, text
 
 
+def _bands_argument(text):
+    """`4,3,2` -> [4, 3, 2]; `B04,B03` -> ['B04', 'B03'] (indices and names may mix)."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected B,B,... (indices or names), got {text!r}")
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
+def _to_uint8_argument(text):
+    """`LOW,HIGH` -> [low, high]."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    return [low, high]
+
+
 def add_source_arguments(parser, layouts):
     """Adds one flag per `SourceSpec` field to an argparse parser (`--layout` among
     `layouts`); `source_spec_from_arguments` reads them back."""
@@ -202,6 +290,11 @@ def add_source_arguments(parser, layouts):
         elif field.type is bool:
             parser.add_argument(_flag(field), dest=field.name, action="store_true",
                                 default=None, help=help_text)
+        elif field.name in ("bands", "to_uint8") or field.type == float | None:
+            parse = {"bands": _bands_argument, "to_uint8": _to_uint8_argument}.get(
+                field.name, float)
+            parser.add_argument(_flag(field), dest=field.name, type=parse, metavar=metavar,
+                                help=help_text)
         else:
             number = field.type in (int, int | None)
             parser.add_argument(_flag(field), dest=field.name, type=int if number else str,

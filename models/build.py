@@ -1,8 +1,9 @@
 """`build_model`: the one entry point from a model name and options to a `keras.Model`.
 
 The YAML `model:` section maps onto it directly: `name` plus options. Every model takes raw
-uint8 clips `(batch, frames, height, width, bands)`, normalises them in its first layer
-(`ClipNormalization`) and returns logits `(batch, num_classes)` (no softmax). What to build,
+clips `(batch, frames, height, width, bands)` as stored (uint8 by default; `input_dtype` for
+16-bit or float data), normalises them in its first layer (`ClipNormalization`) and returns
+logits `(batch, num_classes)` (no softmax). What to build,
 and which options and defaults apply, is the model's row in `models.catalog.MODELS`.
 """
 
@@ -63,7 +64,40 @@ def _check_deformable_options(options, units):
     }
 
 
-def build_model(name, num_classes, input_shape, weights=None, **options):
+INPUT_DTYPES = ("uint8", "uint16", "int16", "float16", "float32")
+
+
+def default_normalization(name, bands, weights=None):
+    """The per-band `(mean, std)` `build_model` uses when none is given (0-255 units).
+
+    Args:
+        name: str, a model name.
+        bands: int, the clip's bands.
+        weights: None or the path of weights (torchvision weights bring their statistics).
+
+    Returns:
+        Two tuples of `bands` floats: the model's catalog row's, else torchvision's
+        Kinetics-400 statistics for torchvision weights on 3 bands, else ImageNet's for 3
+        bands, else 127.5 / 127.5.
+
+    >>> default_normalization("small3d", 1)
+    ((127.5,), (127.5,))
+    """
+    weights_kind = weights_format(weights) if weights is not None else None
+    return _default_mean_std(check_model_choice(name, {}), bands, weights_kind)
+
+
+def _default_mean_std(spec, bands, weights_kind):
+    default_mean, default_std = default_mean_std(bands)
+    if spec.mean_std is not None:
+        default_mean, default_std = ((v,) * bands for v in spec.mean_std)
+    if weights_kind == "torchvision" and bands == 3:
+        default_mean, default_std = TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
+    return tuple(default_mean), tuple(default_std)
+
+
+def build_model(name, num_classes, input_shape, weights=None, *, input_dtype="uint8",
+                **options):
     """Builds the named video classifier.
 
     Args:
@@ -82,6 +116,8 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
             (`models.pretrained.TORCHVISION_KINETICS_*`) for 3 bands. A checkpoint with `num_classes` classes loads its head too; with
             another class count the backbone loads and the head stays fresh (logged). See
             docs/MODELS.md, "Pretrained weights".
+        input_dtype: str, the clips' element type (`INPUT_DTYPES`): the stored dtype of the
+            data (uint8 for 8-bit video), float32 when bands are computed (a mask band).
         **options: model options (the row's `options`); every model accepts
             - `mean`, `std`: per-band normalisation in 0-255 units, one number or one per
               band. Defaults: ImageNet's `(123.675, 116.28, 103.53)` /
@@ -99,7 +135,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
               than the frames (needs at least 2 frames). Default: true.
 
     Returns:
-        A `keras.Model` named `name`: input uint8 `(batch, frames, height, width, bands)`,
+        A `keras.Model` named `name`: input `input_dtype` `(batch, frames, height, width, bands)`,
         output float logits `(batch, num_classes)`.
 
     Raises:
@@ -126,11 +162,10 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
         if not isinstance(weights, (str, os.PathLike)):
             raise ValueError(f"`weights` must be None or a file path. Received: weights={weights!r}")
         weights_kind = weights_format(weights)
-    default_mean, default_std = default_mean_std(bands)
-    if spec.mean_std is not None:
-        default_mean, default_std = ((v,) * bands for v in spec.mean_std)
-    if weights_kind == "torchvision" and bands == 3:
-        default_mean, default_std = TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"`input_dtype` must be one of {list(INPUT_DTYPES)}. "
+                         f"Received: input_dtype={input_dtype!r}")
+    default_mean, default_std = _default_mean_std(spec, bands, weights_kind)
     mean = per_band_values(options.get("mean", default_mean), bands, "mean")
     std = per_band_values(options.get("std", default_std), bands, "std")
     if any(v <= 0 for v in std):
@@ -151,7 +186,7 @@ def build_model(name, num_classes, input_shape, weights=None, **options):
                 raise ValueError(f"`{flag}` must be true or false. Received: {flag}={options[flag]!r}")
             builder_options[flag] = options[flag]
 
-    inputs = keras.Input(shape=input_shape, dtype="uint8", name="clip")
+    inputs = keras.Input(shape=input_shape, dtype=input_dtype, name="clip")
     x = ClipNormalization(mean, std, name="normalize")(inputs)
     logits = spec.build_function()(x, num_classes, **builder_options)
     model = keras.Model(inputs, logits, name=name)

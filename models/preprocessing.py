@@ -1,7 +1,9 @@
-"""The first layer of every model: raw uint8 clips in, normalised float clips out.
+"""The first layer of every model: raw clips in (as stored: uint8, 16-bit, float), normalised
+float clips out.
 
 Keeping the normalisation inside the model means an exported `.keras` file takes the same
-raw clips the data pipeline stores, with no preprocessing to re-type at prediction time.
+raw clips the data pipeline stores, with no preprocessing to re-type at prediction time:
+the per-band mean and std (the dataset's statistics for multispectral data) travel with it.
 """
 
 import keras
@@ -43,21 +45,26 @@ def per_band_values(value, bands, name):
             )
         return tuple(float(v) for v in value)
     raise ValueError(
-        f"`{name}` must be a number or a list of numbers (one per band, 0-255 units). "
+        f"`{name}` must be a number or a list of numbers (one per band, in stored units). "
         f"Received: {name}={value!r}"
     )
 
 
 @keras.saving.register_keras_serializable(package="models")
 class ClipNormalization(keras.layers.Layer):
-    """Casts a uint8 clip to float and normalises each band: `(x - mean) / std`.
+    """Casts a clip to float and normalises each band: `(x - mean) / std`.
+
+    A uint8 clip is cast to the compute dtype first (exact, as it always was). Any other
+    dtype (16-bit, float) is standardised in float32, so a reflectance of 10000 keeps its
+    precision under a bfloat16 policy, then cast; a NaN (an invalid pixel) becomes 0, the
+    band's mean.
 
     Args:
-        mean: list of floats, one per band, in 0-255 units.
-        std: list of floats, one per band, in 0-255 units; all > 0.
+        mean: list of floats, one per band, in stored units (0-255 for 8-bit).
+        std: list of floats, one per band, in stored units; all > 0.
 
     Input shape:
-        `(batch, frames, height, width, bands)`, any dtype (normally uint8).
+        `(batch, frames, height, width, bands)`, any dtype (normally the stored one).
 
     Output shape:
         The same shape, in the layer's compute dtype (float32 by default).
@@ -95,10 +102,17 @@ class ClipNormalization(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
-        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
-        return (x - mean) / std
+        if keras.backend.standardize_dtype(inputs.dtype) == "uint8":
+            x = ops.cast(inputs, self.compute_dtype)
+            mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
+            return (x - mean) / std
+        x = ops.cast(inputs, "float32")
+        standardised = (x - ops.convert_to_tensor(self.mean, dtype="float32")) / \
+            ops.convert_to_tensor(self.std, dtype="float32")
+        standardised = ops.where(ops.isnan(standardised), ops.zeros_like(standardised),
+                                 standardised)
+        return ops.cast(standardised, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -64,3 +64,79 @@ def write_dmvr_style_records(path, lengths, labels=None):
             writer.write(dmvr_style_example(jpegs, label, f"class{label}",
                                             f"videos/item{index}.mp4").SerializeToString())
     return str(path)
+
+
+def write_issue20_records(path, items, *, encoding="raw", label=0):
+    """Records with the issue-20 keys, written here as the contract says (so the read side
+    is tested without the write side): `items` is a list of dicts with `frames` (T, H, W, B)
+    of any dtype and optional `masks` (T, H, W) bool, `valid_fraction` (T,), `dates` (T,)
+    days since 1970-01-01, `label`. Returns the path."""
+    import cv2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for index, item in enumerate(items):
+            frames = np.asarray(item["frames"])
+            if encoding == "raw":
+                encoded = [np.ascontiguousarray(f).astype(f.dtype.newbyteorder("<")).tobytes()
+                           for f in frames]
+            else:  # png, 1 band (RGB(A) would need OpenCV's BGR swap)
+                encoded = [cv2.imencode(".png", f[..., 0])[1].tobytes() for f in frames]
+            example = tf.train.SequenceExample.FromString(sequence_example(
+                encoded, frame_shape=frames.shape[1:], encoding=encoding,
+                label=item.get("label", label), item_id=f"item{index}", item_index=index,
+                frame_rate=0.0))
+            context = example.context.feature
+            context["image/dtype"].bytes_list.value[:] = [str(frames.dtype).encode()]
+            if "valid_fraction" in item:
+                context["image/valid_fraction"].float_list.value[:] = list(item["valid_fraction"])
+            if "dates" in item:
+                context["image/date"].int64_list.value[:] = [int(d) for d in item["dates"]]
+            if "masks" in item:
+                masks = example.feature_lists.feature_list["image/mask/encoded"]
+                for mask in item["masks"]:
+                    masks.feature.add().bytes_list.value[:] = [
+                        cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8))[1].tobytes()]
+            writer.write(example.SerializeToString())
+    return str(path)
+
+
+def band_statistics(items):
+    """The manifest's `statistics` of items (dicts with `frames`, optional `masks`), computed
+    over every valid pixel (the write side samples; these tests' items are small)."""
+    values = np.concatenate([
+        np.asarray(item["frames"], np.float64)[
+            item["masks"] if "masks" in item else np.ones(np.shape(item["frames"])[:3], bool)]
+        for item in items])
+    return {"split": "train", "count": np.sum(~np.isnan(values), axis=0).tolist(),
+            "mean": np.nanmean(values, axis=0).tolist(), "std": np.nanstd(values, axis=0).tolist(),
+            "min": np.nanmin(values, axis=0).tolist(), "max": np.nanmax(values, axis=0).tolist(),
+            "p2": np.nanpercentile(values, 2, axis=0).tolist(),
+            "p98": np.nanpercentile(values, 98, axis=0).tolist(),
+            "valid_fraction": np.mean(~np.isnan(values), axis=0).tolist()}
+
+
+def write_prepared_v2(directory, splits, *, classes, encoding="raw", **manifest):
+    """A prepared v2 dataset written by hand as the issue-20 contract describes it:
+    `splits` maps a split name to its items (see `write_issue20_records`); `manifest` adds
+    keys (dtype, mask, dated, ...). Statistics of the train split are added unless given.
+    Returns the directory."""
+    import json
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    first = next(iter(splits.values()))[0]["frames"]
+    entries = {}
+    for split, items in splits.items():
+        shard = f"{split}-00000-of-00001.tfrecord"
+        write_issue20_records(os.path.join(directory, shard), items, encoding=encoding)
+        entries[split] = {"shards": [shard], "videos": len(items), "clips": len(items),
+                          "frames_stored": sum(len(item["frames"]) for item in items)}
+    content = {"format_version": 2, "classes": list(classes),
+               "frame_shape": list(np.shape(first)[1:]), "encoding": encoding,
+               "resize": {"size": None, "resize_short": None}, "fps": None,
+               "max_frames": None, "source": {"layout": "test"}, "items_per_shard": 64,
+               "splits": entries, "skipped": [], "dtype": str(np.asarray(first).dtype),
+               "statistics": band_statistics(splits["train"]), **manifest}
+    with open(os.path.join(directory, "manifest.json"), "w") as file:
+        json.dump(content, file)
+    return str(directory)

@@ -280,3 +280,64 @@ def test_old_manifest_without_class_counts_shows_the_classes_that_turn_up(tmp_pa
                    split_names=("train",), labels={7, 250, 399})
     result = contact_sheet.write_contact_sheet(tmp_path, max_classes=20)
     assert (result["classes_shown"], result["clips_shown"]) == (3, 6)
+
+
+# --- issue 20: any dtype, statistics, false colour, histograms -----------------------------
+
+def write_reflectances(directory):
+    """A v2 uint16 5-band dataset (contract keys, written by hand): item i of class c holds
+    band b = 1000 * b + 100 * c + i everywhere, frame 0 of every item has a NaN-free cloud
+    of 9000 in band 0."""
+    from sequence_fixtures import write_prepared_v2
+
+    splits = {}
+    for split in ("train", "test"):
+        items = []
+        for label in range(2):
+            for index in range(2):
+                frames = np.empty((4, 6, 6, 5), np.uint16)
+                frames[:] = 1000 * np.arange(5) + 100 * label + index
+                frames[0, :2, :2, 0] = 9000
+                items.append({"frames": frames, "label": label})
+        splits[split] = items
+    return write_prepared_v2(directory, splits, classes=["water", "forest"],
+                             band_names=["B2", "B3", "B4", "B8", "B11"])
+
+
+def test_inspect_prints_the_band_statistics_and_draws_false_colour(tmp_path, capsys):
+    prepared = write_reflectances(tmp_path / "s2")
+    assert run_inspect([prepared, "--rgb-bands", "3,2,1", "--max-frames", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "values: dtype uint16" in printed
+    assert "band statistics (split train, stored units):" in printed
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines()
+            if line.startswith("  B")}
+    assert list(rows) == ["B2", "B3", "B4", "B8", "B11"]
+    assert float(rows["B8"][0]) == pytest.approx(3050.5)  # the mean of 3000, 3001, 3100, 3101
+    assert "note: showing bands 3, 2, 1 of 5 as RGB" in printed
+    sheet = read_png_rgb(tmp_path / "s2" / "contact_sheet.png")
+    # 6-pixel frames scale by 11; the first row is water item 0: its values sit at the
+    # low end of each band's p2..p98, the forest rows at the high end.
+    tile = 66
+    water = tile_centre(sheet, 0, 1, tile, tile)
+    forest = tile_centre(sheet, 3, 1, tile, tile)
+    assert (water < 20).all() and (forest > 235).all()
+    histograms = read_png_rgb(tmp_path / "s2" / "band_histograms.png")
+    assert histograms.shape[0] > 100 and histograms.shape[1] >= 4 * 272
+
+
+def test_without_rgb_bands_the_first_three_are_shown(tmp_path, capsys):
+    prepared = write_reflectances(tmp_path / "s2")
+    out = tmp_path / "hist.png"
+    assert run_inspect([prepared, "--histograms", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: showing bands 0-2 of 5 as RGB" in printed
+    assert f"band histograms: {out}" in printed and out.exists()
+
+
+def test_rgb_bands_outside_the_data_are_refused(tmp_path):
+    prepared = write_reflectances(tmp_path / "s2")
+    with pytest.raises(UserError, match="among 0..4"):
+        run_inspect([prepared, "--rgb-bands", "5,2,1"])
+    with pytest.raises(UserError, match="1 or 3"):
+        run_inspect([prepared, "--rgb-bands", "1,2"])

@@ -186,3 +186,95 @@ def test_load_clips_samples_from_frames_that_decode_not_the_claimed_count(
     total, clips = load_clips(path, select)
     assert total == 12
     np.testing.assert_array_equal(frame_index_of(clips), select(12))
+
+
+# --- format v2: frames in their own dtype (open_item_frames) --------------------------------
+
+from data_prep.rasters import write_raster  # noqa: E402
+
+
+def _read_all(item):
+    return np.stack([frame for frame, _ in item.read(range(item.count))])
+
+
+def _uint16_frames(count=3, bands=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 65536, (count, 6, 8, bands)).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("bands", [1, 3, 4])
+def test_16_bit_frames_keep_16_bits(tmp_path, suffix, bands):
+    frames = _uint16_frames(bands=bands)
+    for index, frame in enumerate(frames):
+        path = str(tmp_path / f"{index}{suffix}")
+        if suffix == ".png":  # OpenCV writes BGR(A); the reader gives RGB(A) back
+            code = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(bands)
+            cv2.imwrite(path, cv2.cvtColor(frame, code) if code else frame[:, :, 0])
+        else:
+            write_raster(path, frame)
+    item = decode.open_item_frames(str(tmp_path))
+    assert item.count == 3 and item.dtype == "uint16"
+    np.testing.assert_array_equal(_read_all(item), frames)
+    # Format v1 keeps its 8-bit rule for the same folder.
+    assert decode_frame_folder(str(tmp_path)).dtype == np.uint8
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_a_six_band_tiff_per_date_is_read_not_skipped(tmp_path, dtype):
+    frames = (np.random.default_rng(1).normal(50, 20, (2, 5, 6, 6))).astype(dtype)
+    for index, frame in enumerate(frames):
+        write_raster(str(tmp_path / f"d{index}.tif"), frame)
+    item = decode.open_item_frames(str(tmp_path))
+    assert item.dtype == dtype
+    np.testing.assert_array_equal(_read_all(item), frames)
+
+
+def test_mask_files_are_masks_not_frames(tmp_path):
+    frames = _uint16_frames(count=2, bands=1)
+    for index, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{index}.png"), frame[:, :, 0])
+    cv2.imwrite(str(tmp_path / "1.mask.png"), np.full((6, 8), 255, np.uint8))
+    item = decode.open_item_frames(str(tmp_path))
+    assert item.count == 2 and item.frame_names == ["0.png", "1.png"]
+    assert item.mask_files[0] is None and item.mask_files[1].endswith("1.mask.png")
+
+
+def test_bands_and_validity_band_of_a_raster_stack(tmp_path):
+    path = str(tmp_path / "stack.tif")
+    values = np.arange(5 * 8 * 8, dtype=np.uint16).reshape(5, 8, 8)
+    names = ["blue", "red", "nir", "valid"] * 2
+    write_raster(path, values, band_names=names, crs="EPSG:32631",
+                 transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 4800000.0))
+    item = decode.open_item_frames(path, bands=["nir", 1], validity_band=3, bands_per_date=4,
+                                   window=(1, 2, 3, 4))
+    assert item.count == 2 and item.band_names == ("nir", "red")
+    assert item.transform == (10.0, 0.0, 500020.0, 0.0, -10.0, 4799990.0)
+    (frame, valid), = item.read([1])
+    np.testing.assert_array_equal(frame, values[1:4, 2:6][:, :, [6, 5]])
+    np.testing.assert_array_equal(valid, values[1:4, 2:6, 7])
+
+
+def test_npy_items_keep_their_dtype(tmp_path):
+    values = np.random.default_rng(2).normal(0.5, 0.3, (3, 4, 5, 2)).astype(np.float16)
+    path = str(tmp_path / "a.npy")
+    np.save(path, values)
+    item = decode.open_item_frames(path, bands=[1])
+    assert item.dtype == "float16"
+    np.testing.assert_array_equal(_read_all(item), values[..., 1:])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32", "bool"])
+def test_dtypes_outside_the_stored_ones_are_named(tmp_path, dtype):
+    path = str(tmp_path / "a.npy")
+    np.save(path, np.zeros((2, 3, 3, 1), dtype))
+    with pytest.raises(DecodeError, match=f"unsupported dtype {dtype}"):
+        decode.open_item_frames(path)
+
+
+def test_a_raster_item_is_media_but_not_for_v1(tmp_path):
+    path = str(tmp_path / "field.tif")
+    write_raster(path, np.zeros((4, 4, 2), np.uint16))
+    assert decode.is_media_item(path) and decode.item_kind(path) == "raster"
+    with pytest.raises(DecodeError, match="format v2"):
+        load_clips(path, lambda total: np.arange(total))

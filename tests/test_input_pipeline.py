@@ -155,3 +155,45 @@ def test_sample_clips_takes_every_nth_clip_with_its_label(prepared, every):
         all_clips[::every][:count])
     clips, labels = input_pipeline.sample_clips(dataset, 3, every=every, with_labels=True)
     assert labels == all_labels[::every][:count].tolist() and len(clips) == count
+
+
+# --- issue 20: any stored dtype, the run's clip inputs --------------------------------------
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float16", "float32"])
+def test_augmentation_moves_values_of_any_dtype_unchanged(dtype):
+    rng = np.random.default_rng(3)
+    clip = (rng.uniform(-3e4 if dtype == "int16" else 0, 3e4, (4, 10, 10, 5))).astype(dtype)
+    seed = tf.constant([7, 1], tf.int64)
+    out = input_pipeline.augment_clip(tf.constant(clip), seed, crop_size=6,
+                                      random_crop_enabled=True, horizontal_flip=True).numpy()
+    assert out.dtype == np.dtype(dtype) and out.shape == (4, 6, 6, 5)
+    # The crop is one of the clip's windows, maybe mirrored: its values exactly.
+    found = [window for window in windows(clip, 6)
+             if np.array_equal(out, window) or np.array_equal(out, window[:, :, ::-1])]
+    assert found
+
+
+def test_v2_datasets_read_with_the_runs_clip_inputs(tmp_path):
+    from sequence_fixtures import write_prepared_v2
+
+    frames = np.full((5, 8, 8, 2), 1000, np.uint16)
+    frames[..., 1] = 50000
+    masks = np.ones((5, 8, 8), bool)
+    masks[0, 0, 0] = False
+    items = [{"frames": frames, "masks": masks, "label": label} for label in (0, 1)]
+    prepared = write_prepared_v2(tmp_path / "p", {"train": items, "test": items},
+                                 classes=["a", "b"], mask=True)
+    shape = (3, 8, 8, 2)
+    plain = input_pipeline.eval_dataset(prepared, "test", clip_shape=shape, num_classes=2,
+                                        batch_size=2, crop_size=8)
+    clips, _ = next(iter(plain))
+    assert clips.dtype == tf.uint16 and clips.shape == (2, 3, 8, 8, 2)
+    inputs = {"dtype": "uint16", "mask": True, "fill": [7.0, 9.0], "mask_band": True,
+              "normalization": {"name": "dataset"}}
+    clips, _ = next(iter(input_pipeline.train_dataset(
+        prepared, "train", clip_shape=shape, num_classes=2, batch_size=2, crop_size=8,
+        random_crop_enabled=False, clip_inputs=inputs)))
+    clips = clips.numpy()
+    assert clips.dtype == np.float32 and clips.shape == (2, 3, 8, 8, 3)
+    assert set(np.unique(clips[..., 0])) <= {7.0, 1000.0}
+    assert set(np.unique(clips[..., 2])) <= {0.0, 1.0}

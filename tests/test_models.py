@@ -218,6 +218,43 @@ def test_preprocessing_layers_same_eagerly_in_tf_data_and_after_config_round_tri
     np.testing.assert_allclose(keras.ops.convert_to_numpy(rebuilt(clips)), eager, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float16", "float32"])
+def test_models_take_the_stored_dtype_and_standardise_in_float32(dtype):
+    # Reflectances 0..10000 with the dataset's statistics: standardised as numpy does it.
+    values = np.random.default_rng(0).uniform(0, 10000, (2, 4, 8, 8, 3)).astype(dtype)
+    if dtype == "int16":
+        values[0, 0, 0, 0, 0] = -5
+    model = models.build_model("small3d", 2, (4, 8, 8, 3), input_dtype=dtype,
+                               mean=[5000.0, 4000.0, 3000.0], std=[2900.0, 2000.0, 1000.0])
+    assert keras.backend.standardize_dtype(model.inputs[0].dtype) == dtype
+    normalize = model.get_layer("normalize")
+    got = keras.ops.convert_to_numpy(normalize(values))
+    expected = (values.astype(np.float64) - [5000.0, 4000.0, 3000.0]) / [2900.0, 2000.0, 1000.0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert np.isfinite(keras.ops.convert_to_numpy(model(values))).all()
+
+
+def test_nan_becomes_zero_after_standardisation():
+    layer = ClipNormalization(mean=[100.0, 0.5], std=[10.0, 0.1])
+    values = np.array([[[[[np.nan, 0.7], [120.0, np.nan]]]]], "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(values)),
+                               [[[[[0.0, 2.0], [2.0, 0.0]]]]], rtol=1e-5)
+
+
+def test_bfloat16_keeps_16_bit_precision_until_standardised():
+    layer = ClipNormalization(mean=[10000.0], std=[1.0], dtype="mixed_bfloat16")
+    values = np.array([10001, 10002, 10003], "uint16").reshape(1, 1, 1, 3, 1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(
+        keras.ops.cast(layer(values), "float32")).ravel(), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("name,bands,expected", [
+    ("small3d", 3, (IMAGENET_MEAN, IMAGENET_STD)), ("small3d", 2, ((127.5,) * 2, (127.5,) * 2)),
+    ("movinet_a0", 3, ((0.0,) * 3, (255.0,) * 3))])
+def test_default_normalization_is_what_build_model_uses(name, bands, expected):
+    assert models.build.default_normalization(name, bands) == expected
+
+
 def test_clip_normalization_rejects_wrong_band_count():
     layer = ClipNormalization(mean=[1.0, 2.0], std=[1.0, 1.0])
     with pytest.raises(ValueError, match="2 per-band values but the input has 3 bands"):
@@ -430,6 +467,7 @@ def test_small3d_one_training_step_lowers_loss():
         ({"name": "r3d_18", "deformable_stages": [5]}, r"in 1..4. Received: deformable_stages=\[5\]"),
         ({"name": "c3d", "deformable_stages": "all"}, r"in 1..5. Received: deformable_stages='all'"),
         ({"offset_groups": 0}, r"`offset_groups` must be a positive int. Received: offset_groups=0"),
+        ({"input_dtype": "int64"}, r"`input_dtype` must be one of"),
         ({"modulated": "yes"}, r"`modulated` must be true or false"),
         ({"num_classes": 0}, r"`num_classes` must be a positive int"),
         ({"frame_differences": 1}, r"`frame_differences` must be true or false"),

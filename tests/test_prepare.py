@@ -871,3 +871,71 @@ def test_cli_prepares_v2_by_default_and_v1_when_it_names_clips(tmp_path, flags, 
     manifest = json.load(open(tmp_path / "out" / "manifest.json"))
     assert manifest["format_version"] == version
     assert manifest["encoding"] == ("jpeg" if version == 2 else "raw")
+
+
+# --- sensor data (format v2, issue 20) --------------------------------------------------------
+
+from data_prep.prepare import merge_parts  # noqa: E402
+
+
+def _write_sensor_items(root, count=6, dtype=np.uint16, seed=0):
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        path = root / ("a" if index % 2 else "b") / f"item{index}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        values = rng.integers(0, 4000, (3, 5, 5, 2)).astype(dtype)
+        values[0, 0, 0] = 9999
+        np.save(path, values)
+
+
+def test_merged_v2_parts_keep_the_sensor_facts_and_one_statistics(tmp_path):
+    _write_sensor_items(tmp_path / "root")
+    options = dict(frames=None, size=5, items_per_shard=2, nodata=9999.0)
+    whole = prepare(tmp_path / "root", tmp_path / "whole", **options)
+    for index in range(2):
+        part = prepare(tmp_path / "root", tmp_path / "parts", num_shards=2,
+                       shard_index=index, **options)
+        assert "statistics_partial" in part
+    merged = merge_parts(str(tmp_path / "parts"), [str(tmp_path / "parts")])
+    assert "statistics_partial" not in merged
+    for key in ("dtype", "band_names", "nodata", "mask", "dated", "to_uint8"):
+        assert merged[key] == whole[key], key
+    assert merged["dtype"] == "uint16" and merged["mask"] and merged["nodata"] == 9999.0
+    for key, values in whole["statistics"].items():
+        if key == "split":
+            assert merged["statistics"][key] == values
+        else:  # sums added in another order
+            np.testing.assert_allclose(merged["statistics"][key], values, rtol=1e-12)
+
+
+def test_a_rerun_reuses_v2_shards_and_their_statistics(tmp_path):
+    _write_sensor_items(tmp_path / "root")
+    first = prepare(tmp_path / "root", tmp_path / "out", frames=None, size=5,
+                    items_per_shard=2)
+    stamps = {path: os.path.getmtime(path) for path in (tmp_path / "out" / "train").iterdir()}
+    again = prepare(tmp_path / "root", tmp_path / "out", frames=None, size=5,
+                    items_per_shard=2)
+    assert again["statistics"] == first["statistics"]
+    assert stamps == {path: os.path.getmtime(path)
+                      for path in (tmp_path / "out" / "train").iterdir()}
+
+
+def test_items_of_two_dtypes_are_one_error(tmp_path):
+    _write_sensor_items(tmp_path / "root", count=2, dtype=np.uint16)
+    np.save(tmp_path / "root" / "a" / "float.npy", np.zeros((2, 5, 5, 2), np.float32))
+    with pytest.raises(UserError, match="one dtype"):
+        prepare(tmp_path / "root", tmp_path / "out", frames=None, size=5)
+
+
+def test_prepare_flags_of_sensor_data(tmp_path, capsys):
+    _write_sensor_items(tmp_path / "root", count=2)
+    code = main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"),
+                 "--out", str(tmp_path / "out"), "--size", "5", "--workers", "1",
+                 "--no-progress", "--nodata", "9999", "--bands", "1,0",
+                 "--to-uint8", "0,4000", "--encoding", "raw"])
+    assert code == 0, capsys.readouterr().err
+    with open(tmp_path / "out" / "manifest.json") as file:
+        manifest = json.load(file)
+    assert manifest["dtype"] == "uint8" and manifest["frame_shape"] == [5, 5, 2]
+    assert manifest["to_uint8"] == {"low": [0.0, 0.0], "high": [4000.0, 4000.0]}
+    assert manifest["source"]["bands"] == [1, 0] and manifest["source"]["nodata"] == 9999.0

@@ -187,3 +187,46 @@ def test_single_label_datasets_have_no_multi_label_key_and_int_labels(prepared):
     assert "multi_label" not in manifest and "num_classes" not in manifest
     assert data_prep.load_split(prepared["raw"], "train").element_spec[1] == \
         tf.TensorSpec((), tf.int32)
+
+
+def _v2_manifest(**keys):
+    return {"format_version": 2, "classes": ["a", "b"], "frame_shape": [8, 8, 3],
+            "encoding": "raw", "splits": {"train": {"videos": 1, "shards": []}}, **keys}
+
+
+def test_a_manifest_older_than_sensor_data_reads_with_its_meaning(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps(_v2_manifest()))
+    manifest = data_prep.read_manifest(str(tmp_path))
+    assert (manifest["dtype"], manifest["band_names"], manifest["nodata"], manifest["mask"],
+            manifest["dated"], manifest["to_uint8"]) == ("uint8", None, None, False, False,
+                                                         None)
+    assert "statistics" not in manifest and "geo" not in manifest
+
+
+STATISTICS = {"split": "train", **{key: [1.0, 2.0, 3.0] for key in (
+    "count", "mean", "std", "min", "max", "p2", "p98", "valid_fraction")}}
+
+
+@pytest.mark.parametrize("keys,message", [
+    (dict(dtype="float64"), "dtype="), (dict(band_names=["r", "g"]), "band_names="),
+    (dict(nodata="zero"), "nodata="), (dict(mask="yes"), "mask="),
+    (dict(to_uint8={"low": [0], "high": [1]}), "to_uint8="),
+    (dict(to_uint8={"low": [0] * 3, "high": [9] * 3}, dtype="uint16"), "dtype="),
+    (dict(statistics={**STATISTICS, "mean": [1.0]}), "statistics="),
+    (dict(geo={"x.tif": {"crs": "EPSG:4326", "transform": [1, 0, 0, 0, -1],
+                         "height": 8, "width": 8}}), "geo=")])
+def test_damaged_sensor_keys_are_named(tmp_path, keys, message):
+    (tmp_path / "manifest.json").write_text(json.dumps(_v2_manifest(**keys)))
+    with pytest.raises(UserError, match=message):
+        data_prep.read_manifest(str(tmp_path))
+
+
+def test_sensor_keys_as_prepare_writes_them_read(tmp_path):
+    keys = dict(dtype="uint8", band_names=["nir", "r", "g"], nodata=0, mask=True,
+                dated=True, to_uint8={"low": [0] * 3, "high": [9000] * 3},
+                statistics=STATISTICS,
+                geo={"x.tif": {"crs": "EPSG:4326", "transform": [1, 0, 0, 0, -1, 0],
+                               "height": 8, "width": 8}})
+    (tmp_path / "manifest.json").write_text(json.dumps(_v2_manifest(**keys)))
+    manifest = data_prep.read_manifest(str(tmp_path))
+    assert {key: manifest[key] for key in keys} == keys

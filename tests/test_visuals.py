@@ -99,3 +99,22 @@ def test_timeline_image_rows_are_the_top_classes():
     left = visuals._text_width("c0", 0.45) + 16
     first_row = image[70:94, left:]
     assert tuple(first_row[12, 5]) == visuals._rate_colour(0.9)  # c4 early
+
+
+def test_frame_strip_draws_other_bands_in_false_colour():
+    clip = np.zeros((2, 16, 16, 5), np.uint16)
+    clip[..., 4] = 1000
+    clip[1, ..., 4] = 3000
+    options = visuals.picture_options({"p2": [0] * 5, "p98": [1, 1, 1, 1, 3000]}, "uint16", 5,
+                                      [4])
+    strip = visuals.frame_strip(clip, **options)
+    assert strip.dtype == np.uint8
+    assert strip[0, 0].tolist() == [85] * 3 and strip[0, -1].tolist() == [255] * 3
+
+
+def test_picture_options_keep_8_bit_values_also_as_float_and_check_the_bands():
+    options = visuals.picture_options(None, "uint8", 3)
+    clip = np.full((1, 4, 4, 4), 200, np.float32)  # 3 stored bands + a mask band
+    assert visuals.frame_strip(clip, **options)[0, 0].tolist() == [200] * 3
+    with pytest.raises(visuals.UserError, match="0..2"):
+        visuals.picture_options(None, "uint8", 3, [3])

@@ -93,6 +93,17 @@ class DataConfig(_SourceKeys):
     train_split: str = _option("train", help="split trained on")
     test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
     synth: dict = _option({}, help="keyword arguments of data_prep.synth.generate_dataset")
+    normalization: str | dict = _option(
+        "auto", help="the model's per-band standardisation: auto (8-bit 3-band: the model's "
+        "default; else dataset), dataset (the manifest's statistics), imagenet, kinetics, none, "
+        "or {mean: [...], std: [...]} in stored units")
+    min_valid_fraction: float = _option(0.0, minimum=0.0, maximum=1.0,
+                                        help="frames with fewer valid pixels are not sampled")
+    mask_band: bool = _option(False, help="append the validity mask (0/1) as an input band")
+    sample_by: str = _option("index", choices=("index", "date"),
+                             help="spread a clip's frames over frame indices or over dates")
+    day_of_year: str = _option("none", choices=("none", "band", "sinusoidal"),
+                               help="day-of-year input bands of dated items")
 
     def source_spec(self):
         """The `SourceSpec` of these keys, whole (synth: the generated csv lists, so only
@@ -161,6 +172,8 @@ class TensorBoardConfig:
     histograms: bool = _option(True, help="weight histograms each epoch")
     graph: bool = _option(True, help="the training graph")
     clip_images: int = _option(3, minimum=0, help="input clips per split drawn as frame strips")
+    rgb_bands: list | None = _option(None, help="0-based bands drawn as red, green, blue (one: "
+                                     "grey); null = the first three")
     confusion_matrix: bool = _option(True, help="validation confusion matrix image each epoch")
     deform_offsets: bool = _option(True, help="DeformConv3D offset scalars, histograms, image")
 
@@ -204,7 +217,8 @@ def _describe(annotation, meta):
     """Human wording of what a field accepts, e.g. 'an integer >= 1'."""
     args = typing.get_args(annotation)
     optional = isinstance(annotation, types.UnionType) and type(None) in args
-    bases = [a for a in args if a is not type(None)] if optional else [annotation]
+    bases = [a for a in args if a is not type(None)] \
+        if isinstance(annotation, types.UnionType) else [annotation]
     words = " or ".join({int: "an integer", float: "a number", bool: "true or false",
                          str: "a string", dict: "a mapping", list: "a list"}[base]
                         for base in bases)
@@ -227,8 +241,8 @@ def _describe(annotation, meta):
 def _coerce(value, annotation, meta):
     """Returns the value as the field's type, or raises ValueError."""
     args = typing.get_args(annotation)
-    if isinstance(annotation, types.UnionType) and type(None) in args:
-        if value is None:
+    if isinstance(annotation, types.UnionType):
+        if value is None and type(None) in args:
             return None
         choices = [a for a in args if a is not type(None)]
         for choice in choices[:-1]:  # `str | dict | None`: the first type that fits
@@ -329,6 +343,29 @@ def _build(cls, data, origins, default_source, all_keys, prefix=""):
     return cls(**values)
 
 
+NORMALIZATIONS = ("auto", "dataset", "imagenet", "kinetics", "none")
+
+
+def normalization_problem(value):
+    """What is wrong with a `data.normalization` value (a sentence), or None if it is fine.
+
+    >>> normalization_problem({"mean": [1, 2], "std": [3]})
+    'mean and std lists of the same length, every std > 0'
+    """
+    if isinstance(value, str):
+        return None if value in NORMALIZATIONS else f"one of {', '.join(NORMALIZATIONS)}"
+    expected = "mean and std lists of the same length, every std > 0"
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        return f"one of {', '.join(NORMALIZATIONS)} or {{mean: [...], std: [...]}}"
+    mean, std = value["mean"], value["std"]
+    numbers = all(isinstance(v, list) and v and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        for v in (mean, std))
+    if not numbers or len(mean) != len(std) or min(std) <= 0:
+        return expected
+    return None
+
+
 def _check_consistency(config, origins, default_source):
     """Checks between keys that no single field can check alone."""
 
@@ -395,6 +432,19 @@ def _check_consistency(config, origins, default_source):
                 fail(f"data.synth.{key}", f"data.synth.{key} expects {problem}. Received: "
                      f"data.synth.{key}={short_repr(config.data.synth[key])}")
     data = config.data
+    problem = normalization_problem(data.normalization)
+    if problem:
+        fail("data.normalization", f"data.normalization expects {problem}. Received: "
+             f"data.normalization={short_repr(data.normalization)}")
+    if data.normalization != "auto" and ({"mean", "std"} & set(config.model.options)):
+        fail("data.normalization", "give the normalisation once: data.normalization, or "
+             "model.options mean/std with data.normalization auto. Received: "
+             f"data.normalization={short_repr(data.normalization)}")
+    rgb_bands = config.tensorboard.rgb_bands
+    if rgb_bands is not None and (len(rgb_bands) not in (1, 3) or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in rgb_bands)):
+        fail("tensorboard.rgb_bands", "tensorboard.rgb_bands expects 1 or 3 band indices "
+             f">= 0 (or null). Received: tensorboard.rgb_bands={short_repr(rgb_bands)}")
     multi_label_layouts = ("synth",) + MULTI_LABEL_LAYOUTS + ("tfrecord",)
     if data.multi_label and data.layout not in multi_label_layouts:
         fail("data.multi_label", "data.multi_label expects data.layout one of "

@@ -187,7 +187,8 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
             num_classes=num_classes, batch_size=batch_size, crop_size=run.input_shape[1],
             with_item_index=True, sampling=sampling["method"],
             frame_stride=sampling["frame_stride"], num_clips=num_clips if whole_items
-            else None, num_crops=num_crops if whole_items else 1)
+            else None, num_crops=num_crops if whole_items else 1,
+            clip_inputs=run.manifest.get("clip_inputs"))
     else:
         source = "decoded"
         root = run.manifest.get("source", {}).get("root")

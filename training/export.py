@@ -10,8 +10,10 @@ RUN_DIR/export/model.onnx                    ONNX (tf2onnx), any batch
 RUN_DIR/export/<file>.check.json             its parity and latency check (training.export_check)
 ```
 
-Every format takes uint8 clips `clips` `(batch, F, H, W, band)` (H = W = the model's input
-size, RGB for 3 bands; normalisation is inside the model, so the clips are raw pixels) and
+Every format takes clips `clips` `(batch, F, H, W, band)` of the model's input dtype (uint8
+for 8-bit video; the stored dtype of 16-bit or float data, float32 with extra bands) (H = W =
+the model's input size, RGB for 3 bands; normalisation, the dataset's per-band statistics
+included, is inside the model, so the clips are raw values as stored) and
 returns `logits` and `probabilities` (the softmax of the logits; for a multi-label run, a
 sigmoid per class: independent probabilities). A clip of another shape is refused: the
 SavedModel says which shape it expects, LiteRT and onnxruntime name the dimension.
@@ -86,7 +88,7 @@ def _checked_clips(clips, input_shape):
     expected = tf.constant(input_shape, tf.int32)
     check = tf.debugging.assert_equal(
         tf.shape(clips)[1:], expected,
-        message=f"Expected uint8 clips shaped {_shape_text(input_shape)} (frames, height, "
+        message=f"Expected clips shaped {_shape_text(input_shape)} (frames, height, "
                 "width, band, as the run was trained; see preprocessing.json). Received shape:",
         summarize=5)
     with tf.control_dependencies([check]):
@@ -108,8 +110,14 @@ def _quietly(function, *args, **kwargs):
             each.setLevel(level)
 
 
+def _input_dtype(model):
+    """The model's input dtype (uint8 for 8-bit video; the stored dtype of other data)."""
+    return tf.dtypes.as_dtype(keras.backend.standardize_dtype(model.inputs[0].dtype))
+
+
 def _serving_module(model, classes_file, multi_label):
     input_shape = tuple(model.input_shape[1:])
+    input_dtype = _input_dtype(model)
 
     class VideoClassifier(tf.Module):
         def __init__(self):
@@ -117,7 +125,7 @@ def _serving_module(model, classes_file, multi_label):
             self.model = model
             self.classes_file = tf.saved_model.Asset(classes_file)
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), tf.uint8,
+        @tf.function(input_signature=[tf.TensorSpec((None, *input_shape), input_dtype,
                                                     name="clips")])
         def serving_default(self, clips):
             logits = tf.cast(self.model(_checked_clips(clips, input_shape), training=False),
@@ -224,7 +232,8 @@ def preprocessing_record(run, model):
     Returns:
         dict: classes, label kind and output activation, the input (shape, dtype, layout,
         colour order), the run's frame sampling, the resize and centre-crop sizes and the
-        normalisation statistics (applied inside the model: feed raw uint8 pixels).
+        normalisation statistics (applied inside the model: feed raw values as stored),
+        and for v2 runs what the clip holds beyond the stored bands (`clip_inputs`).
     """
     manifest = run.manifest
     frames, crop_size, _, bands = run.input_shape
@@ -235,12 +244,14 @@ def preprocessing_record(run, model):
         mean, std = normalize["mean"], normalize["std"]
     except ValueError:
         mean = std = None
-    return {
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    inputs = manifest.get("clip_inputs")
+    record = {
         "classes": list(run.class_names),
         "label_kind": "multi_label" if multi_label else "single_label",
         "output": "sigmoid per class" if multi_label else "softmax",
         "input": {"name": "clips", "shape": [None, frames, crop_size, crop_size, bands],
-                  "dtype": "uint8",
+                  "dtype": dtype,
                   "layout": "(batch, frames, height, width, band), channels last",
                   "colour": "RGB" if bands == 3 else f"{bands} band(s) as stored"},
         "frames": int(frames),
@@ -249,17 +260,30 @@ def preprocessing_record(run, model):
                      "clips_per_video": int(sampling.get("clips_per_video",
                                                          manifest.get("clips_per_video", 1))),
                      "clip_span_frames": clip_span(sampling)},
-        "resize": {"size": int(manifest["resize"]["size"]),
+        "resize": {"size": None if manifest["resize"].get("size") is None
+                   else int(manifest["resize"]["size"]),
                    "resize_short": manifest["resize"]["resize_short"],
                    "rule": "resize_short set: short side to resize_short, then the centre "
                            "size x size square; else straight to size x size. INTER_AREA "
                            "shrinking, INTER_LINEAR enlarging"},
         "crop": {"size": int(crop_size), "where": "centre"},
-        "normalisation": {"mean": mean, "std": std, "units": "0-255 pixel values",
-                          "where": "inside the model: feed raw uint8 pixels"},
+        "normalisation": {"mean": mean, "std": std,
+                          "units": "0-255 pixel values" if dtype == "uint8" and not inputs
+                          else "stored values",
+                          "where": f"inside the model: feed raw {dtype} values as stored"},
         "outputs": ["logits", "probabilities"],
         "model": run.info.get("model") or model.name,
     }
+    if inputs:
+        record["clip_inputs"] = {
+            "stored_dtype": inputs["dtype"], "fill_invalid_with": inputs["fill"],
+            "extra_bands": (["validity mask (1 valid, 0 invalid)"] if inputs["mask_band"]
+                            else []) + {"none": [], "band": ["day of year / 365.25"],
+                                        "sinusoidal": ["sin(2 pi doy / 365.25)",
+                                                       "cos(2 pi doy / 365.25)"]}[
+                                                           inputs["day_of_year"]],
+            "normalization": inputs["normalization"]["name"]}
+    return record
 
 
 def write_preprocessing(run, model, export_dir):
@@ -295,7 +319,8 @@ def export_copy(model, litert=False):
 def _inference_function(model, batch, multi_label):
     input_shape = tuple(model.input_shape[1:])
 
-    @tf.function(input_signature=[tf.TensorSpec((batch, *input_shape), tf.uint8, name="clips")])
+    @tf.function(input_signature=[tf.TensorSpec((batch, *input_shape), _input_dtype(model),
+                                                name="clips")])
     def infer(clips):
         logits = tf.cast(model(clips, training=False), tf.float32)
         return {"logits": logits, "probabilities": output_activation(logits, multi_label)}

@@ -33,7 +33,7 @@ from core.atomic import write_json_atomically
 from core.errors import UserError
 import data_prep
 from data_prep.shards import is_multi_label
-from training.input_pipeline import center_crop
+from training.input_pipeline import center_crop, read_split
 
 FLOAT_TOLERANCE = 1e-4
 RUNTIME_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "export_runtime.py")
@@ -44,15 +44,19 @@ def split_clips(run, split, count):
     input, with their label ids (None for a multi-label run), in file order.
 
     Returns:
-        (uint8 (N, F, crop, crop, band), int64 (N,) or None).
+        (clips (N, F, crop, crop, band) of the model's input dtype, int64 (N,) or None).
     """
     manifest = data_prep.read_manifest(run.prepared_dir)
     if split not in manifest["splits"]:
         raise UserError(f"Expected the run's prepared data to hold split {split!r}. Received: "
                         f"splits {sorted(manifest['splits'])} in {run.prepared_dir}")
     crop_size = run.input_shape[1]
-    dataset = data_prep.load_split(run.prepared_dir, split, clip_selection="all",
-                                   shuffle_shards=False, num_parallel_reads=1)
+    sampling = run.manifest.get("sampling") or {}
+    dataset = read_split(run.prepared_dir, split, run.manifest.get("clip_inputs"),
+                         clip_selection="all", shuffle_shards=False, num_parallel_reads=1,
+                         num_frames=run.input_shape[0],
+                         sampling=sampling.get("method", "uniform"),
+                         frame_stride=sampling.get("frame_stride", 1))
     dataset = dataset.map(lambda clip, label: (center_crop(clip, crop_size), label))
     clips, labels = [], []
     for clip, label in dataset.take(count):

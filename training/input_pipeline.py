@@ -6,14 +6,19 @@ optional horizontal flip, then batches and prefetches. Evaluation reads every st
 through the same reader with a centre crop and no randomness. All randomness is stateless
 and derived from one seed, so a seeded run sees the same batches again.
 
-Shapes: clips (F, H, W, band) uint8 in, (B, F, crop, crop, band) uint8 out; normalisation
-happens inside the model.
+Shapes: clips (F, H, W, band) in, (B, F, crop, crop, band) out, in the stored dtype (uint8
+for 8-bit video; uint16, int16, float16, float32 as prepared; float32 with extra bands, see
+`data_prep.sequence_reader`); crops and flips move pixels, never change a value;
+normalisation happens inside the model.
 """
+
+import os
 
 import numpy as np
 import tensorflow as tf
 
 import data_prep
+from data_prep import sequence_reader
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -86,15 +91,38 @@ def _as_target(label, num_classes):
 
 
 def _with_static_shape(clip, clip_shape, crop_size):
-    frames, _, _, bands = clip_shape
-    return tf.ensure_shape(clip, (frames, crop_size, crop_size, bands))
+    frames = clip_shape[0]
+    return tf.ensure_shape(clip, (frames, crop_size, crop_size, clip.shape[-1]))
+
+
+def read_options_of(clip_inputs):
+    """The `sequence_reader` read options of a run's clip inputs (its normalisation aside)."""
+    return {key: value for key, value in (clip_inputs or {}).items()
+            if key in sequence_reader.READ_DEFAULTS}
+
+
+def read_split(prepared_dir, split, clip_inputs=None, **options):
+    """`data_prep.load_split(prepared_dir, split, **options)`; a v2 split through
+    `sequence_reader.load_items` with the run's clip inputs (dtype, masks, dates, extra
+    bands; None: the manifest's dtype, nothing added)."""
+    manifest = data_prep.read_manifest(prepared_dir)
+    if not data_prep.is_whole_items(manifest):
+        return data_prep.load_split(prepared_dir, split, **options)
+    if split not in manifest["splits"]:
+        return data_prep.load_split(prepared_dir, split, **options)  # its error
+    shards = [os.path.join(str(prepared_dir), name)
+              for name in manifest["splits"][split]["shards"]]
+    options.pop("num_parallel_reads", None)
+    options.pop("shuffle_shards", None)
+    return sequence_reader.load_items(manifest, shards, options=read_options_of(clip_inputs),
+                                      num_frames=options.pop("num_frames"), **options)
 
 
 def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
                   random_crop_enabled=True, horizontal_flip=False, temporal_jitter=True,
                   shuffle_buffer=256, seed=0, repeat=False, check_cardinality=True,
                   num_input_pipelines=1, input_pipeline_id=0, sampling="uniform",
-                  frame_stride=1):
+                  frame_stride=1, clip_inputs=None):
     """The training dataset: shuffled, augmented (clips, one-hot labels) batches.
 
     Args:
@@ -120,12 +148,16 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
         sampling, frame_stride: v2 (whole items): how the F frames of each fresh clip are
             drawn (`"uniform"`: a random frame per segment; `"stride"`: a window at a random
             start); without temporal jitter the centre clip. v1 stores its clips.
+        clip_inputs: dict or None, v2: the run's clip inputs
+            (`training.prepared_data.clip_inputs_of`; None: the manifest's dtype, nothing
+            added).
 
     Returns:
-        tf.data.Dataset of (uint8 (B, F, crop, crop, band), float32 (B, num_classes)).
+        tf.data.Dataset of ((B, F, crop, crop, band) clips of the stored dtype, float32
+        (B, num_classes)).
     """
-    dataset = data_prep.load_split(
-        prepared_dir, split,
+    dataset = read_split(
+        prepared_dir, split, clip_inputs,
         clip_selection="random" if temporal_jitter else "all",
         shuffle_shards=True, seed=seed, num_parallel_reads=AUTOTUNE,
         num_input_pipelines=num_input_pipelines, input_pipeline_id=input_pipeline_id,
@@ -159,20 +191,20 @@ def train_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, c
 
 def eval_dataset(prepared_dir, split, *, clip_shape, num_classes, batch_size, crop_size,
                  with_item_index=False, sampling="uniform", frame_stride=1, num_clips=None,
-                 num_crops=1):
+                 num_crops=1, clip_inputs=None):
     """Every stored clip in file order, centre-cropped, batched; no randomness.
 
     v2 (whole items): the `num_clips` evenly spaced clips of each item are drawn as
     `sampling` and `frame_stride` say (None: one), each in `num_crops` spatial crops
     (`spatial_crops`), an item's views consecutive. v1 reads its stored clips (`num_crops`
-    crops of each too).
+    crops of each too). `clip_inputs` as in `train_dataset`.
 
     Returns:
-        tf.data.Dataset of (uint8 clips (B, F, crop, crop, band), float32 one-hot (B, C)),
-        plus int32 item indices (B,) when `with_item_index` (clips of one item are averaged).
+        tf.data.Dataset of (clips (B, F, crop, crop, band), float32 one-hot (B, C)), plus
+        int32 item indices (B,) when `with_item_index` (clips of one item are averaged).
     """
-    dataset = data_prep.load_split(
-        prepared_dir, split, clip_selection="all", with_item_index=True,
+    dataset = read_split(
+        prepared_dir, split, clip_inputs, clip_selection="all", with_item_index=True,
         shuffle_shards=False, num_parallel_reads=AUTOTUNE, num_frames=clip_shape[0],
         sampling=sampling, frame_stride=frame_stride, num_clips=num_clips or 1,
     )

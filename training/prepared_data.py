@@ -7,6 +7,10 @@
   generate the synthetic demo if asked, prepare the shards if no manifest is there, check it.
 - `check_prepared_data(data, manifest)`, `check_labels(...)`: a manifest (and its stored
   labels) against the config.
+- `clip_inputs_of(config, manifest)`: what the run's clips hold beyond the stored frames
+  (dtype, masks, dates, extra bands) and how its model standardises them
+  (`data.normalization` resolved to per-band numbers); the run keeps it in
+  data_manifest.json (`clip_inputs`), so evaluate and predict need no config.
 
 No TensorFlow is imported here at module level; `check_labels` reads records through
 `data_prep.shards`, which loads it when called.
@@ -115,6 +119,7 @@ def check_prepared_data(data, manifest):
                 f"{data.prepared_dir} stores frames of short side {short} but the config asks "
                 f"for data.size={data.size}; use another data.prepared_dir or set "
                 f"data.size <= {short}. Received: data.size={data.size}")
+        _check_dates(data, manifest)
         _check_splits_and_labels(data, manifest)
         return
     frames, height, width, _ = manifest["clip_shape"]
@@ -148,6 +153,135 @@ def clips_as_configured(data, manifest):
     view = clip_manifest(manifest, frames=data.frames, sampling=data.sampling,
                          frame_stride=data.frame_stride, num_clips=data.clips_per_video)
     return view, stored_short_side(manifest)
+
+
+# `data_prep.sequence_reader.DAY_OF_YEAR_INPUTS` (that module loads TensorFlow).
+_DAY_OF_YEAR_BANDS = {"none": 0, "band": 1, "sinusoidal": 2}
+# `data.normalization` names whose numbers are fixed (0-255 units, 3 bands).
+_NAMED_STATISTICS = ("imagenet", "kinetics")
+
+
+def extra_input_bands(options):
+    """Bands appended after the stored ones: the mask band, the day-of-year band(s)."""
+    return int(bool(options["mask_band"])) + _DAY_OF_YEAR_BANDS[options["day_of_year"]]
+
+
+def _named_statistics(name):
+    # Constants of `models` (imported when asked: they bring Keras).
+    from models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+    from models.pretrained import TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD
+
+    return {"imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+            "kinetics": (TORCHVISION_KINETICS_MEAN, TORCHVISION_KINETICS_STD)}[name]
+
+
+def _model_default(config, bands):
+    """The mean/std build_model would use (model.options over the model's defaults)."""
+    from models.build import default_normalization
+    from models.preprocessing import per_band_values
+
+    mean, std = default_normalization(config.model.name, bands, config.model.weights)
+    options = config.model.options
+    return (list(per_band_values(options.get("mean", mean), bands, "mean")),
+            list(per_band_values(options.get("std", std), bands, "std")))
+
+
+def _dataset_statistics(data, manifest, bands):
+    statistics = manifest.get("statistics")
+    if not statistics:
+        raise UserError(f"{data.prepared_dir} has no band statistics in its manifest.json "
+                        "(prepared before they existed): prepare it again for "
+                        "data.normalization: dataset, or choose imagenet, kinetics, none or "
+                        "{mean: [...], std: [...]}. Received: data.normalization=dataset")
+    mean, std = ([float(v) for v in statistics[key]] for key in ("mean", "std"))
+    if len(mean) != bands or len(std) != bands:
+        raise UserError(f"{data.prepared_dir}: expected statistics for {bands} bands in "
+                        f"manifest.json. Received: {len(mean)} means, {len(std)} stds")
+    # A constant band (std 0) or one without a valid pixel: centred, not scaled.
+    mean = [v if np.isfinite(v) else 0.0 for v in mean]
+    std = [v if np.isfinite(v) and v > 0 else 1.0 for v in std]
+    return mean, std
+
+
+def _check_dates(data, manifest):
+    if not manifest.get("dated") and (data.sample_by == "date" or data.day_of_year != "none"):
+        raise UserError(f"{data.prepared_dir} holds undated items (prepare with "
+                        "--date-pattern or date sidecars): data.sample_by: date and "
+                        f"data.day_of_year need dates. Received: data.sample_by="
+                        f"{data.sample_by}, data.day_of_year={data.day_of_year}")
+
+
+def clip_inputs_of(config, manifest):
+    """The run's clip inputs: the read options of `data_prep.sequence_reader.read_options`
+    (dtype, mask, dated, fill, min_valid_fraction, sample_by, mask_band, day_of_year) plus
+    `normalization`: `{"name", "mean", "std"}`, the per-band numbers the model's
+    `normalize` layer carries (stored bands, then 0 / 1 for each extra band), or mean and
+    std None for the model's own default (8-bit 3-band data with `auto`: exactly as before
+    issue 20).
+
+    `auto` is `dataset` unless the data are 8-bit with 3 bands, or the manifest has no
+    statistics, or model.options gives mean/std. Invalid pixels are filled with the
+    normalisation's mean (0 after standardisation) when the items can have any (masks,
+    float NaN).
+
+    Raises:
+        UserError: a normalisation that does not fit the data (imagenet on 5 bands, dataset
+            without statistics, a mean/std list of the wrong length), v2-only options on v1
+            data, date options on undated data.
+    """
+    data = config.data
+    whole_items = is_whole_items(manifest)
+    bands = manifest["frame_shape"][2] if whole_items else manifest["clip_shape"][3]
+    dtype = manifest.get("dtype", "uint8")
+    read = {"min_valid_fraction": data.min_valid_fraction, "mask_band": data.mask_band,
+            "sample_by": data.sample_by, "day_of_year": data.day_of_year}
+    if not whole_items and read != {"min_valid_fraction": 0.0, "mask_band": False,
+                                    "sample_by": "index", "day_of_year": "none"}:
+        raise UserError(f"{data.prepared_dir} holds format v1 clips: data.min_valid_fraction,"
+                        " mask_band, sample_by and day_of_year need v2 (whole items). "
+                        f"Received: {read}")
+    mask, dated = bool(manifest.get("mask")), bool(manifest.get("dated"))
+    _check_dates(data, manifest)
+    extra = extra_input_bands(read)
+    name = data.normalization if isinstance(data.normalization, str) else "given"
+    if name == "auto":
+        model_given = {"mean", "std"} & set(config.model.options)
+        name = "model" if (dtype == "uint8" and bands == 3) or model_given or \
+            not manifest.get("statistics") else "dataset"
+    mean = std = None
+    if name == "dataset":
+        mean, std = _dataset_statistics(data, manifest, bands)
+    elif name in _NAMED_STATISTICS:
+        if bands != 3:
+            raise UserError(f"data.normalization: {name} holds statistics of 3 (RGB) bands; "
+                            f"the data have {bands}. Received: data.normalization={name}")
+        mean, std = (list(v) for v in _named_statistics(name))
+    elif name == "none":
+        mean, std = [0.0] * bands, [1.0] * bands
+    elif name == "given":
+        mean, std = ([float(v) for v in data.normalization[key]] for key in ("mean", "std"))
+        if len(mean) != bands:
+            raise UserError(f"data.normalization expects one mean and std per stored band "
+                            f"({bands}). Received: {len(mean)} values")
+    needs_fill = mask or dtype.startswith("float")
+    if name == "model" and (extra or needs_fill):
+        mean, std = _model_default(config, bands)
+    fill = mean if needs_fill else None
+    if mean is not None:
+        mean, std = mean + [0.0] * extra, std + [1.0] * extra
+    return {"dtype": dtype, "mask": mask, "dated": dated, "fill": fill, **read,
+            "normalization": {"name": name, "mean": mean, "std": std}}
+
+
+def model_normalization(clip_inputs):
+    """`build_model` keywords from a run's clip inputs: `input_dtype`, and `mean`/`std`
+    unless the model keeps its default."""
+    extra = extra_input_bands(clip_inputs)
+    keywords = {"input_dtype": "float32" if extra else clip_inputs["dtype"]}
+    normalization = clip_inputs["normalization"]
+    if normalization["mean"] is not None:
+        keywords.update(mean=normalization["mean"], std=normalization["std"])
+    return keywords
 
 
 def _check_splits_and_labels(data, manifest):

@@ -170,13 +170,15 @@ class InputClips(View):
     model's prediction.
 
     Args:
-        sample_clips: {split: (list of uint8 (F, H, W, band) clips, list of label ids)}.
+        sample_clips: {split: (list of (F, H, W, band) clips, list of label ids)}.
+        picture: dict, `frame_strip`'s false-colour keywords (`visuals.picture_options`).
     """
 
-    def __init__(self, writers, sample_clips, class_names):
+    def __init__(self, writers, sample_clips, class_names, picture=None):
         super().__init__(writers)
         self.sample_clips = sample_clips
         self.class_names = list(class_names)
+        self.picture = picture or {}
 
     def begin(self, step):
         for split in self.sample_clips:
@@ -198,7 +200,8 @@ class InputClips(View):
             for caption, row in zip(captions, probabilities):
                 caption.append(f"predicted: {self.class_names[int(row.argmax())]} "
                                f"({row.max():.2f})")
-        images = [visuals.captioned(visuals.frame_strip(clip, columns=8), caption)
+        images = [visuals.captioned(visuals.frame_strip(clip, columns=8, **self.picture),
+                                    caption)
                   for clip, caption in zip(clips, captions)]
         with self.writers("train" if split == "train" else "validation").as_default():
             summaries.image(f"input_clips/{split}", visuals.pad_to_same_size(images), step=step)
@@ -237,12 +240,14 @@ class DeformOffsets(View):
     offset per location drawn over a frame (`offsets/<layer>/field`).
 
     Args:
-        sample: uint8 (1, F, H, W, band), the clip the offsets are computed on.
+        sample: (1, F, H, W, band), the clip the offsets are computed on.
+        picture: dict, the frame's false colour (`visuals.picture_options`).
     """
 
-    def __init__(self, writers, sample):
+    def __init__(self, writers, sample, picture=None):
         super().__init__(writers)
         self.sample = sample
+        self.picture = picture or {}
         self._views = None
 
     def begin(self, step):
@@ -269,7 +274,8 @@ class DeformOffsets(View):
                 summaries.scalar(f"offsets/{layer.name}/max_magnitude", magnitude.max(), step)
                 summaries.histogram(f"offsets/{layer.name}/magnitude", magnitude, step)
                 summaries.image(f"offsets/{layer.name}/field",
-                                visuals.offset_field_image(frame, points[0, time_index]), step)
+                                visuals.offset_field_image(frame, points[0, time_index],
+                                                           **self.picture), step)
 
 
 @dataclasses.dataclass
@@ -283,7 +289,8 @@ class ViewInputs:
             (multi-label) that holds the validation pass at epoch end, or None.
         multi_label: bool.
         sample_clips: {split: (clips, labels)} for `InputClips` ({} = none).
-        offset_sample: uint8 (1, F, H, W, band) clip for `DeformOffsets`, or None.
+        offset_sample: (1, F, H, W, band) clip for `DeformOffsets`, or None.
+        picture: dict, how clips are drawn (`visuals.picture_options`; {}: 8-bit RGB).
     """
 
     writers: Writers
@@ -292,10 +299,11 @@ class ViewInputs:
     multi_label: bool = False
     sample_clips: dict = dataclasses.field(default_factory=dict)
     offset_sample: np.ndarray | None = None
+    picture: dict = dataclasses.field(default_factory=dict)
 
 
 def gather_view_inputs(config, writers, class_names, *, drawn_metric, multi_label,
-                       validation_data, clips_per_video, dataset_options):
+                       validation_data, clips_per_video, dataset_options, picture=None):
     """ViewInputs for a run: `tensorboard.clip_images` clips of each split (training ones
     augmented as the model sees them) and one validation clip for the offsets.
 
@@ -305,6 +313,7 @@ def gather_view_inputs(config, writers, class_names, *, drawn_metric, multi_labe
         clips_per_video: int, the manifest's (a video's clips are consecutive).
         dataset_options: dict, the keywords of the run's `input_pipeline.train_dataset`
             beyond split, batch size, shuffle and seed (clip shape, crop, augmentation).
+        picture: dict or None, how the clips are drawn (`visuals.picture_options`).
     """
     count = config.tensorboard.clip_images
     sample_clips = {}
@@ -321,7 +330,8 @@ def gather_view_inputs(config, writers, class_names, *, drawn_metric, multi_labe
     offset_sample = input_pipeline.sample_clips(validation_data, 1)
     return ViewInputs(writers, list(class_names), drawn_metric=drawn_metric,
                       multi_label=multi_label, sample_clips=sample_clips,
-                      offset_sample=np.stack(offset_sample) if offset_sample else None)
+                      offset_sample=np.stack(offset_sample) if offset_sample else None,
+                      picture=picture or {})
 
 
 # `tensorboard.<key>` -> the view it turns on (None: nothing to draw for this run).
@@ -330,11 +340,13 @@ VIEWS = {
     "confusion_matrix": lambda inputs: None if inputs.multi_label or inputs.drawn_metric is None
     else ConfusionMatrix(inputs.writers, inputs.drawn_metric, inputs.class_names),
     "clip_images": lambda inputs: InputClips(inputs.writers, inputs.sample_clips,
-                                             inputs.class_names),
+                                             inputs.class_names, inputs.picture),
     "graph": lambda inputs: ModelGraph(inputs.writers),
     "deform_offsets": lambda inputs: None if inputs.offset_sample is None
-    else DeformOffsets(inputs.writers, inputs.offset_sample),
+    else DeformOffsets(inputs.writers, inputs.offset_sample, inputs.picture),
 }
+# `tensorboard.<key>`s that say how the views draw rather than turn one on.
+PICTURE_KEYS = ("rgb_bands",)
 
 
 def tensorboard_callbacks(config, inputs, *, learning_rate_every=1):

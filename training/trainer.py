@@ -34,14 +34,15 @@ from models import build_model
 from models.finetune import fine_tune
 from models.pretrained import weights_sha256
 from training import callbacks as run_callbacks
-from training import input_pipeline, summaries, tensorboard_views
+from training import input_pipeline, summaries, tensorboard_views, visuals
 from training.config import ConfigError, dump_config
 from training.distribution import (adapt_model_for_multi_worker, data_sharding, make_strategy,
                                    split_input_between_workers, wait_for_manifest)
 from training.export import export_after_training
 from training.metrics import compile_metrics
 from training.optimizers import build_optimizer
-from training.prepared_data import check_labels, clips_as_configured, ensure_prepared
+from training.prepared_data import (check_labels, clip_inputs_of, clips_as_configured,
+                                    ensure_prepared, extra_input_bands, model_normalization)
 from training.run_dir import (attach_log_file, log_to_file, resume_command, update_run_status,
                               write_run_info)
 from training.precision import choose_policy, set_policy, with_float32_logits
@@ -89,10 +90,14 @@ def prepare_fine_tuning(model, config):
 
 
 def build_and_compile(config, num_classes, input_shape, steps_per_epoch, *, multi_label=False,
-                      validation_clips=1, single_device=True):
+                      validation_clips=1, single_device=True, clip_inputs=None):
+    """The model compiled for training; `clip_inputs` (`clip_inputs_of`) give its input
+    dtype and normalisation (None: uint8 and the model's default)."""
+    keywords = model_normalization(clip_inputs) if clip_inputs else {}
     try:
         model = build_model(config.model.name, num_classes, input_shape,
-                            weights=config.model.weights, **config.model.options)
+                            weights=config.model.weights,
+                            **{**config.model.options, **keywords})
     except (ValueError, TypeError) as e:
         raise UserError(f"model: {e}") from None
     lr_multipliers = prepare_fine_tuning(model, config)
@@ -255,6 +260,8 @@ class RunData:
     multi_label: bool
     weights: dict | None  # run.json's record of model.weights
     precision: object  # training.precision's choice: the Keras policy and why
+    clip_inputs: dict  # dtype, masks, dates, extra bands, normalisation (clip_inputs_of)
+    picture: dict  # how TensorBoard draws its clips (visuals.picture_options)
 
     @property
     def num_classes(self):
@@ -270,12 +277,15 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
     prepared_dir = config.data.prepared_dir
     splits = (config.data.train_split, config.data.test_split)
     check_labels(prepared_dir, manifest, splits)
-    # v2 (whole items): the run keeps the clips it draws (frames, sampling, views), so
-    # evaluate.py and predict.py take the same ones without the config.
+    clip_inputs = clip_inputs_of(config, manifest)
+    # v2 (whole items): the run keeps the clips it draws (frames, sampling, views) and what
+    # they hold (dtype, masks, dates, extra bands, normalisation), so evaluate.py and
+    # predict.py take the same ones without the config.
     manifest, stored_short = clips_as_configured(config.data, manifest)
     if manifest.get("format_version", 1) == 1:
         shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
     else:
+        manifest = {**manifest, "clip_inputs": clip_inputs}
         write_json_atomically(run_dir.data_manifest, manifest)
     class_names = list(manifest["classes"])
     with open(run_dir.classes, "w", encoding="utf-8") as f:
@@ -285,13 +295,15 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
     if crop > stored_short:
         raise UserError(f"augment.crop_size expects at most the stored size {stored_short}."
                         f" Received: augment.crop_size={crop}")
-    input_shape = (frames, crop, crop, bands)
+    input_shape = (frames, crop, crop, bands + extra_input_bands(clip_inputs))
+    picture = visuals.picture_options(manifest.get("statistics"), clip_inputs["dtype"], bands,
+                                      config.tensorboard.rgb_bands)
     weights = weights_record(config.model.weights)
     precision = choose_policy(config.train.mixed_precision)
     write_run_info(run_dir, config, manifest, input_shape, "running", _versions(), weights,
                    precision=precision.policy)
     return RunData(manifest, class_names, input_shape, is_multi_label(manifest), weights,
-                   precision)
+                   precision, clip_inputs, picture)
 
 
 @dataclasses.dataclass
@@ -327,7 +339,7 @@ def _input_pipelines(config, run_data, run_dir, resume, worker_role):
     test_batches = math.ceil(test_clips / eval_batch_size)
     pipeline = dict(clip_shape=manifest["clip_shape"], num_classes=run_data.num_classes,
                     crop_size=config.input_size, sampling=config.data.sampling,
-                    frame_stride=config.data.frame_stride)
+                    frame_stride=config.data.frame_stride, clip_inputs=run_data.clip_inputs)
     augment = dict(random_crop_enabled=config.augment.random_crop,
                    horizontal_flip=config.augment.horizontal_flip,
                    temporal_jitter=config.augment.temporal_jitter)
@@ -371,7 +383,7 @@ def _build_model(config, strategy, run_data, inputs):
         model, drawn_metric = build_and_compile(
             config, run_data.num_classes, run_data.input_shape, inputs.steps_per_epoch,
             multi_label=run_data.multi_label, validation_clips=inputs.test_clips,
-            single_device=config.distribute.strategy == "none")
+            single_device=config.distribute.strategy == "none", clip_inputs=run_data.clip_inputs)
     if config.distribute.strategy == "multi_worker":
         # Keras 3.15.1's fit fails under this strategy (see training/distribution.py).
         adapt_model_for_multi_worker(model, strategy)
@@ -390,7 +402,8 @@ def _fit_callbacks(config, run_dir, run_data, inputs, nan_stop, writers, drawn_m
         config, writers, run_data.class_names, drawn_metric=drawn_metric,
         multi_label=run_data.multi_label, validation_data=inputs.validation,
         clips_per_video=int(run_data.manifest["clips_per_video"]),
-        dataset_options={**inputs.augment, **inputs.pipeline})
+        dataset_options={**inputs.augment, **inputs.pipeline},
+        picture=run_data.picture)
     views = tensorboard_views.tensorboard_callbacks(
         config.tensorboard, view_inputs,
         learning_rate_every=tensorboard_views.learning_rate_every(inputs.steps_per_epoch))

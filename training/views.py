@@ -13,7 +13,9 @@ to torchvision's fixed (height, width), then centre-cropped.
 
 `preprocess_item` is what `evaluate.py` (views other than the stored ones) and `predict.py`
 use: with S = 1 it is exactly the preparation's decode/sample/resize path followed by the
-evaluation's centre crop.
+evaluation's centre crop. Items keep their dtype (16-bit, float) and become the model's input
+as the run's `clip_inputs` say (`as_run_inputs`: the run's 8-bit rule, invalid pixels filled,
+the mask band), as the training pipeline made them from the records.
 """
 
 import functools
@@ -25,6 +27,7 @@ import numpy as np
 from core.errors import UserError
 from data_prep.decode import load_clips, resize_frame
 from data_prep.sampling import sample_frame_indices
+from training.prepared_data import extra_input_bands
 
 _VIEWS = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -70,26 +73,79 @@ def check_bands(clips, bands, path):
                         f"Received: band={clips.shape[-1]} ({path})")
 
 
+def _resize(frame, size, resize_short):
+    """`resize_frame`, also for float16 (OpenCV resizes it as float32)."""
+    if frame.dtype == np.float16:
+        return resize_frame(frame.astype(np.float32), size, resize_short).astype(np.float16)
+    return resize_frame(frame, size, resize_short)
+
+
+def as_run_inputs(views, manifest, path):
+    """Decoded views (..., band) of an item as the run's model takes them.
+
+    A run trained on v2 data keeps `clip_inputs` in its data_manifest.json (see
+    `training.prepared_data.clip_inputs_of`): the stored dtype, the fill of invalid
+    pixels and the extra bands. Here an item's invalid pixels are its NaN and the manifest's
+    `nodata` value (in any band); mask files and dates are not read (a day-of-year run needs
+    the prepared records). Runs without `clip_inputs` take the views as they are.
+
+    Raises:
+        UserError: the item's dtype is not the run's, or the run takes day-of-year bands.
+    """
+    inputs = manifest.get("clip_inputs")
+    if not inputs:
+        return views
+    rule = manifest.get("to_uint8")
+    if rule and views.dtype != np.uint8:
+        # The run's fixed 8-bit rule (the manifest's), as the preparation applied it.
+        low, high = (np.asarray(rule[key], np.float64) for key in ("low", "high"))
+        views = np.clip(np.rint((views - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+    if views.dtype != np.dtype(inputs["dtype"]):
+        raise UserError(f"Expected items of dtype {inputs['dtype']}, as the run was trained "
+                        f"on. Received: dtype={views.dtype} ({path})")
+    if inputs["day_of_year"] != "none":
+        raise UserError(f"Expected prepared records for a run with day-of-year input bands "
+                        f"(a raw item carries no dates here; evaluate the prepared split "
+                        f"instead). Received: {path}")
+    valid = np.ones(views.shape[:-1], bool)
+    if views.dtype.kind == "f":
+        valid &= ~np.isnan(views).any(axis=-1)
+    if manifest.get("nodata") is not None:
+        valid &= ~(views == manifest["nodata"]).any(axis=-1)
+    if inputs["fill"] is not None:
+        fill = np.asarray(inputs["fill"], np.float64)
+        if views.dtype.kind in "iu":
+            info = np.iinfo(views.dtype)
+            fill = np.clip(np.rint(fill), info.min, info.max)
+        views = np.where(valid[..., None], views, fill.astype(views.dtype))
+    if inputs["mask_band"]:
+        views = np.concatenate([views.astype(np.float32),
+                                valid[..., None].astype(np.float32)], axis=-1)
+    return views
+
+
 def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1):
     """An item's views, decoded with the run's sampling and resize parameters.
 
     Args:
         path: str, a video file, a folder of frame images or a .npy array.
-        manifest: dict, the run's data_manifest.json (sampling, resize).
+        manifest: dict, the run's data_manifest.json (sampling, resize, clip_inputs).
         input_shape: (F, crop, crop, band) the model takes.
         num_clips: int, temporal clips C; None = the stored clips_per_video.
         num_crops: int, spatial crops S (see the module docstring).
 
     Returns:
-        uint8 array (C * S, F, crop, crop, band), clip-major (clip 0's S crops first).
+        array (C * S, F, crop, crop, band) of the model's input dtype (uint8 for 8-bit
+        video), clip-major (clip 0's S crops first).
 
     Raises:
         DecodeError: the item does not decode.
-        UserError: the item's band count differs from the model's.
+        UserError: the item's band count or dtype differs from the run's.
     """
     sampling, resize = manifest["sampling"], manifest["resize"]
     num_clips = num_clips or int(manifest["clips_per_video"])
     frames, crop_size, _, bands = input_shape
+    extra = extra_input_bands(manifest["clip_inputs"]) if manifest.get("clip_inputs") else 0
     select = functools.partial(sample_frame_indices, num_frames=sampling["frames"],
                                method=sampling["method"], stride=sampling["frame_stride"],
                                num_clips=num_clips)
@@ -104,16 +160,16 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
         side = min(height, width)
         offsets = crop_offsets(max(height, width), side, num_crops)
         views = np.empty(native.shape[:1] + (num_crops, frames, size, size, native.shape[-1]),
-                         np.uint8)
+                         native.dtype)
         for crop, offset in enumerate(offsets):
             square = native[:, :, :, offset:offset + side] if width >= height else \
                 native[:, :, offset:offset + side]
             for clip in range(native.shape[0]):
                 for frame in range(frames):
-                    resized = resize_frame(square[clip, frame], size, resize_short)
+                    resized = _resize(square[clip, frame], size, resize_short)
                     views[clip, crop, frame] = resized.reshape(size, size, -1)
-    check_bands(views, bands, path)
-    views = center_crop_numpy(views, crop_size)
+    check_bands(views, bands - extra, path)
+    views = as_run_inputs(center_crop_numpy(views, crop_size), manifest, path)
     return np.ascontiguousarray(views.reshape((-1, frames, crop_size, crop_size, bands)))
 
 

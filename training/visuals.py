@@ -1,32 +1,64 @@
 """Pictures drawn with numpy and OpenCV (no plotting dependency): frame strips with
 captions, confusion matrices and DeformConv3D offset fields for TensorBoard and evaluate.py,
 the training curves of RUN_DIR/curves.png and predict.py's timelines. All return uint8 RGB
-(H, W, 3) arrays."""
+(H, W, 3) arrays.
+
+Clips of any band count and dtype are drawn in false colour (`data_prep.false_colour`):
+`picture_options` gives the bands and the stretch a run's pictures use."""
 
 import cv2
 import numpy as np
+
+from core.errors import UserError
+from data_prep.false_colour import display_range, false_colour
 
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 
 
-def _as_rgb(frame):
-    """(H, W, band) uint8 frame as RGB: 3 bands as they are, otherwise the first band as grey
-    (a multispectral clip has no natural colour mapping)."""
+def picture_options(statistics, dtype, bands, rgb_bands=None):
+    """The `frame_strip` keywords (`rgb_bands`, `stretch`) of a run's clips.
+
+    Args:
+        statistics: dict or None, the manifest's `statistics`.
+        dtype: str, the stored dtype; bands: int, the stored bands (extra input bands, a mask
+            or the day of year, are never drawn).
+        rgb_bands: list of 1 or 3 band indices, or None: the first three (one: grey).
+
+    Returns:
+        dict: 8-bit data is drawn as stored (a 0..255 stretch, also once the clips are float
+        with extra bands); other data by the dataset's p2..p98 (None without statistics:
+        each clip by its own).
+
+    Raises:
+        UserError: a band index outside the stored bands.
+    """
+    if rgb_bands is not None and any(not 0 <= band < bands for band in rgb_bands):
+        raise UserError(f"Expected tensorboard.rgb_bands among the stored bands 0..{bands - 1}. "
+                        f"Received: rgb_bands={list(rgb_bands)}")
+    stretch = display_range(statistics, dtype, bands)
+    if dtype == "uint8" and stretch is None:
+        stretch = ([0.0] * bands, [255.0] * bands)
+    return {"rgb_bands": None if rgb_bands is None else list(rgb_bands), "stretch": stretch}
+
+
+def _as_rgb(frame, rgb_bands=None, stretch=None):
+    """(H, W, band) frame of any dtype as uint8 RGB (`false_colour`: 8-bit 3 bands as they
+    are; the first three bands, or one as grey, otherwise)."""
     frame = np.asarray(frame)
     if frame.ndim == 2:
         frame = frame[..., None]
-    if frame.shape[-1] == 3:
-        return frame.astype(np.uint8)
-    return np.repeat(frame[..., :1], 3, axis=-1).astype(np.uint8)
+    return false_colour(frame, rgb_bands, stretch)
 
 
-def frame_strip(clip, min_height=96, gap=2, columns=None):
+def frame_strip(clip, min_height=96, gap=2, columns=None, *, rgb_bands=None, stretch=None):
     """A clip (F, H, W, band) as rows of its frames, each enlarged (nearest neighbour, so
     pixels stay pixels) by a whole factor to at least `min_height` pixels.
 
     Args:
         columns: int, frames per row; None = all in one row.
+        rgb_bands, stretch: the false colour of clips other than 8-bit RGB
+            (`picture_options`); the whole clip shares one stretch.
 
     Example:
 
@@ -35,7 +67,7 @@ def frame_strip(clip, min_height=96, gap=2, columns=None):
     >>> frame_strip(np.zeros((4, 16, 16, 3), np.uint8), columns=2).shape
     (194, 194, 3)
     """
-    clip = np.asarray(clip)
+    clip = _as_rgb(clip, rgb_bands, stretch)
     frames, height, width = clip.shape[:3]
     columns = min(columns or frames, frames)
     rows = -(-frames // columns)
@@ -46,7 +78,7 @@ def frame_strip(clip, min_height=96, gap=2, columns=None):
     for index, frame in enumerate(clip):
         top, left = (index // columns) * (tile_h + gap), (index % columns) * (tile_w + gap)
         strip[top:top + tile_h, left:left + tile_w] = cv2.resize(
-            _as_rgb(frame), (tile_w, tile_h), interpolation=cv2.INTER_NEAREST)
+            frame, (tile_w, tile_h), interpolation=cv2.INTER_NEAREST)
     return strip
 
 
@@ -148,11 +180,12 @@ def confusion_matrix_image(matrix, class_names, title=None):
     return image
 
 
-def offset_field_image(frame, offsets, min_height=192):
+def offset_field_image(frame, offsets, min_height=192, *, rgb_bands=None, stretch=None):
     """Mean spatial offset per output location drawn as arrows over a frame, with a legend.
 
     Args:
-        frame: (H, W, band) uint8, the sample frame (the layer's input time covers it).
+        frame: (H, W, band), the sample frame (the layer's input time covers it); drawn as
+            `rgb_bands` and `stretch` say (`picture_options`).
         offsets: (H', W', points, 3) float, one output time step of a DeformConv3D layer's
             offsets in its input's pixels, last axis (dt, dy, dx).
 
@@ -162,7 +195,7 @@ def offset_field_image(frame, offsets, min_height=192):
         Arrow colour goes from green (no temporal offset) to red (|dt| >= 1 frame). The band
         below says so, with the colour scale and the largest mean offset.
     """
-    frame = _as_rgb(frame)
+    frame = _as_rgb(frame, rgb_bands, stretch)
     height, width = frame.shape[:2]
     scale = max(1, int(np.ceil(min_height / height)))
     canvas = cv2.resize(frame, (width * scale, height * scale), interpolation=cv2.INTER_NEAREST)
