@@ -36,6 +36,12 @@ rotate_cw/rotate_ccw), so augmentations for this dataset must not flip.
 
     python -m data_prep synth --out data/synth_motion --seed 0
     python -m data_prep synth --out data/synth_multi_label --multi-label
+
+`kind="multispectral"` (`--kind multispectral`) writes instead the 10-band uint16 field time
+series of `data_prep.synth_multispectral` (`OUT/<class>/<class>_<index>.npy`, each with its
+`.dates.json`), with the same lists, parameters file and resuming.
+
+    python -m data_prep synth --kind multispectral --out data/synth_fields --size 16x16
 """
 
 import argparse
@@ -52,6 +58,7 @@ import numpy as np
 
 from core.atomic import TEMPORARY_PREFIX, atomic_write, write_text_atomically
 from core.errors import UserError
+from data_prep import synth_multispectral
 from data_prep.sources import CSV_LABEL_SEPARATOR
 
 logger = logging.getLogger(__name__)
@@ -76,6 +83,10 @@ MOTION_GROUPS = (
 # leave a fifth of the videos without translation, each group's "none" takes the rest).
 LABEL_SHARE = 5
 SPLITS = ("train", "test")
+# What `generate_dataset(kind=...)` writes: these motion videos, or the multispectral fields
+# of data_prep.synth_multispectral (the same lists, the same resuming).
+KINDS = ("video", "multispectral")
+DEFAULT_SIZES = {"video": "64x64", "multispectral": "16x16"}  # the CLI's --size
 SHAPE_KINDS = ("ellipse", "rectangle", "triangle", "arrow", "l_shape", "cross")
 # (fourcc, extension) by video index: a mix of the two codecs OpenCV's writer always has.
 CONTAINERS = (("MJPG", ".avi"), ("mp4v", ".mp4"))
@@ -488,9 +499,23 @@ def write_video_atomically(path, frames_rgb, fourcc):
             writer.release()
 
 
-def _validate(videos_per_class, num_frames, frame_size, test_fraction):
+def _validate(videos_per_class, num_frames, frame_size, test_fraction, kind, multi_label):
+    if kind not in KINDS:
+        raise UserError(f"Expected a synthetic dataset kind among {KINDS}. Received: kind={kind!r}")
+    if kind == "multispectral":
+        if multi_label:
+            raise UserError("Expected multi_label false for kind multispectral (its fields have "
+                            "one class each). Received: multi_label=True")
+        if not 2 <= num_frames <= synth_multispectral.MAX_DATES:
+            raise UserError(
+                f"Expected 2 to {synth_multispectral.MAX_DATES} dates per item (5-day revisits in "
+                f"one year). Received: num_frames={num_frames}")
     width, height = frame_size
-    if width < 16 or height < 16 or width % 2 or height % 2:
+    if kind == "multispectral":
+        if width < 4 or height < 4:
+            raise UserError("Expected a patch width and height of at least 4 pixels. "
+                            f"Received: frame_size={width}x{height}")
+    elif width < 16 or height < 16 or width % 2 or height % 2:
         raise UserError(
             "Expected an even frame width and height of at least 16 pixels (the video "
             f"codecs round odd sizes down). Received: frame_size={width}x{height}"
@@ -520,9 +545,11 @@ def generate_dataset(
     frame_size=(64, 64),
     test_fraction=0.25,
     multi_label=False,
+    kind="video",
     show_progress=True,
 ):
-    """Writes the synthetic motion dataset to `out`, resuming an interrupted run.
+    """Writes the synthetic motion dataset (or the multispectral one) to `out`, resuming an
+    interrupted run.
 
     Args:
         out: output directory (created if missing).
@@ -535,6 +562,10 @@ def generate_dataset(
         multi_label: bool, each video combines up to one translation, one rotation and
             one scaling (see `draw_label_sets`), and its list row names them all
             (`path,name1;name2`); videos go to `OUT/train/` and `OUT/test/`.
+        kind: `"video"` (the motion videos above) or `"multispectral"` (the fields of
+            `data_prep.synth_multispectral`: `videos_per_class` items per class, of
+            `num_frames` dates, `frame_size` pixels, in
+            `OUT/<class>/<class>_<index>.npy` with their `.dates.json`; the same lists).
         show_progress: bool, show a progress bar.
 
     Returns:
@@ -548,7 +579,9 @@ def generate_dataset(
     """
     start = time.perf_counter()
     frame_size = tuple(int(v) for v in frame_size)
-    num_test = _validate(videos_per_class, num_frames, frame_size, test_fraction)
+    num_test = _validate(videos_per_class, num_frames, frame_size, test_fraction, kind,
+                         multi_label)
+    classes = synth_multispectral.CLASSES if kind == "multispectral" else CLASSES
     out = Path(out)
     parameters = {
         "seed": int(seed),
@@ -556,15 +589,20 @@ def generate_dataset(
         "num_frames": int(num_frames),
         "frame_size": list(frame_size),
         "test_fraction": float(test_fraction),
-        "classes": list(CLASSES),
+        "classes": list(classes),
         "multi_label": bool(multi_label),
     }
+    if kind != "video":  # the motion videos' synth.json stays as it always was
+        parameters = {"kind": kind, **parameters}
     out.mkdir(parents=True, exist_ok=True)
     parameters_path = out / PARAMETERS_FILE
     # Skipping finished videos is only right if they were made with the same parameters.
     if parameters_path.exists():
-        # Files written before the multi-label mode existed are single-label ones.
-        previous = {"multi_label": False, **json.loads(parameters_path.read_text())}
+        # Files written before the multi-label mode (or other kinds) existed are
+        # single-label videos.
+        previous = {"kind": "video", "multi_label": False,
+                    **json.loads(parameters_path.read_text())}
+        parameters = {"kind": kind, **parameters}
         if previous != parameters:
             keys = [key for key in {**previous, **parameters}
                     if previous.get(key) != parameters.get(key)]
@@ -577,26 +615,36 @@ def generate_dataset(
             )
     else:
         write_text_atomically(parameters_path, json.dumps(parameters, indent=2) + "\n")
+    parameters = {**parameters, "kind": kind}
 
-    if multi_label:
+    if kind == "multispectral":
+        jobs, rows = _multispectral_jobs(out, seed, videos_per_class, num_test)
+    elif multi_label:
         jobs, rows = _multi_label_jobs(out, seed, videos_per_class, num_test)
     else:
         jobs, rows = _single_label_jobs(out, seed, videos_per_class, num_test)
     label_counts = {split: {name: sum(name in labels for _, labels in split_rows)
-                            for name in CLASSES} for split, split_rows in rows.items()}
+                            for name in classes} for split, split_rows in rows.items()}
 
     written = 0
     progress = None
     if show_progress:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(jobs), desc="synth", unit="video")
+        progress = tqdm(total=len(jobs), desc="synth", unit="item")
     travel_fraction = MULTI_LABEL_TRAVEL_FRACTION if multi_label else TRAVEL_FRACTION
     for stream_index, motion, video_index, fourcc, path in jobs:
         if not path.exists():
-            appearance = draw_appearance(video_rng(seed, stream_index, video_index), frame_size)
-            clip = render_clip(appearance, motion, num_frames, travel_fraction)
-            write_video_atomically(path, clip, fourcc)
+            rng = video_rng(seed, stream_index, video_index)
+            if kind == "multispectral":
+                width, height = frame_size
+                frames, dates = synth_multispectral.render_item(rng, motion, num_frames,
+                                                                (height, width))
+                synth_multispectral.write_item(path, frames, dates)
+            else:
+                appearance = draw_appearance(rng, frame_size)
+                clip = render_clip(appearance, motion, num_frames, travel_fraction)
+                write_video_atomically(path, clip, fourcc)
             written += 1
         if progress is not None:
             progress.update(1)
@@ -655,6 +703,24 @@ def _single_label_jobs(out, seed, videos_per_class, num_test):
     return jobs, rows
 
 
+def _multispectral_jobs(out, seed, items_per_class, num_test):
+    """Items `OUT/<class>/<class>_<index>.npy` of `data_prep.synth_multispectral`; as
+    `_single_label_jobs` (fourcc None)."""
+    jobs = []
+    rows = {split: [] for split in SPLITS}
+    for class_index, class_name in enumerate(synth_multispectral.CLASSES):
+        _fresh_dir(out / class_name)
+        test_indices = set(
+            np.random.default_rng([seed, class_index]).permutation(items_per_class)[:num_test]
+        )
+        for item_index in range(items_per_class):
+            relative = f"{class_name}/{class_name}_{item_index:03d}.npy"
+            split = "test" if item_index in test_indices else "train"
+            rows[split].append((relative, (class_name,)))
+            jobs.append((class_index, class_name, item_index, None, out / relative))
+    return jobs, rows
+
+
 def _multi_label_jobs(out, seed, videos_per_class, num_test):
     """Videos `OUT/<split>/video_<index>.<ext>` with 1-3 motions each; as `_single_label_jobs`."""
     jobs = []
@@ -705,19 +771,21 @@ def _run(args):
         seed=args.seed,
         videos_per_class=args.videos_per_class,
         num_frames=args.frames,
-        frame_size=parse_frame_size(args.size),
+        frame_size=parse_frame_size(args.size or DEFAULT_SIZES[args.kind]),
         test_fraction=args.test_fraction,
         multi_label=args.multi_label,
+        kind=args.kind,
         show_progress=not args.no_progress,
     )
     width, height = summary["frame_size"]
+    items, frames = ("videos", "frames") if args.kind == "video" else ("items", "dates")
     print(
-        f"wrote {summary['videos']} videos ({summary['written']} new, "
-        f"{summary['already_present']} already there) of {summary['num_frames']} frames at "
+        f"wrote {summary['videos']} {items} ({summary['written']} new, "
+        f"{summary['already_present']} already there) of {summary['num_frames']} {frames} at "
         f"{width}x{height}, {len(summary['classes'])} classes, to {summary['out']} "
         f"in {summary['seconds']:.1f} s"
     )
-    print(f"train.csv: {summary['train']} videos, test.csv: {summary['test']} videos")
+    print(f"train.csv: {summary['train']} {items}, test.csv: {summary['test']} {items}")
     if summary["multi_label"]:
         counts = summary["label_counts"]
         print("videos per label (train/test): " + ", ".join(
@@ -729,15 +797,23 @@ def register(subparsers):
     """Adds the `synth` sub-command to an argparse `subparsers` object."""
     parser = subparsers.add_parser(
         "synth",
-        help="write the synthetic motion demo dataset (videos + train/test lists)",
+        help="write a synthetic demo dataset (motion videos or multispectral fields + "
+             "train/test lists)",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--videos-per-class", type=int, default=60, help="videos per class")
-    parser.add_argument("--frames", type=int, default=32, help="frames per video")
-    parser.add_argument("--size", default="64x64", help="frame size WxH (both even)")
+    parser.add_argument(
+        "--kind", choices=KINDS, default="video",
+        help="video: the motion videos; multispectral: 10-band uint16 field time series "
+             "(data_prep.synth_multispectral)")
+    parser.add_argument("--videos-per-class", type=int, default=60,
+                        help="videos (items) per class")
+    parser.add_argument("--frames", type=int, default=32, help="frames (dates) per item")
+    parser.add_argument("--size", default=None,
+                        help="frame size WxH (video: both even); default 64x64 for video, "
+                             "16x16 for multispectral")
     parser.add_argument(
         "--test-fraction", type=float, default=0.25, help="share of each class in test.csv"
     )

@@ -1,6 +1,7 @@
 """Tests for data_prep.synth: the synthetic motion dataset, checked on the decoded files."""
 
 import argparse
+import datetime
 import itertools
 import json
 import math
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from data_prep import synth
+from data_prep import synth, synth_multispectral
 from data_prep.__main__ import main
 from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
@@ -513,3 +514,198 @@ def test_registered_subcommand_writes_a_multi_label_dataset(tmp_path, capsys):
     assert "10 videos" in printed and "move_left 1/1" in printed
     assert json.loads((tmp_path / synth.PARAMETERS_FILE).read_text())["multi_label"] is True
     assert len(read_list(tmp_path / "test.csv")) == 5
+
+
+def test_video_parameters_file_names_no_kind(tmp_path):
+    """The motion videos' synth.json is as it was before other kinds existed."""
+    synth.generate_dataset(tmp_path, **SMALL)
+    assert "kind" not in json.loads((tmp_path / synth.PARAMETERS_FILE).read_text())
+
+
+# --- kind multispectral: 10-band uint16 field time series (data_prep.synth_multispectral) ---
+
+FIELDS = dict(videos_per_class=2, num_frames=12, frame_size=(6, 4), kind="multispectral",
+              show_progress=False)
+
+
+def items_of(out):
+    return sorted(out.rglob("*.npy"))
+
+
+def read_dates(item_path):
+    text = (item_path.parent / item_path.name.replace(".npy", ".dates.json")).read_text()
+    return [datetime.date.fromisoformat(value) for value in json.loads(text)]
+
+
+def per_item_min_max(item):
+    """The per-item, per-band min-max scaling to 0..255 that `.npy` items met before."""
+    values = item.astype(np.float64)
+    low, high = values.min(axis=(0, 1, 2)), values.max(axis=(0, 1, 2))
+    return np.rint((values - low) / np.where(high > low, high - low, 1) * 255)
+
+
+@pytest.fixture(scope="module")
+def fields_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_fields")
+    return out, synth.generate_dataset(out, seed=4, **{**FIELDS, "videos_per_class": 3})
+
+
+def test_multispectral_items_are_uint16_reflectance_of_the_asked_shape(fields_dataset):
+    out, summary = fields_dataset
+    classes = synth_multispectral.CLASSES
+    assert summary["classes"] == list(classes) and summary["videos"] == 3 * len(classes)
+    train, test = read_list(out / "train.csv"), read_list(out / "test.csv")
+    assert (len(train), len(test)) == (2 * len(classes), len(classes))
+    assert {path for path, _ in train + test} == {str(p.relative_to(out)) for p in items_of(out)}
+    for path, label in train + test:
+        assert path.split("/")[0] == label and path.endswith(".npy")
+        item = np.load(out / path)
+        assert item.dtype == np.uint16
+        assert item.shape == (12, 4, 6, len(synth_multispectral.BAND_NAMES))
+        assert item.max() <= synth_multispectral.MAX_REFLECTANCE
+
+
+def test_multispectral_dates_are_sorted_irregular_revisits_one_per_frame(fields_dataset):
+    out, _ = fields_dataset
+    gaps = set()
+    for path in items_of(out):
+        dates = read_dates(path)
+        assert len(dates) == np.load(path, mmap_mode="r").shape[0]
+        days = np.array([(date - dates[0]).days for date in dates])
+        assert (np.diff(days) > 0).all() and (days % synth_multispectral.REVISIT_DAYS == 0).all()
+        assert {date.year for date in dates} == {synth_multispectral.YEAR}
+        gaps.update(np.diff(days).tolist())
+    assert len(gaps) >= 3, gaps
+
+
+@pytest.mark.parametrize("class_name", synth_multispectral.CLASSES)
+def test_cloudy_pixels_are_nodata_in_every_band_and_clear_ones_never(class_name):
+    frames, dates = synth_multispectral.render_item(
+        np.random.default_rng(11), class_name, 40, (8, 8))
+    nodata = frames == synth_multispectral.NODATA
+    np.testing.assert_array_equal(nodata.any(axis=-1), nodata.all(axis=-1))
+    cloudy_share = nodata.all(axis=-1).mean(axis=(1, 2))
+    assert (cloudy_share == 0).sum() >= 10 and (cloudy_share == 1).any()
+    assert ((cloudy_share > 0) & (cloudy_share < 1)).any()  # partial clouds too
+    assert len(dates) == 40
+
+
+def test_same_seed_gives_identical_fields_and_another_seed_does_not(tmp_path):
+    synth.generate_dataset(tmp_path / "a", seed=1, **FIELDS)
+    synth.generate_dataset(tmp_path / "b", seed=1, **FIELDS)
+    synth.generate_dataset(tmp_path / "c", seed=2, **FIELDS)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
+    assert len([f for f in files if f.suffix == ".json" and f.name != "synth.json"]) == 14
+    for relative in files:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+        if relative.suffix == ".npy":
+            assert not np.array_equal(np.load(tmp_path / "a" / relative),
+                                      np.load(tmp_path / "c" / relative))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_urban_classes_differ_only_in_level_so_per_item_scaling_erases_them(seed):
+    # The same stream draws the same field, texture, noise and clouds for both classes.
+    bright, _ = synth_multispectral.render_item(np.random.default_rng(seed), "urban_bright",
+                                                24, (8, 8))
+    dark, _ = synth_multispectral.render_item(np.random.default_rng(seed), "urban_dark",
+                                              24, (8, 8))
+    clear = bright != 0
+    np.testing.assert_array_equal(clear, dark != 0)
+    ratio = dark[clear] / bright[clear].astype(np.float64)
+    np.testing.assert_allclose(ratio, synth_multispectral.URBAN_DARK_LEVEL, atol=0.004)
+    # Measured values tell them apart by far; scaled per item they are the same to a level.
+    assert bright[clear].mean() > 1.8 * dark[clear].mean()
+    assert np.abs(per_item_min_max(bright) - per_item_min_max(dark)).max() <= 1
+
+
+@pytest.mark.parametrize("rate, days_10_to_90", [(0.2, 22), (0.04, 110)])
+def test_green_up_speed_is_the_logistic_rate(rate, days_10_to_90):
+    days = np.arange(0.0, 366.0, 0.5)
+    fraction = synth_multispectral.green_fraction(days, 150.0, rate, 1000.0)
+    rise = days[np.argmax(fraction >= 0.9)] - days[np.argmax(fraction >= 0.1)]
+    assert abs(rise - days_10_to_90) <= 1.0
+
+
+@pytest.mark.parametrize("early, late", [("early_fast", "late_fast"), ("early_slow", "late_slow")])
+def test_early_crops_are_greener_than_late_ones_in_spring(early, late):
+    def ndvi_by_month(class_name, seed):
+        frames, dates = synth_multispectral.render_item(
+            np.random.default_rng(seed), class_name, 36, (4, 4))
+        values = frames.astype(np.float64)
+        nir, red = values[..., 6], values[..., 2]
+        ndvi = np.where(nir + red > 0, (nir - red) / np.maximum(nir + red, 1), np.nan)
+        return {date.month: np.nanmean(frame) for date, frame in zip(dates, ndvi)
+                if (frame == frame).any()}
+
+    for seed in range(4):
+        early_ndvi, late_ndvi = ndvi_by_month(early, seed), ndvi_by_month(late, seed)
+        assert early_ndvi[5] > late_ndvi[5] + 0.15, (early_ndvi, late_ndvi)
+        assert early_ndvi[1] < 0.3 and late_ndvi[1] < 0.3  # bare soil in winter
+
+
+def test_multispectral_rerun_finishes_an_interrupted_run(tmp_path):
+    synth.generate_dataset(tmp_path / "reference", **FIELDS)
+    out = tmp_path / "out"
+    synth.generate_dataset(out, **FIELDS)
+    missing = out / "water" / "water_001.npy"
+    missing.rename(missing.with_name(".tmp-water_001.npy"))
+    (out / "train.csv").unlink()
+    kept = out / "late_slow" / "late_slow_000.npy"
+    kept_mtime = kept.stat().st_mtime_ns
+    summary = synth.generate_dataset(out, **FIELDS)
+    assert summary["written"] == 1 and summary["already_present"] == 13
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert not list(out.rglob(".tmp-*"))
+    reference = tmp_path / "reference"
+    for path in sorted(reference.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (out / path.relative_to(reference)).read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    "first, second, match",
+    [({}, {"kind": "multispectral"}, "kind=video.*Received: kind=multispectral"),
+     ({"kind": "multispectral"}, {}, "kind=multispectral.*Received: kind=video")],
+)
+def test_rerun_as_the_other_kind_is_refused(tmp_path, first, second, match):
+    synth.generate_dataset(tmp_path, **{**SMALL, "num_frames": 4, **first})
+    with pytest.raises(UserError, match=match):
+        synth.generate_dataset(tmp_path, **{**SMALL, "num_frames": 4, **second})
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"kind": "radar"}, "kind among"),
+        ({"multi_label": True}, "multi_label false for kind multispectral"),
+        ({"num_frames": synth_multispectral.MAX_DATES + 1}, "dates per item"),
+        ({"frame_size": (3, 8)}, "at least 4 pixels"),
+    ],
+)
+def test_bad_multispectral_arguments_raise_user_error(tmp_path, overrides, match):
+    with pytest.raises(UserError, match=match):
+        synth.generate_dataset(tmp_path, **{**FIELDS, **overrides})
+    assert not list(tmp_path.iterdir())
+
+
+def test_multispectral_lists_read_through_the_csv_source(fields_dataset):
+    out, _ = fields_dataset
+    arguments = synth.prepare_arguments(out)
+    assert arguments["layout"] == "csv" and "multi_label" not in arguments
+    source = resolve_source(SourceSpec("csv", str(out), lists=arguments["lists"]))
+    assert source.classes == sorted(synth_multispectral.CLASSES)
+    items = {os.path.relpath(item.path, out): source.classes[item.label]
+             for split in synth.SPLITS for item in source.splits[split]}
+    assert items == {path: label for split in synth.SPLITS
+                     for path, label in read_list(out / f"{split}.csv")}
+
+
+def test_registered_subcommand_writes_fields_at_their_default_size(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="data_prep")
+    synth.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["synth", "--kind", "multispectral", "--out", str(tmp_path),
+                              "--videos-per-class", "2", "--frames", "5", "--no-progress"])
+    assert args.func(args) == 0
+    assert "14 items" in capsys.readouterr().out
+    assert np.load(tmp_path / "water" / "water_001.npy").shape == (5, 16, 16, 10)
