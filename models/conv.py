@@ -15,8 +15,9 @@ from models.argument_validation import standardize_triple
 def _shorter_than_kernel(x, kernel_size):
     """True when an axis of `x` is known and shorter than a kernel deeper than 1 along it.
 
-    oneDNN's bfloat16 Conv3DBackpropFilter (TensorFlow 2.21, AVX512-BF16/AMX CPUs) returns
-    wrong, often NaN or inf, kernel gradients for `padding="same"` on 2 frames and a 3-deep
+    oneDNN's bfloat16 Conv3DBackpropFilter (TensorFlow 2.21; seen on an AMD EPYC with
+    AVX512-BF16, where `train.mixed_precision: auto` picks bfloat16) returns wrong, often NaN
+    or inf, kernel gradients for `padding="same"` on 2 frames and a 3-deep
     kernel (R3D-18's layer4 at 16 frames; tests/test_bfloat16_gradients.py): such layers take
     the explicit zero padding and `"valid"`, which computes the same values in every policy.
     """

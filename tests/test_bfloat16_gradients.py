@@ -1,6 +1,6 @@
 """Every model's weight gradients under mixed_bfloat16 match float32's.
 
-oneDNN's bfloat16 Conv3DBackpropFilter (TensorFlow 2.21 on AVX512-BF16/AMX CPUs) returns
+oneDNN's bfloat16 Conv3DBackpropFilter (TensorFlow 2.21 on an AVX512-BF16 CPU) returns
 NaN or inf kernel gradients for `padding="same"` when the input has fewer frames than the
 kernel is deep beyond one (R3D-18's layer4 at 16 frames has 2), so `train.mixed_precision:
 auto` runs diverged at the first steps. `models.conv.conv3d` pads those layers explicitly;
