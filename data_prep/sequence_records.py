@@ -425,6 +425,10 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
         raise DecodeError("frame images differ in size or band count")
     frames, masks = np.stack(frames), np.stack(masks)
     if to_uint8_rule is not None:
+        lengths = {len(bound) for bound in to_uint8_rule if np.ndim(bound)}
+        if lengths and lengths != {frames.shape[-1]}:
+            raise UserError(f"Expected a `to_uint8` rule of one low and high per stored band "
+                            f"({frames.shape[-1]}). Received: {lengths.pop()} per bound")
         frames = to_uint8(frames, *to_uint8_rule)
     anything_invalid = not masks.all()
     # Masks for an item that can hold invalid pixels (float: NaN; a nodata value; a mask
