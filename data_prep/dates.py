@@ -5,7 +5,8 @@ frames are ordered and sampled by date, not by index. A date comes from:
 
 - a sidecar: `<item>.dates.json` beside a `.npy` or `.tif` item (`field.npy.dates.json`
   or `field.dates.json`), or `dates.json` inside a frame folder: a JSON list of ISO dates
-  (`"2024-03-01"`), one per frame, in the item's frame order;
+  (`"2024-03-01"`), one per frame, in the item's frame order; or the same names ending in
+  `.csv`: one row per frame, the date in the first column (a header row is skipped);
 - `date_pattern`: a regular expression searched in each frame file's name whose first group
   is a date `YYYYMMDD` or `YYYY-MM-DD` (e.g. `S2_(\\d{8})_` for `S2_20240301_T31.tif`).
 
@@ -27,8 +28,8 @@ import re
 
 import numpy as np
 
-FOLDER_SIDECAR = "dates.json"
-SIDECAR_SUFFIX = ".dates.json"
+FOLDER_SIDECARS = ("dates.json", "dates.csv")
+SIDECAR_SUFFIXES = (".dates.json", ".dates.csv")
 _EPOCH = datetime.date(1970, 1, 1)
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 
@@ -81,10 +82,10 @@ def dates_from_names(names, pattern):
 def sidecar_path(path):
     """The dates sidecar of the item at `path` if one exists, else None."""
     if os.path.isdir(path):
-        candidates = [os.path.join(path, FOLDER_SIDECAR)]
+        candidates = [os.path.join(path, name) for name in FOLDER_SIDECARS]
     else:
         stem = os.path.splitext(path)[0]
-        candidates = [path + SIDECAR_SUFFIX, stem + SIDECAR_SUFFIX]
+        candidates = [base + suffix for suffix in SIDECAR_SUFFIXES for base in (path, stem)]
     return next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
 
 
@@ -94,17 +95,38 @@ def read_dates_sidecar(path, count):
     Raises:
         DateError: unreadable, not a list of dates, or not `count` of them.
     """
-    try:
-        with open(path, encoding="utf-8") as file:
-            values = json.load(file)
-    except (OSError, ValueError) as error:
-        raise DateError(f"{os.path.basename(path)} is not readable JSON ({error})") from None
+    if path.lower().endswith(".csv"):
+        values = _csv_dates(path)
+    else:
+        try:
+            with open(path, encoding="utf-8") as file:
+                values = json.load(file)
+        except (OSError, ValueError) as error:
+            raise DateError(f"{os.path.basename(path)} is not readable JSON ({error})") \
+                from None
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise DateError(f"{os.path.basename(path)} is not a JSON list of ISO dates")
+        raise DateError(f"{os.path.basename(path)} is not a list of ISO dates")
     if len(values) != count:
         raise DateError(f"{os.path.basename(path)} lists {len(values)} dates for {count} "
                         "frames")
     return np.asarray([days_since_epoch(value) for value in values], dtype=np.int64)
+
+
+def _csv_dates(path):
+    """The first column of a CSV's rows (a first row that is not a date is a header)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            cells = [row[0].strip() for row in csv.reader(file) if row and row[0].strip()]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DateError(f"{os.path.basename(path)} is not a readable CSV ({error})") from None
+    if cells:
+        try:
+            days_since_epoch(cells[0])
+        except DateError:
+            cells = cells[1:]
+    return cells
 
 
 def item_dates(path, count, frame_names=None, date_pattern=None):

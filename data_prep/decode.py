@@ -496,6 +496,7 @@ class ItemFrames:
     transform: tuple | None = None
     height: int = 0
     width: int = 0
+    frame_bytes: int = 0  # one frame as read, all bands (0: unknown)
 
     def read(self, indices):
         """[(frame, validity band or None)] of the frames `indices`, in that order."""
@@ -634,7 +635,7 @@ def _open_frame_folder(path, bands, validity_band, window, frame_template):
                       mask_files=masks, band_names=names,
                       nodata=info.nodata if info is not None else None,
                       crs=info.crs if info is not None else None, transform=transform,
-                      height=head.shape[0], width=head.shape[1])
+                      height=head.shape[0], width=head.shape[1], frame_bytes=head.nbytes)
 
 
 def _open_array(path, bands, validity_band, window):
@@ -643,12 +644,14 @@ def _open_array(path, bands, validity_band, window):
     kept, validity = _band_plan(array.shape[3], bands, validity_band)
 
     def reader(indices):
-        return [_split_bands(_window_slice(np.asarray(array[index]), window), kept, validity)
+        # The window is cut from the memory map: only its pixels are read.
+        return [_split_bands(np.asarray(_window_slice(array[index], window)), kept, validity)
                 for index in indices]
 
     height, width = array.shape[1:3] if window is None else (int(window[2]), int(window[3]))
     return ItemFrames(count=array.shape[0], dtype=dtype, reader=reader, height=height,
-                      width=width)
+                      width=width, frame_bytes=height * width * array.shape[3] *
+                      array.dtype.itemsize)
 
 
 def _open_raster(path, bands, validity_band, window, bands_per_date):
@@ -676,7 +679,8 @@ def _open_raster(path, bands, validity_band, window, bands_per_date):
     return ItemFrames(count=count, dtype=dtype, reader=reader, band_names=names,
                       nodata=info.nodata, crs=info.crs,
                       transform=rasters.window_transform(info, window), height=height,
-                      width=width)
+                      width=width, frame_bytes=height * width * len(read) *
+                      np.dtype(dtype).itemsize)
 
 
 def open_item_frames(path, *, bands=None, validity_band=None, bands_per_date=None,

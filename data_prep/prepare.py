@@ -154,10 +154,7 @@ def _prepare_whole_item(task):
             force_masks=task.force_masks)
     except (DecodeError, cv2.error) as error:
         return {"ok": False, "reason": str(error).strip().splitlines()[0][:300]}
-    except ValueError as error:  # a per-band rule of another band count
-        return {"ok": False, "encoding_error": f"Expected a `to_uint8` rule per stored band. "
-                                               f"Received: {error} ({task.item_id})"}
-    except UserError as error:  # --fps for an item whose frame rate is unknown
+    except UserError as error:  # --fps without a frame rate, a to_uint8 rule per band
         return {"ok": False, "encoding_error": f"{error} ({task.item_id})"}
     frames = item.frames
     band = int(frames.shape[-1])

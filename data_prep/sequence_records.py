@@ -49,8 +49,8 @@ import numpy as np
 
 from core.errors import UserError
 from data_prep.dates import DateError, date_order, item_dates
-from data_prep.decode import (DecodeError, item_kind, load_clips, open_item_frames,
-                              resize_frame, resized_shape)
+from data_prep.decode import (ITEM_MEMORY_BUDGET, DecodeError, item_kind, load_clips,
+                              open_item_frames, resize_frame, resized_shape)
 
 SEQUENCE_FORMAT_VERSION = 2
 
@@ -408,6 +408,11 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
     positions, rate = select_item_frames(item.count, None, fps, max_frames)
     chosen = order[positions]
     needed = np.unique(chosen)
+    cost = len(needed) * item.frame_bytes
+    if cost > ITEM_MEMORY_BUDGET:
+        raise DecodeError(f"its {len(needed)} frames of {item.frame_bytes >> 10} KB take "
+                          f"{cost >> 20} MB, more than the {ITEM_MEMORY_BUDGET >> 20} MB "
+                          "allowed per item (--max-frames keeps fewer)")
     read = dict(zip(needed.tolist(), item.read(needed.tolist())))
     nodata = item.nodata if nodata is None else float(nodata)
     frames, masks = [], []
@@ -425,6 +430,10 @@ def read_item_frames(path, *, fps=None, max_frames=None, size=None, resize_short
         raise DecodeError("frame images differ in size or band count")
     frames, masks = np.stack(frames), np.stack(masks)
     if to_uint8_rule is not None:
+        lengths = {len(bound) for bound in to_uint8_rule if np.ndim(bound)}
+        if lengths and lengths != {frames.shape[-1]}:
+            raise UserError(f"Expected a `to_uint8` rule of one low and high per stored band "
+                            f"({frames.shape[-1]}). Received: {lengths.pop()} per bound")
         frames = to_uint8(frames, *to_uint8_rule)
     anything_invalid = not masks.all()
     # Masks for an item that can hold invalid pixels (float: NaN; a nodata value; a mask

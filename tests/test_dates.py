@@ -57,3 +57,8 @@ def test_an_undated_item_has_no_dates(tmp_path):
 
 def test_date_order_keeps_ties_in_stored_order():
     assert date_order(np.array([5, 1, 5, 1])).tolist() == [1, 3, 0, 2]
+
+
+def test_a_csv_sidecar_gives_the_first_column_after_its_header(tmp_path):
+    (tmp_path / "dates.csv").write_text("date,cloud\r\n2024-03-05,0.1\r\n20240301,0.9\r\n")
+    assert item_dates(str(tmp_path), 2).tolist() == [19787, 19783]

@@ -424,3 +424,12 @@ def test_once_one_item_has_a_mask_every_record_carries_masks(tmp_path):
         expected = [1.0, 0.25] if item_id == "b/h" else [1.0, 1.0]
         assert item["valid_fraction"].tolist() == expected
     assert items["b/h"]["masks"][1].tolist() == np.eye(4, dtype=bool).tolist()
+
+
+def test_a_per_band_rule_of_another_band_count_is_one_error(tmp_path):
+    for name in ("a/x.npy", "b/y.npy"):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "src" / name, np.zeros((2, 4, 4, 3), np.uint16))
+    with pytest.raises(UserError, match="one low and high per stored band"):
+        _prepare(tmp_path / "src", tmp_path / "out", 4,
+                 to_uint8={"low": [0, 0], "high": [10, 10]})

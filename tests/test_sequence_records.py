@@ -297,3 +297,13 @@ def test_frames_of_different_sizes_resized_alike_are_one_item(tmp_path):
     assert read_item_frames(str(tmp_path), size=8).frames.shape == (2, 8, 8, 3)
     with pytest.raises(DecodeError, match="differ in size"):
         read_item_frames(str(tmp_path))
+
+
+def test_an_item_above_the_memory_budget_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    from data_prep import sequence_records
+
+    np.save(tmp_path / "a.npy", np.zeros((4, 16, 16, 2), np.float32))
+    monkeypatch.setattr(sequence_records, "ITEM_MEMORY_BUDGET", 3 * 16 * 16 * 2 * 4)
+    with pytest.raises(DecodeError, match="allowed per item"):
+        read_item_frames(str(tmp_path / "a.npy"))
+    assert len(read_item_frames(str(tmp_path / "a.npy"), max_frames=3).frames) == 3
