@@ -20,12 +20,12 @@ patch. `plan_patches` does all of it and counts what it left out.
 
 Example:
 
->>> labels = np.zeros((8, 8), "uint8"); labels[:, 4:] = 1
->>> plan = plan_patches(labels, patch_size=4, stride=4, block_size=4, test_fraction=0.5,
-...                     seed=0)
->>> sorted((split, int(value)) for split, patches in plan.splits.items()
-...        for _, _, value in patches)
-[('test', 0), ('test', 1), ('train', 0), ('train', 1)]
+>>> labels = np.zeros((8, 8), "uint8"); labels[:, 4:] = 1  # two classes, left and right
+>>> plan = plan_patches(labels, patch_size=4, block_size=4, test_fraction=0.5, seed=0)
+>>> plan.splits  # (row, col, label value) of each patch
+{'train': [(0, 4, 1), (4, 4, 1)], 'test': [(0, 0, 0), (4, 0, 0)]}
+>>> plan.counts
+{'grid': 4, 'ignored': 0, 'straddling': 0, 'train': 2, 'test': 2}
 """
 
 import dataclasses
