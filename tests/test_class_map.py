@@ -18,12 +18,16 @@ import pytest
 
 import predict
 from core.errors import UserError
+from data_prep.prepare import ItemTask
 from data_prep.rasters import raster_info, read_raster, write_raster
 from raster_fixtures import (BANDS, CRS, DATES, SQUARE, TRANSFORM, UNLABELLED, field_labels,
                              field_series, write_field_rasters)
+from data_prep.reader import read_manifest
 from training.class_map import map_dtype, patch_cells, predict_class_map, write_class_map
-from training.run_dir import RunDir, open_trained_run
+from training.config import config_from_dict
+from training.run_dir import RunDir, open_run_dir, open_trained_run
 from training.scoring import clip_probabilities_function, load_run_model
+from training.trainer import run_experiment
 
 PATCH, FRAMES, CROP = 8, 2, 6
 
@@ -206,3 +210,56 @@ def test_class_map_usage_mistakes_are_one_line_exit_2(trend_run, capsys, argumen
     assert predict.main(["--run-dir", trend_run, *arguments]) == 2
     error = capsys.readouterr().err
     assert match in error and len(error.strip().splitlines()) == 1
+
+
+# --- the whole chain: prepare raster patches, train, map --------------------------------------
+
+# Prepare reads an item's window only with the write side of issue 20 (branch s20-write):
+# `ItemTask.window` and `read_item_frames(..., window=...)`.
+needs_window_reading = pytest.mark.skipif(
+    "window" not in {field.name for field in dataclasses.fields(ItemTask)},
+    reason="data_prep.prepare.ItemTask has no `window` yet: prepare cannot read raster "
+           "patches before the write side of issue 20 (branch s20-write) is merged")
+
+
+@needs_window_reading
+@pytest.mark.slow
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_a_labelled_raster_prepares_trains_and_maps(tmp_path, capsys, as_folder):
+    path, label_path, labels, _ = write_field_rasters(tmp_path / "data", as_folder=as_folder)
+    data = {"layout": "raster", "root": str(tmp_path / "data"),
+            "raster": os.path.basename(path), "label_raster": label_path, "patch_size": PATCH,
+            "block_size": 2 * SQUARE, "ignore_value": UNLABELLED,
+            "prepared_dir": str(tmp_path / "prepared"), "format": "v2", "frames": FRAMES,
+            "size": PATCH, "clips_per_video": 1, "workers": 1}
+    if not as_folder:
+        data["bands_per_date"] = BANDS
+    config = config_from_dict({
+        "name": "raster_patches", "data": data, "model": {"name": "small3d"},
+        "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": None},
+        "train": {"epochs": 3, "steps_per_epoch": 15, "batch_size": 8, "optimizer": "adam",
+                  "learning_rate": 0.003},
+        "tensorboard": {"histograms": False, "graph": False, "clip_images": 0,
+                        "deform_offsets": False, "confusion_matrix": False}})
+    run_path = str(tmp_path / "run")
+    run_experiment(config, open_run_dir(run_path), verbose=0)
+
+    manifest = read_manifest(str(tmp_path / "prepared"))
+    patches = manifest["source"]["patches"]
+    assert (patches["grid"], patches["ignored"], patches["class_values"]) == (64, 4, [1, 2])
+    assert manifest["splits"]["train"]["videos"] == patches["train"]
+    assert manifest["splits"]["test"]["videos"] == patches["test"]
+    item_id = f"{os.path.basename(path)}@r8_c16"
+    a, b, c, d, e, f = TRANSFORM  # the window's own georeference
+    assert manifest["geo"][item_id]["transform"] == [a, b, c + 16 * a, d, e, f + 8 * e]
+
+    out = str(tmp_path / "map.tif")
+    assert predict.main(["--run-dir", run_path, "--class-map", out, path]) == 0
+    assert out in capsys.readouterr().out
+    info, source_info = raster_info(out), raster_info(label_path)
+    assert (info.height, info.width, info.crs, info.transform) == \
+        (64, 64, source_info.crs, source_info.transform)
+    written = read_raster(out)[..., 0]
+    labelled = labels != UNLABELLED
+    assert set(np.unique(written)) <= {1, 2}
+    assert np.mean(written[labelled] == labels[labelled]) >= 0.75
