@@ -244,8 +244,9 @@ def predict_class_map(trained, raster_path, probabilities_of, *, stride=None, ba
         # One strip of patch rows is read at once; its patches are cut from it.
         strip, valid = reader.read((row, 0, patch_size, width))
         if strip.shape[-1] != bands:
-            raise UserError(f"Expected {bands} band(s) per date, as the run's model takes. "
-                            f"Received: {strip.shape[-1]} in {raster_path}")
+            raise UserError(f"Expected {bands} band(s) per date, as the run's model takes "
+                            f"(class maps add no mask or day-of-year band). Received: "
+                            f"{strip.shape[-1]} in {raster_path}")
         chosen = [index for index, col in enumerate(cols)
                   if valid[:, col:col + patch_size].any()]
         if not chosen:
