@@ -154,6 +154,28 @@ def test_patches_of_nodata_only_are_nodata(tmp_path):
     assert class_map.patches == 64 - 16
 
 
+def test_a_validity_band_is_read_and_not_fed_to_the_model(tmp_path):
+    run = write_trend_run(tmp_path / "run")
+    with open(os.path.join(run, "data_manifest.json")) as file:
+        manifest = json.load(file)
+    manifest["source"].update(bands_per_date=BANDS + 1, validity_band=0)
+    with open(os.path.join(run, "data_manifest.json"), "w") as file:
+        json.dump(manifest, file)
+    labels = field_labels()
+    series = field_series(labels)
+    validity = np.full(series.shape[:-1] + (1,), 1, np.uint16)
+    validity[:, 40:48] = 0  # one patch row invalid at every date
+    dates = np.concatenate([validity, series], axis=-1)  # the mask first in each date
+    path = str(tmp_path / "stack.tif")
+    write_raster(path, np.concatenate(list(dates), axis=-1), crs=CRS, transform=TRANSFORM)
+    trained, probabilities_of, dtype = scorer(run)
+    class_map = predict_class_map(trained, path, probabilities_of, input_dtype=dtype)
+    assert np.all(class_map.values[40:48] == class_map.nodata)
+    labelled = labels != UNLABELLED
+    labelled[40:48] = False
+    assert np.array_equal(class_map.values[labelled], labels[labelled])
+
+
 def test_a_folder_of_dates_maps_like_the_stack(trend_run, tmp_path):
     stack, *_ = write_field_rasters(tmp_path / "stack")
     folder, *_ = write_field_rasters(tmp_path / "folder", as_folder=True)

@@ -95,7 +95,8 @@ def map_dtype(class_values):
 
 class _PatchReader:
     """Reads windows of a time-series raster as the run's preparation stored them: the
-    dates it kept, then only those of the run's evaluation clips."""
+    dates it kept, then only those of the run's evaluation clips. A pixel is invalid where
+    the validity band is 0, or a band holds the nodata value or NaN."""
 
     def __init__(self, raster_path, manifest):
         source = manifest.get("source", {})
@@ -128,11 +129,14 @@ class _PatchReader:
         self.mean = (manifest.get("statistics") or {}).get("mean")
 
     def _band_list(self):
-        """The bands of a date to read (`bands`, else all but the validity band)."""
-        if self.bands is not None or self.validity_band is None:
+        """The bands of a date to read: `bands` (else all but the validity band), then the
+        validity band when there is one."""
+        if self.validity_band is None:
             return self.bands
         per_date = self.bands_per_date or self.grid.count
-        return [band for band in range(per_date) if band != self.validity_band]
+        kept = self.bands if self.bands is not None else \
+            [band for band in range(per_date) if band != self.validity_band]
+        return list(kept) + [self.validity_band]
 
     def read(self, window):
         """(C, F, h, w, B) clips of `window` `(row, col, height, width)` and an (h, w)
@@ -151,6 +155,9 @@ class _PatchReader:
             raise UserError(f"Cannot read the raster {self.path}: {error}. "
                             f"Received: window={window}") from None
         invalid = np.zeros(frames.shape[:-1], bool)
+        if self.validity_band is not None:  # nonzero = valid, GDAL's convention
+            invalid |= frames[..., -1] == 0
+            frames = frames[..., :-1]
         if np.issubdtype(frames.dtype, np.floating):
             invalid |= np.isnan(frames).any(axis=-1)
         if self.nodata is not None:
