@@ -245,17 +245,16 @@ needs_window_reading = pytest.mark.skipif(
 
 
 @needs_window_reading
-@pytest.mark.slow
-@pytest.mark.parametrize("as_folder", [False, True])
-def test_a_labelled_raster_prepares_trains_and_maps(tmp_path, capsys, as_folder):
-    path, label_path, labels, _ = write_field_rasters(tmp_path / "data", as_folder=as_folder)
+@pytest.mark.slow  # about 40 s: prepare, 3 short epochs, export, the map
+def test_a_labelled_raster_prepares_trains_and_maps(tmp_path, capsys):
+    # The stack (a folder of dates prepares alike: test_raster_patches, the write side's
+    # tests, and test_a_folder_of_dates_maps_like_the_stack).
+    path, label_path, labels, _ = write_field_rasters(tmp_path / "data")
     data = {"layout": "raster", "root": str(tmp_path / "data"),
             "raster": os.path.basename(path), "label_raster": label_path, "patch_size": PATCH,
             "block_size": 2 * SQUARE, "ignore_value": UNLABELLED,
             "prepared_dir": str(tmp_path / "prepared"), "format": "v2", "frames": FRAMES,
-            "size": PATCH, "clips_per_video": 1, "workers": 1}
-    if not as_folder:
-        data["bands_per_date"] = BANDS
+            "size": PATCH, "clips_per_video": 1, "workers": 1, "bands_per_date": BANDS}
     config = config_from_dict({
         "name": "raster_patches", "data": data, "model": {"name": "small3d"},
         "augment": {"horizontal_flip": False, "random_crop": False, "crop_size": None},
