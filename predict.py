@@ -307,6 +307,10 @@ def check_class_map_arguments(args):
                         + ("" if args.run_dir else ", no --run-dir"))
     if args.map_stride is not None and args.map_stride < 1:
         raise UserError(f"Expected --map-stride >= 1. Received: --map-stride {args.map_stride}")
+    folder = os.path.dirname(os.path.abspath(args.class_map))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):  # before the long part
+        raise UserError(f"Expected --class-map in a directory that exists and can be "
+                        f"written. Received: --class-map {args.class_map}")
 
 
 def run_class_map(args, trained, model, probabilities_of):

@@ -227,6 +227,7 @@ def test_predict_cli_writes_the_class_map(trend_run, tmp_path, capsys):
     (["--class-map", "out.tif", "a.tif", "b.tif"], "one raster"),
     (["--map-stride", "4", "a.tif"], "with --map-stride"),
     (["--class-map", "out.tif", "--map-stride", "0", "a.tif"], "--map-stride >= 1"),
+    (["--class-map", "/nonexistent/out.tif", "a.tif"], "can be written"),
 ])
 def test_class_map_usage_mistakes_are_one_line_exit_2(trend_run, capsys, arguments, match):
     assert predict.main(["--run-dir", trend_run, *arguments]) == 2
