@@ -24,6 +24,11 @@ span) and prints, per window, its start and end in seconds and the top-k classes
 each item gets `"timeline": [{"start_s", "end_s", "top_k": [{"class", "probability"}]}]`.
 `--plot DIR` writes DIR/<item name>.timeline.png per item (classes over time).
 
+`--class-map OUT.tif RASTER` (a run trained on raster patches, `layout: raster`) slides the
+run's patch over the whole time-series RASTER and writes OUT.tif, the class value of every
+pixel with RASTER's georeference (`--map-stride PIXELS`, `--confidence`: a second band,
+percent); training/class_map.py.
+
 `--stream SOURCE` classifies a live source instead of items: a camera index (0), a device
 (/dev/video0), a video file, a FIFO, `-` (standard input) or a URL (rtsp://, http://, ...; anything OpenCV's
 FFmpeg backend opens). The run's clip window is kept in a ring buffer and scored every
@@ -66,6 +71,7 @@ from data_prep.decode import (IMAGE_EXTENSIONS, DecodeError, is_media_item,
 from core.errors import UserError
 from data_prep.shards import is_multi_label
 from data_prep.workers import ITEM_TIMEOUT_SECONDS, first_line, worker_pool
+from training.class_map import predict_class_map, write_class_map
 from training.cli import import_tensorflow, run_cli
 from training.run_dir import open_trained_run
 from training.timeline import check_window_arguments, item_timeline
@@ -109,6 +115,13 @@ def parse_args(argv):
                         help="--stream: frames between predictions (half a clip window)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="--stream: stop after this many frames")
+    parser.add_argument("--class-map", metavar="OUT.tif",
+                        help="a run trained on raster patches: write the class map GeoTIFF "
+                             "of the one raster given (docs/DATA.md, Labelled rasters)")
+    parser.add_argument("--map-stride", type=int, default=None, metavar="PIXELS",
+                        help="--class-map: pixels between patches (the run's patch_stride)")
+    parser.add_argument("--confidence", action="store_true",
+                        help="--class-map: add a band of the class's probability in percent")
     parser.add_argument("items", nargs="*", metavar="VIDEO_OR_DIR",
                         help="video files, frame-image folders, .npy arrays, or directories "
                              "of them")
@@ -337,6 +350,47 @@ def check_stream_arguments(args):
             raise UserError(f"Expected {option} >= 1. Received: {option} {value}")
 
 
+def check_class_map_arguments(args):
+    """Raises UserError unless --class-map has a run, one raster and no other mode."""
+    if args.class_map is None:
+        if args.map_stride is not None or args.confidence:
+            raise UserError("Expected --class-map OUT.tif with --map-stride or --confidence. "
+                            "Received: no --class-map")
+        return
+    if args.run_dir is None or len(args.items) != 1 or args.stream or args.timeline:
+        raise UserError(f"Expected --class-map OUT.tif with --run-dir, one raster and no "
+                        f"--stream or --timeline. Received: {len(args.items)} raster(s)"
+                        + ("" if args.run_dir else ", no --run-dir"))
+    if args.map_stride is not None and args.map_stride < 1:
+        raise UserError(f"Expected --map-stride >= 1. Received: --map-stride {args.map_stride}")
+    folder = os.path.dirname(os.path.abspath(args.class_map))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):  # before the long part
+        raise UserError(f"Expected --class-map in a directory that exists and can be "
+                        f"written. Received: --class-map {args.class_map}")
+
+
+def run_class_map(args, trained, model, probabilities_of):
+    """`--class-map OUT.tif RASTER`: the class of every pixel (training/class_map.py)."""
+    class_map = predict_class_map(trained, args.items[0], probabilities_of,
+                                  stride=args.map_stride, input_dtype=model.inputs[0].dtype)
+    write_class_map(args.class_map, class_map, args.items[0],
+                    with_confidence=args.confidence)
+    pixels = class_map.pixels_per_class()
+    if args.json:
+        print(json.dumps({"path": args.items[0], "class_map": args.class_map,
+                          "nodata": class_map.nodata, "patches": class_map.patches,
+                          "classes": [{"label": name, "value": value, "pixels": pixels[name]}
+                                      for name, value in zip(class_map.class_names,
+                                                             class_map.class_values)]},
+                         indent=2))
+        return 0
+    print(f"{args.class_map}: {class_map.patches} patches of {args.items[0]} (nodata "
+          f"{class_map.nodata})")
+    for name, value in zip(class_map.class_names, class_map.class_values):
+        print(f"  {value:>6}  {name}  {pixels[name]} pixels")
+    return 0
+
+
 def run(args):
     with contextlib.ExitStack() as stack:
         pool = None
@@ -357,6 +411,7 @@ def classify(args, pool):
     if not args.item_timeout > 0:
         raise UserError(f"Expected --item-timeout > 0 seconds. Received: --item-timeout "
                         f"{args.item_timeout:g}")
+    check_class_map_arguments(args)
     check_stream_arguments(args)
     if not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"Expected --threshold in [0, 1]. Received: --threshold {args.threshold}")
@@ -392,6 +447,8 @@ def classify(args, pool):
     top_k = min(args.top_k, len(trained.class_names))
     if args.stream is not None:
         return run_stream(args, trained, model, probabilities_of, top_k, multi_label)
+    if args.class_map is not None:
+        return run_class_map(args, trained, model, probabilities_of)
     results, errors = [], []
     try:
         classify_items(args, trained, probabilities_of, top_k, multi_label,

@@ -35,13 +35,13 @@ SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _field(default, help, *, minimum=None, maximum=None, flag=None, metavar=None, path=False,
-           option=False):
+           option=False, choices=None):
     """A field and what every front end needs of it. `path`: made absolute in the manifest;
     `option`: read only by the layouts that name it in `Layout.reads` (elsewhere it must
-    keep its default)."""
+    keep its default); `choices`: the values a string may take."""
     return dataclasses.field(default=default, metadata={
         "help": help, "minimum": minimum, "maximum": maximum, "flag": flag,
-        "metavar": metavar, "path": path, "option": option})
+        "metavar": metavar, "path": path, "option": option, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +118,31 @@ class SourceSpec:
     to_uint8: list | dict | None = _field(
         None, "store 8 bits by a fixed rule: [low, high] or {low: [...], high: [...]} per "
               "band, clip(rint((v - low) / (high - low) * 255), 0, 255)", metavar="LOW,HIGH")
+    # layout `raster`: patches of a labelled time-series raster (data_prep/raster_patches.py)
+    raster: str | None = _field(None, "raster: the time series under root, a multi-date "
+                                      "GeoTIFF stack or a folder of per-date GeoTIFFs",
+                                metavar="PATH", option=True)
+    label_raster: str | None = _field(None, "raster: a GeoTIFF of class values on the time "
+                                            "series' grid", metavar="FILE", path=True,
+                                      option=True)
+    patch_size: int = _field(32, "raster: patch height and width in pixels", minimum=1,
+                             metavar="PIXELS", option=True)
+    patch_stride: int | None = _field(None, "raster: pixels between patches (null: "
+                                            "patch_size)", minimum=1, metavar="PIXELS",
+                                      option=True)
+    label_rule: str = _field("centre", "raster: a patch's label, its centre pixel (centre) or "
+                                       "its most frequent value (majority)",
+                             choices=("centre", "majority"), option=True)
+    ignore_value: int | None = _field(None, "raster: label value of unlabelled pixels; their "
+                                            "patches are left out", metavar="VALUE",
+                                      option=True)
+    block_size: int | None = _field(None, "raster: side in pixels of the blocks split "
+                                          "between train and test (null: 4 x patch_size)",
+                                    minimum=1, metavar="PIXELS", option=True)
+    test_fraction: float = _field(0.25, "raster: share of the blocks in split test",
+                                  minimum=0.0, maximum=1.0, metavar="FRACTION", option=True)
+    split_seed: int = _field(0, "raster: seed of the choice of test blocks", minimum=0,
+                             metavar="SEED", option=True)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -206,7 +231,7 @@ def _check_field(field, value):
     """Type and range of one field's value (what a layout accepts is data_prep.sources')."""
     if value is None and field.default is None:
         return
-    minimum = field.metadata["minimum"]
+    minimum, maximum = field.metadata["minimum"], field.metadata["maximum"]
     if field.name == "to_uint8":
         return  # checked whole by to_uint8_bounds
     if field.type == float | None:
@@ -219,8 +244,17 @@ def _check_field(field, value):
     elif field.type is bool:
         ok, expected = isinstance(value, bool), "true or false"
     elif field.type in (int, int | None):
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-        expected = "a positive integer" if minimum == 1 else "a non-negative integer"
+        ok = isinstance(value, int) and not isinstance(value, bool) and (
+            minimum is None or value >= minimum)
+        expected = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum,
+                                                                              "an integer")
+    elif field.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and minimum <= value <= maximum
+        expected = f"a number in [{minimum}, {maximum}]"
+    elif field.metadata["choices"]:
+        ok = value in field.metadata["choices"]
+        expected = f"one of {list(field.metadata['choices'])}"
     elif field.name == "root":
         ok, expected = isinstance(value, (str, dict)), "a directory or {split name: directory}"
     elif field.type == dict | None:
@@ -296,9 +330,9 @@ def add_source_arguments(parser, layouts):
             parser.add_argument(_flag(field), dest=field.name, type=parse, metavar=metavar,
                                 help=help_text)
         else:
-            number = field.type in (int, int | None)
-            parser.add_argument(_flag(field), dest=field.name, type=int if number else str,
-                                metavar=metavar, help=help_text)
+            kind = {int: int, int | None: int, float: float}.get(field.type, str)
+            parser.add_argument(_flag(field), dest=field.name, type=kind, metavar=metavar,
+                                choices=field.metadata["choices"], help=help_text)
 
 
 def source_spec_from_arguments(args):

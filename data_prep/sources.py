@@ -20,6 +20,13 @@ needs and reads (a new layout is a reader and a row; see docs/DESIGN.md, "How to
   RawframeDataset and RawFrameDecode); other files in the folder are never read.
 - `kinetics`: `lists` of the Kinetics CSVs; files `{youtube_id}_{start:06d}_{end:06d}.*`
   anywhere under ROOT.
+- `raster`: patches of one time-series raster (`raster` under ROOT: a multi-date GeoTIFF
+  stack or a folder of per-date GeoTIFFs) labelled by `label_raster` (class values on the
+  same grid), split train/test by spatial blocks (`data_prep.raster_patches`). Each item is
+  a window of the raster (`Item.window`), id `<raster>@r<row>_c<col>`; the classes are the
+  `classes_file` rows (`name`: line i names value i; or `value name`), else the label values
+  the patches hold, sorted. The manifest's `source.patches` records each class's label value
+  and the patches left out.
 
 `multi_label=True` (list, rawframes, csv) reads several labels a row (`path l1 [l2 ...]`;
 csv: class names separated by `;` inside the label field); an item's label is then a sorted
@@ -45,6 +52,7 @@ import re
 
 from core.errors import UserError
 from core.untrusted_text import named_csv_errors, open_text, read_text_file
+from data_prep import raster_patches
 from data_prep.decode import is_media_item
 from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
                                    SourceSpec)
@@ -66,6 +74,8 @@ class Item:
     label: int | tuple  # an int; a sorted tuple of ids in a multi-label dataset
     # rawframes: (filename_template, first file index, total_frames); None for other items.
     frame_template: tuple | None = None
+    # raster patches: (row_off, col_off, height, width) pixels of `path`; None: all of it.
+    window: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -90,6 +100,8 @@ class _Found:
     absent: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
     ignored: list = dataclasses.field(default_factory=list)
+    # What the manifest's `source` records beyond the spec (raster: `patches`).
+    notes: dict = dataclasses.field(default_factory=dict)
 
 
 def _read_rows(path):
@@ -629,6 +641,70 @@ def _kinetics(spec):
     return found
 
 
+def _raster_classes(classes_file, values):
+    """(class names, {label value: label id}) of a labelled raster: the classes file's rows
+    (`name`, line i naming value i; or `value name` rows), else the values, sorted."""
+    if not classes_file:
+        ordered = sorted(set(values))
+        return [str(value) for value in ordered], {value: i for i, value in enumerate(ordered)}
+    rows = [line.strip() for _, line in _read_rows(classes_file)]
+    pairs = [re.match(r"^(-?\d+)[\s,]+(\S.*)$", row) for row in rows]
+    if all(pairs):
+        table = [(int(pair.group(1)), pair.group(2).strip()) for pair in pairs]
+    else:
+        table = list(enumerate(rows))
+    names = [name for _, name in table]
+    numbers = [value for value, _ in table]
+    if len(set(names)) != len(names) or len(set(numbers)) != len(numbers):
+        raise UserError(f"Expected distinct class names and values in {classes_file}. "
+                        f"Received: classes_file={classes_file!r}")
+    index = {value: label for label, value in enumerate(numbers)}
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise UserError(f"Expected the label raster's values to be classes of {classes_file} "
+                        f"(rows `name` for values 0, 1, ... or `value name`), or ignored "
+                        f"(ignore_value). Received: values {unknown[:_MAX_LISTED]} have no row")
+    return names, index
+
+
+def _raster(spec):
+    """Patch items of `spec.raster` (under the root) labelled by `spec.label_raster`."""
+    if spec.per_split_roots or not spec.raster or not spec.label_raster:
+        raise UserError(f"The `raster` layout needs one root directory, `raster` (the time "
+                        f"series under it) and `label_raster`. Received: root={spec.root!r}, "
+                        f"raster={spec.raster!r}, label_raster={spec.label_raster!r}")
+    path, raster_id = _Resolver(spec.root).resolve(spec.raster, "`raster`")
+    if not os.path.exists(path):
+        raise UserError(f"Expected `raster` to name a GeoTIFF stack or a folder of per-date "
+                        f"GeoTIFFs under the root. Received: raster={spec.raster!r} "
+                        f"({path} does not exist)")
+    if not os.path.isfile(spec.label_raster):
+        raise UserError(f"Label raster does not exist. "
+                        f"Received: label_raster={spec.label_raster!r}")
+    grid = raster_patches.time_series_grid(path)
+    labels, nodata = raster_patches.read_label_raster(spec.label_raster, grid)
+    ignored = [value for value in (spec.ignore_value, nodata) if value is not None]
+    plan = raster_patches.plan_patches(
+        labels, patch_size=spec.patch_size, stride=spec.patch_stride, rule=spec.label_rule,
+        ignore_values=ignored, block_size=spec.block_size, test_fraction=spec.test_fraction,
+        seed=spec.split_seed)
+    classes, index = _raster_classes(
+        spec.classes_file, [value for patches in plan.splits.values() for *_, value in patches])
+    size = spec.patch_size
+    splits = {split: sorted((Item(path=path, item_id=raster_patches.patch_item_id(
+        raster_id, row, col), label=index[value], window=(row, col, size, size))
+        for row, col, value in patches), key=lambda item: item.item_id)
+        for split, patches in plan.splits.items()}
+    counts = plan.counts
+    logger.info("%s: %d patches on the grid; %d train, %d test; left out: %d with an ignored "
+                "label, %d straddling train and test blocks", raster_id, counts["grid"],
+                counts["train"], counts.get("test", 0), counts["ignored"],
+                counts["straddling"])
+    notes = {"patches": {**counts, "class_values": sorted(index, key=index.get),
+                         "height": grid.height, "width": grid.width}}
+    return _Found(classes, splits, notes=notes)
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """One annotation format: its reader and what it needs from a `SourceSpec`.
@@ -667,6 +743,9 @@ LAYOUT_TABLE = {
     "kinetics": Layout(_kinetics, needs_lists=True),
     "rawframes": Layout(_rawframes, needs_lists=True, reads=_LABEL_OPTIONS + (
         "filename_template", "start_index", "with_offset")),
+    "raster": Layout(_raster, reads=(
+        "raster", "label_raster", "patch_size", "patch_stride", "label_rule", "ignore_value",
+        "block_size", "test_fraction", "split_seed")),
 }
 LAYOUTS = tuple(LAYOUT_TABLE)
 MULTI_LABEL_LAYOUTS = tuple(name for name, layout in LAYOUT_TABLE.items()
@@ -753,5 +832,6 @@ def resolve_source(spec):
                         f"Received: root={spec.root!r}, lists={spec.lists or None}, "
                         f"split_dir={spec.split_dir!r}")
     return Source(classes=list(found.classes), splits=found.splits, skipped=found.skipped,
-                  description=_description(spec, layout), multi_label=spec.multi_label,
+                  description={**_description(spec, layout), **found.notes},
+                  multi_label=spec.multi_label,
                   absent=found.absent, ignored=found.ignored)

@@ -22,7 +22,8 @@ TRAINING_ORDER = (
     "training.visuals", "training.summaries", "training.input_pipeline", "training.views",
     "training.timeline",
     "training.distribution", "training.callbacks", "training.tensorboard_views",
-    "training.scoring", "training.stream", "training.export_runtime", "training.export_check",
+    "training.scoring", "training.class_map", "training.stream", "training.export_runtime",
+    "training.export_check",
     "training.export",
     "training.evaluation", "training.trainer",
 )
