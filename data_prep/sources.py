@@ -53,6 +53,7 @@ import re
 from core.errors import UserError
 from core.untrusted_text import named_csv_errors, open_text, read_text_file
 from data_prep import raster_patches
+from data_prep.dates import SIDECAR_SUFFIXES
 from data_prep.decode import is_media_item
 from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
                                    SourceSpec)
@@ -223,6 +224,8 @@ class _SplitBuilder:
         if not os.path.exists(path):
             self.missing.setdefault(split, []).append(item_id)
             return
+        if frame_template is None and path.lower().endswith(SIDECAR_SUFFIXES):
+            return  # an item's dates (`x.npy` + `x.dates.json`), read with the item
         if frame_template is None and not is_media_item(path):
             # (a rawframe entry that is a file is skipped by the decoder, with its reason)
             self.ignored.append({"path": item_id, "split": split})

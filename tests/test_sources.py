@@ -521,3 +521,11 @@ def test_options_a_layout_does_not_read_are_errors(tmp_path, kwargs, message):
         resolve_source(SourceSpec(layout, kwargs.pop("root", str(tmp_path)),
                                   lists={"train": listing}, **kwargs))
 
+
+
+def test_date_sidecars_beside_items_are_neither_items_nor_counted_as_ignored(tmp_path):
+    touch(tmp_path, "a/1.npy", "a/1.dates.json", "b/2.npy", "b/2.npy.dates.csv",
+          "b/notes.txt")
+    source = resolve_source(SourceSpec("folders", str(tmp_path)))
+    assert summary(source) == {"train": [("a/1.npy", "a"), ("b/2.npy", "b")]}
+    assert [entry["path"] for entry in source.ignored] == ["b/notes.txt"]
