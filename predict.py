@@ -171,7 +171,8 @@ def run_decoder(trained, views_of=None):
     for every item)."""
     if views_of is not None:
         return views_of
-    keys = ("sampling", "resize", "clips_per_video")
+    keys = ("sampling", "resize", "clips_per_video", "format_version", "clip_inputs", "source",
+            "fps", "max_frames", "nodata", "to_uint8")
     manifest = {key: trained.manifest[key] for key in keys if key in trained.manifest}
     return functools.partial(preprocess_item, manifest=manifest,
                              input_shape=tuple(trained.input_shape))

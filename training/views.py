@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from core.errors import UserError
-from data_prep.decode import load_clips, resize_frame
+from data_prep.decode import item_kind, load_clips, resize_frame
 from data_prep.sampling import sample_frame_indices
 from training.prepared_data import extra_input_bands
 
@@ -80,14 +80,36 @@ def _resize(frame, size, resize_short):
     return resize_frame(frame, size, resize_short)
 
 
-def as_run_inputs(views, manifest, path):
+def _whole_item_clips(path, manifest, select, size, resize_short):
+    """A non-video item of a v2 run, read as `prepare` stored it (its own dtype, the run's
+    bands, validity band, dates order, nodata and 8-bit rule; `fps`/`max_frames` kept
+    frames), then the clips `select` picks from the stored frames, as evaluation picks them
+    from a record. Returns (clips (C, F, H, W, band), valid (C, F, H, W) bool)."""
+    from data_prep.sequence_records import read_item_frames
+
+    source = manifest.get("source") or {}
+    rule = manifest.get("to_uint8")
+    item = read_item_frames(
+        path, fps=manifest.get("fps"), max_frames=manifest.get("max_frames"), size=size,
+        resize_short=resize_short, bands=source.get("bands"),
+        validity_band=source.get("validity_band"),
+        bands_per_date=source.get("bands_per_date"), nodata=manifest.get("nodata"),
+        date_pattern=source.get("date_pattern"),
+        to_uint8_rule=None if not rule else (rule["low"], rule["high"]))
+    indices = np.asarray(select(len(item.frames)))
+    valid = np.ones(item.frames.shape[:3], bool) if item.masks is None else item.masks
+    return item.frames[indices], valid[indices]
+
+
+def as_run_inputs(views, manifest, path, valid=None):
     """Decoded views (..., band) of an item as the run's model takes them.
 
     A run trained on v2 data keeps `clip_inputs` in its data_manifest.json (see
     `training.prepared_data.clip_inputs_of`): the stored dtype, the fill of invalid
     pixels and the extra bands. Here an item's invalid pixels are its NaN and the manifest's
-    `nodata` value (in any band); mask files and dates are not read (a day-of-year run needs
-    the prepared records). Runs without `clip_inputs` take the views as they are.
+    `nodata` value (in any band), and where `valid` (..., H, W) is given, what it marks
+    invalid (the item's masks as prepare read them). Day-of-year runs need the prepared
+    records. Runs without `clip_inputs` take the views as they are.
 
     Raises:
         UserError: the item's dtype is not the run's, or the run takes day-of-year bands.
@@ -107,7 +129,7 @@ def as_run_inputs(views, manifest, path):
         raise UserError(f"Expected prepared records for a run with day-of-year input bands "
                         f"(a raw item carries no dates here; evaluate the prepared split "
                         f"instead). Received: {path}")
-    valid = np.ones(views.shape[:-1], bool)
+    valid = np.ones(views.shape[:-1], bool) if valid is None else valid.copy()
     if views.dtype.kind == "f":
         valid &= ~np.isnan(views).any(axis=-1)
     if manifest.get("nodata") is not None:
@@ -150,7 +172,13 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                                method=sampling["method"], stride=sampling["frame_stride"],
                                num_clips=num_clips)
     size, resize_short = resize["size"], resize["resize_short"]
-    if num_crops == 1:
+    valid = None
+    whole_items = manifest.get("format_version") == 2 and manifest.get("clip_inputs")
+    if whole_items and num_crops == 1 and item_kind(path) != "video":
+        # Sensor items: the v2 preparation's reader (values as measured, masks, date order).
+        clips, valid = _whole_item_clips(path, manifest, select, size, resize_short)
+        views, valid = clips[:, None], valid[:, None]
+    elif num_crops == 1:
         # Exactly the preparation's path: load_clips resizes as it decodes.
         _, clips = load_clips(path, select, size=size, resize_short=resize_short)
         views = clips[:, None]
@@ -169,7 +197,9 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                     resized = _resize(square[clip, frame], size, resize_short)
                     views[clip, crop, frame] = resized.reshape(size, size, -1)
     check_bands(views, bands - extra, path)
-    views = as_run_inputs(center_crop_numpy(views, crop_size), manifest, path)
+    if valid is not None:
+        valid = center_crop_numpy(valid[..., None], crop_size)[..., 0]
+    views = as_run_inputs(center_crop_numpy(views, crop_size), manifest, path, valid)
     return np.ascontiguousarray(views.reshape((-1, frames, crop_size, crop_size, bands)))
 
 
