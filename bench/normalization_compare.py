@@ -208,6 +208,7 @@ def via_train(args):
         sys.exit("--via-train needs the data keys " + ", ".join(f"data.{k}" for k in missing)
                  + " (issue 20's prepare and training sides), which this checkout lacks")
     train = [sys.executable, "train.py", "--config", str(CONFIG), "--quiet"]
+    os.makedirs(args.out, exist_ok=True)
     run(train + ["--prepare-only"] + [f"--set={s}" for s in variant_sets(args, "dataset")],
         f"{args.out}/prepare_dataset.log")
     write_scaled_copy(f"{args.out}/items", f"{args.out}/items_per_item")

@@ -452,6 +452,37 @@ def _summary_table(manifest, stats):
     return "\n".join(lines)
 
 
+def sensor_options(spec):
+    """The sensor options (`SENSOR_OPTIONS`) `spec` sets, as prepare uses them: `to_uint8`
+    as `(low, high)` (numbers or one tuple per band), `bands` as a tuple."""
+    sensor = {name: getattr(spec, name) for name in SENSOR_OPTIONS
+              if getattr(spec, name) is not None}
+    if "to_uint8" in sensor:
+        low, high = to_uint8_bounds(sensor["to_uint8"])
+        sensor["to_uint8"] = (tuple(low), tuple(high)) if isinstance(low, list) \
+            else (float(low), float(high))
+    if "bands" in sensor:
+        sensor["bands"] = tuple(sensor["bands"])
+    return sensor
+
+
+def statistics_split_of(splits):
+    """The split the statistics come from: `train`, else the first split."""
+    return "train" if "train" in splits else next(iter(splits))
+
+
+def whole_item_parameters(encoding, resize, fps, max_frames, sensor, statistics_split):
+    """The v2 preparation parameters every shard's fingerprint holds (`verify --repair`
+    rebuilds them from a manifest with this same function)."""
+    parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
+                  "resize": resize, "fps": fps, "max_frames": max_frames}
+    if sensor:  # only when set, so the shards of an 8-bit dataset keep their identity
+        parameters["sensor"] = {name: list(value) if isinstance(value, tuple) else value
+                                for name, value in sensor.items()}
+    parameters["statistics_split"] = statistics_split
+    return parameters
+
+
 def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_video=1,
                     sampling="uniform", frame_stride=1, workers=None, encoding=None,
                     strict=False, show_progress=True, items_per_shard=None, num_shards=1,
@@ -574,21 +605,13 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
                         f"{first['reason']}")
     for entry in source.skipped:
         logger.warning("Skipping %s (%s): %s", entry["path"], entry["split"], entry["reason"])
-    sensor = {name: getattr(spec, name) for name in SENSOR_OPTIONS
-              if getattr(spec, name) is not None}
+    sensor = sensor_options(spec)
     if sensor and not whole_items:
         name = next(iter(sensor))
         raise UserError(f"Expected `{name}` only with format v2 (v1 stores 8-bit clips by its "
                         f"old rules; prepare with --format v2). Received: {name}="
                         f"{sensor[name]!r}")
-    if "to_uint8" in sensor:
-        low, high = to_uint8_bounds(sensor["to_uint8"])
-        sensor["to_uint8"] = (tuple(low), tuple(high)) if isinstance(low, list) \
-            else (float(low), float(high))
-    if "bands" in sensor:
-        sensor["bands"] = tuple(sensor["bands"])
-    # Statistics come from the training split: `train`, else the first split.
-    statistics_split = "train" if "train" in source.splits else next(iter(source.splits))
+    statistics_split = statistics_split_of(source.splits)
     statistics_items = frozenset(id(item) for item in source.splits[statistics_split]) \
         if whole_items else frozenset()
 
@@ -597,12 +620,8 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         # v2 with resize_short keeps the aspect ratio (no crop): the crop makes clips one size.
         resize_parameters = {"size": None if resize_short else size,
                              "resize_short": resize_short}
-        parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
-                      "resize": resize_parameters, "fps": fps, "max_frames": max_frames}
-        if sensor:  # only when set, so the shards of an 8-bit dataset keep their identity
-            parameters["sensor"] = {name: list(value) if isinstance(value, tuple) else value
-                                    for name, value in sensor.items()}
-        parameters["statistics_split"] = statistics_split
+        parameters = whole_item_parameters(encoding, resize_parameters, fps, max_frames,
+                                           sensor, statistics_split)
     else:
         parameters = {"format_version": FORMAT_VERSION, "encoding": encoding,
                       "sampling": {"method": sampling, "frames": frames,

@@ -103,11 +103,13 @@ def _sidecar_path(shard_path):
     return os.path.splitext(shard_path)[0] + ".json"
 
 
-def _prepare_calls(manifest):
+def _prepare_calls(manifest, spec, source):
     """Candidate `(parameters, prepare_dataset keyword arguments)` that may have written
     this manifest's shards, from what it records. `parameters` is the dict prepare
     fingerprints; v2 records the encoding prepare chose, not whether the user gave it, so
     both are candidates."""
+    from data_prep.prepare import sensor_options, statistics_split_of, whole_item_parameters
+
     if manifest["format_version"] == SEQUENCE_FORMAT_VERSION:
         resize = manifest["resize"]
         # v2 with resize_short records no size (it keeps the aspect ratio): any size up to
@@ -118,9 +120,9 @@ def _prepare_calls(manifest):
                      "max_frames": manifest.get("max_frames")}
         calls = []
         for encoding in (None, manifest.get("encoding")):
-            parameters = {"format_version": SEQUENCE_FORMAT_VERSION, "encoding": encoding,
-                          "resize": resize, "fps": manifest.get("fps"),
-                          "max_frames": manifest.get("max_frames")}
+            parameters = whole_item_parameters(
+                encoding, resize, manifest.get("fps"), manifest.get("max_frames"),
+                sensor_options(spec), statistics_split_of(source.splits))
             calls.append((parameters, {**arguments, "encoding": encoding}))
         return calls
     sampling, resize = manifest["sampling"], manifest["resize"]
@@ -161,7 +163,7 @@ def rebuild_prepare_call(prepared_dir, manifest, damaged):
     source = resolve_source(spec)
     expected = sorted(os.path.normpath(os.path.join(str(prepared_dir), name))
                       for name in names)
-    for parameters, arguments in _prepare_calls(manifest):
+    for parameters, arguments in _prepare_calls(manifest, spec, source):
         plans = prepare_module._plan_shards(str(prepared_dir), source, parameters,
                                             manifest["items_per_shard"])
         if sorted(os.path.normpath(plan.tfrecord) for plan in plans) != expected:
