@@ -200,17 +200,29 @@ def litert_ops(data):
     return {detail["op_name"] for detail in interpreter._get_ops_details()}
 
 
+@pytest.fixture(scope="module")
+def deformable_converted(deformable):
+    """The deformable model as LiteRT and ONNX bytes, converted once for the tests below."""
+    return {"litert": export.convert_litert(deformable[0]),
+            "onnx": export.convert_onnx(deformable[0])}
+
+
 @pytest.mark.parametrize("fmt", ["litert", "onnx"])
-def test_small3d_and_deformable_exports_match_keras(deformable, fmt):
+def test_small3d_and_deformable_exports_match_keras(deformable, deformable_converted, fmt):
     plain = models.build_model("small3d", 3, (4, 32, 32, 3))
     for model in (plain, deformable[0]):
         clips = random_clips(model.input_shape[1:], count=4, seed=3)
-        if fmt == "litert":
+        if model is deformable[0]:
+            data = deformable_converted[fmt]
+        elif fmt == "litert":
             data = export.convert_litert(model)
+        else:
+            data = export.convert_onnx(model)
+        if fmt == "litert":
             assert not any("FLEX" in op or "CUSTOM" in op for op in litert_ops(data))
             got = litert_logits(data, clips)
         else:
-            got = onnx_session(export.convert_onnx(model)).run(["logits"], {"clips": clips})[0]
+            got = onnx_session(data).run(["logits"], {"clips": clips})[0]
         assert_parity(model, got, clips)
 
 
@@ -235,17 +247,17 @@ def test_resnet_exports_match_keras(name, monkeypatch):
     assert_parity(model, got, clips)
 
 
-def test_every_format_refuses_a_clip_of_another_shape(deformable, tmp_path):
-    model = deformable[0]  # trained at 4x12x12x3
+def test_every_format_refuses_a_clip_of_another_shape(deformable, deformable_converted):
+    # the deformable model takes 4x12x12x3
     wrong = random_clips((4, 16, 16, 3), count=1)
     loaded = tf.saved_model.load(deformable[1])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected uint8 clips shaped "
                                                              r"\(batch, 4, 12, 12, 3\)"):
         loaded.signatures["serving_default"](clips=tf.constant(wrong))
-    run = export_runtime.litert_runner(content=export.convert_litert(model))
+    run = export_runtime.litert_runner(content=deformable_converted["litert"])
     with pytest.raises(ValueError, match="Dimension mismatch. Got 16 but expected 12"):
         run(wrong)
-    session = onnx_session(export.convert_onnx(model))
+    session = onnx_session(deformable_converted["onnx"])
     with pytest.raises(Exception, match="(?i)invalid dimensions"):
         session.run(["logits"], {"clips": wrong})
 
