@@ -1,10 +1,12 @@
 """Tests for training.export and export.py: the SavedModel loads with plain TensorFlow in a
 process that never imports this project (a trained run's export and a DeformConv3D model's),
 model.keras reloads in safe mode, a failed export never breaks a run; LiteRT (builtin ops only)
-and ONNX exports of small3d (plain and deformable), r3d_18 and r2plus1d_18 match the Keras
+and ONNX exports of small3d (plain and deformable), r3d_18 and r2plus1d_18 (narrow) match the Keras
 model, every format refuses a clip of another shape, and export.py checks what it writes in
 a process without TensorFlow."""
 
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ import tensorflow as tf
 
 import evaluate
 import models
+from models.catalog import MODELS
 from training import export, export_runtime
 from training.run_dir import RunDir, open_trained_run
 from training.scoring import load_run_model
@@ -197,24 +200,45 @@ def litert_ops(data):
     return {detail["op_name"] for detail in interpreter._get_ops_details()}
 
 
+@pytest.fixture(scope="module")
+def deformable_converted(deformable):
+    """The deformable model as LiteRT and ONNX bytes, converted once for the tests below."""
+    return {"litert": export.convert_litert(deformable[0]),
+            "onnx": export.convert_onnx(deformable[0])}
+
+
 @pytest.mark.parametrize("fmt", ["litert", "onnx"])
-def test_small3d_and_deformable_exports_match_keras(deformable, fmt):
+def test_small3d_and_deformable_exports_match_keras(deformable, deformable_converted, fmt):
     plain = models.build_model("small3d", 3, (4, 32, 32, 3))
     for model in (plain, deformable[0]):
         clips = random_clips(model.input_shape[1:], count=4, seed=3)
-        if fmt == "litert":
+        if model is deformable[0]:
+            data = deformable_converted[fmt]
+        elif fmt == "litert":
             data = export.convert_litert(model)
+        else:
+            data = export.convert_onnx(model)
+        if fmt == "litert":
             assert not any("FLEX" in op or "CUSTOM" in op for op in litert_ops(data))
             got = litert_logits(data, clips)
         else:
-            got = onnx_session(export.convert_onnx(model)).run(["logits"], {"clips": clips})[0]
+            got = onnx_session(data).run(["logits"], {"clips": clips})[0]
         assert_parity(model, got, clips)
 
 
-@pytest.mark.slow
+# torchvision's block graph (2 blocks a stage: the strided one with its shortcut, then the
+# plain one) at narrow widths: the converters meet every op and layout of the full model,
+# and convert 16 thousand weights instead of 33 million (~1 min each).
+NARROW_WIDTHS = {"stem_planes": 8, "stem_midplanes": 6, "stage_planes": (8, 16, 24, 32)}
+
+
 @pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
-def test_resnet_exports_match_keras(name):
+def test_resnet_exports_match_keras(name, monkeypatch):
+    spec = MODELS[name]
+    monkeypatch.setitem(MODELS, name, dataclasses.replace(
+        spec, builder=functools.partial(spec.build_function(), **NARROW_WIDTHS)))
     model = models.build_model(name, 5, (4, 32, 32, 3))
+    assert tuple(model.get_layer("fc").kernel.shape) == (32, 5)  # the narrow model
     clips = random_clips(model.input_shape[1:], count=2, seed=4)
     data = export.convert_litert(model)
     assert not any("FLEX" in op or "CUSTOM" in op for op in litert_ops(data))
@@ -223,17 +247,17 @@ def test_resnet_exports_match_keras(name):
     assert_parity(model, got, clips)
 
 
-def test_every_format_refuses_a_clip_of_another_shape(deformable, tmp_path):
-    model = deformable[0]  # trained at 4x12x12x3
+def test_every_format_refuses_a_clip_of_another_shape(deformable, deformable_converted):
+    # the deformable model takes 4x12x12x3
     wrong = random_clips((4, 16, 16, 3), count=1)
     loaded = tf.saved_model.load(deformable[1])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Expected uint8 clips shaped "
                                                              r"\(batch, 4, 12, 12, 3\)"):
         loaded.signatures["serving_default"](clips=tf.constant(wrong))
-    run = export_runtime.litert_runner(content=export.convert_litert(model))
+    run = export_runtime.litert_runner(content=deformable_converted["litert"])
     with pytest.raises(ValueError, match="Dimension mismatch. Got 16 but expected 12"):
         run(wrong)
-    session = onnx_session(export.convert_onnx(model))
+    session = onnx_session(deformable_converted["onnx"])
     with pytest.raises(Exception, match="(?i)invalid dimensions"):
         session.run(["logits"], {"clips": wrong})
 

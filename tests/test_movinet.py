@@ -161,28 +161,6 @@ def test_stage_of_movinet_layers(name, layer, stage):
     assert stage_of(name, layer) == stage
 
 
-def test_fine_tunes_from_a_checkpoint_with_frozen_stages_and_batch_norm(checkpoints):
-    shape = (4, 32, 32, 3)
-    model = build_model("movinet_a0", 3, shape, weights=checkpoints["movinet_a0"])
-    frozen = freeze(model, "movinet_a0", stages=2, batch_norm=True)
-    assert "stem.conv" in frozen and "block1_layer2.feature.conv" in frozen
-    assert "block2_layer0.expansion.conv" not in frozen and "block3_layer0.expansion.bn" in frozen
-    before = {layer.name: [keras.ops.convert_to_numpy(w).copy() for w in layer.weights]
-              for layer in model.layers if layer.weights}
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    rng = np.random.default_rng(0)
-    clips = rng.integers(0, 256, (4, *shape), dtype=np.uint8)
-    history = model.fit(clips, np.array([0, 1, 2, 0]), batch_size=4, epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        after = [keras.ops.convert_to_numpy(w) for w in layer.weights]
-        unchanged = all(np.array_equal(a, b) for a, b in zip(before[layer.name], after))
-        assert unchanged == (layer.name in frozen), layer.name
-
-
 @pytest.mark.slow
 def test_litert_stream_has_builtin_ops_only_and_matches_keras_on_every_frame(stream_model, parity):
     from models.movinet_export import LiteRTStream, operator_names, stream_to_litert
@@ -236,11 +214,18 @@ def test_a_run_fine_tunes_a0_from_a_model_garden_checkpoint(checkpoints, tmp_pat
     run_experiment(config, run_dir, verbose=0)
     tuned = keras.saving.load_model(run_dir.model, compile=False)
     source = build_model("movinet_a0", 2, (4, 32, 32, 3), weights=checkpoints["movinet_a0"])
-    for name in ("stem.conv", "block2_layer1.feature.conv", "block4_layer0.expansion.bn"):
-        np.testing.assert_array_equal(np.array(tuned.get_layer(name).weights[0]),
-                                      np.array(source.get_layer(name).weights[0]), err_msg=name)
-    assert not np.array_equal(np.array(tuned.get_layer("block3_layer0.expansion.conv").kernel),
-                              np.array(source.get_layer("block3_layer0.expansion.conv").kernel))
+    # freeze()'s rule for the run's settings: the stem and stages 1-3, every batch norm.
+    frozen = set(freeze(source, "movinet_a0", stages=3, batch_norm=True))
+    assert {"stem.conv", "block2_layer1.feature.conv", "block3_layer0.expansion.bn"} <= frozen
+    assert "block3_layer0.expansion.conv" not in frozen
+    # Every frozen layer (weights and moving statistics) comes out bit-identical and every
+    # other one trained (the classifier differs anyway: two fresh heads).
+    for layer in source.layers:
+        if not layer.weights:
+            continue
+        unchanged = all(np.array_equal(np.array(a), np.array(b)) for a, b in
+                        zip(layer.weights, tuned.get_layer(layer.name).weights))
+        assert unchanged == (layer.name in frozen), layer.name
     info = json.loads(open(run_dir.run_info).read())
     assert info["weights"]["path"] == str(Path(checkpoints["movinet_a0"]).resolve())
     assert len(info["weights"]["sha256"]) == 64

@@ -8,12 +8,13 @@ for it, with no prepared directory yet. Three tiers:
   `multi_label` and `with_offset` before `SourceSpec`) accepts every case, before TensorFlow;
 - `train.py --config X` in a subprocess (slow), one run per distinct path: single-label
   folders, multi-label MMAction2 list, rawframes with offsets (the two failures of issue 18);
-- `train.py --config X --prepare-only` in a subprocess (slow) for every other case: the
+- `train.main(["--config", X, "--prepare-only"])` in-process for every other case: the CLI's
   early check, then the data step of a run. Every case checks the manifest's classes, items
   per split, and what was skipped, absent or ignored.
 
-A subprocess costs a TensorFlow import (~3 s of CPU), a full run ~5 s more; so only three
-cases train (about 75 s of CPU for the whole file).
+A subprocess costs a TensorFlow import (~3 s of CPU), a full run ~5 s more; so only the three
+trained cases start one (the process a user runs), and the data step of the others runs in
+this process, whose TensorFlow is already loaded.
 """
 
 import json
@@ -24,6 +25,7 @@ import sys
 import pytest
 import yaml
 
+import train
 from training.config import load_config
 from training.prepared_data import check_data_sources
 from video_fixtures import write_frame_folder, write_rawframes, write_text, write_video
@@ -250,12 +252,13 @@ def test_early_check_accepts_every_layout_with_its_options(tmp_path, case):
     check_data_sources(config.data)  # raised for list+multi_label, rawframes+with_offset
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("case", PREPARED_ONLY, ids=lambda case: case.__name__)
-def test_prepare_only_from_a_fresh_state(tmp_path, case):
+def test_prepare_only_from_a_fresh_state(tmp_path, case, capsys):
     data, expected = case(tmp_path)
-    result = run_train("--config", write_config(tmp_path, data), "--prepare-only")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert train.main(["--config", write_config(tmp_path, data), "--prepare-only"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"wrote {tmp_path / 'prepared' / 'manifest.json'}: ") and \
+        "error:" not in err, (out, err)
     manifest = assert_manifest(tmp_path / "prepared", expected)
     if isinstance(data["root"], dict):
         assert manifest["source"]["root"] == {split: os.path.abspath(root)
