@@ -75,6 +75,16 @@ def test_offset_field_has_a_legend_below_the_frame():
     assert reds.any() and greens.any()  # the |dt| colour scale
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_offset_field_of_diverged_offsets_draws_the_finite_ones(bad):
+    frame = np.full((16, 16, 3), 100, np.uint8)
+    offsets = np.zeros((4, 4, 27, 3))
+    offsets[..., 2] = 1.0
+    offsets[0, 0, :, 1] = bad  # a diverged run's offsets: no arrow there, no error
+    image = visuals.offset_field_image(frame, offsets)
+    assert image.shape[0] > 192 and image.dtype == np.uint8
+
+
 def test_training_curves_have_three_charts_and_survive_a_repeated_epoch():
     history = [{"epoch": e, "loss": 2.0 - e, "val_loss": 2.1 - e, "top1": 0.2 * e,
                 "val_top1": 0.1 * e, "learning_rate": 0.01} for e in (0, 1, 1)]

@@ -204,15 +204,22 @@ def offset_field_image(frame, offsets, min_height=192, *, rgb_bands=None, stretc
     grid_h, grid_w = offsets.shape[:2]
     mean = offsets.mean(axis=2)  # (H', W', 3)
     cell_y, cell_x = canvas.shape[0] / grid_h, canvas.shape[1] / grid_w
+    # A diverged run's offsets may be NaN or inf: those locations get their dot, no arrow,
+    # so the picture still tells where training broke instead of raising.
+    finite = np.isfinite(mean).all(axis=-1)
     for i in range(grid_h):
         for j in range(grid_w):
             dt, dy, dx = mean[i, j]
             start = (int((j + 0.5) * cell_x), int((i + 0.5) * cell_y))
-            end = (int(start[0] + dx * cell_x), int(start[1] + dy * cell_y))
-            cv2.arrowedLine(canvas, start, end, _dt_colour(dt), 1, cv2.LINE_AA, tipLength=0.3)
+            if finite[i, j]:
+                end = (int(start[0] + dx * cell_x), int(start[1] + dy * cell_y))
+                cv2.arrowedLine(canvas, start, end, _dt_colour(dt), 1, cv2.LINE_AA,
+                                tipLength=0.3)
             cv2.circle(canvas, start, 1, (0, 0, 0), -1)
-    spatial = np.sqrt(mean[..., 1] ** 2 + mean[..., 2] ** 2)
-    return _with_offset_legend(canvas, float(spatial.max()), float(np.abs(mean[..., 0]).max()))
+    spatial = np.sqrt(mean[..., 1] ** 2 + mean[..., 2] ** 2)[finite]
+    temporal = np.abs(mean[..., 0])[finite]
+    return _with_offset_legend(canvas, float(spatial.max(initial=0.0)),
+                               float(temporal.max(initial=0.0)))
 
 
 def _dt_colour(dt):
