@@ -65,6 +65,7 @@ import cv2
 
 from core.atomic import atomic_write
 from core.disk_full import is_no_space, no_space_left, stdout_target
+from data_prep.dates import days_since_epoch, iso_date
 from data_prep.decode import (IMAGE_EXTENSIONS, DecodeError, is_media_item,
                               natural_sort_key)
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
@@ -210,8 +211,14 @@ def write_timeline_plot(directory, path, timeline, probabilities, class_names):
     at all (a full disk raises OSError ENOSPC and leaves no partial file)."""
     name = os.path.basename(os.path.normpath(path)) or "item"
     out = os.path.join(directory, f"{name}.timeline.png")
-    image = timeline_image(probabilities, [w["start_s"] for w in timeline],
-                           [w["end_s"] for w in timeline], class_names, title=path)
+    if timeline and "start_date" in timeline[0]:  # a dated item: its axis is the calendar
+        image = timeline_image(
+            probabilities, [days_since_epoch(w["start_date"]) for w in timeline],
+            [days_since_epoch(w["end_date"]) + 1 for w in timeline], class_names, title=path,
+            tick_text=iso_date, unit="date")
+    else:
+        image = timeline_image(probabilities, [w["start_s"] for w in timeline],
+                               [w["end_s"] for w in timeline], class_names, title=path)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {out}")
@@ -226,7 +233,10 @@ def write_timeline_plot(directory, path, timeline, probabilities, class_names):
 def print_timeline(timeline):
     for window in timeline:
         shown = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in window["top_k"])
-        print(f"  {window['start_s']:8.2f}-{window['end_s']:<8.2f} {shown}")
+        if "start_date" in window:
+            print(f"  {window['start_date']} to {window['end_date']}  {shown}")
+        else:
+            print(f"  {window['start_s']:8.2f}-{window['end_s']:<8.2f} {shown}")
 
 
 def predict_labels_above(clips, trained, probabilities_of, threshold):

@@ -140,3 +140,40 @@ def write_prepared_v2(directory, splits, *, classes, encoding="raw", **manifest)
     with open(os.path.join(directory, "manifest.json"), "w") as file:
         json.dump(content, file)
     return str(directory)
+
+
+def dated_uint16_run_items(tmp_path, *, clip_frames, frames=7, size=10, bands=3):
+    """Raw uint16 .npy items (2 classes x 2) with nodata 0 pixels and shuffled dates in
+    `<item>.dates.json`, prepared to v2 with `nodata=0`, and the data manifest a run on them
+    keeps (`clip_inputs` included). Returns ({path: (array, days)}, run manifest)."""
+    import json
+
+    from data_prep.prepare import prepare_dataset
+    from data_prep.reader import clip_manifest, read_manifest
+    from data_prep.source_spec import SourceSpec
+    from training.config import config_from_dict
+    from training.prepared_data import clip_inputs_of
+
+    rng = np.random.default_rng(0)
+    items = {}
+    for label in ("low", "high"):
+        for index in range(2):
+            array = rng.integers(1, 10000, (frames, size, size, bands)).astype(np.uint16)
+            array[:, 2:4, 2:4, 1] = 0  # nodata: these pixels are invalid in every band
+            path = tmp_path / "items" / label / f"{index}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, array)
+            days = rng.permutation(frames)  # acquisitions not in file order
+            with open(str(path)[:-4] + ".dates.json", "w") as file:
+                json.dump([f"2024-03-{10 + day:02d}" for day in days.tolist()], file)
+            items[str(path)] = (array, days)
+    out = str(tmp_path / "prepared")
+    prepare_dataset(SourceSpec("folders", str(tmp_path / "items"), nodata=0), out, None, size,
+                    format="v2", workers=1, show_progress=False)
+    manifest = read_manifest(out)
+    config = config_from_dict({"data": {"layout": "folders", "root": str(tmp_path / "items"),
+                                        "prepared_dir": out, "frames": clip_frames,
+                                        "size": size, "nodata": 0}})
+    run_manifest = clip_manifest(manifest, frames=clip_frames)
+    run_manifest["clip_inputs"] = clip_inputs_of(config, manifest)
+    return items, run_manifest

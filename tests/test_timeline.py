@@ -149,3 +149,26 @@ def test_timeline_memory_does_not_grow_with_the_videos_length(tmp_path):
         assert windows == (60 * minutes * 5 - 8) // 4 + 1  # every window was scored
         peaks[minutes] = peak_kb
     assert peaks[10] <= 1.5 * peaks[1], peaks
+
+
+def test_a_dated_sensor_item_has_windows_in_dates_over_its_stored_values(tmp_path):
+    """A uint16 item of a v2 run with dates: windows slide over the frames in date order,
+    their clips keep the stored dtype, and each window names its first and last date."""
+    from sequence_fixtures import dated_uint16_run_items
+
+    items, run_manifest = dated_uint16_run_items(tmp_path, clip_frames=2)
+    path, (array, days) = next(iter(items.items()))
+    seen = []
+
+    def probabilities_of(clips):
+        seen.append(clips)
+        return np.tile([[0.25, 0.75]], (len(clips), 1))
+
+    windows, _ = timeline.item_timeline(path, run_manifest, (2, 8, 8, 3), probabilities_of,
+                                ["low", "high"], top_k=1, window_seconds=3 / 25,
+                                stride_seconds=2 / 25)
+    dates = [f"2024-03-{10 + day:02d}" for day in sorted(days.tolist())]
+    assert [(w["start_date"], w["end_date"]) for w in windows] == [
+        (dates[0], dates[2]), (dates[2], dates[4]), (dates[4], dates[6])]
+    assert all(clips.dtype == np.uint16 for clips in seen)
+    assert windows[0]["top_k"] == [{"class": "high", "probability": 0.75}]

@@ -56,44 +56,16 @@ def test_predict_reads_a_sensor_item_as_prepare_stored_it(tmp_path):
     """predict.py's decode of a raw uint16 .npy item of a v2 run: its own values (not the
     8-bit rule of format v1), its frames in date order (the sidecar's dates are shuffled),
     the run's clips and the nodata pixels filled with the dataset mean."""
-    import json
-
-    from data_prep.prepare import prepare_dataset
-    from data_prep.reader import clip_manifest, read_manifest
     from data_prep.sampling import sample_frame_indices
-    from data_prep.source_spec import SourceSpec
-    from training.config import config_from_dict
-    from training.prepared_data import clip_inputs_of
+    from sequence_fixtures import dated_uint16_run_items
     from training.views import preprocess_item
 
-    rng = np.random.default_rng(0)
-    frames, size, bands = 7, 10, 3
-    paths = {}
-    for label in ("low", "high"):
-        for index in range(2):
-            array = rng.integers(1, 10000, (frames, size, size, bands)).astype(np.uint16)
-            array[:, 2:4, 2:4, 1] = 0  # nodata: these pixels are invalid in every band
-            path = tmp_path / "items" / label / f"{index}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, array)
-            days = rng.permutation(frames)  # acquisitions not in file order
-            with open(str(path)[:-4] + ".dates.json", "w") as file:
-                json.dump([f"2024-03-{10 + day:02d}" for day in days.tolist()], file)
-            paths[str(path)] = (array, days)
-    out = str(tmp_path / "prepared")
-    prepare_dataset(SourceSpec("folders", str(tmp_path / "items"), nodata=0), out, None, size,
-                    format="v2", workers=1, show_progress=False)
-    manifest = read_manifest(out)
-    config = config_from_dict({"data": {"layout": "folders", "root": str(tmp_path / "items"),
-                                        "prepared_dir": out, "frames": 4, "size": size,
-                                        "nodata": 0}})
-    run_manifest = clip_manifest(manifest, frames=4)
-    run_manifest["clip_inputs"] = clip_inputs_of(config, manifest)
+    items, run_manifest = dated_uint16_run_items(tmp_path, clip_frames=4)
     fill = np.rint(run_manifest["clip_inputs"]["fill"]).astype(np.uint16)
-    for path, (array, days) in paths.items():
-        views = preprocess_item(path, run_manifest, (4, 8, 8, bands))
+    for path, (array, days) in items.items():
+        views = preprocess_item(path, run_manifest, (4, 8, 8, array.shape[-1]))
         stored = array[np.argsort(days)]
-        expected = stored[sample_frame_indices(frames, 4)[0]][:, 1:9, 1:9]  # the centre crop
+        expected = stored[sample_frame_indices(len(array), 4)[0]][:, 1:9, 1:9]  # centre crop
         invalid = (expected == 0).any(axis=-1)
         expected = np.where(invalid[..., None], fill, expected)
         assert views.dtype == np.uint16 and invalid.any()

@@ -23,9 +23,12 @@ import cv2
 import numpy as np
 
 from core.errors import UserError
+from data_prep.dates import iso_date
 from data_prep.decode import DecodeError, item_kind, load_clips, resize_frame
 from data_prep.sampling import sample_frame_indices
-from training.views import center_crop_numpy, check_bands
+from training.prepared_data import extra_input_bands
+from training.views import (as_run_inputs, center_crop_numpy, check_bands, is_sensor_run_item,
+                            read_whole_item)
 
 DEFAULT_FPS = 25.0  # frame folders and .npy arrays carry no rate
 
@@ -115,6 +118,8 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
     Returns:
         (timeline, probabilities): timeline a list of `{"start_s", "end_s", "top_k":
         [{"class", "probability"}]}` in time order, probabilities float (windows, classes).
+        A dated item's windows (a sensor item of a v2 run with dates) also have
+        `"start_date"` and `"end_date"` (ISO dates of their first and last frames).
 
     Raises:
         DecodeError: the item does not decode.
@@ -132,6 +137,20 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
             starts.extend(batch_starts)
             probabilities.append(np.asarray(probabilities_of(clips)))
         probabilities = np.concatenate(probabilities)
+    elif is_sensor_run_item(path, manifest):
+        # Values, masks and date order as prepare stored them; windows over stored frames.
+        item = read_whole_item(path, manifest, resize["size"], resize["resize_short"])
+        total = len(item.frames)
+        starts, indices = window_indices(total, sampling, window, stride)
+        valid = np.ones(item.frames.shape[:3], bool) if item.masks is None else item.masks
+        clips = center_crop_numpy(item.frames[indices], crop_size)
+        valid = center_crop_numpy(valid[indices][..., None], crop_size)[..., 0]
+        check_bands(clips, bands - extra_input_bands(manifest["clip_inputs"]), path)
+        clips = np.ascontiguousarray(as_run_inputs(clips, manifest, path, valid))
+        probabilities = np.concatenate([
+            np.asarray(probabilities_of(clips[i:i + batch_size]))
+            for i in range(0, len(clips), batch_size)])
+        dates = item.dates
     else:
         found = {}
 
@@ -147,14 +166,18 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
             np.asarray(probabilities_of(clips[i:i + batch_size]))
             for i in range(0, len(clips), batch_size)])
         starts = found["starts"]
+    if item_kind(path) == "video" or not is_sensor_run_item(path, manifest):
+        dates = None
     timeline = []
     for start, row in zip(starts, probabilities):
         order = row.argsort(kind="stable")[::-1][:top_k]
-        timeline.append({
-            "start_s": round(start / fps, 3),
-            "end_s": round(min(start + window, total) / fps, 3),
-            "top_k": [{"class": class_names[i], "probability": float(row[i])} for i in order],
-        })
+        end = min(start + window, total)
+        entry = {"start_s": round(start / fps, 3), "end_s": round(end / fps, 3)}
+        if dates is not None:  # acquisition dates say more than frames at 25 fps
+            entry.update(start_date=iso_date(dates[start]), end_date=iso_date(dates[end - 1]))
+        entry["top_k"] = [{"class": class_names[i], "probability": float(row[i])}
+                          for i in order]
+        timeline.append(entry)
     return timeline, probabilities
 
 

@@ -80,22 +80,33 @@ def _resize(frame, size, resize_short):
     return resize_frame(frame, size, resize_short)
 
 
-def _whole_item_clips(path, manifest, select, size, resize_short):
-    """A non-video item of a v2 run, read as `prepare` stored it (its own dtype, the run's
-    bands, validity band, dates order, nodata and 8-bit rule; `fps`/`max_frames` kept
-    frames), then the clips `select` picks from the stored frames, as evaluation picks them
-    from a record. Returns (clips (C, F, H, W, band), valid (C, F, H, W) bool)."""
+def read_whole_item(path, manifest, size, resize_short):
+    """A non-video item of a v2 run, read as `prepare` stored it: its own dtype, the run's
+    bands, validity band, nodata and 8-bit rule, frames in date order, `fps`/`max_frames`
+    kept frames (`data_prep.sequence_records.ItemRead`)."""
     from data_prep.sequence_records import read_item_frames
 
     source = manifest.get("source") or {}
     rule = manifest.get("to_uint8")
-    item = read_item_frames(
+    return read_item_frames(
         path, fps=manifest.get("fps"), max_frames=manifest.get("max_frames"), size=size,
         resize_short=resize_short, bands=source.get("bands"),
         validity_band=source.get("validity_band"),
         bands_per_date=source.get("bands_per_date"), nodata=manifest.get("nodata"),
         date_pattern=source.get("date_pattern"),
         to_uint8_rule=None if not rule else (rule["low"], rule["high"]))
+
+
+def is_sensor_run_item(path, manifest):
+    """True for a non-video item of a v2 run with clip inputs: read by `read_whole_item`."""
+    return bool(manifest.get("format_version") == 2 and manifest.get("clip_inputs")) \
+        and item_kind(path) != "video"
+
+
+def _whole_item_clips(path, manifest, select, size, resize_short):
+    """The clips `select` picks from a sensor item's stored frames, as evaluation picks them
+    from a record: (clips (C, F, H, W, band), valid (C, F, H, W) bool)."""
+    item = read_whole_item(path, manifest, size, resize_short)
     indices = np.asarray(select(len(item.frames)))
     valid = np.ones(item.frames.shape[:3], bool) if item.masks is None else item.masks
     return item.frames[indices], valid[indices]
@@ -173,8 +184,7 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                                num_clips=num_clips)
     size, resize_short = resize["size"], resize["resize_short"]
     valid = None
-    whole_items = manifest.get("format_version") == 2 and manifest.get("clip_inputs")
-    if whole_items and num_crops == 1 and item_kind(path) != "video":
+    if num_crops == 1 and is_sensor_run_item(path, manifest):
         # Sensor items: the v2 preparation's reader (values as measured, masks, date order).
         clips, valid = _whole_item_clips(path, manifest, select, size, resize_short)
         views, valid = clips[:, None], valid[:, None]

@@ -363,7 +363,7 @@ def training_curves_image(history, learning_rate=None, title=""):
 
 
 def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", max_rows=10,
-                   width=720):
+                   width=720, tick_text=None, unit="seconds"):
     """Classes over time: one row per class that is ever among the top 3 (at most
     `max_rows`, the most probable first), colour = probability (white 0, dark blue 1); the
     top-1 class of each stretch is framed in its row and named on a band above (when the
@@ -373,6 +373,8 @@ def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", ma
         probabilities: (windows, classes) float.
         starts_s, ends_s: window starts and ends in seconds; a stretch of time is drawn with
             the window whose centre is nearest.
+        tick_text, unit: how an axis value reads (default: a number) and the axis' unit;
+            a dated item passes days since 1970 with `data_prep.dates.iso_date` and "date".
     """
     probabilities = np.asarray(probabilities, np.float64)
     starts_s, ends_s = np.asarray(starts_s, np.float64), np.asarray(ends_s, np.float64)
@@ -428,8 +430,8 @@ def timeline_image(probabilities, starts_s, ends_s, class_names, *, title="", ma
             continue
         x = label_width + int(round((value - begin) / duration * (plot_width - 1)))
         cv2.line(image, (x, axis_y), (x, axis_y + 4), TEXT, 1)
-        text = _tick_text(value)
+        text = (tick_text or _tick_text)(value)
         _put(image, text, (x - _text_width(text, 0.38) // 2, axis_y + 18), 0.38)
-    _put(image, "seconds; colour: probability (white 0, blue 1)",
+    _put(image, f"{unit}; colour: probability (white 0, blue 1)",
          (label_width, axis_y + 38), 0.42)
     return image
