@@ -30,7 +30,10 @@ SENSOR_DEFAULTS = {"dtype": "uint8", "band_names": None, "nodata": None, "mask":
 def with_sensor_defaults(manifest):
     """The manifest with the stored-values keys an older prepare did not write, at what
     they meant then (uint8, no names, no nodata, no masks, no dates, no 8-bit rule);
-    `statistics` and `geo` stay absent (readers fall back as before)."""
+    `statistics` and `geo` stay absent (readers fall back as before). A v1 manifest (stored
+    8-bit clips, which the sensor keys never describe) is returned as it is."""
+    if manifest.get("format_version") != SEQUENCE_FORMAT_VERSION:
+        return manifest
     return {**SENSOR_DEFAULTS, **manifest}
 
 
