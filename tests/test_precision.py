@@ -142,32 +142,26 @@ def test_model_with_policy_copies_weights_into_float32_layers(restore_policy):
 
 
 @pytest.mark.slow
-def test_demo_reaches_the_same_accuracy_with_auto_as_with_float32(tmp_path):
-    # The whole demo (configs/demo.yaml, seed 0), once per policy, each in its own process
-    # as a user runs it; the prepared clips are shared. On a CPU with bfloat16, auto trains
-    # in bfloat16 (run.json says so); elsewhere both runs are float32 and must agree exactly.
+def test_the_demo_keeps_its_promise_under_auto_precision(tmp_path):
+    # README's main command, the whole demo (configs/demo.yaml, seed 0) in its own process
+    # as a user runs it, under the default `auto`: on a CPU with bfloat16 it trains in
+    # bfloat16 (run.json says so) and must still reach the demo's >= 95 % top-1, as float32
+    # does (docs/BENCHMARKS.md). A float32 twin run here cost 70 s for the same promise;
+    # tests/test_bfloat16_gradients.py compares the two policies step by step instead.
     import json
     import os
     import subprocess
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    data = [f"data.root={tmp_path / 'videos'}", f"data.prepared_dir={tmp_path / 'prepared'}"]
-    results = {}
-    for setting in ("false", "auto"):
-        run_dir = tmp_path / f"run_{setting}"
-        overrides = [*data, f"train.mixed_precision={setting}", "tensorboard.clip_images=0"]
-        command = [sys.executable, os.path.join(repo, "train.py"), "--config",
-                   os.path.join(repo, "configs", "demo.yaml"), "--run-dir", str(run_dir),
-                   "--quiet", *[arg for o in overrides for arg in ("--set", o)]]
-        result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        assert result.returncode == 0, result.stderr[-2000:]
-        metrics = json.load(open(run_dir / "metrics.json"))
-        results[setting] = (json.load(open(run_dir / "run.json"))["precision"], metrics)
-    assert results["false"][0] == "float32"
-    assert results["auto"][0] == choose_policy("auto").policy
-    float32, auto = results["false"][1], results["auto"][1]
-    assert float32["top1"] >= 0.95  # the demo's promise (configs/demo.yaml)
-    # Same accuracy: at most one test video apart.
-    assert abs(auto["top1"] - float32["top1"]) <= 1 / float32["videos"] + 1e-9
+    run_dir = tmp_path / "run"
+    overrides = [f"data.root={tmp_path / 'videos'}", f"data.prepared_dir={tmp_path / 'prepared'}",
+                 "tensorboard.clip_images=0"]
+    command = [sys.executable, os.path.join(repo, "train.py"), "--config",
+               os.path.join(repo, "configs", "demo.yaml"), "--run-dir", str(run_dir),
+               "--quiet", *[arg for o in overrides for arg in ("--set", o)]]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.load(open(run_dir / "run.json"))["precision"] == choose_policy("auto").policy
+    assert json.load(open(run_dir / "metrics.json"))["top1"] >= 0.95  # configs/demo.yaml
