@@ -129,6 +129,7 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
     fps = frames_per_second(path)
     window, stride = resolve_window(manifest, fps, window_seconds, stride_seconds)
     sampling, resize = manifest["sampling"], manifest["resize"]
+    dates = None  # days since 1970 of each frame, for a dated sensor item
     if item_kind(path) == "video":
         starts, probabilities, total = [], [], 0
         for batch_starts, clips, total in video_windows(path, sampling, resize, window, stride,
@@ -166,8 +167,6 @@ def item_timeline(path, manifest, input_shape, probabilities_of, class_names, *,
             np.asarray(probabilities_of(clips[i:i + batch_size]))
             for i in range(0, len(clips), batch_size)])
         starts = found["starts"]
-    if item_kind(path) == "video" or not is_sensor_run_item(path, manifest):
-        dates = None
     timeline = []
     for start, row in zip(starts, probabilities):
         order = row.argsort(kind="stable")[::-1][:top_k]

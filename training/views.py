@@ -26,6 +26,7 @@ import numpy as np
 
 from core.errors import UserError
 from data_prep.decode import item_kind, load_clips, resize_frame
+from data_prep.reader import is_whole_items
 from data_prep.sampling import sample_frame_indices
 from training.prepared_data import extra_input_bands
 
@@ -99,7 +100,7 @@ def read_whole_item(path, manifest, size, resize_short):
 
 def is_sensor_run_item(path, manifest):
     """True for a non-video item of a v2 run with clip inputs: read by `read_whole_item`."""
-    return bool(manifest.get("format_version") == 2 and manifest.get("clip_inputs")) \
+    return bool(is_whole_items(manifest) and manifest.get("clip_inputs")) \
         and item_kind(path) != "video"
 
 
