@@ -127,3 +127,13 @@ def fill(path):
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
+
+
+def tree_bytes(directory):
+    """{relative path: bytes} of every file under `directory`."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return files

@@ -21,7 +21,7 @@ from core.disk_full import (NoSpaceLeft, no_space_left, trim_partial_last_line,
                             write_json_in_place)
 from core.errors import UserError
 from hostile_fixtures import (REPO, assert_one_error_line, fill, quiet_env, run_python,
-                              small_disk, tiny_config)
+                              small_disk, tiny_config, tree_bytes)
 from training.callbacks import NanLossStop, SafeBackupAndRestore
 from training.run_dir import RunDir, read_history
 
@@ -237,16 +237,6 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_free
 
 
 # --- a full disk under prepare, evaluate and predict ------------------------------------------
-
-
-def tree_bytes(directory):
-    """{relative path: bytes} of every file under `directory`."""
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            files[os.path.relpath(path, directory)] = open(path, "rb").read()
-    return files
 
 
 @pytest.mark.slow

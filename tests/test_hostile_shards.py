@@ -15,7 +15,8 @@ from core import backup_state
 from data_prep.prepare import prepare_dataset
 from data_prep.source_spec import SourceSpec
 from data_prep.verify import find_corrupted_shards
-from hostile_fixtures import REPO, assert_one_error_line, quiet_env, run_python, tiny_config
+from hostile_fixtures import (REPO, assert_one_error_line, quiet_env, run_python, tiny_config,
+                              tree_bytes)
 from training.run_dir import RunDir
 from video_fixtures import make_folders_dataset
 
@@ -98,15 +99,6 @@ def test_training_names_the_shard_keeps_the_backup_resumes_and_evaluate_names_it
     evaluated = run_python(["evaluate.py", "--run-dir", run_dir.path, "--views", "1x1"],
                            timeout=600)
     assert_one_error_line(evaluated, f"error: corrupted record in {test_shard} (")
-
-
-def tree_bytes(directory):
-    files = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            files[os.path.relpath(path, directory)] = open(path, "rb").read()
-    return files
 
 
 @pytest.mark.parametrize("format", ["v1", "v2"])

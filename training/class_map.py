@@ -32,7 +32,7 @@ from core.errors import UserError
 from data_prep.raster_patches import date_files, grid_origins, time_series_grid
 from data_prep.rasters import RasterReadError, read_raster, read_stack_frames, write_raster
 from data_prep.sampling import sample_frame_indices
-from data_prep.sequence_records import select_item_frames
+from data_prep.sequence_records import select_item_frames, to_uint8
 from training.views import center_crop_numpy
 
 # Output dtypes by the largest value they must hold; nodata is the type's last value
@@ -162,11 +162,8 @@ class _PatchReader:
             invalid |= np.isnan(frames).any(axis=-1)
         if self.nodata is not None:
             invalid |= (frames == self.nodata).any(axis=-1)
-        if self.to_uint8:
-            low = np.asarray(self.to_uint8["low"], np.float64)
-            high = np.asarray(self.to_uint8["high"], np.float64)
-            frames = np.clip(np.rint((frames - low) / (high - low) * 255), 0, 255) \
-                .astype(np.uint8)
+        if self.to_uint8:  # prepare's own rule
+            frames = to_uint8(frames, self.to_uint8["low"], self.to_uint8["high"])
         if self.mean is not None and invalid.any():
             # As training sees them: invalid pixels hold the band's dataset mean.
             frames = np.where(invalid[..., None], np.asarray(self.mean).astype(frames.dtype),

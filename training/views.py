@@ -28,6 +28,7 @@ from core.errors import UserError
 from data_prep.decode import item_kind, load_clips, resize_frame
 from data_prep.reader import is_whole_items
 from data_prep.sampling import sample_frame_indices
+from data_prep.sequence_records import read_item_frames, to_uint8
 from training.prepared_data import extra_input_bands
 
 _VIEWS = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -74,19 +75,10 @@ def check_bands(clips, bands, path):
                         f"Received: band={clips.shape[-1]} ({path})")
 
 
-def _resize(frame, size, resize_short):
-    """`resize_frame`, also for float16 (OpenCV resizes it as float32)."""
-    if frame.dtype == np.float16:
-        return resize_frame(frame.astype(np.float32), size, resize_short).astype(np.float16)
-    return resize_frame(frame, size, resize_short)
-
-
 def read_whole_item(path, manifest, size, resize_short):
     """A non-video item of a v2 run, read as `prepare` stored it: its own dtype, the run's
     bands, validity band, nodata and 8-bit rule, frames in date order, `fps`/`max_frames`
     kept frames (`data_prep.sequence_records.ItemRead`)."""
-    from data_prep.sequence_records import read_item_frames
-
     source = manifest.get("source") or {}
     rule = manifest.get("to_uint8")
     return read_item_frames(
@@ -132,8 +124,7 @@ def as_run_inputs(views, manifest, path, valid=None):
     rule = manifest.get("to_uint8")
     if rule and views.dtype != np.uint8:
         # The run's fixed 8-bit rule (the manifest's), as the preparation applied it.
-        low, high = (np.asarray(rule[key], np.float64) for key in ("low", "high"))
-        views = np.clip(np.rint((views - low) / (high - low) * 255), 0, 255).astype(np.uint8)
+        views = to_uint8(views, rule["low"], rule["high"])
     if views.dtype != np.dtype(inputs["dtype"]):
         raise UserError(f"Expected items of dtype {inputs['dtype']}, as the run was trained "
                         f"on. Received: dtype={views.dtype} ({path})")
@@ -205,7 +196,7 @@ def preprocess_item(path, manifest, input_shape, *, num_clips=None, num_crops=1)
                 native[:, :, offset:offset + side]
             for clip in range(native.shape[0]):
                 for frame in range(frames):
-                    resized = _resize(square[clip, frame], size, resize_short)
+                    resized = resize_frame(square[clip, frame], size, resize_short)
                     views[clip, crop, frame] = resized.reshape(size, size, -1)
     check_bands(views, bands - extra, path)
     if valid is not None:
