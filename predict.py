@@ -166,15 +166,19 @@ class ItemFailed:
 ITEM_ERRORS = (DecodeError, UserError, OSError, cv2.error)
 
 
+# Manifest keys that grow with the dataset (shard lists, skipped items, georeference per
+# item) and that decoding one item never reads.
+PER_ITEM_MANIFEST_KEYS = ("splits", "skipped", "absent", "ignored", "geo")
+
+
 def run_decoder(trained, views_of=None):
-    """A picklable `path -> uint8 clips` for the worker: `views_of` (pretrained mode), or the
-    run's own `preprocess_item` with only the manifest keys it reads (the task is pickled
-    for every item)."""
+    """A picklable `path -> clips` for the worker: `views_of` (pretrained mode), or the
+    run's own `preprocess_item` with the run's manifest minus its per-item lists (the task
+    is pickled for every item; a list of what to keep dropped the sensor keys once)."""
     if views_of is not None:
         return views_of
-    keys = ("sampling", "resize", "clips_per_video", "format_version", "clip_inputs", "source",
-            "fps", "max_frames", "nodata", "to_uint8")
-    manifest = {key: trained.manifest[key] for key in keys if key in trained.manifest}
+    manifest = {key: value for key, value in trained.manifest.items()
+                if key not in PER_ITEM_MANIFEST_KEYS}
     return functools.partial(preprocess_item, manifest=manifest,
                              input_shape=tuple(trained.input_shape))
 
