@@ -1,4 +1,4 @@
-"""`python -m data_prep {synth,prepare,merge,inspect,verify} ...`: the data preparation
+"""`python -m data_prep {synth,prepare,inspect,verify} ...`: the data preparation
 command line."""
 
 import argparse
@@ -9,6 +9,7 @@ import sys
 
 from core.cli import report_user_errors
 from core.disk_full import no_space_left
+from core.errors import JobFailed
 from core.tensorflow_env import configure_tensorflow, import_tensorflow_quietly
 
 
@@ -36,9 +37,13 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     configure_tensorflow()  # prepare and inspect import TensorFlow
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # prepare passes what it does not know to Apache Beam (--runner=..., docs/DATA.md).
+    args, pipeline_args = parser.parse_known_args(argv)
+    if pipeline_args and args.command != "prepare":
+        parser.error(f"unrecognized arguments: {' '.join(pipeline_args)}")
+    args.pipeline_args = pipeline_args
     try:
-        if args.command in ("inspect", "merge", "verify"):
+        if args.command in ("inspect", "verify"):
             import_tensorflow_quietly()  # they read shards: TensorFlow, without its CUDA noise
         return args.func(args)
     except KeyboardInterrupt:
@@ -47,9 +52,12 @@ def main(argv=None):
     except Exception as error:  # a full disk: one line; finished shards are kept (resume)
         command = "python -m data_prep " + shlex.join(sys.argv[1:] if argv is None else argv)
         named = no_space_left(error, getattr(args, "out", None) or os.getcwd(), command)
-        if named is None:
-            raise
-        raise named from None
+        if named is not None:
+            raise named from None
+        if isinstance(error, JobFailed):  # not the user's mistake: exit 1, in one line
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import time
 
 import cv2
@@ -36,15 +37,13 @@ from data_prep.band_statistics import combine_partials, finish_statistics, item_
 from data_prep.decode import DecodeError, load_clips
 from data_prep.sampling import SAMPLING_METHODS, sample_frame_indices
 from data_prep.sequence_records import (SEQUENCE_FORMAT_VERSION, default_encoding, encode_frame,
-                                       encode_frames, encode_mask, read_item_frames,
-                                       sequence_example)
-from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, ShardWriter, clip_example,
-                              part_manifest_name, remove_temporary_files)
+                                       encode_frames, encode_mask, read_item_frames)
+from data_prep.shards import (FORMAT_VERSION, MANIFEST_NAME, remove_temporary_files,
+                              shard_name)
 from data_prep.source_spec import (SourceSpec, add_source_arguments,
                                    source_spec_from_arguments, to_uint8_bounds)
 from data_prep.sources import LAYOUTS, MAX_ABSENT_LISTED, resolve_source
-from data_prep.workers import (ITEM_TIMEOUT_SECONDS, available_cores, quiet_video_logs,
-                               worker_pool)
+from data_prep.workers import available_cores, quiet_video_logs
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +63,9 @@ SENSOR_OPTIONS = ("nodata", "validity_band", "date_pattern", "bands", "bands_per
 # Default shard size: about this many bytes of raw clips (assuming 3 bands).
 TARGET_SHARD_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_SHARD = 1024
+# Under `out`: the item files a run leaves for its shard writers and for a rerun
+# (data_prep.pipeline); removed just before the manifest is written.
+WORK_DIR = ".work"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,16 +190,6 @@ def _task_for_item(item, frames, size, resize_short, sampling, frame_stride, cli
                     statistics=id(item) in statistics_items, **sensor)
 
 
-def _ordered_results(tasks, pool):
-    """Yield `prepare_item(task)` in task order: in this process, or in the pool's workers."""
-    if pool is None:
-        for task in tasks:
-            yield prepare_item(task)
-        return
-    yield from pool.map_ordered(prepare_item, tasks, on_crash=lambda task, reason: {
-        "ok": False, "reason": reason}, item_timeout=ITEM_TIMEOUT_SECONDS)
-
-
 @dataclasses.dataclass
 class _ShardPlan:
     split: str
@@ -253,25 +245,11 @@ def _shard_order(items):
     return sorted(items, key=lambda item: hashlib.sha256(item.item_id.encode()).hexdigest())
 
 
-def part_slice(count, num_shards, shard_index):
-    """The [start, stop) of the `count` ordered items that part `shard_index` of `num_shards`
-    takes: contiguous, sizes differing by at most one, together covering every item once."""
-    return count * shard_index // num_shards, count * (shard_index + 1) // num_shards
-
-
-def part_prefix(num_shards, shard_index):
-    """File name prefix of one part's shards (`""` for a whole, one-machine run)."""
-    return "" if num_shards == 1 else f"part-{shard_index:05d}-of-{num_shards:05d}."
-
-
-def _plan_shards(out, source, parameters, items_per_shard, num_shards=1, shard_index=0):
+def _plan_shards(out, source, parameters, items_per_shard):
     plans = []
-    prefix = part_prefix(num_shards, shard_index)
     for split, items in source.splits.items():
         split_dir = os.path.join(out, split)
         ordered = _shard_order(items)
-        start, stop = part_slice(len(ordered), num_shards, shard_index)
-        ordered = ordered[start:stop]
         count = math.ceil(len(ordered) / items_per_shard)
         for index in range(count):
             chunk = ordered[index * items_per_shard:(index + 1) * items_per_shard]
@@ -282,38 +260,62 @@ def _plan_shards(out, source, parameters, items_per_shard, num_shards=1, shard_i
                                   else [item.item_id, item.label, list(item.frame_template)]
                                   for item in chunk]}
             digest = hashlib.sha256(repr(identity).encode()).hexdigest()
-            name = f"{prefix}shard-{index:05d}-of-{count:05d}"
+            name = shard_name(index, count)
             plans.append(_ShardPlan(split, index, count, chunk,
                                     os.path.join(split_dir, name + ".tfrecord"),
                                     os.path.join(split_dir, name + ".json"), digest))
     return plans
 
 
-def _clean_split_dirs(out, plans, splits, prefix=""):
-    """Delete temporary files and shards of other plans (an earlier, different run).
-
-    Only names starting with `prefix` (this part's) are touched: other machines may be
-    writing their parts into the same directory.
-    """
+def _clean_split_dirs(out, plans, splits):
+    """Delete temporary files, shards of other plans (an earlier, different run) and item
+    files of shards that are not pending any more."""
     expected = {os.path.basename(path) for plan in plans
                 for path in (plan.tfrecord, plan.sidecar)}
     for split in splits:
         split_dir = os.path.join(out, split)
-        removed = remove_temporary_files(split_dir, prefix)
+        removed = remove_temporary_files(split_dir)
         if removed:
             logger.info("Removed %d temporary file(s) an interrupted run left in %s",
                         len(removed), split_dir)
         for name in os.listdir(split_dir):
-            if name.startswith(prefix + "shard-") and name.endswith((".tfrecord", ".json")) \
+            if name.startswith("shard-") and name.endswith((".tfrecord", ".json")) \
                     and name not in expected:
                 os.remove(os.path.join(split_dir, name))
 
 
-def _remove_temporary_files_on_error(out, splits, prefix, exc_type, exc, traceback):
+def _item_dir(out, plan, make_task):
+    """Where the pipeline keeps `plan`'s item files: named by the shard and by what its
+    items are decoded with, so a rerun reuses them only for the same work."""
+    first = make_task(plan.items[0])
+    digest = hashlib.sha256(repr((plan.fingerprint, first.force_masks)).encode()).hexdigest()
+    name = os.path.basename(plan.tfrecord)[:-len(".tfrecord")]
+    return os.path.join(out, WORK_DIR, plan.split, f"{name}.{digest[:16]}")
+
+
+def _clean_work_dir(out, keep):
+    """Delete the item folders under out/.work that are not in `keep` (other parameters,
+    or shards since published), and what a killed run left half-written."""
+    root = os.path.join(out, WORK_DIR)
+    if not os.path.isdir(root):
+        return
+    for split in os.listdir(root):
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            continue
+        for name in os.listdir(split_dir):
+            path = os.path.join(split_dir, name)
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                remove_temporary_files(path)
+
+
+def _remove_temporary_files_on_error(out, splits, exc_type, exc, traceback):
     """However a run stops early (Ctrl-C may land anywhere), leave nothing half-written."""
     if exc_type is not None:
         for split in splits:
-            remove_temporary_files(os.path.join(out, split), prefix)
+            remove_temporary_files(os.path.join(out, split))
     return False
 
 
@@ -332,93 +334,6 @@ def _finished_sidecar(plan):
                                               "clips", "band", "frames_decoded",
                                               "skipped"} <= set(sidecar)
     return sidecar if complete and sidecar["fingerprint"] == plan.fingerprint else None
-
-
-def _write_shard(plan, results, first_item_index, state):
-    """Write one shard from `results` (one per item of the plan, in order)."""
-    sidecar = {"fingerprint": plan.fingerprint, "first_item_index": first_item_index,
-               "videos": 0, "clips": 0, "band": None, "frames_decoded": 0, "skipped": []}
-    with ShardWriter(plan.tfrecord) as writer:
-        for item in plan.items:
-            result = next(results)
-            state["progress"].update(1)
-            if not result["ok"]:
-                if "encoding_error" in result:
-                    raise UserError(result["encoding_error"])
-                if state["strict"]:
-                    raise UserError(f"Expected every item to decode (--strict). Received: "
-                                    f"{item.item_id}: {result['reason']}")
-                logger.warning("Skipping %s: %s", item.item_id, result["reason"])
-                sidecar["skipped"].append({"path": item.item_id, "reason": result["reason"],
-                                           "split": plan.split})
-                continue
-            if state["band"] is None:
-                state["band"] = result["band"]
-            elif result["band"] != state["band"]:
-                raise UserError(
-                    f"Expected every item to have {state['band']} band(s), as the first "
-                    f"prepared item has; a dataset has one band count. Received: "
-                    f"band={result['band']} ({item.item_id})")
-            item_index = first_item_index + sidecar["videos"]
-            if "frame_shape" in result:  # v2: the whole item, one SequenceExample
-                _check_same_dtype(state, result["dtype"], item.item_id)
-                writer.write(sequence_example(
-                    result["encoded"], frame_shape=result["frame_shape"],
-                    encoding=result["encoding"], label=item.label, item_id=item.item_id,
-                    item_index=item_index, frame_rate=result["frame_rate"],
-                    source=result["source"], dtype=result["dtype"],
-                    encoded_masks=result["masks"], valid_fraction=result["valid_fraction"],
-                    dates=result["dates"]))
-                _add_sensor_facts(sidecar, result, item.item_id)
-                sidecar["clips"] += 1
-                sidecar["frames_stored"] = sidecar.get("frames_stored", 0) + len(
-                    result["encoded"])
-                sidecar["encoding"] = result["encoding"]
-                sizes = {tuple(size) for size in sidecar.get("frame_sizes", [])}
-                sizes.add(tuple(result["frame_shape"][:2]))
-                sidecar["frame_sizes"] = sorted(list(size) for size in sizes)
-            else:
-                clips = result["encoded"] if "encoded" in result else result["clips"]
-                for clip_index, clip in enumerate(clips):
-                    writer.write(clip_example(clip, item.label, item.item_id, item_index,
-                                              clip_index))
-                sidecar["clips"] += len(clips)
-            sidecar["videos"] += 1
-            sidecar["frames_decoded"] += result["frames_available"]
-            sidecar["band"] = result["band"]
-    if "partials" in sidecar:  # one partial per shard: the sidecar stays small
-        partials = sidecar.pop("partials")
-        sidecar["statistics"] = combine_partials(partials) if partials else None
-    write_json_atomically(plan.sidecar, sidecar)
-    state["frames_decoded"] += sidecar["frames_decoded"]
-    state["items_done"] += len(plan.items)
-    return sidecar
-
-
-def _check_same_dtype(state, dtype, item_id):
-    if state.get("dtype") is None:
-        state["dtype"] = dtype
-    elif dtype != state["dtype"]:
-        raise UserError(f"Expected every item to hold {state['dtype']} values, as the first "
-                        f"prepared item does; a dataset has one dtype (convert the items, or "
-                        f"store 8 bits with --to-uint8 LOW,HIGH). Received: dtype={dtype} "
-                        f"({item_id})")
-
-
-def _add_sensor_facts(sidecar, result, item_id):
-    """What the manifest says of the stored values, gathered per shard (v2)."""
-    sidecar["dtype"] = result["dtype"]
-    if result["band_names"] is not None and "band_names" not in sidecar:
-        sidecar["band_names"] = result["band_names"]
-    if result["nodata"] is not None:
-        sidecar["nodata"] = result["nodata"]
-    sidecar["mask"] = sidecar.get("mask", False) or result["masks"] is not None
-    sidecar["unmasked"] = sidecar.get("unmasked", 0) + (result["masks"] is None)
-    sidecar["dated"] = sidecar.get("dated", False) or result["dates"] is not None
-    if result["geo"] is not None:
-        sidecar.setdefault("geo", {})[item_id] = result["geo"]
-    if result["statistics"] is not None:
-        sidecar.setdefault("partials", []).append(result["statistics"])
 
 
 def _summary_table(manifest, stats):
@@ -485,8 +400,8 @@ def whole_item_parameters(encoding, resize, fps, max_frames, sensor, statistics_
 
 def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_video=1,
                     sampling="uniform", frame_stride=1, workers=None, encoding=None,
-                    strict=False, show_progress=True, items_per_shard=None, num_shards=1,
-                    shard_index=0, format=None, fps=None, max_frames=None):
+                    strict=False, show_progress=True, items_per_shard=None, format=None,
+                    fps=None, max_frames=None, pipeline_args=None):
     """Decode a dataset into TFRecord clip shards under `out` and return its manifest.
 
     Args:
@@ -501,19 +416,15 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         clips_per_video: int, clips N stored per item. Defaults to 1.
         sampling: `"uniform"` or `"stride"` (see `sample_frame_indices`).
         frame_stride: int, step K for `"stride"` sampling. Defaults to 1.
-        workers: int or None, decoding processes; None uses every core.
+        workers: int or None, workers of Beam's local runner (each decodes in a sandbox
+            process of its own); None uses every core. Ignored with a `--runner` in
+            `pipeline_args`.
         encoding: `"raw"`, `"png"` or `"jpeg"`, or None: `"raw"` for v1, and for v2
             `sequence_records.default_encoding` (jpeg for 8-bit 1- and 3-band items, png
             for 16-bit 1-, 3- and 4-band items, raw for others). Defaults to None.
         strict: bool, turn any skipped item into an error. Defaults to False.
         show_progress: bool, show a tqdm progress bar. Defaults to True.
         items_per_shard: int or None, items per shard; None aims at ~64 MiB shards.
-        num_shards: int, machines the preparation is split across. Defaults to 1.
-        shard_index: int, which part this run prepares, 0 .. num_shards - 1: a contiguous
-            1/num_shards of each split's items in the stable order the shards use (see
-            `part_slice`). With num_shards > 1 the result is a part
-            (`out/manifest.part-<i>-of-<N>.json`, shards named `part-<i>-of-<N>.shard-...`);
-            `merge_parts` joins the N parts into one dataset. Defaults to 0.
         format: `"v2"` (every frame of an item once, one `tf.train.SequenceExample`;
             clips are drawn while training, so `frames`, `clips_per_video`, `sampling` and
             `frame_stride` are ignored and may be None) or `"v1"` (N stored clips of F
@@ -523,6 +434,9 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             frames). Defaults to None (keep every frame).
         max_frames: int or None, v2: keep at most this many frames, evenly spaced.
             Defaults to None.
+        pipeline_args: list of str or None, Apache Beam pipeline options
+            (`["--runner=PortableRunner", "--job_endpoint=host:port", ...]`, docs/DATA.md);
+            None runs Beam's local runner with `workers` workers. Defaults to None.
 
     The spec's sensor options (`nodata`, `validity_band`, `date_pattern`, `bands`,
     `bands_per_date`, `to_uint8`; format v2 only) say how values are read and checked; a
@@ -531,8 +445,7 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
     (docs/DATA.md, "Sensor data").
 
     Returns:
-        dict, the manifest written to `out/manifest.json` (docs/DESIGN.md), or the part
-        manifest.
+        dict, the manifest written to `out/manifest.json` (docs/DESIGN.md).
 
     Raises:
         UserError: bad arguments, source layout errors (missing files, entries outside
@@ -581,12 +494,11 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         items_per_shard = default_items_per_shard_v2(resize_short or size) if whole_items \
             else default_items_per_shard(frames, size, clips_per_video)
     items_per_shard = _positive(items_per_shard, "items_per_shard")
-    num_shards = _positive(num_shards, "num_shards")
-    if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) \
-            or not 0 <= shard_index < num_shards:
-        raise UserError(f"Expected `shard_index` to be an integer in 0..{num_shards - 1} "
-                        f"(num_shards={num_shards}). Received: shard_index={shard_index!r}")
-    shard_index = int(shard_index)
+    pipeline_args = tuple(pipeline_args or ())
+    if pipeline_args:
+        from data_prep.pipeline import check_pipeline_arguments
+
+        check_pipeline_arguments(pipeline_args)
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
 
@@ -635,11 +547,10 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
             sampling=sampling, frame_stride=frame_stride, clips_per_video=clips_per_video,
             encoding=encoding, format=format, fps=fps, max_frames=max_frames, sensor=sensor,
             statistics_items=statistics_items),
-        items_per_shard=items_per_shard, num_shards=num_shards, shard_index=shard_index,
-        strict=strict, workers=workers, show_progress=show_progress)
+        items_per_shard=items_per_shard, strict=strict, workers=workers,
+        show_progress=show_progress, pipeline_args=pipeline_args)
     _make_output_directory(out)
-    # One writer per output (or per part of one): see core/lock.py.
-    with hold_output_lock(out, job.prefix):
+    with hold_output_lock(out):  # one writer per output: see core/lock.py
         return _prepare(job)
 
 
@@ -652,19 +563,10 @@ class _Job:
     parameters: dict  # format_version, encoding, sampling, resize: part of every fingerprint
     make_task: object  # item -> ItemTask
     items_per_shard: int
-    num_shards: int
-    shard_index: int
     strict: bool
     workers: int
     show_progress: bool
-
-    @property
-    def prefix(self):
-        return part_prefix(self.num_shards, self.shard_index)
-
-    @property
-    def is_part(self):
-        return self.num_shards > 1
+    pipeline_args: tuple = ()  # Beam pipeline options; () runs the local runner
 
 
 def _prepare(job):
@@ -677,36 +579,60 @@ def _prepare(job):
                             "go there), not a file: move the file or choose another --out. "
                             f"Received: out/{split}={split_dir!r}")
         _make_output_directory(split_dir, name=f"out/{split}")
-    manifest_path = os.path.join(out, part_manifest_name(job.num_shards, job.shard_index)
-                                 if job.is_part else MANIFEST_NAME)
+    manifest_path = os.path.join(out, MANIFEST_NAME)
     if os.path.exists(manifest_path):
         os.remove(manifest_path)  # Written again last: present means complete.
-    plans = _plan_shards(out, source, job.parameters, job.items_per_shard, job.num_shards,
-                         job.shard_index)
-    _clean_split_dirs(out, plans, source.splits, job.prefix)
+    plans = _plan_shards(out, source, job.parameters, job.items_per_shard)
+    _clean_split_dirs(out, plans, source.splits)
 
     finished = {plan.tfrecord: _finished_sidecar(plan) for plan in plans}
-    bands = {sidecar["band"] for sidecar in finished.values()
-             if sidecar and sidecar["band"] is not None}
-    if len(bands) > 1:
-        raise UserError(f"Expected one band count in {out}; its shards hold {sorted(bands)}. "
-                        f"Received: out={out!r}")
-    sidecars, state = _write_shards(job, plans, finished, bands.pop() if bands else None)
+    _check_one_band_and_dtype(plans, finished)
+    sidecars, state = _write_shards(job, plans, finished)
+    _check_one_band_and_dtype(plans, sidecars)
     if any(sidecar.get("mask") for sidecar in sidecars.values()) and \
             any(sidecar.get("unmasked") for sidecar in sidecars.values()):
         sidecars, state = _write_masks_everywhere(job, plans, sidecars, state)
 
-    if state["band"] is None and not job.is_part:  # a part may hold none; merge_parts checks
+    band = next((sidecars[plan.tfrecord]["band"] for plan in plans
+                 if sidecars[plan.tfrecord]["band"] is not None), None)
+    if band is None:
         reasons = "; ".join(f"{entry['path']}: {entry['reason']}"
                             for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
         raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
-    manifest = _manifest(job, plans, sidecars, state["band"])
+    manifest = _manifest(job, plans, sidecars, band)
+    shutil.rmtree(os.path.join(out, WORK_DIR), ignore_errors=True)
     write_json_atomically(manifest_path, manifest)
     stats = {"seconds": state["seconds"], "frames_decoded": state["frames_decoded"],
              "items_done": state["items_done"], "workers": state["workers"],
              "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"]}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
     return manifest
+
+
+def _check_one_band_and_dtype(plans, sidecars):
+    """Every written shard holds items of the first one's band count and dtype."""
+    first = None
+    for plan in plans:
+        sidecar = sidecars[plan.tfrecord]
+        if not sidecar or sidecar["band"] is None:
+            continue
+        if first is None:
+            first = sidecar
+        elif sidecar["band"] != first["band"]:
+            raise UserError(
+                f"Expected every item to have {first['band']} band(s), as the first "
+                f"prepared item has; a dataset has one band count. Received: "
+                f"band={sidecar['band']} ({sidecar.get('first_item', plan.tfrecord)})")
+        elif sidecar.get("dtype", "uint8") != first.get("dtype", "uint8"):
+            raise UserError(dtype_mismatch(first.get("dtype", "uint8"),
+                                           sidecar.get("dtype", "uint8"),
+                                           sidecar.get("first_item", plan.tfrecord)))
+
+
+def dtype_mismatch(expected, received, item_id):
+    return (f"Expected every item to hold {expected} values, as the first prepared item "
+            f"does; a dataset has one dtype (convert the items, or store 8 bits with "
+            f"--to-uint8 LOW,HIGH). Received: dtype={received} ({item_id})")
 
 
 def _write_masks_everywhere(job, plans, sidecars, state):
@@ -718,74 +644,100 @@ def _write_masks_everywhere(job, plans, sidecars, state):
         job.make_task(item), force_masks=True))
     again = {plan.tfrecord: None if sidecars[plan.tfrecord].get("unmasked")
              else sidecars[plan.tfrecord] for plan in plans}
-    sidecars, second = _write_shards(force, plans, again, state["band"])
+    sidecars, second = _write_shards(force, plans, again)
     for key in ("frames_decoded", "items_done", "seconds"):
         second[key] += state[key]
     return sidecars, second
 
 
-def _write_shards(job, plans, finished, band):
-    """Write every plan whose shard is not `finished`, decoding in worker processes.
+def _write_shards(job, plans, finished):
+    """Write every plan whose shard is not `finished`, with the Beam pipeline of
+    `data_prep.pipeline`.
 
     Returns:
-        (sidecars by tfrecord path, state): state holds the band, frames decoded, items
-        done, workers used, shards without a finished sidecar and seconds taken.
+        (sidecars by tfrecord path, state): state holds the frames decoded, items done,
+        workers used, shards without a finished sidecar and seconds taken.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    pending = [plan for plan in plans if finished[plan.tfrecord] is None]
-    tasks = (job.make_task(item) for plan in pending for item in plan.items)
-    state = {"band": band, "strict": job.strict, "frames_decoded": 0, "items_done": 0,
-             "workers": min(job.workers, sum(len(plan.items) for plan in pending)) or 1,
-             "pending_shards": len(pending)}
-    quiet_video_logs()
-    with contextlib.ExitStack() as stack:
-        # Workers start while the parent loads TensorFlow. Leaving the block terminates
-        # them, also on errors and Ctrl-C, and deletes half-written files.
-        pool = None
-        if state["workers"] > 1:
-            pool = stack.enter_context(worker_pool(state["workers"]))
-        stack.push(functools.partial(_remove_temporary_files_on_error, job.out,
-                                     job.source.splits, job.prefix))
-        # The parent writes the shards; load TensorFlow before the clock starts.
-        import_tensorflow_quietly()
+    from data_prep import pipeline
 
+    shards, works, earlier = {}, [], collections.defaultdict(list)
+    finished_kept = {}
+    for plan in plans:  # in each split's shard order
+        key = f"{plan.split}/{os.path.basename(plan.tfrecord)}"
+        if finished[plan.tfrecord] is None:
+            item_dir = _item_dir(job.out, plan, job.make_task)
+            shards[key] = pipeline.ShardJob(
+                key, plan.split, plan.tfrecord, plan.sidecar, plan.fingerprint, item_dir,
+                tuple((item.item_id, item.label) for item in plan.items),
+                tuple(earlier[plan.split]))
+            works.extend(pipeline.ItemWork(key, position,
+                                           pipeline.item_file(item_dir, position),
+                                           job.make_task(item))
+                         for position, item in enumerate(plan.items))
+        else:
+            finished_kept[key] = finished[plan.tfrecord]["videos"]
+        earlier[plan.split].append(key)
+    _clean_work_dir(job.out, keep={shard.item_dir for shard in shards.values()})
+    state = {"frames_decoded": 0, "items_done": len(works),
+             "workers": min(job.workers, len(works)) or 1, "pending_shards": len(shards),
+             "seconds": 0.0}
+    if works:
+        quiet_video_logs()
+        options = pipeline.pipeline_options(job.pipeline_args, job.workers)
         start = time.perf_counter()
-        results = stack.enter_context(contextlib.closing(_ordered_results(tasks, pool)))
-        state["progress"] = stack.enter_context(tqdm(
-            total=sum(len(plan.items) for plan in pending), unit="item", desc="prepare",
-            disable=not job.show_progress, leave=False))
-        if job.show_progress:
-            stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
-        sidecars = {}
-        # A part numbers its items from its slice's start, so the merged parts' item
-        # indices are unique (and equal a one-machine run's when nothing is skipped).
-        next_item_index = collections.Counter({
-            split: part_slice(len(items), job.num_shards, job.shard_index)[0]
-            for split, items in job.source.splits.items()})
-        for plan in plans:
-            sidecar = finished[plan.tfrecord]
-            first_item_index = next_item_index[plan.split]
-            if sidecar is None:
-                sidecar = _write_shard(plan, results, first_item_index, state)
-            elif sidecar["first_item_index"] != first_item_index:
-                # An earlier shard changed since that run (its files changed): redo this
-                # one too, here, so item indices stay contiguous.
-                again = (prepare_item(job.make_task(item)) for item in plan.items)
-                sidecar = _write_shard(plan, again, first_item_index, state)
-            sidecars[plan.tfrecord] = sidecar
-            next_item_index[plan.split] += sidecar["videos"]
-    state["seconds"] = time.perf_counter() - start
+        with contextlib.ExitStack() as stack:
+            # However the run stops (Ctrl-C may land anywhere), nothing half-written stays.
+            stack.push(functools.partial(_remove_temporary_files_on_error, job.out,
+                                         job.source.splits))
+            bar = stack.enter_context(tqdm(total=len(works), unit="item", desc="prepare",
+                                           disable=not job.show_progress, leave=False))
+            if job.show_progress:
+                stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
+            pipeline.run(shards, works, finished_kept, os.path.join(job.out, WORK_DIR),
+                         job.strict, options,
+                         progress=lambda done: bar.update(min(done, bar.total) - bar.n),
+                         # the local runner writes shards in this process: TensorFlow
+                         # loads while the first items decode
+                         while_starting=import_tensorflow_quietly)
+        state["seconds"] = time.perf_counter() - start
+    sidecars = {plan.tfrecord: finished[plan.tfrecord] or _finished_sidecar(plan)
+                for plan in plans}
+    unwritten = [plan.tfrecord for plan in plans if sidecars[plan.tfrecord] is None]
+    if unwritten:
+        raise UserError(f"Expected every shard written; {len(unwritten)} were not (a worker "
+                        f"stopped early): rerun the same command to finish them. Received: "
+                        f"{unwritten[0]}")
+    for plan in plans:
+        if finished[plan.tfrecord] is None:
+            sidecar = sidecars[plan.tfrecord]
+            state["frames_decoded"] += sidecar["frames_decoded"]
+            for entry in sidecar["skipped"]:
+                logger.warning("Skipping %s: %s", entry["path"], entry["reason"])
+    # A reused shard numbers its items from where the shards before it ended: if one of
+    # those changed since (its files changed), write it again so indices stay contiguous.
+    renumber, next_index = [], collections.Counter()
+    for plan in plans:
+        sidecar = sidecars[plan.tfrecord]
+        if sidecar["first_item_index"] != next_index[plan.split]:
+            renumber.append(plan.tfrecord)
+        next_index[plan.split] += sidecar["videos"]
+    if renumber:
+        again = {path: None if path in renumber else sidecar
+                 for path, sidecar in sidecars.items()}
+        sidecars, second = _write_shards(job, plans, again)
+        for key in ("frames_decoded", "items_done", "seconds"):
+            state[key] += second[key]
     return sidecars, state
 
 
 def _manifest(job, plans, sidecars, band):
-    """The manifest of the written shards (docs/DESIGN.md); band None for an empty part."""
+    """The manifest of the written shards (docs/DESIGN.md)."""
     whole_items = job.parameters["format_version"] == SEQUENCE_FORMAT_VERSION
     splits = {}
-    # Items missing before decoding (Kinetics) are listed once: by part 0.
-    skipped = list(job.source.skipped) if job.shard_index == 0 else []
+    skipped = list(job.source.skipped)  # items missing before decoding (Kinetics)
     for split in job.source.splits:
         split_plans = [plan for plan in plans if plan.split == split]
         split_sidecars = [sidecars[plan.tfrecord] for plan in split_plans]
@@ -843,13 +795,12 @@ def _manifest(job, plans, sidecars, band):
         manifest["multi_label"] = True
         manifest["num_classes"] = len(job.source.classes)
     if job.source.description.get("only_present"):
-        # Listed once, by part 0 (like Kinetics' missing clips); bounded, all counted.
-        absent = list(job.source.absent) if job.shard_index == 0 else []
+        absent = list(job.source.absent)  # bounded, all counted
         manifest["absent"] = {
             "count": len(absent),
             "splits": dict(collections.Counter(entry["split"] for entry in absent)),
             "items": absent[:MAX_ABSENT_LISTED]}
-    if job.source.ignored and job.shard_index == 0:
+    if job.source.ignored:
         # Files that are not media (notes.txt beside the videos): counted, never items.
         ignored = job.source.ignored
         manifest["ignored"] = {
@@ -857,15 +808,12 @@ def _manifest(job, plans, sidecars, band):
             "splits": dict(collections.Counter(entry["split"] for entry in ignored)),
             "items": ignored[:MAX_ABSENT_LISTED]}
     _add_items_per_class(manifest, job.source, plans, skipped)
-    if job.is_part:
-        manifest["part"] = {"index": job.shard_index, "count": job.num_shards}
     return manifest
 
 
 def _sensor_manifest(job, plans, sidecars, band):
     """The v2 manifest's keys about stored values: dtype, band names, nodata, mask, dated,
-    to_uint8, geo and the training split's `statistics` (a part keeps its combined
-    partial in `statistics_partial` for `merge_parts`)."""
+    to_uint8, geo and the training split's `statistics`."""
     written = [sidecar for sidecar in sidecars.values() if sidecar.get("videos")]
     dtypes = {sidecar.get("dtype", "uint8") for sidecar in written}
     if len(dtypes) > 1:
@@ -898,10 +846,7 @@ def _sensor_manifest(job, plans, sidecars, band):
                 if plan.split == split]
     partials = [partial for partial in partials if partial]
     if partials:
-        combined = combine_partials(partials)
-        facts["statistics"] = finish_statistics(combined, split)
-        if job.is_part:
-            facts["statistics_partial"] = combined
+        facts["statistics"] = finish_statistics(combine_partials(partials), split)
     return facts
 
 
@@ -918,168 +863,6 @@ def _add_items_per_class(manifest, source, plans, skipped):
                                   else (item.label,))
         info["items_per_class"] = {source.classes[label]: counts[label]
                                    for label in sorted(counts)}
-
-
-# Manifest keys every part of one dataset must agree on.
-_PART_PARAMETERS = ("format_version", "classes", "encoding", "clips_per_video", "sampling",
-                    "resize", "fps", "max_frames", "source", "items_per_shard")
-
-
-def _read_part_manifests(part_dirs):
-    import glob
-    import json
-    import re
-
-    parts = []
-    for part_dir in part_dirs:
-        paths = sorted(glob.glob(os.path.join(glob.escape(str(part_dir)),
-                                              "manifest.part-*-of-*.json")))
-        if not paths:
-            raise UserError(f"Expected a part manifest (manifest.part-<i>-of-<N>.json, written "
-                            f"by `prepare --num-shards N --shard-index i`) in {part_dir}. "
-                            f"Received: part_dir={str(part_dir)!r}")
-        for path in paths:
-            try:
-                with open(path) as file:
-                    manifest = json.load(file)
-                part = manifest["part"]
-                index, count = int(part["index"]), int(part["count"])
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise UserError(f"Expected {path} to be a part manifest written by prepare. "
-                                f"Received: {type(error).__name__}: {error}") from None
-            if not re.fullmatch(rf"manifest\.part-{index}-of-{count}\.json",
-                                os.path.basename(path)):
-                raise UserError(f"Expected {path} to hold part {os.path.basename(path)}. "
-                                f"Received: part={part!r}")
-            parts.append((index, count, str(part_dir), path, manifest))
-    return parts
-
-
-def merge_parts(out, part_dirs):
-    """Join the N parts of `prepare --num-shards N` into one dataset `out/manifest.json`.
-
-    Args:
-        out: str, where the merged manifest goes; shards stay where their parts wrote them
-            (the manifest names them relative to `out`, so keep the folders together).
-        part_dirs: list of str, directories holding the part manifests (a directory may hold
-            several parts when the machines shared one `--out`).
-
-    Returns:
-        dict, the merged manifest; `data_prep.load_split(out, ...)` reads it like a
-        one-machine dataset.
-
-    Raises:
-        UserError: no part manifest in a directory, parts of different counts, a missing or
-            repeated part, or parts prepared with different parameters or classes.
-    """
-    if not part_dirs:
-        raise UserError("Expected at least one part directory to merge. Received: part_dirs=[]")
-    parts = _read_part_manifests(part_dirs)
-    counts = sorted({count for _, count, _, _, _ in parts})
-    if len(counts) != 1:
-        raise UserError(f"Expected parts of one `--num-shards`. Received: num_shards={counts}")
-    count = counts[0]
-    by_index = collections.defaultdict(list)
-    for part in parts:
-        by_index[part[0]].append(part[3])
-    repeated = {index: paths for index, paths in by_index.items() if len(paths) > 1}
-    if repeated:
-        index, paths = sorted(repeated.items())[0]
-        raise UserError(f"Expected each part once. Received: part {index} in {paths}")
-    missing = [index for index in range(count) if index not in by_index]
-    if missing:
-        raise UserError(f"Expected all {count} parts (0..{count - 1}); missing "
-                        f"{len(missing)}. Received: missing shard_index={missing}")
-    parts.sort(key=lambda part: part[0])
-    first_path, first = parts[0][3], parts[0][4]
-    # v1 parts agree on the clip shape; v2 parts may store items of different sizes.
-    shape_key = "clip_shape" if "clip_shape" in first else "frame_shape"
-    bands = set()
-    for _, _, _, path, manifest in parts:
-        for key in _PART_PARAMETERS + (("clip_shape",) if shape_key == "clip_shape" else ()):
-            mine = manifest.get(key)
-            theirs = first.get(key)
-            if key == "clip_shape":  # an empty part does not know the band count
-                mine, theirs = (mine or [None])[:3], (theirs or [None])[:3]
-            if mine != theirs:
-                raise UserError(f"Expected every part prepared with the same `{key}` (as "
-                                f"{first_path}). Received: {key}={manifest.get(key)!r} in "
-                                f"{path}")
-        if manifest[shape_key][-1] is not None:
-            bands.add(manifest[shape_key][-1])
-    if len(bands) != 1:
-        raise UserError(f"Expected the parts to hold items of one band count. Received: "
-                        f"bands={sorted(bands)}")
-    _make_output_directory(out)
-    splits = {}
-    for split in first["splits"]:
-        counted = ("videos", "clips", "frames_decoded") if shape_key == "clip_shape" else (
-            "videos", "frames_decoded", "frames_stored")
-        merged = {**{key: 0 for key in counted}, "shards": []}
-        per_class = collections.Counter()
-        for _, _, part_dir, path, manifest in parts:
-            info = manifest["splits"].get(split)
-            if info is None:
-                raise UserError(f"Expected split {split!r} in every part. Received: "
-                                f"splits={sorted(manifest['splits'])} in {path}")
-            for key in counted:
-                merged[key] += info[key]
-            per_class.update(info.get("items_per_class", {}))
-            merged["shards"].extend(
-                os.path.relpath(os.path.join(part_dir, shard), out).replace(os.sep, "/")
-                for shard in info["shards"])
-        merged["items_per_class"] = {name: per_class[name] for name in first["classes"]
-                                     if per_class[name]}
-        splits[split] = merged
-    manifest = {key: value for key, value in first.items() if key != "part"}
-    if shape_key == "clip_shape":
-        manifest["clip_shape"] = first["clip_shape"][:3] + [bands.pop()]
-    else:
-        shapes = [part[4]["frame_shape"] for part in parts if part[4]["splits"] and any(
-            info["videos"] for info in part[4]["splits"].values())]
-        manifest["frame_shape"] = [
-            shapes[0][axis] if shapes and all(shape[axis] == shapes[0][axis]
-                                              for shape in shapes) else None
-            for axis in range(2)] + [bands.pop()]
-    manifest["splits"] = splits
-    manifest["skipped"] = [entry for part in parts for entry in part[4]["skipped"]]
-    if shape_key == "frame_shape":
-        _merge_sensor_facts(manifest, [part[4] for part in parts])
-    with hold_output_lock(out):  # not while a one-machine prepare writes its manifest there
-        write_json_atomically(os.path.join(out, MANIFEST_NAME), manifest)
-    logger.info("Merged %d parts into %s", count, os.path.join(out, MANIFEST_NAME))
-    return manifest
-
-
-def _merge_sensor_facts(manifest, part_manifests):
-    """The v2 sensor keys of merged parts: one dtype, masks or dates if any part has them,
-    every part's geo, and statistics combined from the parts' partials."""
-    holding = [part for part in part_manifests if any(
-        info["videos"] for info in part["splits"].values())]
-    dtypes = {part.get("dtype", "uint8") for part in holding}
-    if len(dtypes) > 1:
-        raise UserError(f"Expected the parts to hold items of one dtype. Received: "
-                        f"dtype={sorted(dtypes)}")
-    manifest.pop("statistics_partial", None)
-    manifest.pop("statistics", None)
-    manifest["dtype"] = dtypes.pop() if dtypes else manifest.get("dtype", "uint8")
-    for key in ("band_names", "nodata", "to_uint8"):
-        manifest[key] = next((part[key] for part in holding if part.get(key) is not None),
-                             manifest.get(key))
-    for key in ("mask", "dated"):
-        manifest[key] = any(part.get(key) for part in holding)
-    geo = {}
-    for part in holding:
-        geo.update(part.get("geo", {}))
-    manifest.pop("geo", None)
-    if geo:
-        manifest["geo"] = dict(sorted(geo.items()))
-    partials = [part["statistics_partial"] for part in part_manifests
-                if part.get("statistics_partial")]
-    if partials:
-        split = next(part["statistics"]["split"] for part in part_manifests
-                     if part.get("statistics_partial"))
-        manifest["statistics"] = finish_statistics(combine_partials(partials), split)
 
 
 def _run(args):
@@ -1099,8 +882,7 @@ def _run(args):
     flags = {"resize_short": args.resize_short, "clips_per_video": args.clips_per_video,
              "sampling": args.sampling, "frame_stride": args.frame_stride,
              "workers": args.workers, "encoding": args.encoding, "strict": args.strict or None,
-             "items_per_shard": args.items_per_shard, "num_shards": args.num_shards,
-             "shard_index": args.shard_index, "format": fmt, "fps": args.fps,
+             "items_per_shard": args.items_per_shard, "format": fmt, "fps": args.fps,
              "max_frames": args.max_frames}
     if fmt == "v2" and clip_flags:
         flag = "--" + clip_flags[0].replace("_", "-")
@@ -1109,9 +891,9 @@ def _run(args):
                         f"data.frame_stride). Received: {flag} {getattr(args, clip_flags[0])}")
     arguments = {key: value for key, value in flags.items() if value is not None}
     manifest = prepare_dataset(spec, args.out, args.frames, args.size,
-                               show_progress=not args.no_progress, **arguments)
-    name = (MANIFEST_NAME if "part" not in manifest else
-            part_manifest_name(manifest["part"]["count"], manifest["part"]["index"]))
+                               show_progress=not args.no_progress,
+                               pipeline_args=getattr(args, "pipeline_args", None), **arguments)
+    name = MANIFEST_NAME
     shape = (f"clip shape {manifest['clip_shape']}" if "clip_shape" in manifest else
              f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']} "
              f"{manifest.get('dtype', 'uint8')}")
@@ -1151,34 +933,17 @@ def register(subparsers):
     parser.add_argument("--clips-per-video", type=int, help="clips stored per item (default 1)")
     parser.add_argument("--sampling", choices=SAMPLING_METHODS, help="default uniform")
     parser.add_argument("--frame-stride", type=int, help="K for --sampling stride (default 1)")
-    parser.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    parser.add_argument("--workers", type=int,
+                        help="workers of Beam's local runner, each decoding in a process of "
+                             "its own (default: all cores); with --runner, the runner's "
+                             "options say")
     parser.add_argument("--encoding", choices=ENCODINGS,
                         help="frame storage (default: raw for v1; for v2 jpeg for 8-bit 1- "
                              "and 3-band items, png for 16-bit 1-, 3- and 4-band items, raw "
                              "otherwise)")
     parser.add_argument("--items-per-shard", type=int,
                         help="items per shard (default: about 64 MiB of clips)")
-    parser.add_argument("--num-shards", type=int,
-                        help="split the preparation across N machines (default 1)")
-    parser.add_argument("--shard-index", type=int,
-                        help="which part of --num-shards this run prepares, 0..N-1")
     parser.add_argument("--strict", action="store_true", help="make any skipped item an error")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)
-    merge = subparsers.add_parser(
-        "merge", help="join the parts of prepare --num-shards N into one dataset",
-        description="Write OUT/manifest.json from the N part manifests of `prepare "
-                    "--num-shards N --shard-index i` (shards stay where they are).")
-    merge.add_argument("--out", required=True, help="where manifest.json goes")
-    merge.add_argument("part_dirs", nargs="+", metavar="PART_DIR",
-                       help="directories holding the part manifests")
-    merge.set_defaults(func=_run_merge)
     return parser
-
-
-def _run_merge(args):
-    manifest = merge_parts(args.out, args.part_dirs)
-    print(f"wrote {os.path.join(args.out, MANIFEST_NAME)}: {len(manifest['classes'])} "
-          f"classes, {sum(s['videos'] for s in manifest['splits'].values())} items, "
-          f"{len(manifest['skipped'])} skipped")
-    return 0

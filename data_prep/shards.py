@@ -19,27 +19,17 @@ MANIFEST_NAME = "manifest.json"
 LEGACY_TEMPORARY_SUFFIX = ".tmp"  # `<name>.tfrecord.tmp`, from before core.atomic
 
 
-def part_manifest_name(num_shards, shard_index):
-    """`manifest.part-1-of-4.json`: never `manifest.json`, so a part never reads as a whole."""
-    return f"manifest.part-{shard_index}-of-{num_shards}.json"
-
-
 def shard_name(index, count):
     """`shard-00003-of-00012` (no extension)."""
     return f"shard-{index:05d}-of-{count:05d}"
 
 
-def remove_temporary_files(directory, prefix=""):
-    """Delete what an interrupted run left half-written in `directory`; returns the names.
-
-    Only names of `prefix` (`.tmp-<prefix>...`): other parts may be writing into the same
-    directory.
-    """
+def remove_temporary_files(directory):
+    """Delete what an interrupted run left half-written in `directory`; returns the names."""
     removed = []
     if os.path.isdir(directory):
         for name in sorted(os.listdir(directory)):
-            if name.startswith(TEMPORARY_PREFIX + prefix) or (
-                    name.startswith(prefix) and name.endswith(LEGACY_TEMPORARY_SUFFIX)):
+            if name.startswith(TEMPORARY_PREFIX) or name.endswith(LEGACY_TEMPORARY_SUFFIX):
                 os.remove(os.path.join(directory, name))
                 removed.append(name)
     return removed

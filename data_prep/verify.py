@@ -151,9 +151,9 @@ def rebuild_prepare_call(prepared_dir, manifest, damaged):
     names = [name for info in manifest["splits"].values() for name in info["shards"]]
     if "part" in manifest or any(not os.path.basename(name).startswith("shard-")
                                  for name in names):
-        raise UserError(f"Expected a dataset prepared on one machine to repair (a merged one "
-                        f"is repaired part by part: rerun that part's prepare). Received: "
-                        f"{prepared_dir}")
+        raise UserError(f"Expected a dataset prepared in one run to repair (one merged from "
+                        f"the parts of an older version's `prepare --num-shards` is "
+                        f"repaired by preparing it again). Received: {prepared_dir}")
     try:
         spec = SourceSpec(**manifest["source"])
     except TypeError as error:  # a key this version's SourceSpec does not know

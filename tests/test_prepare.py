@@ -399,111 +399,6 @@ def test_h264_and_ffv1_videos_prepare(tmp_path):
     assert manifest["splits"]["train"]["videos"] == 2 and manifest["skipped"] == []
 
 
-# --- several machines: --num-shards N --shard-index i, then merge -------------------------
-
-
-def record_set(prepared_dir, split):
-    return sorted((r["item_id"], r["clip_index"], tuple(r["clip"]), r["label"], r["item_index"])
-                  for r in read_records(prepared_dir, split)[1])
-
-
-def load_split_set(prepared_dir, split):
-    from data_prep import load_split
-
-    return sorted((clip.numpy().tobytes(), int(label), int(index)) for clip, label, index
-                  in load_split(str(prepared_dir), split, with_item_index=True))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("num_shards,shared_out", [(2, True), (3, False)])
-def test_merged_parts_equal_a_one_machine_prepare(tmp_path, num_shards, shared_out):
-    make_folders_dataset(tmp_path / "root", per_class=3, num_frames=6)
-    whole = prepare(tmp_path / "root", tmp_path / "whole", clips_per_video=2, items_per_shard=2)
-    part_dirs = []
-    for index in range(num_shards):
-        part_dir = tmp_path / ("parts" if shared_out else f"machine{index}")
-        part = prepare(tmp_path / "root", part_dir, clips_per_video=2, items_per_shard=2,
-                       num_shards=num_shards, shard_index=index)
-        assert part["part"] == {"index": index, "count": num_shards}
-        assert os.path.isfile(part_dir / f"manifest.part-{index}-of-{num_shards}.json")
-        assert not os.path.exists(part_dir / "manifest.json")
-        part_dirs.append(str(part_dir))
-    merged_dir = tmp_path / ("parts" if shared_out else "merged")
-    result = run_cli("merge", "--out", merged_dir, *sorted(set(part_dirs)))
-    assert result.returncode == 0, result.stderr
-    with open(merged_dir / "manifest.json") as file:
-        merged = json.load(file)
-    assert merged["splits"]["train"]["videos"] == whole["splits"]["train"]["videos"] == 6
-    assert merged["splits"]["train"]["clips"] == 12
-    assert merged["splits"]["train"]["items_per_class"] == \
-        whole["splits"]["train"]["items_per_class"] == {"a": 3, "b": 3}
-    assert {k: v for k, v in merged.items() if k != "splits"} == \
-        {k: v for k, v in whole.items() if k != "splits"}
-    shards = merged["splits"]["train"]["shards"]
-    assert len(set(os.path.basename(s) for s in shards)) == len(shards)  # no name collides
-    # Same (item_id, clip_index, clip bytes, label) and item indices as one machine.
-    assert record_set(merged_dir, "train") == record_set(tmp_path / "whole", "train")
-    assert load_split_set(merged_dir, "train") == load_split_set(tmp_path / "whole", "train")
-
-
-def test_parts_take_disjoint_contiguous_slices_of_the_shard_order():
-    from data_prep.prepare import part_slice
-
-    for count in range(0, 12):
-        for num_shards in range(1, 5):
-            slices = [part_slice(count, num_shards, i) for i in range(num_shards)]
-            assert slices[0][0] == 0 and slices[-1][1] == count
-            assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
-            assert max(b - a for a, b in slices) - min(b - a for a, b in slices) <= 1
-
-
-def test_a_part_is_not_read_as_a_whole_dataset(tmp_path):
-    from data_prep.reader import read_manifest
-
-    make_folders_dataset(tmp_path / "root", per_class=1)
-    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=1)
-    with pytest.raises(UserError, match="manifest.json"):
-        read_manifest(tmp_path / "out")
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(num_shards=0), "num_shards=0"), (dict(num_shards=2, shard_index=2), "shard_index=2"),
-    (dict(num_shards=2, shard_index=-1), "shard_index=-1")])
-def test_bad_part_arguments_raise_user_error(tmp_path, kwargs, message):
-    make_folders_dataset(tmp_path / "root", per_class=1)
-    with pytest.raises(UserError, match=f"Received: {message}"):
-        prepare(tmp_path / "root", tmp_path / "out", **kwargs)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case,message", [
-    ("missing-part", "missing shard_index=\\[1\\]"), ("other-size", "`resize`"),
-    ("other-classes", "`classes`"), ("other-count", "num_shards=\\[2, 3\\]"),
-    ("no-part", "Expected a part manifest"), ("repeated", "part 0")])
-def test_merge_refuses_incomplete_or_mismatched_parts(tmp_path, case, message):
-    make_folders_dataset(tmp_path / "root", per_class=2)
-    make_folders_dataset(tmp_path / "root3", classes=("a", "b", "c"), per_class=1)
-    prepare(tmp_path / "root", tmp_path / "p0", num_shards=2, shard_index=0)
-    dirs = [tmp_path / "p0"]
-    if case == "other-size":
-        prepare(tmp_path / "root", tmp_path / "p1", num_shards=2, shard_index=1, size=8)
-    elif case == "other-classes":
-        prepare(tmp_path / "root3", tmp_path / "p1", num_shards=2, shard_index=1)
-    elif case == "other-count":
-        prepare(tmp_path / "root", tmp_path / "p1", num_shards=3, shard_index=1)
-    elif case == "no-part":
-        os.makedirs(tmp_path / "p1")
-    elif case == "repeated":
-        prepare(tmp_path / "root", tmp_path / "p1", num_shards=2, shard_index=0)
-    if case != "missing-part":
-        dirs.append(tmp_path / "p1")
-    result = run_cli("merge", "--out", tmp_path / "merged", *dirs)
-    assert result.returncode == 2, result.stderr
-    assert re.search(message, result.stderr), result.stderr
-    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
-    assert not os.path.exists(tmp_path / "merged/manifest.json")
-
-
 # --- data faults (docs/RELIABILITY.md) ----------------------------------------------------
 
 
@@ -561,21 +456,6 @@ def test_out_that_cannot_be_written_is_one_line_exit_2(tmp_path, case):
     if case == "split_is_a_file":
         assert sorted(os.listdir(out)) == ["train"]
         assert (out / "train").read_text() == "not a directory"
-
-
-def test_a_part_rerun_keeps_other_parts_files_in_a_shared_out(tmp_path):
-    make_folders_dataset(tmp_path / "root", per_class=2)
-    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=1)
-    other_tmp = tmp_path / "out/train/part-00001-of-00002.shard-00000-of-00001.tfrecord.tmp"
-    other_tmp.write_bytes(b"machine 1 is still writing this")
-    own_tmp = tmp_path / "out/train/part-00000-of-00002.shard-00000-of-00001.tfrecord.tmp"
-    own_tmp.write_bytes(b"left by a killed run of part 0")
-    before = shard_files(tmp_path / "out")
-    prepare(tmp_path / "root", tmp_path / "out", num_shards=2, shard_index=0)
-    assert other_tmp.read_bytes() == b"machine 1 is still writing this"
-    assert not own_tmp.exists()
-    assert set(before) - {os.path.relpath(own_tmp, tmp_path / "out")} <= \
-        set(shard_files(tmp_path / "out"))
 
 
 def make_rawframes(tmp_path, template="img_{:05}.jpg", start_index=1):
@@ -727,29 +607,6 @@ def test_cli_rawframes_flags(tmp_path, capsys):
     assert "manifest.json" in printed and "0 skipped, 1 absent (--only-present)" in printed
 
 
-def test_merged_parts_of_a_multi_label_only_present_list_equal_one_machine(tmp_path):
-    from data_prep.prepare import merge_parts
-
-    make_folders_dataset(tmp_path / "root", per_class=3, num_frames=5)
-    listing = write_text(tmp_path / "train.txt", "a/item0.avi 0 1\na/item1.avi 0\n"
-                         "a/gone.avi 1\nb/item0.avi 1\nb/item1.avi 1 2\nb/item2.avi 2\n")
-    kwargs = dict(layout="list", lists={"train": listing}, multi_label=True, num_classes=3,
-                  only_present=True, items_per_shard=1)
-    whole = prepare(tmp_path / "root", tmp_path / "whole", **kwargs)
-    for index in range(2):
-        prepare(tmp_path / "root", tmp_path / "parts", num_shards=2, shard_index=index,
-                **kwargs)
-    merged = merge_parts(str(tmp_path / "parts"), [str(tmp_path / "parts")])
-    assert whole["absent"] == {"count": 1, "splits": {"train": 1},
-                               "items": [{"path": "a/gone.avi", "split": "train"}]}
-    assert whole["splits"]["train"]["items_per_class"] == {"0": 2, "1": 3, "2": 2}
-    for key in ("absent", "multi_label", "num_classes", "classes"):
-        assert merged[key] == whole[key]
-    assert merged["splits"]["train"]["items_per_class"] == \
-        whole["splits"]["train"]["items_per_class"]
-    assert record_set(tmp_path / "parts", "train") == record_set(tmp_path / "whole", "train")
-
-
 def test_cli_root_per_split_records_each_root(tmp_path, capsys):
     make_folders_dataset(tmp_path / "train", per_class=1, num_frames=5)
     make_folders_dataset(tmp_path / "val", per_class=1, num_frames=5)
@@ -875,9 +732,6 @@ def test_cli_prepares_v2_by_default_and_v1_when_it_names_clips(tmp_path, flags, 
 
 # --- sensor data (format v2, issue 20) --------------------------------------------------------
 
-from data_prep.prepare import merge_parts  # noqa: E402
-
-
 def _write_sensor_items(root, count=6, dtype=np.uint16, seed=0):
     rng = np.random.default_rng(seed)
     for index in range(count):
@@ -886,26 +740,6 @@ def _write_sensor_items(root, count=6, dtype=np.uint16, seed=0):
         values = rng.integers(0, 4000, (3, 5, 5, 2)).astype(dtype)
         values[0, 0, 0] = 9999
         np.save(path, values)
-
-
-def test_merged_v2_parts_keep_the_sensor_facts_and_one_statistics(tmp_path):
-    _write_sensor_items(tmp_path / "root")
-    options = dict(frames=None, size=5, items_per_shard=2, nodata=9999.0)
-    whole = prepare(tmp_path / "root", tmp_path / "whole", **options)
-    for index in range(2):
-        part = prepare(tmp_path / "root", tmp_path / "parts", num_shards=2,
-                       shard_index=index, **options)
-        assert "statistics_partial" in part
-    merged = merge_parts(str(tmp_path / "parts"), [str(tmp_path / "parts")])
-    assert "statistics_partial" not in merged
-    for key in ("dtype", "band_names", "nodata", "mask", "dated", "to_uint8"):
-        assert merged[key] == whole[key], key
-    assert merged["dtype"] == "uint16" and merged["mask"] and merged["nodata"] == 9999.0
-    for key, values in whole["statistics"].items():
-        if key == "split":
-            assert merged["statistics"][key] == values
-        else:  # sums added in another order
-            np.testing.assert_allclose(merged["statistics"][key], values, rtol=1e-12)
 
 
 def test_a_rerun_reuses_v2_shards_and_their_statistics(tmp_path):

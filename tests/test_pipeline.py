@@ -1,0 +1,169 @@
+"""data_prep.pipeline: prepare on Apache Beam, locally and through Beam's portability
+framework (a job service and an external worker pool as separate processes on 127.0.0.1:
+what Flink, Spark and Dataflow speak), with the same bytes out."""
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cluster_fixtures import free_ports
+from data_prep.__main__ import main
+from data_prep.prepare import WORK_DIR, prepare_dataset
+from data_prep.source_spec import SourceSpec
+from video_fixtures import make_folders_dataset, write_video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tree(out):
+    """Every file under `out` but the lock, relative."""
+    return sorted(os.path.relpath(os.path.join(directory, name), out)
+                  for directory, _, names in os.walk(out) for name in names
+                  if not name.startswith(".lock"))
+
+
+def assert_same_files(left, right):
+    assert tree(left) == tree(right)
+    for name in tree(left):
+        assert filecmp.cmp(os.path.join(left, name), os.path.join(right, name),
+                           shallow=False), name
+
+
+def make_dataset(root, count=8):
+    # Larger frames than elsewhere: each item takes tens of ms, so a kill lands mid-run.
+    for index in range(count):
+        write_video(root / "ab"[index % 2] / f"v{index}.avi", 24 + index, height=96, width=128)
+
+
+def prepare_locally(root, out, workers=2):
+    return prepare_dataset(SourceSpec("folders", str(root)), str(out), None, 16,
+                           items_per_shard=3, workers=workers, show_progress=False)
+
+
+def environment():
+    # The pool starts its workers with the `python` on PATH: this environment's.
+    return dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3",
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+
+
+@pytest.fixture(scope="module")
+def portable_services():
+    """(job endpoint, worker pool endpoint) of a local job service and worker pool."""
+    job_port, pool_port = free_ports(2)
+    commands = [
+        ["-m", "apache_beam.runners.portability.local_job_service_main", "--port",
+         str(job_port)],
+        ["-m", "apache_beam.runners.worker.worker_pool_main", "--service_port",
+         str(pool_port)]]
+    processes = [subprocess.Popen([sys.executable, *command], cwd=REPO, env=environment(),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True) for command in commands]
+    try:
+        yield f"localhost:{job_port}", f"localhost:{pool_port}", processes[1].pid
+    finally:
+        for process in processes:  # and the pool's workers, in the same session
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def prepare_portable(root, out, services, **popen):
+    job, pool, _ = services
+    command = [sys.executable, "-m", "data_prep", "prepare", "--layout", "folders", "--root",
+               str(root), "--out", str(out), "--size", "16", "--items-per-shard", "3",
+               "--no-progress", "--runner=PortableRunner", f"--job_endpoint={job}",
+               "--environment_type=EXTERNAL", f"--environment_config={pool}"]
+    return subprocess.Popen(command, cwd=REPO, env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+def test_portable_runner_with_an_external_worker_pool_writes_the_local_runs_bytes(
+        tmp_path, portable_services):
+    make_dataset(tmp_path / "root")
+    local = prepare_locally(tmp_path / "root", tmp_path / "local")
+    process = prepare_portable(tmp_path / "root", tmp_path / "portable", portable_services)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "wrote" in stdout and local["splits"]["train"]["videos"] == 8
+    assert_same_files(tmp_path / "local", tmp_path / "portable")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_job_in_one_line_and_the_rerun_finishes_it_the_same(
+        tmp_path, portable_services):
+    """Beam's local job service does not retry a lost worker's bundle (Dataflow and Flink
+    do): the job fails in one line, keeps what it finished, and the rerun ends with the
+    bytes of an uninterrupted run."""
+    make_dataset(tmp_path / "root", count=12)
+    out = tmp_path / "portable"
+    process = prepare_portable(tmp_path / "root", out, portable_services)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if any(name.endswith(".item") for _, _, names in os.walk(out / WORK_DIR)
+               for name in names):
+            break
+        time.sleep(0.01)
+    workers = children(portable_services[2])
+    assert workers, "no SDK worker process under the worker pool"
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert stderr.startswith("error: The Beam job failed") and "rerun the same command" \
+        in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not os.path.exists(out / "manifest.json")
+    process = prepare_portable(tmp_path / "root", out, portable_services)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    prepare_locally(tmp_path / "root", tmp_path / "local", workers=1)
+    assert_same_files(tmp_path / "local", out)
+
+
+def test_an_unknown_option_is_one_line_exit_2(tmp_path, capsys):
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=4)
+    assert main(["prepare", "--layout", "folders", "--root", str(tmp_path / "root"), "--out",
+                 str(tmp_path / "out"), "--size", "8", "--runer=DirectRunner"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Expected prepare's options or Apache Beam pipeline "
+                          "options") and "Received: --runer=DirectRunner" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_other_commands_refuse_beam_options(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(tmp_path), "--runner=DirectRunner"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --runner=DirectRunner" in capsys.readouterr().err
+
+
+def test_given_beam_options_run_the_pipeline_as_given(tmp_path):
+    make_folders_dataset(tmp_path / "root", per_class=2, num_frames=4)
+    spec = SourceSpec("folders", str(tmp_path / "root"))
+    given = prepare_dataset(spec, str(tmp_path / "given"), None, 8, show_progress=False,
+                            pipeline_args=["--runner=DirectRunner",
+                                           "--direct_running_mode=multi_processing",
+                                           "--direct_num_workers=2"])
+    local = prepare_dataset(spec, str(tmp_path / "local"), None, 8, workers=1,
+                            show_progress=False)
+    assert given == local
+    assert_same_files(tmp_path / "given", tmp_path / "local")
+    assert not os.path.exists(tmp_path / "given" / WORK_DIR)
