@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import threading
@@ -30,7 +31,6 @@ from core.atomic import write_json_atomically
 from core.errors import JobFailed, UserError
 from data_prep.band_statistics import combine_partials
 from data_prep.item_results import ItemFileError, read_item_result, write_item_result
-from data_prep.prepare import dtype_mismatch, prepare_item
 from data_prep.sequence_records import sequence_example
 from data_prep.shards import ShardWriter, clip_example
 from data_prep.workers import ITEM_TIMEOUT_SECONDS, WorkerPool, quiet_video_logs
@@ -49,6 +49,8 @@ logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 import apache_beam as beam  # noqa: E402 (after the filter: it logs on import)
 
 logger = logging.getLogger(__name__)
+
+_STOP_SECONDS = 5  # after Ctrl-C, how long items in flight may take to finish
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,13 +85,15 @@ class RunControl:
         self.progress_path = os.path.join(work_root, "progress")
         self.error_path = os.path.join(work_root, "error.json")
         self.stop_path = os.path.join(work_root, "stop")
+        self.reused_path = os.path.join(work_root, "reused")
 
     def reset(self):
         os.makedirs(self.work_root, exist_ok=True)
-        for path in (self.progress_path, self.error_path, self.stop_path):
+        for path in (self.error_path, self.stop_path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
-        open(self.progress_path, "wb").close()
+        for path in (self.progress_path, self.reused_path):
+            open(path, "wb").close()
 
     def stopped(self):
         return os.path.exists(self.error_path) or os.path.exists(self.stop_path)
@@ -108,13 +112,14 @@ class RunControl:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def tick(self):
-        with open(self.progress_path, "ab") as file:
+    def tick(self, reused=False):
+        with open(self.reused_path if reused else self.progress_path, "ab") as file:
             file.write(b".")
 
-    def done(self):
+    def done(self, reused=False):
+        """Items done (or, with `reused`, read back from a killed run's item files)."""
         try:
-            return os.path.getsize(self.progress_path)
+            return os.path.getsize(self.reused_path if reused else self.progress_path)
         except OSError:
             return 0
 
@@ -123,10 +128,12 @@ class DecodeItemFn(beam.DoFn):
     """An `ItemWork` -> (shard key, (position, decoded)), its item file
     written (or reused when a killed run left it whole)."""
 
-    def __init__(self, work_root, strict):
+    def __init__(self, work_root, strict, decode, item_timeout=ITEM_TIMEOUT_SECONDS):
         super().__init__()
         self.work_root = work_root
         self.strict = strict
+        self.decode = decode  # prepare_item; picklable: it runs in the sandbox
+        self.item_timeout = item_timeout
         self._sandbox = None
 
     def setup(self):
@@ -147,8 +154,11 @@ class DecodeItemFn(beam.DoFn):
         if os.path.isfile(work.item_file):
             with contextlib.suppress(OSError, ItemFileError):
                 result = read_item_result(work.item_file)
+                self.control.tick(reused=True)
         if result is None:
             result = self._decode(work.task)
+            if self.control.stopped():
+                return None  # Ctrl-C may have killed the sandbox: not this item's fault
             if not self._user_mistake(work, result):
                 os.makedirs(os.path.dirname(work.item_file), exist_ok=True)
                 write_item_result(work.item_file, result)
@@ -168,7 +178,7 @@ class DecodeItemFn(beam.DoFn):
             self._sandbox = WorkerPool(1)
         try:
             return next(self._sandbox.map_ordered(
-                prepare_item, [task], item_timeout=ITEM_TIMEOUT_SECONDS,
+                self.decode, [task], item_timeout=self.item_timeout,
                 on_crash=lambda _, reason: {"ok": False, "reason": reason}))
         except BaseException:
             # A reply may still be on its way: the next item gets a new sandbox.
@@ -243,10 +253,7 @@ def write_shard(shard, first_item_index, stopped=lambda: False):
                                            "split": shard.split})
                 continue
             if sidecar["band"] is not None and result["band"] != sidecar["band"]:
-                raise UserError(
-                    f"Expected every item to have {sidecar['band']} band(s), as the first "
-                    f"prepared item has; a dataset has one band count. Received: "
-                    f"band={result['band']} ({item_id})")
+                raise UserError(band_mismatch(sidecar["band"], result["band"], item_id))
             item_index = first_item_index + sidecar["videos"]
             if "frame_shape" in result:  # v2: the whole item, one SequenceExample
                 if sidecar.get("dtype", result["dtype"]) != result["dtype"]:
@@ -281,6 +288,17 @@ def write_shard(shard, first_item_index, stopped=lambda: False):
         sidecar["statistics"] = combine_partials(partials) if partials else None
     write_json_atomically(shard.sidecar, sidecar)
     return sidecar
+
+
+def band_mismatch(expected, received, item_id):
+    return (f"Expected every item to have {expected} band(s), as the first prepared item "
+            f"has; a dataset has one band count. Received: band={received} ({item_id})")
+
+
+def dtype_mismatch(expected, received, item_id):
+    return (f"Expected every item to hold {expected} values, as the first prepared item "
+            f"does; a dataset has one dtype (convert the items, or store 8 bits with "
+            f"--to-uint8 LOW,HIGH). Received: dtype={received} ({item_id})")
 
 
 def _add_sensor_facts(sidecar, result, item_id):
@@ -332,10 +350,14 @@ def pipeline_options(pipeline_args, workers):
     return PipelineOptions(arguments)
 
 
-def run(shards, works, finished_kept, work_root, strict, options, progress,
+def run(shards, works, finished_kept, work_root, strict, options, decode, progress,
         while_starting=None):
-    """Run the pipeline to the end; `progress(items done)` is called as it goes, and
+    """Run the pipeline to the end, decoding each item with `decode(task)`
+    (`prepare.prepare_item`); `progress(items done)` is called as it goes, and
     `while_starting()` (if given) once the pipeline has started.
+
+    Returns:
+        int, the items read back from the item files of an earlier, killed run.
 
     Raises:
         UserError: a user's mistake a worker found (`error.json`).
@@ -352,7 +374,7 @@ def run(shards, works, finished_kept, work_root, strict, options, progress,
             pipeline = beam.Pipeline(options=options)
             decoded = (pipeline
                        | "Items" >> beam.Create(works)
-                       | "Decode" >> beam.ParDo(DecodeItemFn(work_root, strict)))
+                       | "Decode" >> beam.ParDo(DecodeItemFn(work_root, strict, decode)))
             kept = (decoded
                     | "Kept" >> beam.Map(lambda pair: (pair[0], int(pair[1][1])))
                     | "CountKept" >> beam.CombinePerKey(sum))
@@ -378,7 +400,11 @@ def run(shards, works, finished_kept, work_root, strict, options, progress,
         with contextlib.suppress(Exception):
             if "result" in outcome:
                 outcome["result"].cancel()
-        thread.join()
+        thread.join(_STOP_SECONDS)
+        if thread.is_alive():  # an item still decoding: its sandbox goes, the item is redone
+            for process in multiprocessing.active_children():
+                process.kill()
+            thread.join(_STOP_SECONDS)
         raise
     progress(control.done())
     message = control.error()
@@ -389,11 +415,15 @@ def run(shards, works, finished_kept, work_root, strict, options, progress,
         raise error
     if error is not None:
         report = os.path.join(work_root, "job-error.txt")
-        with open(report, "w") as file:
-            traceback.print_exception(error, file=file)
+        try:
+            with open(report, "w") as file:
+                traceback.print_exception(error, file=file)
+        except OSError:  # a full disk, say: the error itself says enough
+            report = "this message"
         text = str(error).strip()
         raise JobFailed(f"The Beam job failed ({type(error).__name__}: "
                         f"{text.splitlines()[-1][:200] if text else ''}; all of it in "
                         f"{report}). Finished shards and items are kept: rerun the same "
                         f"command to resume.") from error
+    return control.done(reused=True)
 

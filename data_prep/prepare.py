@@ -1,17 +1,19 @@
-"""`python -m data_prep prepare`: decode items into clip shards, in parallel and resumably.
+"""`python -m data_prep prepare`: decode items into clip shards, on Apache Beam, resumably.
 
-The parent resolves the source layout, plans the shards, hands items to worker processes and
-writes what they return. Workers (multiprocessing "spawn": TensorFlow in the parent is not
-fork-safe) only decode, sample, resize and png/jpeg-encode with OpenCV; they never import
-TensorFlow. The parent serialises `tf.train.Example`s and writes the TFRecords.
+This module resolves the source layout, validates the arguments, plans the shards and
+writes the manifest; `data_prep.pipeline` runs the decoding and the shard writing as a Beam
+pipeline (Beam's local runner by default, or any runner given with `--runner=...`).
+`prepare_item` is the per-item work: decode, sample, resize and png/jpeg-encode with
+OpenCV, in a process that never imports TensorFlow.
 
 Determinism and resuming: each split's items are ordered by a hash of their id (a fixed
 pseudo-random order, so every shard mixes classes) and cut into shards of `items_per_shard`
 items. A shard is published by renaming `.tmp-<name>.tfrecord` once complete, then its JSON
 sidecar (counts, skipped items, a fingerprint of its items and the preparation parameters)
 is written. A rerun with the same arguments keeps every shard whose tfrecord and matching
-sidecar exist, deletes temporary files, redoes the rest, and so writes byte-identical shards
-to an uninterrupted run. `manifest.json` is removed at the start and written last.
+sidecar exist and every finished item file under `out/.work`, deletes temporary files,
+redoes the rest, and so writes byte-identical shards to an uninterrupted run, whatever the
+runner and the worker count. `manifest.json` is removed at the start and written last.
 """
 
 import argparse
@@ -353,8 +355,10 @@ def _summary_table(manifest, stats):
     lines.append(
         f"decoded {stats['frames_decoded']} frames of {stats['items_done']} items in "
         f"{stats['seconds']:.1f} s: {stats['frames_decoded'] / seconds:.0f} frames/s, "
-        f"{stats['items_done'] / seconds:.1f} items/s ({stats['workers']} worker(s), "
-        f"{stats['shards_reused']} of {stats['shards']} shard(s) reused)")
+        f"{stats['items_done'] / seconds:.1f} items/s ({stats['workers']}, "
+        f"{stats['shards_reused']} of {stats['shards']} shard(s) reused"
+        + (f", {stats['items_reused']} item file(s) reused" if stats["items_reused"] else "")
+        + ")")
     if absent:
         lines.append(f"{absent['count']} listed item(s) not on disk were left out "
                      f"(--only-present; the manifest's `absent` lists "
@@ -604,13 +608,16 @@ def _prepare(job):
     write_json_atomically(manifest_path, manifest)
     stats = {"seconds": state["seconds"], "frames_decoded": state["frames_decoded"],
              "items_done": state["items_done"], "workers": state["workers"],
-             "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"]}
+             "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"],
+             "items_reused": state["items_reused"]}
     logger.info("Prepared %s\n%s", out, _summary_table(manifest, stats))
     return manifest
 
 
 def _check_one_band_and_dtype(plans, sidecars):
     """Every written shard holds items of the first one's band count and dtype."""
+    from data_prep.pipeline import band_mismatch, dtype_mismatch
+
     first = None
     for plan in plans:
         sidecar = sidecars[plan.tfrecord]
@@ -619,20 +626,12 @@ def _check_one_band_and_dtype(plans, sidecars):
         if first is None:
             first = sidecar
         elif sidecar["band"] != first["band"]:
-            raise UserError(
-                f"Expected every item to have {first['band']} band(s), as the first "
-                f"prepared item has; a dataset has one band count. Received: "
-                f"band={sidecar['band']} ({sidecar.get('first_item', plan.tfrecord)})")
+            raise UserError(band_mismatch(first["band"], sidecar["band"],
+                                          sidecar.get("first_item", plan.tfrecord)))
         elif sidecar.get("dtype", "uint8") != first.get("dtype", "uint8"):
             raise UserError(dtype_mismatch(first.get("dtype", "uint8"),
                                            sidecar.get("dtype", "uint8"),
                                            sidecar.get("first_item", plan.tfrecord)))
-
-
-def dtype_mismatch(expected, received, item_id):
-    return (f"Expected every item to hold {expected} values, as the first prepared item "
-            f"does; a dataset has one dtype (convert the items, or store 8 bits with "
-            f"--to-uint8 LOW,HIGH). Received: dtype={received} ({item_id})")
 
 
 def _write_masks_everywhere(job, plans, sidecars, state):
@@ -645,9 +644,19 @@ def _write_masks_everywhere(job, plans, sidecars, state):
     again = {plan.tfrecord: None if sidecars[plan.tfrecord].get("unmasked")
              else sidecars[plan.tfrecord] for plan in plans}
     sidecars, second = _write_shards(force, plans, again)
-    for key in ("frames_decoded", "items_done", "seconds"):
+    for key in ("frames_decoded", "items_done", "seconds", "items_reused"):
         second[key] += state[key]
     return sidecars, second
+
+
+def _workers_text(job, items):
+    """`2 worker(s)` on the local runner, else the runner given."""
+    for index, argument in enumerate(job.pipeline_args):
+        if argument.startswith("--runner="):
+            return argument.split("=", 1)[1]
+        if argument == "--runner" and index + 1 < len(job.pipeline_args):
+            return job.pipeline_args[index + 1]
+    return f"{min(job.workers, items) or 1} worker(s)"
 
 
 def _write_shards(job, plans, finished):
@@ -681,8 +690,8 @@ def _write_shards(job, plans, finished):
             finished_kept[key] = finished[plan.tfrecord]["videos"]
         earlier[plan.split].append(key)
     _clean_work_dir(job.out, keep={shard.item_dir for shard in shards.values()})
-    state = {"frames_decoded": 0, "items_done": len(works),
-             "workers": min(job.workers, len(works)) or 1, "pending_shards": len(shards),
+    state = {"frames_decoded": 0, "items_done": len(works), "items_reused": 0,
+             "workers": _workers_text(job, len(works)), "pending_shards": len(shards),
              "seconds": 0.0}
     if works:
         quiet_video_logs()
@@ -696,13 +705,15 @@ def _write_shards(job, plans, finished):
                                            disable=not job.show_progress, leave=False))
             if job.show_progress:
                 stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
-            pipeline.run(shards, works, finished_kept, os.path.join(job.out, WORK_DIR),
-                         job.strict, options,
-                         progress=lambda done: bar.update(min(done, bar.total) - bar.n),
-                         # the local runner writes shards in this process: TensorFlow
-                         # loads while the first items decode
-                         while_starting=import_tensorflow_quietly)
+            reused = pipeline.run(
+                shards, works, finished_kept, os.path.join(job.out, WORK_DIR), job.strict,
+                options, decode=prepare_item,
+                progress=lambda done: bar.update(min(done, bar.total) - bar.n),
+                # the local runner writes shards in this process: TensorFlow loads while
+                # the first items decode
+                while_starting=import_tensorflow_quietly)
         state["seconds"] = time.perf_counter() - start
+        state["items_reused"] = reused
     sidecars = {plan.tfrecord: finished[plan.tfrecord] or _finished_sidecar(plan)
                 for plan in plans}
     unwritten = [plan.tfrecord for plan in plans if sidecars[plan.tfrecord] is None]
@@ -728,7 +739,7 @@ def _write_shards(job, plans, finished):
         again = {path: None if path in renumber else sidecar
                  for path, sidecar in sidecars.items()}
         sidecars, second = _write_shards(job, plans, again)
-        for key in ("frames_decoded", "items_done", "seconds"):
+        for key in ("frames_decoded", "items_done", "seconds", "items_reused"):
             state[key] += second[key]
     return sidecars, state
 

@@ -1,4 +1,8 @@
-"""Worker processes for `data_prep.prepare`: ordered results, crash-tolerant, killable.
+"""Decoding processes: prepare's per-worker sandbox, evaluate's and predict's pool.
+
+`data_prep.pipeline` runs each item's decoding in a `WorkerPool(1)` of its Beam worker (the
+engine is the parallelism; the sandbox keeps a crashing or hanging decoder from taking the
+worker down); evaluation and prediction decode in a pool of several.
 
 Each worker is a "spawn" process with its own pipe and one task at a time. The parent never
 shares a lock with them, so stopping (Ctrl-C, an error) is just killing the processes:

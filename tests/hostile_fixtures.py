@@ -137,3 +137,10 @@ def tree_bytes(directory):
             path = os.path.join(root, name)
             files[os.path.relpath(path, directory)] = open(path, "rb").read()
     return files
+
+
+def misbehaving_prepare_item(task):
+    """`data_prep.prepare.prepare_item`, through `misbehaving_decoder` (by the item's name)."""
+    from data_prep.prepare import prepare_item
+
+    return misbehaving_decoder(task.path, lambda _: prepare_item(task))

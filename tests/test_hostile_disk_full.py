@@ -241,8 +241,10 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_after_space_is_free
 
 @pytest.mark.slow
 def test_prepare_on_a_full_disk_is_one_line_keeps_finished_shards_and_resumes(tmp_path):
-    """12 shards of 12 kB on a 100 kB disk: some are written, then ENOSPC. After the disk
-    grows the printed command resumes, and the dataset equals a clean run's byte for byte."""
+    """12 items of 12 kB on a 100 kB disk: some are decoded into item files (the Beam
+    pipeline's work files), then ENOSPC. After the disk grows the printed command resumes
+    from those item files, and the dataset equals a clean run's byte for byte."""
+    from data_prep.prepare import WORK_DIR
     from video_fixtures import make_folders_dataset
 
     make_folders_dataset(tmp_path / "root", classes=("a", "b", "c"), per_class=4, kind="npy")
@@ -256,20 +258,16 @@ def test_prepare_on_a_full_disk_is_one_line_keeps_finished_shards_and_resumes(tm
         full = run_python([*arguments, out])
         line = assert_one_error_line(full, f"error: no space left on {out}",
                                      "resume with: python -m data_prep prepare")
-        kept = [name for name in os.listdir(os.path.join(out, "train")) if
-                name.endswith(".json")]
+        kept = [name for _, _, names in os.walk(os.path.join(out, WORK_DIR))
+                for name in names if name.endswith(".item")]
         assert 0 < len(kept) < 12 and not os.path.exists(os.path.join(out, "manifest.json"))
-        assert not [name for name in os.listdir(os.path.join(out, "train"))
+        assert not [name for _, _, names in os.walk(out) for name in names
                     if name.startswith(".tmp-")]
-        before = tree_bytes(out)
         subprocess.run(["mount", "-o", "remount,size=2m", disk], check=True)
         resumed = run_python(line.split("resume with: python ", 1)[1].split())
         assert resumed.returncode == 0, resumed.stderr[-2000:]
-        assert f"{len(kept)} of 12 shard(s) reused" in resumed.stderr + resumed.stdout
-        after = tree_bytes(out)
-        assert all(after[name] == data for name, data in before.items() if name.endswith(
-            ".json"))  # the finished shards were kept, not redone
-        assert after == tree_bytes(str(tmp_path / "clean"))
+        assert f"{len(kept)} item file(s) reused" in resumed.stderr + resumed.stdout
+        assert tree_bytes(out) == tree_bytes(str(tmp_path / "clean"))
 
 
 def test_evaluate_reports_on_a_full_disk_are_one_line_and_leave_no_partial_file(

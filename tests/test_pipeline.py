@@ -167,3 +167,41 @@ def test_given_beam_options_run_the_pipeline_as_given(tmp_path):
     assert given == local
     assert_same_files(tmp_path / "given", tmp_path / "local")
     assert not os.path.exists(tmp_path / "given" / WORK_DIR)
+
+
+@pytest.mark.slow
+def test_an_item_whose_decoder_crashes_hangs_or_runs_out_of_memory_costs_only_that_item(
+        tmp_path):
+    """Run the Decode step as Beam does (setup, process, teardown) over real videos named
+    so that `misbehaving_prepare_item` crashes (SIGSEGV), hangs or runs out of memory."""
+    from data_prep.item_results import read_item_result
+    from data_prep.pipeline import DecodeItemFn, ItemWork, RunControl, item_file
+    from data_prep.prepare import ItemTask
+    from hostile_fixtures import misbehaving_prepare_item
+
+    names = ["good0.avi", "crash.avi", "hang.avi", "oom.avi", "good1.avi"]
+    for name in names:
+        write_video(tmp_path / "root" / name, 6)
+    RunControl(str(tmp_path / "work")).reset()
+    step = DecodeItemFn(str(tmp_path / "work"), strict=False, decode=misbehaving_prepare_item,
+                        item_timeout=5)
+    step.setup()
+    outputs = []
+    try:
+        for position, name in enumerate(names):
+            task = ItemTask(str(tmp_path / "root" / name), name, None, 16, None, None, None,
+                            None, None, format="v2")
+            outputs.extend(step.process(ItemWork("train/shard", position, item_file(
+                str(tmp_path / "items"), position), task)))
+    finally:
+        step.teardown()
+    assert outputs == [("train/shard", (0, True)), ("train/shard", (1, False)),
+                       ("train/shard", (2, False)), ("train/shard", (3, False)),
+                       ("train/shard", (4, True))]
+    reasons = [read_item_result(item_file(str(tmp_path / "items"), position)).get("reason")
+               for position in range(5)]
+    assert reasons[0] is None and reasons[4] is None
+    assert reasons[1] == "the decoder crashed (its worker process died)"
+    assert reasons[2].startswith("took longer than 5 s (its decoder hung")
+    assert reasons[3] == "out of memory while decoding it"
+    assert RunControl(str(tmp_path / "work")).done() == 5
