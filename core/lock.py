@@ -8,9 +8,8 @@ exclusive `flock` on a small file in the directory (it holds the owner's pid, fo
 message) for as long as the owner runs, and removes the file when done. The kernel drops the
 lock when the process ends, however it ends (SIGKILL included), so a crashed run leaves at
 most the file, never a lock that blocks the next run, which takes the file over and removes
-it. Parts of a multi-machine prepare (`--num-shards N --shard-index i`) lock only their own
-part, so they may share one --out (`hold_output_lock`); a run directory has one lock
-(`lock_run_dir`).
+it. A prepare output has one lock (`hold_output_lock`: a Beam job's workers write under the
+parent's), a run directory another (`lock_run_dir`).
 
 On systems without `fcntl` (Windows) there is no lock.
 """
@@ -29,9 +28,9 @@ LOCK_PREFIX = ".prepare"
 RUN_LOCK_NAME = ".run.lock"
 
 
-def lock_path(out, prefix=""):
-    """The lock file of one prepare into `out` (`prefix`: its part's shard-name prefix)."""
-    return os.path.join(out, f"{LOCK_PREFIX}.{prefix}lock")
+def lock_path(out):
+    """The lock file of a prepare into `out`."""
+    return os.path.join(out, f"{LOCK_PREFIX}.lock")
 
 
 class DirectoryLock:
@@ -87,15 +86,14 @@ class DirectoryLock:
 
 
 @contextlib.contextmanager
-def hold_output_lock(out, prefix=""):
-    """Holds the exclusive lock of `out` (or of one part of it) while the block runs.
+def hold_output_lock(out):
+    """Holds the exclusive lock of `out` while the block runs.
 
     Raises:
         UserError: another live process holds it; the message names that process.
     """
-    what = "this part of it" if prefix else "it"
-    lock = DirectoryLock(lock_path(out, prefix), lambda holder: (
-        f"Another prepare (process {holder}) is writing {what} now; wait for it to finish or "
+    lock = DirectoryLock(lock_path(out), lambda holder: (
+        f"Another prepare (process {holder}) is writing it now; wait for it to finish or "
         f"choose another --out. Received: out={out!r}"))
     try:
         yield

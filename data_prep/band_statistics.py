@@ -10,8 +10,8 @@ any number of partials and is associative and commutative (sums, minima, maxima,
 bottom-k sample: every sampled value carries a pseudo-random key and a combined sample keeps
 the `STATISTICS_SAMPLE_SIZE` smallest keys, whatever order the merges happen in);
 `finish_statistics` turns the combined partial into the manifest's numbers. A partial is a
-plain dict of numbers and lists, JSON as it is, so it travels through shard sidecars (one
-combined partial per shard of the training split) and part manifests (`merge_parts`).
+plain dict of numbers and lists, JSON as it is, so it travels through item files and shard
+sidecars (one combined partial per shard of the training split; `data_prep.pipeline`).
 
 Determinism: an item's sample is drawn by a generator seeded with a hash of its id, so a
 rerun (or a resumed run that reads the sidecars of finished shards) gives the same numbers.

@@ -128,18 +128,21 @@ class DecodeItemFn(beam.DoFn):
     """An `ItemWork` -> (shard key, (position, decoded)), its item file
     written (or reused when a killed run left it whole)."""
 
-    def __init__(self, work_root, strict, decode, item_timeout=ITEM_TIMEOUT_SECONDS):
+    def __init__(self, work_root, strict, decode, item_timeout=ITEM_TIMEOUT_SECONDS,
+                 opencv_threads=1):
         super().__init__()
         self.work_root = work_root
         self.strict = strict
         self.decode = decode  # prepare_item; picklable: it runs in the sandbox
         self.item_timeout = item_timeout
+        self.opencv_threads = opencv_threads
         self._sandbox = None
 
     def setup(self):
         self.control = RunControl(self.work_root)
         quiet_video_logs()
-        self._sandbox = WorkerPool(1)  # starts now, while the parent loads TensorFlow
+        # Starts now, while the parent loads TensorFlow.
+        self._sandbox = WorkerPool(1, opencv_threads=self.opencv_threads)
 
     def process(self, work):
         decoded = self._decoded(work)
@@ -175,7 +178,7 @@ class DecodeItemFn(beam.DoFn):
 
     def _decode(self, task):
         if self._sandbox is None:
-            self._sandbox = WorkerPool(1)
+            self._sandbox = WorkerPool(1, opencv_threads=self.opencv_threads)
         try:
             return next(self._sandbox.map_ordered(
                 self.decode, [task], item_timeout=self.item_timeout,
@@ -351,10 +354,11 @@ def pipeline_options(pipeline_args, workers):
 
 
 def run(shards, works, finished_kept, work_root, strict, options, decode, progress,
-        while_starting=None):
+        while_starting=None, opencv_threads=1):
     """Run the pipeline to the end, decoding each item with `decode(task)`
     (`prepare.prepare_item`); `progress(items done)` is called as it goes, and
-    `while_starting()` (if given) once the pipeline has started.
+    `while_starting()` (if given) once the pipeline has started. Each sandbox decodes
+    with `opencv_threads` OpenCV threads.
 
     Returns:
         int, the items read back from the item files of an earlier, killed run.
@@ -374,7 +378,8 @@ def run(shards, works, finished_kept, work_root, strict, options, decode, progre
             pipeline = beam.Pipeline(options=options)
             decoded = (pipeline
                        | "Items" >> beam.Create(works)
-                       | "Decode" >> beam.ParDo(DecodeItemFn(work_root, strict, decode)))
+                       | "Decode" >> beam.ParDo(DecodeItemFn(work_root, strict, decode,
+                                                        opencv_threads=opencv_threads)))
             kept = (decoded
                     | "Kept" >> beam.Map(lambda pair: (pair[0], int(pair[1][1])))
                     | "CountKept" >> beam.CombinePerKey(sum))

@@ -708,6 +708,9 @@ def _write_shards(job, plans, finished):
             reused = pipeline.run(
                 shards, works, finished_kept, os.path.join(job.out, WORK_DIR), job.strict,
                 options, decode=prepare_item,
+                # the local runner's workers share this machine's cores
+                opencv_threads=1 if job.pipeline_args else max(
+                    1, available_cores() // job.workers),
                 progress=lambda done: bar.update(min(done, bar.total) - bar.n),
                 # the local runner writes shards in this process: TensorFlow loads while
                 # the first items decode

@@ -52,12 +52,12 @@ def first_line(error):
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _worker_main(connection):
+def _worker_main(connection, opencv_threads=1):
     import cv2
 
     # The workers are the parallelism: one OpenCV thread each. Ctrl-C is the parent's job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(opencv_threads)
     quiet_video_logs()
     first = True
     while True:
@@ -98,15 +98,18 @@ class WorkerPool:
     re-imported anyway).
     """
 
-    def __init__(self, workers):
+    def __init__(self, workers, opencv_threads=1):
         self._context = multiprocessing.get_context("spawn")
+        # Several workers are the parallelism: one OpenCV thread each by default.
+        self._opencv_threads = opencv_threads
         self._workers = {}  # connection -> process
         for _ in range(workers):
             self._start_worker()
 
     def _start_worker(self):
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child_end,), daemon=True)
+        process = self._context.Process(target=_worker_main, args=(child_end, self._opencv_threads),
+                                            daemon=True)
         main_module = sys.modules["__main__"]
         sys.modules["__main__"] = types.ModuleType("__main__")
         try:

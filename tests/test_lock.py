@@ -1,4 +1,4 @@
-"""core.lock: one prepare per output (or per part of one), never a stale lock."""
+"""core.lock: one prepare per output, one run per run directory, never a stale lock."""
 
 import os
 import signal
@@ -16,12 +16,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no flock on Windows")
 
 
-def start_holder(out, prefix=""):
+def start_holder(out):
     """A process that holds the lock until killed; returns once it holds it."""
     script = textwrap.dedent(f"""
         import sys, time
         from core.lock import hold_output_lock
-        with hold_output_lock({str(out)!r}, {prefix!r}):
+        with hold_output_lock({str(out)!r}):
             print("held", flush=True)
             time.sleep(600)
     """)
@@ -54,16 +54,6 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         with open(lock_path(str(tmp_path))) as f:
             assert f.read().strip() == str(os.getpid())
     assert os.listdir(tmp_path) == []  # the next run removes it
-
-
-def test_parts_lock_only_themselves(tmp_path):
-    part0, part1 = "part-00000-of-00002.", "part-00001-of-00002."
-    with hold_output_lock(str(tmp_path), part0):
-        with hold_output_lock(str(tmp_path), part1):
-            pass
-        with pytest.raises(UserError, match="writing this part of it now"):
-            with hold_output_lock(str(tmp_path), part0):
-                pass
 
 
 def test_released_after_the_block_even_on_errors(tmp_path):
