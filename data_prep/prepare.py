@@ -505,6 +505,11 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         check_pipeline_arguments(pipeline_args)
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
+    for name, path in [("out", out)] + [("root", root) for root in spec.roots()]:
+        if "://" in str(path or ""):  # os would make a local folder named `gs:`
+            raise UserError(f"Expected `{name}` to be a local or mounted path: URLs are not "
+                            f"read yet (mount the bucket, e.g. with gcsfuse or "
+                            f"mountpoint-s3; docs/DATA.md). Received: {name}={path!r}")
 
     real_out = os.path.realpath(out)
     for root in spec.roots():

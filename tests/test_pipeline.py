@@ -205,3 +205,18 @@ def test_an_item_whose_decoder_crashes_hangs_or_runs_out_of_memory_costs_only_th
     assert reasons[2].startswith("took longer than 5 s (its decoder hung")
     assert reasons[3] == "out of memory while decoding it"
     assert RunControl(str(tmp_path / "work")).done() == 5
+
+
+@pytest.mark.parametrize("flag,value", [("--out", "gs://bucket/prepared"),
+                                        ("--root", "s3://bucket/videos")])
+def test_a_url_for_root_or_out_is_one_line_exit_2_not_a_local_folder_named_gs(
+        tmp_path, capsys, monkeypatch, flag, value):
+    monkeypatch.chdir(tmp_path)
+    make_folders_dataset(tmp_path / "root", per_class=1, num_frames=4)
+    arguments = {"--root": str(tmp_path / "root"), "--out": str(tmp_path / "out"), flag: value}
+    assert main(["prepare", "--layout", "folders", "--size", "8", "--no-progress",
+                 *[part for pair in arguments.items() for part in pair]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Expected `{flag[2:]}` to be a local or mounted path")
+    assert f"Received: {flag[2:]}={value!r}" in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["root"]
