@@ -89,7 +89,8 @@ class DataConfig(_SourceKeys):
     fps: float | None = _option(None, minimum=0.0, help="v2: resample videos to this rate")
     max_frames: int | None = _option(None, minimum=1, help="v2: at most this many frames per "
                                                            "item, evenly spaced")
-    workers: int | None = _option(None, minimum=1, help="decode processes when preparing")
+    workers: int | None = _option(None, minimum=1,
+                                  help="workers of Beam's local runner when preparing")
     train_split: str = _option("train", help="split trained on")
     test_split: str = _option("test", help="split validated on each epoch and evaluated at the end")
     synth: dict = _option({}, help="keyword arguments of data_prep.synth.generate_dataset")
