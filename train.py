@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 # Importing `training` turns oneDNN on before TensorFlow loads (core.tensorflow_env).
+from core import storage
 from core.cli import report_user_errors
 from core.disk_full import NoSpaceLeft
 from core.errors import UserError
@@ -171,7 +172,7 @@ def _prepare_only(args):
     check_data_sources(config.data)  # as a run does: a wrong path answers at once
     import_tensorflow()  # once the config and its data sources are valid
     manifest = ensure_prepared(config.data, show_progress=sys.stderr.isatty())
-    print(f"wrote {os.path.join(config.data.prepared_dir, MANIFEST_NAME)}: "
+    print(f"wrote {storage.join(config.data.prepared_dir, MANIFEST_NAME)}: "
           f"{len(manifest['classes'])} classes, "
           + (f"clip shape {manifest['clip_shape']}, " if "clip_shape" in manifest else
              f"whole items (v2), frame shape {manifest['frame_shape']}, ")

@@ -24,12 +24,14 @@ Example:
 """
 
 import contextlib
+import json
 import os
 import posixpath
 import shutil
 import tempfile
 
-from core.atomic import TEMPORARY_PREFIX, atomic_write as _local_atomic_write
+from core.atomic import TEMPORARY_PREFIX, write_json_atomically
+from core.atomic import atomic_write as _local_atomic_write
 from core.errors import UserError
 
 
@@ -258,10 +260,24 @@ def write_bytes(path, data):
             file.write(data)
 
 
+def write_json(path, value):
+    """`value` as indented JSON (one trailing newline) in `path`, atomically."""
+    if not is_url(path):
+        write_json_atomically(path, value)
+        return
+    write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def read_json(path):
+    """The JSON value in `path` (OSError if unreadable, ValueError if not JSON)."""
+    return json.loads(read_bytes(path))
+
+
 @contextlib.contextmanager
-def local_copy(path):
+def local_copy(path, siblings=()):
     """Yields a local path holding `path`: `path` itself, or for a URL a temporary copy of
-    the file or of the whole directory (deleted when the block ends).
+    the file or of the whole directory (deleted when the block ends), beside copies of
+    those `siblings` (URLs in the same directory: a dates sidecar) that exist.
 
     Decoders (OpenCV, FFmpeg, GDAL, numpy) read local files; an item behind a URL is
     downloaded once, next to nothing else.
@@ -274,6 +290,9 @@ def local_copy(path):
         local = os.path.join(scratch, basename(path) or "item")
         with _as_os_errors(path):
             gfile = _gfile()
+            for sibling in siblings:
+                if gfile.exists(sibling):
+                    gfile.copy(sibling, os.path.join(scratch, basename(sibling)))
             if gfile.isdir(path):
                 top = path.rstrip("/")
                 for directory, _, files in gfile.walk(top):

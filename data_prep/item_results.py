@@ -19,6 +19,7 @@ import struct
 
 import numpy as np
 
+from core import storage
 from core.atomic import temporary_path
 from data_prep.sequence_records import SourceInfo
 
@@ -62,6 +63,11 @@ def write_item_result(path, result):
         meta["source"] = {"height": source.height, "width": source.width,
                           "frame_rate": source.frame_rate, "frame_count": source.frame_count}
     header = json.dumps(meta, sort_keys=True, default=_plain).encode()
+    if storage.is_url(path):  # an object appears whole when its writer closes
+        storage.write_bytes(path, b"".join(
+            [MAGIC, _LENGTH.pack(len(header)), header]
+            + [part for data in blobs for part in (_LENGTH.pack(len(data)), data)]))
+        return
     # Renamed whole but not fsynced: a work file, not the dataset. After a power cut it
     # may read as cut short, and the item is decoded again.
     temporary = temporary_path(path)
@@ -91,8 +97,7 @@ def read_item_result(path):
     Raises:
         ItemFileError: a file that is cut short, too long, or not an item file.
     """
-    with open(path, "rb") as file:
-        data = file.read()
+    data = storage.read_bytes(path)
     size = len(data)
     if not data.startswith(MAGIC):
         raise ItemFileError(f"not an item file: {path}")

@@ -15,21 +15,27 @@ Three small files under out/.work/ let the parent watch and steer a run on a sha
 system: `progress` (a byte per item done), `error.json` (a user's mistake found in one
 item: --strict, an encoding that cannot hold the bands; later items are not decoded) and
 `stop` (Ctrl-C: items not begun are left for the rerun).
+
+`out` may be a URL (`core.storage`): item files, shards and control files are then objects,
+an item behind a URL is copied to a local temporary file for its decoder, and progress is
+counted in this process (an object store has no append), so the bar moves on the local
+runner and the cluster's own console shows the rest.
 """
 
+import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
-import shutil
+import posixpath
 import threading
 import traceback
 
-from core.atomic import write_json_atomically
+from core import storage
 from core.errors import JobFailed, UserError
 from data_prep.band_statistics import combine_partials
+from data_prep.dates import SIDECAR_SUFFIXES
 from data_prep.item_results import ItemFileError, read_item_result, write_item_result
 from data_prep.sequence_records import sequence_example
 from data_prep.shards import ShardWriter, clip_example
@@ -51,6 +57,9 @@ import apache_beam as beam  # noqa: E402 (after the filter: it logs on import)
 logger = logging.getLogger(__name__)
 
 _STOP_SECONDS = 5  # after Ctrl-C, how long items in flight may take to finish
+# Items done per URL work root, counted in this process (see the module docstring).
+_URL_TICKS = collections.Counter()
+_URL_TICKS_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,44 +91,54 @@ class RunControl:
 
     def __init__(self, work_root):
         self.work_root = work_root
-        self.progress_path = os.path.join(work_root, "progress")
-        self.error_path = os.path.join(work_root, "error.json")
-        self.stop_path = os.path.join(work_root, "stop")
-        self.reused_path = os.path.join(work_root, "reused")
+        self.progress_path = storage.join(work_root, "progress")
+        self.error_path = storage.join(work_root, "error.json")
+        self.stop_path = storage.join(work_root, "stop")
+        self.reused_path = storage.join(work_root, "reused")
 
     def reset(self):
-        os.makedirs(self.work_root, exist_ok=True)
+        storage.makedirs(self.work_root)
         for path in (self.error_path, self.stop_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+            storage.remove(path)
+        if storage.is_url(self.work_root):
+            with _URL_TICKS_LOCK:
+                _URL_TICKS[self.progress_path] = _URL_TICKS[self.reused_path] = 0
+            return
         for path in (self.progress_path, self.reused_path):
             open(path, "wb").close()
 
     def stopped(self):
-        return os.path.exists(self.error_path) or os.path.exists(self.stop_path)
+        return storage.exists(self.error_path) or storage.exists(self.stop_path)
 
     def stop(self):
-        open(self.stop_path, "wb").close()
+        storage.write_bytes(self.stop_path, b"")
 
     def fail(self, message):
-        write_json_atomically(self.error_path, {"message": message})
+        storage.write_json(self.error_path, {"message": message})
 
     def error(self):
         """The message a worker left, or None."""
         try:
-            with open(self.error_path) as file:
-                return str(json.load(file)["message"])
+            return str(storage.read_json(self.error_path)["message"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def tick(self, reused=False):
-        with open(self.reused_path if reused else self.progress_path, "ab") as file:
+        path = self.reused_path if reused else self.progress_path
+        if storage.is_url(path):
+            with _URL_TICKS_LOCK:
+                _URL_TICKS[path] += 1
+            return
+        with open(path, "ab") as file:
             file.write(b".")
 
     def done(self, reused=False):
         """Items done (or, with `reused`, read back from a killed run's item files)."""
+        path = self.reused_path if reused else self.progress_path
+        if storage.is_url(path):
+            return _URL_TICKS[path]
         try:
-            return os.path.getsize(self.reused_path if reused else self.progress_path)
+            return os.path.getsize(path)
         except OSError:
             return 0
 
@@ -154,16 +173,20 @@ class DecodeItemFn(beam.DoFn):
         if self.control.stopped():
             return None
         result = None
-        if os.path.isfile(work.item_file):
+        if storage.isfile(work.item_file):
             with contextlib.suppress(OSError, ItemFileError):
                 result = read_item_result(work.item_file)
                 self.control.tick(reused=True)
         if result is None:
-            result = self._decode(work.task)
+            try:
+                with _local_task(work.task) as task:
+                    result = self._decode(task)
+            except FileNotFoundError:  # gone since it was listed: that item is skipped
+                result = {"ok": False, "reason": "the file is gone (listed, then not found)"}
             if self.control.stopped():
                 return None  # Ctrl-C may have killed the sandbox: not this item's fault
             if not self._user_mistake(work, result):
-                os.makedirs(os.path.dirname(work.item_file), exist_ok=True)
+                storage.makedirs(storage.dirname(work.item_file))
                 write_item_result(work.item_file, result)
         if self._user_mistake(work, result):
             self.control.fail(result.get("encoding_error") or (
@@ -193,6 +216,19 @@ class DecodeItemFn(beam.DoFn):
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
+
+
+@contextlib.contextmanager
+def _local_task(task):
+    """`task`, its item copied to a local temporary path if it lies behind a URL (with
+    its dates sidecar, if any: `data_prep.dates.sidecar_path` looks beside the item)."""
+    if not storage.is_url(task.path):
+        yield task
+        return
+    stem = posixpath.splitext(task.path)[0]
+    siblings = [base + suffix for suffix in SIDECAR_SUFFIXES for base in (task.path, stem)]
+    with storage.local_copy(task.path, siblings=siblings) as local:
+        yield dataclasses.replace(task, path=local)
 
 
 class _Stopped(Exception):
@@ -229,12 +265,12 @@ class WriteShardFn(beam.DoFn):
         except UserError as error:
             self.control.fail(str(error))
             return False
-        shutil.rmtree(shard.item_dir, ignore_errors=True)
+        storage.rmtree(shard.item_dir)
         return True
 
 
 def item_file(item_dir, position):
-    return os.path.join(item_dir, f"{position:06d}.item")
+    return storage.join(item_dir, f"{position:06d}.item")
 
 
 def write_shard(shard, first_item_index, stopped=lambda: False):
@@ -289,7 +325,7 @@ def write_shard(shard, first_item_index, stopped=lambda: False):
     if "partials" in sidecar:  # one partial per shard: the sidecar stays small
         partials = sidecar.pop("partials")
         sidecar["statistics"] = combine_partials(partials) if partials else None
-    write_json_atomically(shard.sidecar, sidecar)
+    storage.write_json(shard.sidecar, sidecar)
     return sidecar
 
 
@@ -340,13 +376,25 @@ def check_pipeline_arguments(pipeline_args):
                         f"(--runner, --job_endpoint, ...). Received: {' '.join(unknown)}")
 
 
+def given_runner(pipeline_args):
+    """The runner named by `--runner X` or `--runner=X` in `pipeline_args`, else None (the
+    local runner)."""
+    arguments = list(pipeline_args or ())
+    for index, argument in enumerate(arguments):
+        if argument.startswith("--runner="):
+            return argument.split("=", 1)[1]
+        if argument == "--runner" and index + 1 < len(arguments):
+            return arguments[index + 1]
+    return None
+
+
 def pipeline_options(pipeline_args, workers):
     """Beam options: the user's `pipeline_args`, or the local runner with `workers`
     workers (threads in this process, each decoding in its own sandbox process)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     arguments = list(pipeline_args or ())
-    if not any(argument.split("=", 1)[0] == "--runner" for argument in arguments):
+    if given_runner(arguments) is None:
         arguments = ["--runner=DirectRunner", f"--direct_num_workers={workers}",
                      "--direct_running_mode=" + ("multi_threading" if workers > 1
                                                  else "in_memory")] + arguments
@@ -419,10 +467,9 @@ def run(shards, works, finished_kept, work_root, strict, options, decode, progre
     if isinstance(error, (UserError, KeyboardInterrupt)):
         raise error
     if error is not None:
-        report = os.path.join(work_root, "job-error.txt")
+        report = storage.join(work_root, "job-error.txt")
         try:
-            with open(report, "w") as file:
-                traceback.print_exception(error, file=file)
+            storage.write_bytes(report, "".join(traceback.format_exception(error)).encode())
         except OSError:  # a full disk, say: the error itself says enough
             report = "this message"
         text = str(error).strip()

@@ -25,13 +25,12 @@ import hashlib
 import logging
 import math
 import os
-import shutil
 import time
 
 import cv2
 import numpy as np
 
-from core.atomic import write_json_atomically
+from core import storage
 from core.errors import UserError
 from core.lock import hold_output_lock
 from core.tensorflow_env import import_tensorflow_quietly
@@ -221,8 +220,8 @@ def _choose(value, name, choices):
 def _make_output_directory(out, name="out"):
     """Create `out` (a user's path): failing is a user mistake, said in one line."""
     try:
-        os.makedirs(out, exist_ok=True)
-        if not os.access(out, os.W_OK | os.X_OK):
+        storage.makedirs(out)
+        if not storage.is_url(out) and not os.access(out, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as error:
         raise UserError(f"Expected `{name}` to be a directory that can be created and written: "
@@ -250,7 +249,7 @@ def _shard_order(items):
 def _plan_shards(out, source, parameters, items_per_shard):
     plans = []
     for split, items in source.splits.items():
-        split_dir = os.path.join(out, split)
+        split_dir = storage.join(out, split)
         ordered = _shard_order(items)
         count = math.ceil(len(ordered) / items_per_shard)
         for index in range(count):
@@ -264,26 +263,26 @@ def _plan_shards(out, source, parameters, items_per_shard):
             digest = hashlib.sha256(repr(identity).encode()).hexdigest()
             name = shard_name(index, count)
             plans.append(_ShardPlan(split, index, count, chunk,
-                                    os.path.join(split_dir, name + ".tfrecord"),
-                                    os.path.join(split_dir, name + ".json"), digest))
+                                    storage.join(split_dir, name + ".tfrecord"),
+                                    storage.join(split_dir, name + ".json"), digest))
     return plans
 
 
 def _clean_split_dirs(out, plans, splits):
     """Delete temporary files, shards of other plans (an earlier, different run) and item
     files of shards that are not pending any more."""
-    expected = {os.path.basename(path) for plan in plans
+    expected = {storage.basename(path) for plan in plans
                 for path in (plan.tfrecord, plan.sidecar)}
     for split in splits:
-        split_dir = os.path.join(out, split)
+        split_dir = storage.join(out, split)
         removed = remove_temporary_files(split_dir)
         if removed:
             logger.info("Removed %d temporary file(s) an interrupted run left in %s",
                         len(removed), split_dir)
-        for name in os.listdir(split_dir):
+        for name in storage.listdir(split_dir) if storage.isdir(split_dir) else ():
             if name.startswith("shard-") and name.endswith((".tfrecord", ".json")) \
                     and name not in expected:
-                os.remove(os.path.join(split_dir, name))
+                storage.remove(storage.join(split_dir, name))
 
 
 def _item_dir(out, plan, make_task):
@@ -291,24 +290,24 @@ def _item_dir(out, plan, make_task):
     items are decoded with, so a rerun reuses them only for the same work."""
     first = make_task(plan.items[0])
     digest = hashlib.sha256(repr((plan.fingerprint, first.force_masks)).encode()).hexdigest()
-    name = os.path.basename(plan.tfrecord)[:-len(".tfrecord")]
-    return os.path.join(out, WORK_DIR, plan.split, f"{name}.{digest[:16]}")
+    name = storage.basename(plan.tfrecord)[:-len(".tfrecord")]
+    return storage.join(out, WORK_DIR, plan.split, f"{name}.{digest[:16]}")
 
 
 def _clean_work_dir(out, keep):
     """Delete the item folders under out/.work that are not in `keep` (other parameters,
     or shards since published), and what a killed run left half-written."""
-    root = os.path.join(out, WORK_DIR)
-    if not os.path.isdir(root):
+    root = storage.join(out, WORK_DIR)
+    if not storage.isdir(root):
         return
-    for split in os.listdir(root):
-        split_dir = os.path.join(root, split)
-        if not os.path.isdir(split_dir):
+    for split in storage.listdir(root):
+        split_dir = storage.join(root, split)
+        if not storage.isdir(split_dir):
             continue
-        for name in os.listdir(split_dir):
-            path = os.path.join(split_dir, name)
+        for name in storage.listdir(split_dir):
+            path = storage.join(split_dir, name)
             if path not in keep:
-                shutil.rmtree(path, ignore_errors=True)
+                storage.rmtree(path)
             else:
                 remove_temporary_files(path)
 
@@ -317,19 +316,16 @@ def _remove_temporary_files_on_error(out, splits, exc_type, exc, traceback):
     """However a run stops early (Ctrl-C may land anywhere), leave nothing half-written."""
     if exc_type is not None:
         for split in splits:
-            remove_temporary_files(os.path.join(out, split))
+            remove_temporary_files(storage.join(out, split))
     return False
 
 
 def _finished_sidecar(plan):
     """The sidecar of a shard a previous run completed with these parameters, or None."""
-    import json
-
-    if not (os.path.isfile(plan.tfrecord) and os.path.isfile(plan.sidecar)):
+    if not (storage.isfile(plan.tfrecord) and storage.isfile(plan.sidecar)):
         return None
     try:
-        with open(plan.sidecar) as file:
-            sidecar = json.load(file)
+        sidecar = storage.read_json(plan.sidecar)
     except (OSError, ValueError):
         return None
     complete = isinstance(sidecar, dict) and {"fingerprint", "first_item_index", "videos",
@@ -506,15 +502,10 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
     if out is None:
         raise UserError("Expected `out`, the prepared dataset directory. Received: out=None")
     for name, path in [("out", out)] + [("root", root) for root in spec.roots()]:
-        if "://" in str(path or ""):  # os would make a local folder named `gs:`
-            raise UserError(f"Expected `{name}` to be a local or mounted path: URLs are not "
-                            f"read yet (mount the bucket, e.g. with gcsfuse or "
-                            f"mountpoint-s3; docs/DATA.md). Received: {name}={path!r}")
+        storage.check_url(str(path or ""), f"`{name}`")  # gs://, or a scheme TF knows
 
-    real_out = os.path.realpath(out)
     for root in spec.roots():
-        real_root = os.path.realpath(root or ".")
-        if spec.layout == "folders" and os.path.commonpath([real_out, real_root]) == real_root:
+        if spec.layout == "folders" and _inside(out, root or "."):
             raise UserError(f"Expected --out outside --root for the folders layout (inside, "
                             f"it would be read as a class folder). Received: out={out!r}, "
                             f"root={root!r}")
@@ -559,8 +550,18 @@ def prepare_dataset(spec, out, frames, size, *, resize_short=None, clips_per_vid
         items_per_shard=items_per_shard, strict=strict, workers=workers,
         show_progress=show_progress, pipeline_args=pipeline_args)
     _make_output_directory(out)
-    with hold_output_lock(out):  # one writer per output: see core/lock.py
+    # One writer per output (core/lock.py); an object store has no lock: docs/DATA.md.
+    with contextlib.nullcontext() if storage.is_url(out) else hold_output_lock(out):
         return _prepare(job)
+
+
+def _inside(path, root):
+    """Whether `path` is `root` or lies under it (local: through symlinks too)."""
+    if storage.is_url(path) or storage.is_url(root):
+        path, root = storage.normpath(str(path)), storage.normpath(str(root))
+        return path == root or path.startswith(root.rstrip("/") + "/")
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,15 +583,14 @@ def _prepare(job):
     """The part of `prepare_dataset` that writes; runs while holding the output's lock."""
     out, source = job.out, job.source
     for split in source.splits:  # before the old manifest goes: a failure here loses nothing
-        split_dir = os.path.join(out, split)
-        if os.path.exists(split_dir) and not os.path.isdir(split_dir):
+        split_dir = storage.join(out, split)
+        if storage.isfile(split_dir):
             raise UserError(f"Expected `out/{split}` to be a directory (split {split}'s shards "
                             "go there), not a file: move the file or choose another --out. "
                             f"Received: out/{split}={split_dir!r}")
         _make_output_directory(split_dir, name=f"out/{split}")
-    manifest_path = os.path.join(out, MANIFEST_NAME)
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)  # Written again last: present means complete.
+    manifest_path = storage.join(out, MANIFEST_NAME)
+    storage.remove(manifest_path)  # Written again last: present means complete.
     plans = _plan_shards(out, source, job.parameters, job.items_per_shard)
     _clean_split_dirs(out, plans, source.splits)
 
@@ -609,8 +609,8 @@ def _prepare(job):
                             for sidecar in sidecars.values() for entry in sidecar["skipped"][:3])
         raise UserError(f"Expected at least one item that decodes. Received: {reasons}")
     manifest = _manifest(job, plans, sidecars, band)
-    shutil.rmtree(os.path.join(out, WORK_DIR), ignore_errors=True)
-    write_json_atomically(manifest_path, manifest)
+    storage.rmtree(storage.join(out, WORK_DIR))
+    storage.write_json(manifest_path, manifest)
     stats = {"seconds": state["seconds"], "frames_decoded": state["frames_decoded"],
              "items_done": state["items_done"], "workers": state["workers"],
              "shards": len(plans), "shards_reused": len(plans) - state["pending_shards"],
@@ -656,12 +656,9 @@ def _write_masks_everywhere(job, plans, sidecars, state):
 
 def _workers_text(job, items):
     """`2 worker(s)` on the local runner, else the runner given."""
-    for index, argument in enumerate(job.pipeline_args):
-        if argument.startswith("--runner="):
-            return argument.split("=", 1)[1]
-        if argument == "--runner" and index + 1 < len(job.pipeline_args):
-            return job.pipeline_args[index + 1]
-    return f"{min(job.workers, items) or 1} worker(s)"
+    from data_prep.pipeline import given_runner
+
+    return given_runner(job.pipeline_args) or f"{min(job.workers, items) or 1} worker(s)"
 
 
 def _write_shards(job, plans, finished):
@@ -680,7 +677,7 @@ def _write_shards(job, plans, finished):
     shards, works, earlier = {}, [], collections.defaultdict(list)
     finished_kept = {}
     for plan in plans:  # in each split's shard order
-        key = f"{plan.split}/{os.path.basename(plan.tfrecord)}"
+        key = f"{plan.split}/{storage.basename(plan.tfrecord)}"
         if finished[plan.tfrecord] is None:
             item_dir = _item_dir(job.out, plan, job.make_task)
             shards[key] = pipeline.ShardJob(
@@ -711,10 +708,10 @@ def _write_shards(job, plans, finished):
             if job.show_progress:
                 stack.enter_context(logging_redirect_tqdm())  # warnings print above the bar
             reused = pipeline.run(
-                shards, works, finished_kept, os.path.join(job.out, WORK_DIR), job.strict,
+                shards, works, finished_kept, storage.join(job.out, WORK_DIR), job.strict,
                 options, decode=prepare_item,
                 # the local runner's workers share this machine's cores
-                opencv_threads=1 if job.pipeline_args else max(
+                opencv_threads=1 if pipeline.given_runner(job.pipeline_args) else max(
                     1, available_cores() // job.workers),
                 progress=lambda done: bar.update(min(done, bar.total) - bar.n),
                 # the local runner writes shards in this process: TensorFlow loads while
@@ -764,7 +761,7 @@ def _manifest(job, plans, sidecars, band):
             "videos": sum(sidecar["videos"] for sidecar in split_sidecars),
             "clips": sum(sidecar["clips"] for sidecar in split_sidecars),
             "frames_decoded": sum(sidecar["frames_decoded"] for sidecar in split_sidecars),
-            "shards": [os.path.relpath(plan.tfrecord, job.out).replace(os.sep, "/")
+            "shards": [f"{plan.split}/{storage.basename(plan.tfrecord)}"
                        for plan in split_plans],
         }
         if whole_items:  # an item is one record: "clips" would only repeat "videos"
@@ -916,7 +913,7 @@ def _run(args):
     shape = (f"clip shape {manifest['clip_shape']}" if "clip_shape" in manifest else
              f"whole items, frame shape {manifest['frame_shape']}, {manifest['encoding']} "
              f"{manifest.get('dtype', 'uint8')}")
-    print(f"wrote {os.path.join(args.out, name)}: "
+    print(f"wrote {storage.join(args.out, name)}: "
           f"{len(manifest['classes'])} classes, {shape}, "
           f"{len(manifest['skipped'])} skipped"
           + (f", {manifest['absent']['count']} absent (--only-present)"

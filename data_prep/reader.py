@@ -4,9 +4,7 @@
 inside it, so `read_manifest` (and `import data_prep`) stay light.
 """
 
-import json
-import os
-
+from core import storage
 from core.errors import UserError
 from data_prep.manifest_checks import check_manifest
 from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION
@@ -70,10 +68,9 @@ def read_manifest(prepared_dir):
         UserError: `prepared_dir/manifest.json` is missing (not prepared, or the run did not
             finish), not JSON, lacks a key, or has another format version.
     """
-    path = os.path.join(str(prepared_dir), MANIFEST_NAME)
+    path = storage.join(str(prepared_dir), MANIFEST_NAME)
     try:
-        with open(path) as file:
-            manifest = json.load(file)
+        manifest = storage.read_json(path)
     except FileNotFoundError:
         raise UserError(f"Expected a prepared dataset (manifest.json written by `python -m "
                         f"data_prep prepare`) in {prepared_dir}; none there, or the run did "
@@ -154,7 +151,8 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
                         f"Received: clip_selection={clip_selection!r}")
     if num_parallel_reads is None:
         num_parallel_reads = tf.data.AUTOTUNE
-    shards = [os.path.join(str(prepared_dir), name) for name in manifest["splits"][split]["shards"]]
+    shards = [storage.join(str(prepared_dir), name)
+              for name in manifest["splits"][split]["shards"]]
     if is_whole_items(manifest):
         return _load_whole_items(manifest, shards, clip_selection, with_item_index, seed,
                                  num_input_pipelines, input_pipeline_id, num_frames,

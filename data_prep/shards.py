@@ -10,9 +10,8 @@ TensorFlow is imported inside the functions that build or parse records: the wor
 processes of `data_prep.prepare` and `import data_prep` stay without it.
 """
 
-import os
-
-from core.atomic import TEMPORARY_PREFIX, atomic_write
+from core import storage
+from core.atomic import TEMPORARY_PREFIX
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -27,10 +26,10 @@ def shard_name(index, count):
 def remove_temporary_files(directory):
     """Delete what an interrupted run left half-written in `directory`; returns the names."""
     removed = []
-    if os.path.isdir(directory):
-        for name in sorted(os.listdir(directory)):
+    if storage.isdir(directory):
+        for name in sorted(storage.listdir(directory)):
             if name.startswith(TEMPORARY_PREFIX) or name.endswith(LEGACY_TEMPORARY_SUFFIX):
-                os.remove(os.path.join(directory, name))
+                storage.remove(storage.join(directory, name))
                 removed.append(name)
     return removed
 
@@ -171,7 +170,7 @@ class ShardWriter:
 
     def __init__(self, path):
         self.path = path
-        self._atomic = atomic_write(path)
+        self._atomic = storage.atomic_write(path)  # a URL too: TFRecordWriter writes it
         self._writer = None
 
     def __enter__(self):

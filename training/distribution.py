@@ -51,13 +51,13 @@ epoch logs are unaffected too: Keras reads them from the metrics' synchronised v
 import dataclasses
 import json
 import logging
-import os
 import time
 
 import keras
 import tensorflow as tf
 from keras import tree
 
+from core import storage
 from core.errors import UserError
 from data_prep.shards import MANIFEST_NAME
 from training.keras_version import require_supported_keras
@@ -136,10 +136,10 @@ def wait_for_manifest(prepared_dir, *, timeout_seconds, poll_seconds=2.0):
     Raises:
         UserError: no manifest.json appeared within `timeout_seconds`.
     """
-    path = os.path.join(prepared_dir, MANIFEST_NAME)
+    path = storage.join(prepared_dir, MANIFEST_NAME)
     deadline = time.monotonic() + timeout_seconds
     next_log = time.monotonic()
-    while not os.path.exists(path):
+    while not storage.exists(path):
         if time.monotonic() > deadline:
             raise UserError(
                 f"{path} did not appear within {timeout_seconds:.0f} s: the chief prepares the "

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from core import storage
 from core.atomic import atomic_write, write_json_atomically
 from core.errors import UserError
 import data_prep
@@ -58,7 +59,7 @@ def split_items(prepared_dir, manifest, split):
     Read from the shards' `item_id`/`label` features of each item's first clip, so the items
     are exactly those training evaluated (skipped ones are not there).
     """
-    shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    shards = [storage.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
     missing = [shard for shard in shards if not os.path.isfile(shard)]
     if missing:
         raise UserError(f"Expected the run's prepared shards (run.json prepared_dir) to list "

@@ -12,12 +12,11 @@ for 8-bit video; uint16, int16, float16, float32 as prepared; float32 with extra
 normalisation happens inside the model.
 """
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
 import data_prep
+from core import storage
 from data_prep import sequence_reader
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -110,7 +109,7 @@ def read_split(prepared_dir, split, clip_inputs=None, **options):
         return data_prep.load_split(prepared_dir, split, **options)
     if split not in manifest["splits"]:
         return data_prep.load_split(prepared_dir, split, **options)  # its error
-    shards = [os.path.join(str(prepared_dir), name)
+    shards = [storage.join(str(prepared_dir), name)
               for name in manifest["splits"][split]["shards"]]
     options.pop("num_parallel_reads", None)
     options.pop("shuffle_shards", None)

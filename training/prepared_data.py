@@ -17,10 +17,10 @@ No TensorFlow is imported here at module level; `check_labels` reads records thr
 """
 
 import logging
-import os
 
 import numpy as np
 
+from core import storage
 from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.reader import clip_manifest, is_whole_items, read_manifest
@@ -49,7 +49,7 @@ def check_data_sources(data):
     prepared (manifest.json) is checked against the config instead; generated data (synth)
     needs no source.
     """
-    if os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+    if storage.exists(storage.join(data.prepared_dir, MANIFEST_NAME)):
         check_prepared_data(data, read_manifest(data.prepared_dir))
         return
     if data.layout == "synth":
@@ -69,13 +69,13 @@ def ensure_prepared(data, *, show_progress=False):
         UserError: the prepared clips do not match the config, or preparing failed on the
             user's input (missing root, bad split files, ...).
     """
-    if not os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)) and \
+    if not storage.exists(storage.join(data.prepared_dir, MANIFEST_NAME)) and \
             data.layout == "tfrecord":
         # Records written elsewhere (Model Garden, DMVR): indexed where they are, no prepare.
         logger.info("indexing the TFRecords of %s into %s", data.lists, data.prepared_dir)
         index_records(data.prepared_dir, data.lists, classes_file=data.classes_file,
                       num_classes=data.num_classes, multi_label=data.multi_label)
-    if not os.path.exists(os.path.join(data.prepared_dir, MANIFEST_NAME)):
+    if not storage.exists(storage.join(data.prepared_dir, MANIFEST_NAME)):
         if data.layout == "synth":
             if not data.root:
                 raise ConfigError("data.root is required for layout synth: where the demo "
@@ -319,7 +319,7 @@ def split_label_counts(prepared_dir, manifest, split):
     Used before training so that a label outside [0, num_classes) is a clear error up front
     rather than a crash deep inside the loss.
     """
-    shards = [os.path.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    shards = [storage.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
     counts = {}
     if is_whole_items(manifest):
         from data_prep.sequence_reader import record_labels  # TensorFlow, when called

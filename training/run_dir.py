@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 
+from core import storage
 from core.atomic import write_json_atomically
 from core.disk_full import trim_partial_last_line, write_json_in_place
 from core.errors import UserError
@@ -143,7 +144,8 @@ def write_run_info(run_dir, config, manifest, input_shape, status, versions, wei
         "name": config.name,
         "status": status,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "prepared_dir": os.path.abspath(config.data.prepared_dir),
+        "prepared_dir": config.data.prepared_dir if storage.is_url(config.data.prepared_dir)
+        else os.path.abspath(config.data.prepared_dir),
         "data_manifest": os.path.basename(run_dir.data_manifest),
         "classes": list(manifest["classes"]),
         "num_classes": len(manifest["classes"]),

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from core import storage
 from core.atomic import write_json_atomically
 from core.disk_full import no_space_left
 from core.errors import UserError
@@ -283,7 +284,9 @@ def _prepare_run_data(config, run_dir, worker_role, manifest_timeout_seconds, sh
     # predict.py take the same ones without the config.
     manifest, stored_short = clips_as_configured(config.data, manifest)
     if manifest.get("format_version", 1) == 1:
-        shutil.copyfile(os.path.join(prepared_dir, MANIFEST_NAME), run_dir.data_manifest)
+        # bytes as prepared (the manifest may lie behind a URL)
+        storage.write_bytes(run_dir.data_manifest,
+                            storage.read_bytes(storage.join(prepared_dir, MANIFEST_NAME)))
     else:
         manifest = {**manifest, "clip_inputs": clip_inputs}
         write_json_atomically(run_dir.data_manifest, manifest)
