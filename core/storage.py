@@ -101,12 +101,14 @@ def check_url(path, name="path"):
 
 
 def join(base, *parts):
-    """`os.path.join`, or for a URL its parts joined by `/`."""
-    if not is_url(base):
-        return os.path.join(base, *parts)
+    """`os.path.join`, or for a URL its parts joined by `/`; a part that is a URL (or, on a
+    local base, an absolute path) starts the path again, as in `os.path.join`."""
     path = os.fspath(base)
     for part in parts:
-        path = path.rstrip("/") + "/" + part.lstrip("/") if part else path.rstrip("/") + "/"
+        if is_url(part) or not is_url(path):
+            path = part if is_url(part) else os.path.join(path, part)
+        else:
+            path = path.rstrip("/") + "/" + part.lstrip("/") if part else path.rstrip("/") + "/"
     return path
 
 
@@ -165,6 +167,16 @@ def walk(top):
         for directory, subdirectories, files in _gfile().walk(top):
             yield (directory.rstrip("/"), [name.rstrip("/") for name in subdirectories],
                    list(files))
+
+
+def glob(pattern):
+    """The paths `pattern` (`*`, `?`, `[...]`) matches, sorted."""
+    if not is_url(pattern):
+        import glob as local_glob
+
+        return sorted(local_glob.glob(pattern))
+    with _as_os_errors(pattern):
+        return sorted(_gfile().glob(pattern))
 
 
 def getsize(path):

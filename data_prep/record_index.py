@@ -11,7 +11,7 @@ shards. Nothing is copied or decoded again.
 import glob
 import os
 
-from core.atomic import write_json_atomically
+from core import storage
 from core.errors import UserError
 from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION
 from data_prep.shards import MANIFEST_NAME
@@ -26,21 +26,23 @@ def record_files(pattern, split):
     """
     files = []
     for part in str(pattern).split(","):
-        part = os.path.expanduser(part.strip())
-        matched = sorted(glob.glob(part)) if glob.has_magic(part) else (
-            [part] if os.path.isfile(part) else [])
+        part = part.strip() if storage.is_url(part) else os.path.expanduser(part.strip())
+        storage.check_url(part, f"data.lists.{split}")
+        matched = storage.glob(part) if glob.has_magic(part) else (
+            [part] if storage.isfile(part) else [])
         if not matched:
             raise UserError(f"Expected data.lists.{split} to name TFRecord files (a path or a "
                             f"glob). Received: data.lists.{split}={part!r} matches no file")
-        files.extend(os.path.abspath(path) for path in matched)
+        files.extend(path if storage.is_url(path) else os.path.abspath(path)
+                     for path in matched)
     return files
 
 
 def _class_names(classes_file, num_classes, labels_seen):
     if classes_file:
         try:
-            with open(classes_file, encoding="utf-8") as file:
-                names = [line.strip() for line in file if line.strip()]
+            text = storage.read_bytes(classes_file).decode("utf-8")
+            names = [line.strip() for line in text.splitlines() if line.strip()]
         except OSError as error:
             raise UserError(f"Expected data.classes_file to be readable: {error.strerror}. "
                             f"Received: data.classes_file={classes_file!r}") from None
@@ -133,6 +135,6 @@ def index_records(out, lists, *, classes_file=None, num_classes=None, multi_labe
     if multi_label:
         manifest["multi_label"] = True
         manifest["num_classes"] = len(classes)
-    os.makedirs(out, exist_ok=True)
-    write_json_atomically(os.path.join(out, MANIFEST_NAME), manifest)
+    storage.makedirs(out)
+    storage.write_json(storage.join(out, MANIFEST_NAME), manifest)
     return manifest

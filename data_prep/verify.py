@@ -22,6 +22,7 @@ those shards, byte-identical to the first run when the source items are unchange
 import logging
 import os
 
+from core import storage
 from core.errors import UserError
 from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION, parse_sequence_record
 from data_prep.shards import clip_parser
@@ -59,7 +60,7 @@ def find_corrupted_shards(prepared_dir, manifest, splits=None):
         if splits is not None and split not in splits:
             continue
         for name in info["shards"]:
-            path = os.path.join(str(prepared_dir), name)
+            path = storage.join(str(prepared_dir), name)
             reason = verify_shard(path, manifest)
             if reason is not None:
                 bad.append((path, reason))
@@ -149,7 +150,7 @@ def rebuild_prepare_call(prepared_dir, manifest, damaged):
     from data_prep.sources import resolve_source
 
     names = [name for info in manifest["splits"].values() for name in info["shards"]]
-    if "part" in manifest or any(not os.path.basename(name).startswith("shard-")
+    if "part" in manifest or any(not storage.basename(name).startswith("shard-")
                                  for name in names):
         raise UserError(f"Expected a dataset prepared in one run to repair (one merged from "
                         f"the parts of an older version's `prepare --num-shards` is "
@@ -161,15 +162,15 @@ def rebuild_prepare_call(prepared_dir, manifest, damaged):
                         f"manifest's source ({error}). Delete the damaged shards and rerun "
                         f"your prepare command. Received: source {manifest['source']}") from None
     source = resolve_source(spec)
-    expected = sorted(os.path.normpath(os.path.join(str(prepared_dir), name))
+    expected = sorted(storage.normpath(storage.join(str(prepared_dir), name))
                       for name in names)
     for parameters, arguments in _prepare_calls(manifest, spec, source):
         plans = prepare_module._plan_shards(str(prepared_dir), source, parameters,
                                             manifest["items_per_shard"])
-        if sorted(os.path.normpath(plan.tfrecord) for plan in plans) != expected:
+        if sorted(storage.normpath(plan.tfrecord) for plan in plans) != expected:
             continue
         if all(prepare_module._finished_sidecar(plan) is not None for plan in plans
-               if os.path.normpath(plan.tfrecord) not in damaged):
+               if storage.normpath(plan.tfrecord) not in damaged):
             return spec, {**arguments, "items_per_shard": manifest["items_per_shard"]}
     raise UserError(f"Cannot rebuild the preparation of {prepared_dir} from its manifest: "
                     f"the source items or the preparation parameters changed since (the "
@@ -192,14 +193,13 @@ def repair_dataset(prepared_dir, *, workers=None, show_progress=False):
     bad = find_corrupted_shards(prepared_dir, manifest)
     if not bad:
         return []
-    damaged = {os.path.normpath(path) for path, _ in bad}
+    damaged = {storage.normpath(path) for path, _ in bad}
     spec, arguments = rebuild_prepare_call(prepared_dir, manifest, damaged)
     for path, reason in bad:
         logger.info("repair: deleting %s (%s)", path, reason)
         for name in (path, _sidecar_path(path)):
-            if os.path.exists(name):
-                os.remove(name)
-    os.remove(os.path.join(str(prepared_dir), "manifest.json"))
+            storage.remove(name)
+    storage.remove(storage.join(str(prepared_dir), "manifest.json"))
     frames, size = arguments.pop("frames"), arguments.pop("size")
     prepare_module.prepare_dataset(spec, str(prepared_dir), frames, size, workers=workers,
                                    show_progress=show_progress, **arguments)

@@ -142,3 +142,26 @@ def test_verify_repair_refuses_when_the_source_changed_and_deletes_nothing(prepa
     assert err.startswith(f"error: Cannot rebuild the preparation of {out}") \
         and err.count("\n") == 1, err
     assert tree_bytes(out) == before
+
+
+def test_verify_repair_of_a_dataset_behind_a_url_rewrites_the_damaged_shard(tmp_path, capsys):
+    # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.
+    from core import storage
+    from data_prep.__main__ import main
+
+    make_folders_dataset(tmp_path / "root", per_class=3, kind="npy")
+    out = f"ram://repair-{os.getpid()}/out"
+    prepare_dataset(SourceSpec("folders", str(tmp_path / "root")), out, None, 16,
+                    workers=1, show_progress=False, items_per_shard=2)
+    names = [f"{split}/{name}" for split in ("train",)
+             for name in storage.listdir(f"{out}/{split}")] + ["manifest.json"]
+    original = {name: storage.read_bytes(f"{out}/{name}") for name in names}
+    shard = f"{out}/train/shard-00001-of-00003.tfrecord"
+    data = bytearray(original["train/shard-00001-of-00003.tfrecord"])
+    data[len(data) // 2] ^= 0xFF
+    storage.write_bytes(shard, bytes(data))
+    assert main(["verify", out]) == 2
+    assert capsys.readouterr().out.startswith(f"damaged: {shard} (")
+    assert main(["verify", out, "--repair", "--workers", "1", "--no-progress"]) == 0
+    assert f"rewrote: {shard}" in capsys.readouterr().out
+    assert {name: storage.read_bytes(f"{out}/{name}") for name in names} == original

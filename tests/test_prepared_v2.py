@@ -101,7 +101,9 @@ def test_v2_contact_sheet_draws_evenly_spaced_frames(v2_run, tmp_path):
 # --- data.layout: tfrecord (records written by Model Garden's / DMVR's generators) ----------
 
 
-def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path):
+@pytest.mark.parametrize("where", ["local", "url"])
+def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path, where):
+    import tensorflow as tf
     from sequence_fixtures import write_dmvr_style_records
 
     records = tmp_path / "records"
@@ -113,16 +115,24 @@ def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path):
                              labels=[1, 0, 1])
     write_dmvr_style_records(records / "test.tfrecord", [9, 10], labels=[0, 1])
     (tmp_path / "classes.txt").write_text("class0\nclass1\n")
+    base = str(tmp_path)
+    if where == "url":  # ram://: TensorFlow's in-process file system, the calls of gs://
+        base = f"ram://dmvr-{os.getpid()}"
+        for name in ["classes.txt"] + [f"records/{file}" for file in os.listdir(records)]:
+            tf.io.gfile.makedirs(os.path.dirname(f"{base}/{name}"))
+            tf.io.gfile.copy(str(tmp_path / name), f"{base}/{name}", overwrite=True)
     data = {"layout": "tfrecord", "prepared_dir": str(tmp_path / "index"),
-            "classes_file": str(tmp_path / "classes.txt"),
-            "lists": {"train": str(records / "train-*.tfrecord"),
-                      "test": str(records / "test.tfrecord")}}
+            "classes_file": f"{base}/classes.txt",
+            "lists": {"train": f"{base}/records/train-*.tfrecord",
+                      "test": f"{base}/records/test.tfrecord"}}
     config = _tiny_config("tiny_tfrecord", data, steps_per_epoch=2, views="2x1")
     config.train.epochs = 1
     run_experiment(config, open_run_dir(str(tmp_path / "run")), verbose=0)
     manifest = data_prep.read_manifest(str(tmp_path / "index"))
     assert manifest["classes"] == ["class0", "class1"] and manifest["frame_shape"] == [16, 20, 3]
     assert manifest["splits"]["train"]["videos"] == 6
+    assert manifest["splits"]["test"]["shards"] == [
+        f"{base}/records/test.tfrecord" if where == "url" else str(records / "test.tfrecord")]
     assert not (tmp_path / "index" / "train").exists()  # indexed where they are, nothing copied
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["videos"] == 2 and metrics["clips"] == 4

@@ -23,6 +23,9 @@ def test_is_url_and_join():
     assert storage.is_url("gs://b/x") and not storage.is_url("/data/x")
     assert storage.join("gs://b/", "x", "y.txt") == "gs://b/x/y.txt"
     assert storage.join("/data", "x") == os.path.join("/data", "x")
+    # a URL part starts again, as an absolute one does in os.path.join (indexed records)
+    assert storage.join("/data", "gs://b/r.tfrecord") == "gs://b/r.tfrecord"
+    assert storage.join("gs://a/index", "gs://b/r.tfrecord") == "gs://b/r.tfrecord"
     assert storage.normpath("gs://b/x/../y/") == "gs://b/y"
     assert storage.basename("gs://b/x/y.txt") == "y.txt"
     assert storage.dirname("gs://b/x/y.txt") == "gs://b/x"
