@@ -201,6 +201,21 @@ def test_cli_user_errors_are_one_line_exit_2(run_path, capsys, arguments, messag
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_views_to_decode_again_from_a_url_root_are_one_line_exit_2(run_path, tmp_path, capsys):
+    import shutil
+
+    copy = str(tmp_path / "run")
+    shutil.copytree(run_path, copy)
+    manifest_path = os.path.join(copy, "data_manifest.json")
+    manifest = json.load(open(manifest_path))
+    manifest["source"]["root"] = "gs://bucket/videos"  # never reached: refused before
+    json.dump(manifest, open(manifest_path, "w"))
+    assert evaluate.main(["--run-dir", copy, "--views", "3x3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Views 3x3 differ from the stored") and err.count("\n") == 1
+    assert "lie behind a URL" in err and "Received: root='gs://bucket/videos'" in err
+
+
 def test_cli_missing_run_dir_is_exit_2(tmp_path, capsys):
     assert evaluate.main(["--run-dir", str(tmp_path / "none")]) == 2
     assert "Received: --run-dir" in capsys.readouterr().err

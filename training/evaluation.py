@@ -193,6 +193,12 @@ def evaluate_run(run, model, split, views, *, batch_size=8, force_decode=False,
     else:
         source = "decoded"
         root = run.manifest.get("source", {}).get("root")
+        if isinstance(root, str) and storage.is_url(root):
+            raise UserError(f"Views {num_clips}x{num_crops} differ from the stored "
+                            f"{stored}x1, so the source items would be decoded again, but "
+                            f"they lie behind a URL and are decoded again only from a local "
+                            f"(or mounted) root; use --views {stored}x1, or prepare with "
+                            f"--format v2 (views drawn from the shards). Received: root={root!r}")
         if not root or not os.path.isdir(root):
             raise UserError(f"Views {num_clips}x{num_crops} differ from the stored "
                             f"{stored}x1, so the source items are decoded again, but their "
