@@ -64,8 +64,7 @@ from core.untrusted_text import named_csv_errors, open_text, read_text_file
 from data_prep import raster_patches
 from data_prep.dates import SIDECAR_SUFFIXES
 from data_prep.decode import is_media_file, is_media_item
-from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
-                                   SourceSpec)
+from data_prep.source_spec import SPLIT_NAME, SourceSpec
 
 logger = logging.getLogger(__name__)
 # Separates the class names inside a multi-label csv row's label field.

@@ -10,8 +10,7 @@ import pytest
 from core import storage
 from core.errors import UserError
 from core.tensorflow_env import import_tensorflow_quietly
-from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
-from data_prep.source_spec import SourceSpec
+from data_prep.source_spec import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE, SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import write_text
 
