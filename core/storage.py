@@ -159,14 +159,18 @@ def listdir(path):
 
 
 def walk(top):
-    """`os.walk(top)`: (directory, subdirectory names, file names), top down."""
+    """`os.walk(top)`: (directory, subdirectory names, file names), top down; as with
+    `os.walk`, the caller may prune or reorder the subdirectory names in place."""
     if not is_url(top):
         yield from os.walk(top)
         return
     with _as_os_errors(top):
         for directory, subdirectories, files in _gfile().walk(top):
-            yield (directory.rstrip("/"), [name.rstrip("/") for name in subdirectories],
-                   list(files))
+            names = [name.rstrip("/") for name in subdirectories]
+            yield directory.rstrip("/"), names, list(files)
+            # gfile.walk descends into its own list: hand it the caller's choice.
+            spelled = {name.rstrip("/"): name for name in subdirectories}
+            subdirectories[:] = [spelled[name] for name in names if name in spelled]
 
 
 def glob(pattern):

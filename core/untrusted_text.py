@@ -1,7 +1,7 @@
 """Reading files a user hands us as text: YAML configs and list files that cannot be bombed.
 
 `open_text(path)` is a drop-in for `open(path, encoding="utf-8-sig", newline="")` that
-checks the whole file first (`decode_text`), and `named_csv_errors` turns the csv module's
+checks the whole file first (`decode_text`) and also reads a URL (`core.storage`), and `named_csv_errors` turns the csv module's
 own refusals (a field over `csv.field_size_limit()`, 131072 characters) into one line with
 the file and line.
 
@@ -31,6 +31,7 @@ import re
 
 import yaml
 
+from core import storage
 from core.errors import UserError
 
 MAX_DEPTH = 32
@@ -76,9 +77,9 @@ def decode_text(data, path, *, error=UserError, max_bytes=MAX_TEXT_BYTES):
 
 
 def read_text_file(path, *, error=UserError, max_bytes=MAX_TEXT_BYTES):
-    """The file at `path` through `decode_text` (OSError propagates, for the caller to name)."""
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
+    """The file at `path` (local, or a URL) through `decode_text` (OSError propagates, for
+    the caller to name)."""
+    data = storage.read_bytes(path, max_bytes=max_bytes)  # local: open(path, "rb"), as before
     return decode_text(data, path, error=error, max_bytes=max_bytes)
 
 

@@ -33,7 +33,8 @@ A file named `<frame stem>.mask.png` in a frame folder is that frame's validity 
 (`MASK_SUFFIX`), never a frame.
 
 Broken items raise `DecodeError` with a short reason; `data_prep.prepare` skips them.
-This module never imports TensorFlow: it runs in the worker processes.
+This module never imports TensorFlow for a local path: it runs in the worker processes
+(only `is_media_item` of a URL, asked while listing a source, goes through `core.storage`).
 """
 
 import dataclasses
@@ -43,6 +44,7 @@ import re
 import cv2
 import numpy as np
 
+from core import storage
 from data_prep import rasters
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -78,14 +80,18 @@ def item_kind(path):
     return "video"
 
 
+def is_media_file(name):
+    """True for a file named as a video, an array or a raster (`VIDEO_EXTENSIONS`,
+    `ARRAY_EXTENSIONS`, `RASTER_EXTENSIONS`)."""
+    return name.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS + RASTER_EXTENSIONS)
+
+
 def is_media_item(path):
-    """True for what can be an item: a directory (frame folder), a video file, an array or
-    a raster, told by its extension (`VIDEO_EXTENSIONS`, `ARRAY_EXTENSIONS`,
-    `RASTER_EXTENSIONS`); False for anything else (notes.txt, README, a lone png, a .json
-    sidecar)."""
-    if os.path.isdir(path):
-        return True
-    return path.lower().endswith(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS + RASTER_EXTENSIONS)
+    """True for what can be an item: a directory (frame folder; `path` may be a URL), or a
+    file `is_media_file` accepts; False for anything else (notes.txt, README, a lone png, a
+    .json sidecar)."""
+    # The name first: under a URL each isdir is a request, and most items are named files.
+    return is_media_file(path) or storage.isdir(path)
 
 
 def natural_sort_key(name):

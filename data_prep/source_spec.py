@@ -283,6 +283,8 @@ def _pair(text, what):
 def _root_argument(text):
     """`DIR` or `SPLIT=DIR` (a directory whose name holds `=` is taken whole when it exists)."""
     name, separator, value = text.partition("=")
+    # A local check on purpose: `train=gs://b/v` is a split and its URL, and a URL holding
+    # `=` (`gs://b/day=1`) has no split name before it, so it never reaches the isdir.
     if separator and SPLIT_NAME.match(name) and value and not os.path.isdir(text):
         return name, value
     return None, text

@@ -41,22 +41,30 @@ The class of a path-labelled item is its folder, never its file stem (UCF101 spe
 `HandstandPushups` in folders and `HandStandPushups` in stems). Every listed path must stay
 inside its split's root: `../`, absolute paths outside it and symlinks that lead out are
 errors naming the entry (an absolute path inside the root is accepted).
-Split files may use CRLF line ends and trailing spaces. This module never imports TensorFlow.
+Split files may use CRLF line ends and trailing spaces.
+
+A root, split directory, list or classes file may be a URL (`gs://bucket/ucf101`, or any
+scheme `tf.io.gfile` reads; `core.storage`), for every layout but `raster`; the items'
+paths are then URLs too. Under a URL an entry stays inside the root when its normalised path
+does (an object store has no symlinks), and whether listed items exist is read from one
+listing per folder, not asked item by item. This module never imports TensorFlow for local
+paths.
 """
 
 import csv
 import dataclasses
 import logging
 import os
+import posixpath
 import re
 
+from core import storage
 from core.errors import UserError
 from core.untrusted_text import named_csv_errors, open_text, read_text_file
 from data_prep import raster_patches
 from data_prep.dates import SIDECAR_SUFFIXES
-from data_prep.decode import is_media_item
-from data_prep.source_spec import (DEFAULT_FILENAME_TEMPLATE, DEFAULT_START_INDEX, SPLIT_NAME,
-                                   SourceSpec)
+from data_prep.decode import is_media_file, is_media_item
+from data_prep.source_spec import SPLIT_NAME, SourceSpec
 
 logger = logging.getLogger(__name__)
 # Separates the class names inside a multi-label csv row's label field.
@@ -121,28 +129,45 @@ def _format_paths(paths):
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _outside_root(root, where, how, entry):
+    return UserError(f"Expected list entries to stay inside the root {root}; {where} {how}. "
+                     f"Received: entry={entry!r}")
+
+
+def _plain_entry(entry, root, where):
+    """The entry without surrounding blanks; a Windows absolute path is an error."""
+    entry = entry.strip()
+    if re.match(r"^[A-Za-z]:[\\/]", entry) or entry.startswith("\\"):
+        raise UserError(f"Expected list entries to be paths relative to the root "
+                        f"{root}; {where} is a Windows absolute path. "
+                        f"Received: entry={entry!r}")
+    return entry
+
+
+def _is_escape(normalised):
+    return normalised == ".." or normalised.startswith("../")
+
+
 class _Resolver:
-    """Resolves listed entries under one root, refusing anything that leads outside it."""
+    """Resolves listed entries under one local root, refusing anything that leads outside
+    it (`..`, absolute paths, URLs, symlinks)."""
 
     def __init__(self, root):
         self.root = os.path.abspath(root)
         self.real_root = os.path.realpath(root)
 
     def resolve(self, entry, where):
-        entry = entry.strip()
-        if re.match(r"^[A-Za-z]:[\\/]", entry) or entry.startswith("\\"):
-            raise UserError(f"Expected list entries to be paths relative to the root "
-                            f"{self.root}; {where} is a Windows absolute path. "
-                            f"Received: entry={entry!r}")
+        entry = _plain_entry(entry, self.root, where)
+        if storage.is_url(entry):  # os would read `gs://b/x` as a folder named `gs:`
+            raise _outside_root(self.root, where, "is a URL outside it", entry)
         if os.path.isabs(entry):
             entry = self._relative_to_root(entry, where)
         normalised = os.path.normpath(entry.replace("\\", "/"))
         path = os.path.join(self.root, normalised)
         real = os.path.realpath(path)
-        if normalised == ".." or normalised.startswith("../") or os.path.commonpath([real, self.real_root]) \
+        if _is_escape(normalised) or os.path.commonpath([real, self.real_root]) \
                 != self.real_root:
-            raise UserError(f"Expected list entries to stay inside the root {self.root}; "
-                            f"{where} resolves to {real}. Received: entry={entry!r}")
+            raise _outside_root(self.root, where, f"resolves to {real}", entry)
         return path, normalised.replace(os.sep, "/")
 
     def _relative_to_root(self, entry, where):
@@ -152,8 +177,81 @@ class _Resolver:
         for root in (self.root, self.real_root):
             if os.path.commonpath([absolute, root]) == root:
                 return os.path.relpath(absolute, root)
-        raise UserError(f"Expected list entries to stay inside the root {self.root}; {where} "
-                        f"is an absolute path outside it. Received: entry={entry!r}")
+        raise _outside_root(self.root, where, "is an absolute path outside it", entry)
+
+
+class _UrlResolver:
+    """`_Resolver` for a URL root: an object store has no symlinks, so an entry stays inside
+    the root when its normalised path does; a full URL inside the root is accepted like an
+    absolute path inside a local root."""
+
+    def __init__(self, root):
+        self.root = storage.normpath(root)
+
+    def resolve(self, entry, where):
+        entry = _plain_entry(entry, self.root, where)
+        relative = entry.replace("\\", "/")
+        if storage.is_url(relative):
+            relative = self._relative_to_root(relative, entry, where)
+        elif relative.startswith("/"):
+            raise _outside_root(self.root, where, "is an absolute path outside it", entry)
+        normalised = posixpath.normpath(relative)
+        if _is_escape(normalised):
+            resolved = storage.normpath(storage.join(self.root, normalised))
+            raise _outside_root(self.root, where, f"resolves to {resolved}", entry)
+        return storage.join(self.root, normalised), normalised
+
+    def _relative_to_root(self, url, entry, where):
+        normalised = storage.normpath(url)
+        if normalised == self.root:
+            return "."
+        if normalised.startswith(self.root + "/"):
+            return normalised[len(self.root) + 1:]
+        raise _outside_root(self.root, where, "is a URL outside it", entry)
+
+
+def _resolver(root):
+    """The resolver of entries under `root`, a local directory or a URL."""
+    return _UrlResolver(root) if storage.is_url(root) else _Resolver(root)
+
+
+class _FolderListings:
+    """Whether listed paths exist, asking each folder once under a URL root.
+
+    An object store answers "what is in this folder" in one request (a page per thousand
+    names) but "is this object there" in one request per object: UCF101 under gs:// is 101
+    listings, not 13 320 checks. A local path is checked with `os.path.exists`, as always (a
+    broken symlink is listed but absent).
+    """
+
+    def __init__(self):
+        self._names = {}  # URL of a folder -> the names in it
+
+    def listdir(self, folder):
+        names = storage.listdir(folder)
+        self._remember(folder, names)
+        return names
+
+    def walk(self, top):
+        """`storage.walk(top)`, remembering each folder's names (pruning works as there)."""
+        for directory, subdirectories, files in storage.walk(top):
+            self._remember(directory, subdirectories + files)
+            yield directory, subdirectories, files
+
+    def _remember(self, folder, names):
+        if storage.is_url(folder):
+            self._names[folder.rstrip("/")] = set(names)
+
+    def exists(self, path):
+        folder, name = storage.dirname(path), storage.basename(path)
+        if not storage.is_url(folder) or name in ("", ".", ".."):
+            return storage.exists(path)
+        if folder not in self._names:
+            try:
+                self.listdir(folder)
+            except OSError:  # no such folder: nothing in it (os.path.exists says False too)
+                self._names[folder] = set()
+        return name in self._names[folder]
 
 
 def _folder_class(item_id):
@@ -163,13 +261,15 @@ def _folder_class(item_id):
 
 
 def _class_directories(root):
-    names = [name for name in os.listdir(root)
-             if not name.startswith(".") and os.path.isdir(os.path.join(root, name))]
+    names = [name for name in storage.listdir(root)
+             if not name.startswith(".") and storage.isdir(storage.join(root, name))]
     return sorted(names)
 
 
 def _check_root(root):
-    if root is None or not os.path.isdir(root):
+    if root is not None:
+        storage.check_url(root, "`root`")
+    if root is None or not storage.isdir(root):
         raise UserError(f"Expected `root` to be a directory of videos. Received: root={root!r}")
 
 
@@ -182,13 +282,16 @@ def _check_lists(lists, layout, required):
         if not isinstance(name, str) or not SPLIT_NAME.match(name):
             raise UserError(f"Expected split names made of letters, digits, '_', '-' or '.'. "
                             f"Received: split={name!r}")
-        if not os.path.isfile(path):
+        storage.check_url(path, f"split list {name}")
+        if not storage.isfile(path):
             raise UserError(f"Split list {name} does not exist. Received: {name}={path!r}")
     return lists
 
 
 def _check_split_dir(split_dir, layout):
-    if split_dir is None or not os.path.isdir(split_dir):
+    if split_dir is not None:
+        storage.check_url(split_dir, "`split_dir`")
+    if split_dir is None or not storage.isdir(split_dir):
         raise UserError(f"The `{layout}` layout needs --split-dir, the directory of its "
                         f"official split files. Received: split_dir={split_dir!r}")
 
@@ -219,9 +322,10 @@ class _SplitBuilder:
         self.missing = {}
         self.ignored = []
         self.only_present = only_present
+        self.listings = _FolderListings()
 
     def add(self, split, path, item_id, label, frame_template=None):
-        if not os.path.exists(path):
+        if not self.listings.exists(path):
             self.missing.setdefault(split, []).append(item_id)
             return
         if frame_template is None and path.lower().endswith(SIDECAR_SUFFIXES):
@@ -296,20 +400,20 @@ def _folders(spec):
         builder = _SplitBuilder(split_roots)
         for split, root in split_roots.items():
             for name in classes:
-                folder = os.path.join(root, name)
-                if not os.path.isdir(folder):
+                folder = storage.join(root, name)
+                if not storage.isdir(folder):
                     if len(split_roots) > 1:  # a split may lack a class the others have
                         continue
                     raise UserError(f"Class folder {folder} does not exist. "
                                     f"Received: class={name!r}")
-                for entry in os.listdir(folder):
+                for entry in builder.listings.listdir(folder):
                     if not entry.startswith("."):
-                        builder.add(split, os.path.join(folder, entry), f"{name}/{entry}",
+                        builder.add(split, storage.join(folder, entry), f"{name}/{entry}",
                                     index[name])
         return builder.finish(classes, "the folders")
     builder = _SplitBuilder(spec.lists, spec.only_present)
     for split, list_path in spec.lists.items():
-        resolver = _Resolver(spec.root_of(split))
+        resolver = _resolver(spec.root_of(split))
         for number, line in _read_rows(list_path):
             entry = line.split(",")[0] if "," in line else line
             parts = entry.rsplit(None, 1)
@@ -317,7 +421,7 @@ def _folders(spec):
                 entry = parts[0]
             where = f"{list_path}:{number}"
             path, item_id = resolver.resolve(entry, where)
-            if not os.path.exists(path) and _ends_in_another_number(entry):
+            if _ends_in_another_number(entry) and not builder.listings.exists(path):
                 raise _too_many_numbers(where, "class/item [label]", line)
             name = _folder_class(item_id)
             if name not in index:
@@ -336,7 +440,7 @@ def _match_class(name, index, lowercase_index):
 def _ucf101(spec):
     split_dir, split = spec.split_dir, spec.split
     _check_split_dir(split_dir, "ucf101")
-    class_file = os.path.join(split_dir, "classInd.txt")
+    class_file = storage.join(split_dir, "classInd.txt")
     numbered = []
     for number, line in _read_rows(class_file):
         parts = line.split()
@@ -352,8 +456,8 @@ def _ucf101(spec):
     lowercase_index = {name.lower(): label for label, name in enumerate(classes)}
     builder = _SplitBuilder(("train", "test"), spec.only_present)
     for split_name, prefix in (("train", "trainlist"), ("test", "testlist")):
-        resolver = _Resolver(spec.root_of(split_name))
-        list_path = os.path.join(split_dir, f"{prefix}{split:02d}.txt")
+        resolver = _resolver(spec.root_of(split_name))
+        list_path = storage.join(split_dir, f"{prefix}{split:02d}.txt")
         for number, line in _read_rows(list_path):
             where = f"{list_path}:{number}"
             parts = line.split()
@@ -377,15 +481,15 @@ def _hmdb51(spec):
     _check_split_dir(split_dir, "hmdb51")
     pattern = re.compile(rf"^(.+)_test_split{split}\.txt$")
     files = {}
-    for name in os.listdir(split_dir):
+    for name in storage.listdir(split_dir):
         match = pattern.match(name)
         if match:
-            files[match.group(1)] = os.path.join(split_dir, name)
+            files[match.group(1)] = storage.join(split_dir, name)
     if not files:
         raise UserError(f"Expected <class>_test_split{split}.txt files in the split "
                         f"directory. Received: split_dir={split_dir!r}")
     classes = sorted(files)
-    resolvers = {name: _Resolver(spec.root_of(name)) for name in ("train", "test")}
+    resolvers = {name: _resolver(spec.root_of(name)) for name in ("train", "test")}
     builder = _SplitBuilder(("train", "test"), spec.only_present)
     for label, name in enumerate(classes):
         for number, line in _read_rows(files[name]):
@@ -443,7 +547,7 @@ def _csv(spec):
     index = {name: label for label, name in enumerate(classes)}
     builder = _SplitBuilder(table, spec.only_present)
     for split, (list_path, rows) in table.items():
-        resolver = _Resolver(spec.root_of(split))
+        resolver = _resolver(spec.root_of(split))
         for number, (entry, cell) in rows:
             where = f"{list_path}:{number}"
             names = _csv_label_names(cell, spec.multi_label)
@@ -529,7 +633,7 @@ def _mmaction_items(spec, numbers):
     classes = _classes_for_ids(classes_file, spec, ids)
     resolved = []
     for split, (list_path, rows) in table.items():
-        resolver = _Resolver(spec.root_of(split))
+        resolver = _resolver(spec.root_of(split))
         for number, entry, values, labels in rows:
             where = f"{list_path}:{number}"
             for label in labels if spec.multi_label else (labels,):
@@ -539,8 +643,8 @@ def _mmaction_items(spec, numbers):
                                     f"{classes_file or '--num-classes'}) in {where}. "
                                     f"Received: label={label}")
             path, item_id = resolver.resolve(entry, where)
-            if not spec.multi_label and not os.path.exists(path) \
-                    and _ends_in_another_number(entry):
+            if not spec.multi_label and _ends_in_another_number(entry) \
+                    and not storage.exists(path):
                 raise _too_many_numbers(where, expected, " ".join(
                     [entry, *map(str, values), str(labels)]))
             resolved.append((split, where, path, item_id, values, labels))
@@ -569,18 +673,24 @@ def _rawframes(spec):
     return builder.finish(classes, "the lists")
 
 
-def _index_tree(root):
-    """{file stem: path relative to root} for every video or array under root (one walk);
-    a `.txt` or `.json` beside a clip never stands for it."""
+def _index_tree(root, listings):
+    """{file stem: path relative to root} for every video or array under root (one walk of
+    `listings`, which then knows every folder's names); a `.txt` or `.json` beside a clip
+    never stands for it."""
     index = {}
-    for directory, subdirectories, files in os.walk(root):
+    top = root.rstrip("/") if storage.is_url(root) else root
+    for directory, subdirectories, files in listings.walk(root):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         for name in sorted(files):
+            # Named, not stat'ed: a walk's files are no folders.
             if name.startswith(".") or name.endswith((".tmp", ".part")) \
-                    or not is_media_item(os.path.join(directory, name)):
+                    or not is_media_file(name):
                 continue
             stem = os.path.splitext(name)[0]
-            relative = os.path.relpath(os.path.join(directory, name), root)
+            if storage.is_url(root):
+                relative = storage.join(directory, name)[len(top):].lstrip("/")
+            else:
+                relative = os.path.relpath(os.path.join(directory, name), root)
             index.setdefault(stem, relative)
     return index
 
@@ -617,8 +727,9 @@ def _kinetics(spec):
     skipped = []
     for split, (list_path, rows) in table.items():
         root = spec.root_of(split)
-        files = trees[root] if root in trees else trees.setdefault(root, _index_tree(root))
-        resolver = _Resolver(root)
+        files = trees[root] if root in trees else trees.setdefault(
+            root, _index_tree(root, builder.listings))
+        resolver = _resolver(root)
         for number, row in rows:
             where = f"{list_path}:{number}"
             try:
@@ -722,6 +833,8 @@ class Layout:
         reads: tuple, the `SourceSpec` options (fields marked `option`) this reader reads;
             any other option set away from its default is an error, and these are recorded
             in the manifest's `source`.
+        local_only: bool, the reader reads windows of one large file (a raster): a URL root
+            (or option) is refused, since every window would download the file again.
     """
 
     read: object
@@ -729,6 +842,7 @@ class Layout:
     needs_split_dir: bool = False
     splits: tuple = ()
     reads: tuple = ()
+    local_only: bool = False
 
     @property
     def multi_label_ok(self):
@@ -748,7 +862,7 @@ LAYOUT_TABLE = {
         "filename_template", "start_index", "with_offset")),
     "raster": Layout(_raster, reads=(
         "raster", "label_raster", "patch_size", "patch_stride", "label_rule", "ignore_value",
-        "block_size", "test_fraction", "split_seed")),
+        "block_size", "test_fraction", "split_seed"), local_only=True),
 }
 LAYOUTS = tuple(LAYOUT_TABLE)
 MULTI_LABEL_LAYOUTS = tuple(name for name, layout in LAYOUT_TABLE.items()
@@ -765,6 +879,18 @@ def _check_spec(spec, layout):
             raise UserError(f"Expected `{field.name}` only with the layouts "
                             f"{', '.join(users)}. Received: layout={spec.layout!r}, "
                             f"{field.name}={value!r}")
+
+
+def _check_local_paths(spec, layout):
+    """A `local_only` layout's root and the paths among its options are no URLs."""
+    named = [("root", root) for root in spec.roots()] + [
+        (name, getattr(spec, name)) for name in layout.reads]
+    for name, value in named:
+        if isinstance(value, str) and storage.is_url(value):
+            raise UserError(f"Expected a local (or mounted) root for the {spec.layout} layout: "
+                            f"it reads windows of one large raster, and over a URL each "
+                            f"window would download it again (mount the bucket, e.g. with "
+                            f"gcsfuse). Received: {name}={value!r}")
 
 
 def _check_split_roots(spec, layout):
@@ -788,10 +914,14 @@ def _description(spec, layout):
         if value is None or not recorded:
             continue
         if field.metadata.get("path"):
-            value = ({key: os.path.abspath(path) for key, path in value.items()}
-                     if isinstance(value, dict) else os.path.abspath(value))
+            value = ({key: _absolute(path) for key, path in value.items()}
+                     if isinstance(value, dict) else _absolute(value))
         description[field.name] = value
     return description
+
+
+def _absolute(path):
+    return path if storage.is_url(path) else os.path.abspath(path)
 
 
 def split_root(description, split):
@@ -820,9 +950,13 @@ def resolve_source(spec):
     if layout is None:
         raise UserError(f"Expected `layout` to be one of {list(LAYOUTS)}. "
                         f"Received: layout={spec.layout!r}")
+    if layout.local_only:
+        _check_local_paths(spec, layout)
     for root in spec.roots():
         _check_root(root)
-    if spec.classes_file is not None and not os.path.isfile(spec.classes_file):
+    if spec.classes_file is not None:
+        storage.check_url(spec.classes_file, "`classes_file`")
+    if spec.classes_file is not None and not storage.isfile(spec.classes_file):
         raise UserError(f"Classes file does not exist. "
                         f"Received: classes_file={spec.classes_file!r}")
     _check_spec(spec, layout)

@@ -351,4 +351,4 @@ def test_base_crop_follows_a_later_size_change(tmp_path, child, overrides, expec
         config = load_config(path, overrides=overrides)
     assert config.augment.crop_size == expected
     if expected not in (28, 30, 100, 20):
-        assert f"augment.crop_size follows: " in caplog.text and f"-> {expected}" in caplog.text
+        assert "augment.crop_size follows: " in caplog.text and f"-> {expected}" in caplog.text

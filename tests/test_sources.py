@@ -1,13 +1,16 @@
 """Tests for data_prep.sources: every layout's split files, as the datasets ship them."""
 
+import dataclasses
 import os
 import re
+import uuid
 
 import pytest
 
+from core import storage
 from core.errors import UserError
-from data_prep.sources import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE
-from data_prep.source_spec import SourceSpec
+from core.tensorflow_env import import_tensorflow_quietly
+from data_prep.source_spec import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE, SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import write_text
 
@@ -86,7 +89,7 @@ def test_ucf101_split_number_picks_the_lists(tmp_path):
         resolve_source(SourceSpec("ucf101", root, split_dir=splits, split=3))
 
 
-def test_hmdb51_underscored_classes_trailing_spaces_and_flags(tmp_path):
+def make_hmdb51(tmp_path):
     root, splits = tmp_path / "hmdb51", tmp_path / "splits"
     touch(root, "brush_hair/a_brush_hair_f_nm_np1_ba_goo_0.avi", "brush_hair/b.avi",
           "brush_hair/c.avi", "ride_bike/x_ride_bike_u_cm_np1_fr_med_1.avi", "ride_bike/y.avi")
@@ -96,7 +99,12 @@ def test_hmdb51_underscored_classes_trailing_spaces_and_flags(tmp_path):
                "x_ride_bike_u_cm_np1_fr_med_1.avi 2 \ny.avi 1 \n")
     write_text(splits / "ride_bike_test_split2.txt", "y.avi 2 \n")
     write_text(splits / "brush_hair_test_split2.txt", "b.avi 1 \n")
-    source = resolve_source(SourceSpec("hmdb51", str(root), split_dir=str(splits), split=1))
+    return str(root), str(splits)
+
+
+def test_hmdb51_underscored_classes_trailing_spaces_and_flags(tmp_path):
+    root, splits = make_hmdb51(tmp_path)
+    source = resolve_source(SourceSpec("hmdb51", root, split_dir=splits, split=1))
     assert source.classes == ["brush_hair", "ride_bike"]
     assert summary(source) == {
         "train": [("brush_hair/a_brush_hair_f_nm_np1_ba_goo_0.avi", "brush_hair"),
@@ -529,3 +537,209 @@ def test_date_sidecars_beside_items_are_neither_items_nor_counted_as_ignored(tmp
     source = resolve_source(SourceSpec("folders", str(tmp_path)))
     assert summary(source) == {"train": [("a/1.npy", "a"), ("b/2.npy", "b")]}
     assert [entry["path"] for entry in source.ignored] == ["b/notes.txt"]
+
+
+# --- a URL root: TensorFlow's in-process ram:// file system stands for gs:// ---------------
+
+
+@pytest.fixture(scope="module")
+def gfile():
+    import_tensorflow_quietly()  # only these tests need TensorFlow
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+@pytest.fixture
+def ram_copy(gfile):
+    """copy(local directory) -> a fresh ram:// URL holding the same tree."""
+    made = []
+
+    def copy(local):
+        url = f"ram://{uuid.uuid4().hex}/{os.path.basename(local)}"
+        for directory, _, files in os.walk(local):
+            target = url + directory[len(local):].replace(os.sep, "/")
+            gfile.makedirs(target)
+            for name in files:
+                gfile.copy(os.path.join(directory, name), f"{target}/{name}")
+        made.append(url)
+        return url
+
+    yield copy
+    for url in made:
+        gfile.rmtree(url)
+
+
+def swap_prefix(value, local, url):
+    """`value` (paths in strings, lists, dicts, tuples) with the prefix `local` as `url`."""
+    if isinstance(value, str):
+        return url + value[len(local):].replace(os.sep, "/") if value.startswith(local) \
+            else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(swap_prefix(part, local, url) for part in value)
+    if isinstance(value, dict):
+        return {key: swap_prefix(part, local, url) for key, part in value.items()}
+    return value
+
+
+def source_as_values(source):
+    return {"classes": source.classes, "skipped": source.skipped, "absent": source.absent,
+            "ignored": source.ignored, "description": source.description,
+            "splits": {split: [dataclasses.astuple(item) for item in items]
+                       for split, items in source.splits.items()}}
+
+
+def folders_tree(data):
+    touch(data, "root/b_walk/2.avi", "root/b_walk/notes.txt", "root/a_run/x.mp4",
+          "root/a_run/frames/0.png", "root/a_run/1.npy", "root/a_run/1.dates.json",
+          "root/.hidden/a.mp4")
+    return dict(layout="folders", root=str(data / "root"))
+
+
+def folders_lists_tree(data):
+    touch(data, "root/a/1.avi", "root/a/2.avi", "root/b/1.avi", "root/b/readme.txt")
+    lists = {"train": write_text(data / "lists/train.txt", "a/1.avi\nb/1.avi,b\nb/readme.txt\n"),
+             "test": write_text(data / "lists/test.txt", "a/2.avi 0\nb/gone.avi\n", crlf=True)}
+    return dict(layout="folders", root=str(data / "root"), lists=lists, only_present=True)
+
+
+def ucf101_tree(data):
+    root, splits = make_ucf101(data)
+    return dict(layout="ucf101", root=root, split_dir=splits)
+
+
+def hmdb51_tree(data):
+    root, splits = make_hmdb51(data)
+    return dict(layout="hmdb51", root=root, split_dir=splits)
+
+
+def csv_tree(data):
+    touch(data, "root/v/one, two.avi", "root/v/b.avi", "root/w/c.avi")
+    lists = {"train": write_text(data / "train.csv", 'path,label\n"v/one, two.avi",jump\n'
+                                                     "w/c.avi,run\n", crlf=True),
+             "test": write_text(data / "test.csv", "v/b.avi,jump\n")}
+    return dict(layout="csv", root=str(data / "root"), lists=lists)
+
+
+def list_tree(data):
+    touch(data, "root/videos/a.mp4", "root/videos/b c.mp4", "root/videos/d.mp4")
+    lists = {"train": write_text(data / "train_list.txt", "videos/a.mp4 2\nvideos/b c.mp4 0\n"),
+             "val": write_text(data / "val_list.txt", "videos/d.mp4 1\n")}
+    classes = write_text(data / "classes.txt", "abseil\nbake\ncatch\n")
+    return dict(layout="list", root=str(data / "root"), lists=lists, classes_file=classes)
+
+
+def list_per_split_roots_tree(data):
+    touch(data, "train/v/1.avi", "train/v/2.avi", "val/v/1.avi")
+    lists = {"train": write_text(data / "train.txt", "v/1.avi 0\nv/2.avi 1\n"),
+             "val": write_text(data / "val.txt", "v/1.avi 1\n")}
+    return dict(layout="list", root={"train": str(data / "train"), "val": str(data / "val")},
+                lists=lists)
+
+
+def rawframes_tree(data):
+    touch(data, "root/clips/jump_1/img_00001.jpg", "root/clips/jump_1/x_00001.jpg",
+          "root/clips/run_2/img_00001.jpg")
+    lists = {"train": write_text(data / "train.txt", "clips/jump_1 3 7 0\nclips/run_2 0 4 1\n"
+                                                     "clips/jump_1 0 3 0\n")}
+    return dict(layout="rawframes", root=str(data / "root"), lists=lists, with_offset=True)
+
+
+def kinetics_tree(data):
+    touch(data, "root/train/abseiling/abc_000010_000020.mp4", "root/part2/zzz_000001_000011.webm",
+          "root/elsewhere/qqq_000005_000015.mkv", "root/def_000002_000012.txt",
+          "root/.trash/gone_000003_000013.mp4")  # a hidden folder is never searched
+    header = "label,youtube_id,time_start,time_end,split\n"
+    lists = {"train": write_text(data / "train.csv", header + "abseiling,abc,10,20,train\n"
+                                 '"passing American football (in game)",zzz,1,11,train\n'
+                                 "abseiling,gone,3,13,train\nabseiling,def,2,12,train\n"),
+             "validate": write_text(data / "validate.csv",
+                                    header + "abseiling,qqq,5,15,validate\n")}
+    return dict(layout="kinetics", root=str(data / "root"), lists=lists)
+
+
+@pytest.mark.parametrize("make_tree", [
+    folders_tree, folders_lists_tree, ucf101_tree, hmdb51_tree, csv_tree, list_tree,
+    list_per_split_roots_tree, rawframes_tree, kinetics_tree], ids=lambda make: make.__name__)
+def test_a_url_root_lists_what_the_same_local_tree_lists(tmp_path, ram_copy, make_tree):
+    data = tmp_path / "data"
+    local_spec = make_tree(data)
+    url = ram_copy(str(data))
+    url_spec = swap_prefix(local_spec, str(data), url)
+    local = resolve_source(SourceSpec(**local_spec))
+    assert any(local.splits.values())
+    assert source_as_values(resolve_source(SourceSpec(**url_spec))) == \
+        swap_prefix(source_as_values(local), str(data), url)
+
+
+def test_a_url_root_gives_url_paths_and_root_relative_ids(tmp_path, ram_copy):
+    touch(tmp_path / "data", "root/a/1.avi")
+    url = ram_copy(str(tmp_path / "data"))
+    item, = resolve_source(SourceSpec("folders", f"{url}/root")).splits["train"]
+    assert (item.path, item.item_id) == (f"{url}/root/a/1.avi", "a/1.avi")
+
+
+@pytest.mark.parametrize("entry,message", [
+    ("a/../../outside/a/secret.avi", "resolves to ram://"),
+    ("/tmp/a/secret.avi", "is an absolute path outside it"),
+    ("{url}/outside/a/secret.avi", "is a URL outside it"),
+    ("{url}/root/../outside/a/secret.avi", "is a URL outside it"),
+    ("ram://another-bucket/root/a/inside.avi", "is a URL outside it"),
+    ("gs://bucket/root/a/inside.avi", "is a URL outside it"),
+])
+def test_entries_leading_outside_a_url_root_are_errors(tmp_path, ram_copy, entry, message):
+    touch(tmp_path / "data", "root/a/inside.avi", "outside/a/secret.avi")
+    url = ram_copy(str(tmp_path / "data"))
+    entry = entry.format(url=url)
+    listing = write_text(tmp_path / "list.csv", f"{entry},a\n")
+    with pytest.raises(UserError, match=re.escape(f"list.csv:1 {message}")) as raised:
+        resolve_source(SourceSpec("csv", f"{url}/root", lists={"train": listing}))
+    assert str(raised.value).startswith(
+        f"Expected list entries to stay inside the root {url}/root;")
+    assert f"Received: entry={entry!r}" in str(raised.value)
+
+
+def test_a_full_url_inside_a_url_root_is_accepted(tmp_path, ram_copy):
+    touch(tmp_path / "data", "root/a/inside.avi")
+    url = ram_copy(str(tmp_path / "data"))
+    listing = write_text(tmp_path / "list.txt", f"{url}/root/a/./inside.avi 0\n")
+    source = resolve_source(SourceSpec("list", f"{url}/root/", lists={"train": listing}))
+    assert [(item.item_id, item.path) for item in source.splits["train"]] == \
+        [("a/inside.avi", f"{url}/root/a/inside.avi")]
+
+
+@pytest.mark.parametrize("paths", [
+    dict(root="gs://bucket/fields"),
+    dict(root="{local}", label_raster="gs://bucket/labels.tif"),
+    dict(root="{local}", raster="gs://bucket/fields/stack.tif"),
+])
+def test_the_raster_layout_refuses_a_url_in_one_line(tmp_path, paths):
+    paths = {key: value.format(local=tmp_path) for key, value in paths.items()}
+    spec = SourceSpec("raster", **{"raster": "stack.tif", "label_raster": "labels.tif", **paths})
+    with pytest.raises(UserError, match=r"^Expected a local \(or mounted\) root for the raster "
+                                        r"layout: ") as raised:
+        resolve_source(spec)
+    name, value = next((key, value) for key, value in paths.items() if "://" in value)
+    message = str(raised.value)
+    assert message.endswith(f"Received: {name}={value!r}") and "\n" not in message
+
+
+
+@pytest.mark.parametrize("layout,row", [("list", "v/{i}.mp4 0"), ("csv", "v/{i}.mp4,a"),
+                                        ("folders", "v/{i}.mp4")])
+def test_a_url_root_is_listed_per_folder_not_checked_per_item(tmp_path, ram_copy, monkeypatch,
+                                                              layout, row):
+    """On an object store each exists/isdir is a request: 30 items in one folder must not
+    cost 30 of them."""
+    touch(tmp_path / "data", *(f"root/v/{i}.mp4" for i in range(30)))
+    url = ram_copy(str(tmp_path / "data"))
+    listing = write_text(tmp_path / "list.txt", "".join(row.format(i=i) + "\n" for i in range(30)))
+    asked = []
+    for name in ("exists", "isdir", "isfile"):
+        def counted(path, ask=getattr(storage, name)):
+            asked.append(path)
+            return ask(path)
+        monkeypatch.setattr(storage, name, counted)
+    source = resolve_source(SourceSpec(layout, f"{url}/root", lists={"train": listing}))
+    assert len(source.splits["train"]) == 30
+    assert len([path for path in asked if "://" in path]) <= 3, asked

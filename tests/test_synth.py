@@ -13,7 +13,6 @@ import pytest
 
 from core.errors import UserError
 from data_prep import synth, synth_multispectral
-from data_prep.__main__ import main
 from data_prep.source_spec import SourceSpec
 from data_prep.sources import resolve_source
 from video_fixtures import read_records

@@ -28,7 +28,7 @@ import yaml
 import train
 from training.config import load_config
 from training.prepared_data import check_data_sources
-from video_fixtures import write_frame_folder, write_rawframes, write_text, write_video
+from video_fixtures import write_rawframes, write_text, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 6  # frames of every generated item
