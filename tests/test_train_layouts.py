@@ -276,3 +276,51 @@ def test_train_from_a_fresh_state(tmp_path, case):
     assert_manifest(tmp_path / "prepared", expected)
     metrics = json.loads(result.stdout.strip().splitlines()[-2])
     assert metrics["videos"] == expected["videos"][data.get("test_split", "test")]
+
+
+def _copy_to_url(local, url):
+    """`local` (a file or a folder) copied to `url` with tf.io.gfile."""
+    import tensorflow as tf
+
+    if os.path.isfile(local):
+        tf.io.gfile.makedirs(os.path.dirname(url))
+        tf.io.gfile.copy(local, url, overwrite=True)
+        return url
+    for directory, _, names in os.walk(local):
+        relative = os.path.relpath(directory, local)
+        target = url if relative == "." else f"{url}/{relative}"
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
+    return url
+
+
+def test_a_dataset_behind_a_url_prepares_trains_and_evaluates_from_there(tmp_path, capsys):
+    # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.
+    import evaluate
+    from core import storage
+
+    data, expected = folders_with_lists(tmp_path)
+    url = f"ram://train-layouts-{os.getpid()}"
+    data = {**data, "root": _copy_to_url(data["root"], f"{url}/videos"),
+            "lists": {split: _copy_to_url(path, f"{url}/{split}.txt")
+                      for split, path in data["lists"].items()}}
+    config_path = write_config(tmp_path, data)
+    config = yaml.safe_load(open(config_path))
+    config["data"]["prepared_dir"] = f"{url}/prepared"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = str(tmp_path / "run")
+    assert train.main(["--config", config_path, "--run-dir", run, "--quiet"]) == 0
+    manifest = storage.read_json(f"{url}/prepared/manifest.json")
+    assert manifest["classes"] == expected["classes"]
+    assert {split: info["videos"] for split, info in manifest["splits"].items()} \
+        == expected["videos"]
+    assert manifest["source"]["root"] == f"{url}/videos"
+    assert not os.path.exists(os.path.join(REPO, "ram:"))  # never a local folder
+    with open(os.path.join(run, "run.json")) as file:
+        assert json.load(file)["prepared_dir"] == f"{url}/prepared"
+    capsys.readouterr()
+    assert evaluate.main(["--run-dir", run]) == 0
+    assert "views 1x1 (shards)" in capsys.readouterr().out
+    with open(os.path.join(run, "evaluation", "test-1x1.json")) as file:
+        assert json.load(file)["videos"] == 2
