@@ -1,9 +1,9 @@
 """Reading files a user hands us as text: YAML configs and list files that cannot be bombed.
 
 `open_text(path)` is a drop-in for `open(path, encoding="utf-8-sig", newline="")` that
-checks the whole file first (`decode_text`) and also reads a URL (`core.storage`), and `named_csv_errors` turns the csv module's
-own refusals (a field over `csv.field_size_limit()`, 131072 characters) into one line with
-the file and line.
+checks the whole file first (`decode_text`) and also reads a URL (`core.storage`), and
+`named_csv_errors` turns the csv module's own refusals (a field over
+`csv.field_size_limit()`, 131072 characters) into one line with the file and line.
 
 A config or list file is untrusted input: its mistakes and its malice must end in one line
 naming the file and the line, in bounded time and memory. `decode_text` turns bytes into

@@ -72,7 +72,8 @@ _SourceKeys = dataclasses.make_dataclass(
 class DataConfig(_SourceKeys):
     layout: str = _option("folders", choices=LAYOUTS,
                           help="how data.root is organised; synth generates the demo videos")
-    prepared_dir: str | None = _option(None, help="where the clip shards live (prepared if empty)")
+    prepared_dir: str | None = _option(
+        None, help="where the clip shards live: a path or a gs:// URL (prepared if empty)")
     format: str = _option("v2", choices=("v1", "v2"),
                           help="prepared data: v1 stored clips, v2 whole items (clips drawn "
                                "while training)")
