@@ -53,6 +53,7 @@ def _gfile():
 
 
 def _errors():
+    _gfile()  # imported quietly, if not yet
     import tensorflow as tf
 
     return tf.errors
