@@ -25,6 +25,7 @@ from core.errors import UserError
 from data_prep import verify
 from data_prep.false_colour import band_note, display_range, false_colour, parse_rgb_bands
 from data_prep.reader import is_whole_items, load_split, read_manifest
+from data_prep.shards import split_shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +181,11 @@ def collect_examples(prepared_dir, split, clips_per_class, num_classes, labels=N
         dict label -> list of `(item_index, clip (F, H, W, band))`, clips of the stored dtype.
     """
     manifest = read_manifest(prepared_dir)
-    shards = manifest["splits"][split]["shards"]
+    shards = split_shard_paths(prepared_dir, manifest, split)
     if is_whole_items(manifest):
         from data_prep.sequence_reader import load_items  # TensorFlow, when called
 
-        dataset = load_items(manifest, [str(Path(prepared_dir) / name) for name in shards],
+        dataset = load_items(manifest, shards,
                              num_frames=num_frames, with_item_index=True)
     else:
         dataset = load_split(prepared_dir, split, with_item_index=True,

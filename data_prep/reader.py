@@ -9,7 +9,7 @@ from core.errors import UserError
 from data_prep.manifest_checks import check_manifest
 from data_prep.sequence_records import SEQUENCE_FORMAT_VERSION
 from data_prep.shards import FORMAT_VERSION, MANIFEST_NAME, clip_parser, is_multi_label, \
-    num_classes_of
+    num_classes_of, split_shard_paths
 
 # The keys each format version's manifest must have (docs/DESIGN.md).
 _REQUIRED_KEYS = {
@@ -151,8 +151,7 @@ def load_split(prepared_dir, split, *, clip_selection="all", with_item_index=Fal
                         f"Received: clip_selection={clip_selection!r}")
     if num_parallel_reads is None:
         num_parallel_reads = tf.data.AUTOTUNE
-    shards = [storage.join(str(prepared_dir), name)
-              for name in manifest["splits"][split]["shards"]]
+    shards = split_shard_paths(prepared_dir, manifest, split)
     if is_whole_items(manifest):
         return _load_whole_items(manifest, shards, clip_selection, with_item_index, seed,
                                  num_input_pipelines, input_pipeline_id, num_frames,

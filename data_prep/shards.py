@@ -69,6 +69,13 @@ def clip_example(clip_frames, label, item_id, item_index, clip_index):
     return example.SerializeToString(deterministic=True)
 
 
+def split_shard_paths(prepared_dir, manifest, split):
+    """The shard files of `split`: the manifest's names under `prepared_dir` (a local path
+    or a URL; an indexed record's absolute path or URL as it is)."""
+    return [storage.join(str(prepared_dir), name)
+            for name in manifest["splits"][split]["shards"]]
+
+
 def is_multi_label(manifest):
     """True for a dataset prepared with `multi_label` (records hold a `labels` id list)."""
     return bool(manifest.get("multi_label", False))

@@ -201,6 +201,22 @@ def test_cli_user_errors_are_one_line_exit_2(run_path, capsys, arguments, messag
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+def test_split_items_read_the_same_from_shards_behind_a_url(trained):
+    # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.
+    import tensorflow as tf
+
+    run, _ = trained
+    url = f"ram://evaluate-{os.getpid()}/prepared"
+    for directory, _, names in os.walk(run.prepared_dir):
+        relative = os.path.relpath(directory, run.prepared_dir)
+        target = url if relative == "." else f"{url}/{relative}"
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
+    assert evaluation.split_items(url, run.manifest, "test") == evaluation.split_items(
+        run.prepared_dir, run.manifest, "test")
+
+
 def test_views_to_decode_again_from_a_url_root_are_one_line_exit_2(run_path, tmp_path, capsys):
     import shutil
 

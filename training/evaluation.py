@@ -32,7 +32,7 @@ from core.atomic import atomic_write, write_json_atomically
 from core.errors import UserError
 import data_prep
 from data_prep.decode import DecodeError
-from data_prep.shards import is_multi_label, read_record_fields
+from data_prep.shards import is_multi_label, read_record_fields, split_shard_paths
 from data_prep.sources import split_root
 from data_prep.workers import ITEM_TIMEOUT_SECONDS, available_cores, worker_pool
 from training import input_pipeline
@@ -59,8 +59,8 @@ def split_items(prepared_dir, manifest, split):
     Read from the shards' `item_id`/`label` features of each item's first clip, so the items
     are exactly those training evaluated (skipped ones are not there).
     """
-    shards = [storage.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
-    missing = [shard for shard in shards if not os.path.isfile(shard)]
+    shards = split_shard_paths(prepared_dir, manifest, split)
+    missing = [shard for shard in shards if not storage.isfile(shard)]
     if missing:
         raise UserError(f"Expected the run's prepared shards (run.json prepared_dir) to list "
                         f"the items to decode again. Received: missing {missing[0]}")

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 import data_prep
-from core import storage
 from data_prep import sequence_reader
+from data_prep.shards import split_shard_paths
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -109,8 +109,7 @@ def read_split(prepared_dir, split, clip_inputs=None, **options):
         return data_prep.load_split(prepared_dir, split, **options)
     if split not in manifest["splits"]:
         return data_prep.load_split(prepared_dir, split, **options)  # its error
-    shards = [storage.join(str(prepared_dir), name)
-              for name in manifest["splits"][split]["shards"]]
+    shards = split_shard_paths(prepared_dir, manifest, split)
     options.pop("num_parallel_reads", None)
     options.pop("shuffle_shards", None)
     return sequence_reader.load_items(manifest, shards, options=read_options_of(clip_inputs),

@@ -25,7 +25,8 @@ from core.errors import UserError
 from data_prep.prepare import prepare_dataset
 from data_prep.reader import clip_manifest, is_whole_items, read_manifest
 from data_prep.record_index import index_records, record_files
-from data_prep.shards import MANIFEST_NAME, is_multi_label, num_classes_of, read_record_fields
+from data_prep.shards import (MANIFEST_NAME, is_multi_label, num_classes_of,
+                              read_record_fields, split_shard_paths)
 from data_prep.sources import resolve_source
 from data_prep.synth import generate_dataset
 from training.config import ConfigError
@@ -319,7 +320,7 @@ def split_label_counts(prepared_dir, manifest, split):
     Used before training so that a label outside [0, num_classes) is a clear error up front
     rather than a crash deep inside the loss.
     """
-    shards = [storage.join(prepared_dir, shard) for shard in manifest["splits"][split]["shards"]]
+    shards = split_shard_paths(prepared_dir, manifest, split)
     counts = {}
     if is_whole_items(manifest):
         from data_prep.sequence_reader import record_labels  # TensorFlow, when called
