@@ -203,16 +203,10 @@ def test_cli_user_errors_are_one_line_exit_2(run_path, capsys, arguments, messag
 
 def test_split_items_read_the_same_from_shards_behind_a_url(trained):
     # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.
-    import tensorflow as tf
+    from video_fixtures import copy_to_url
 
     run, _ = trained
-    url = f"ram://evaluate-{os.getpid()}/prepared"
-    for directory, _, names in os.walk(run.prepared_dir):
-        relative = os.path.relpath(directory, run.prepared_dir)
-        target = url if relative == "." else f"{url}/{relative}"
-        tf.io.gfile.makedirs(target)
-        for name in names:
-            tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
+    url = copy_to_url(run.prepared_dir, f"ram://evaluate-{os.getpid()}/prepared")
     assert evaluation.split_items(url, run.manifest, "test") == evaluation.split_items(
         run.prepared_dir, run.manifest, "test")
 

@@ -233,17 +233,6 @@ def url_tree(url):
         for directory, _, names in tf.io.gfile.walk(url) for name in names}
 
 
-def copy_to_url(local, url):
-    import tensorflow as tf
-
-    for directory, _, names in os.walk(local):
-        target = os.path.join(url, os.path.relpath(directory, local)).replace("/./", "/")
-        tf.io.gfile.makedirs(target.rstrip("."))
-        for name in names:
-            tf.io.gfile.copy(os.path.join(directory, name),
-                             os.path.join(target.rstrip("."), name), overwrite=True)
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_url_out_holds_the_local_runs_bytes_and_trains_from_there(tmp_path, workers):
     # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.

@@ -103,8 +103,8 @@ def test_v2_contact_sheet_draws_evenly_spaced_frames(v2_run, tmp_path):
 
 @pytest.mark.parametrize("where", ["local", "url"])
 def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path, where):
-    import tensorflow as tf
     from sequence_fixtures import write_dmvr_style_records
+    from video_fixtures import copy_to_url
 
     records = tmp_path / "records"
     records.mkdir()
@@ -118,9 +118,8 @@ def test_dmvr_style_records_train_and_evaluate_with_no_prepare(tmp_path, where):
     base = str(tmp_path)
     if where == "url":  # ram://: TensorFlow's in-process file system, the calls of gs://
         base = f"ram://dmvr-{os.getpid()}"
-        for name in ["classes.txt"] + [f"records/{file}" for file in os.listdir(records)]:
-            tf.io.gfile.makedirs(os.path.dirname(f"{base}/{name}"))
-            tf.io.gfile.copy(str(tmp_path / name), f"{base}/{name}", overwrite=True)
+        copy_to_url(tmp_path / "classes.txt", f"{base}/classes.txt")
+        copy_to_url(records, f"{base}/records")
     data = {"layout": "tfrecord", "prepared_dir": str(tmp_path / "index"),
             "classes_file": f"{base}/classes.txt",
             "lists": {"train": f"{base}/records/train-*.tfrecord",

@@ -12,7 +12,7 @@ from core.errors import UserError
 from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.source_spec import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE, SourceSpec
 from data_prep.sources import resolve_source
-from video_fixtures import write_text
+from video_fixtures import copy_to_url, write_text
 
 
 def touch(root, *relative_paths):
@@ -556,12 +556,7 @@ def ram_copy(gfile):
     made = []
 
     def copy(local):
-        url = f"ram://{uuid.uuid4().hex}/{os.path.basename(local)}"
-        for directory, _, files in os.walk(local):
-            target = url + directory[len(local):].replace(os.sep, "/")
-            gfile.makedirs(target)
-            for name in files:
-                gfile.copy(os.path.join(directory, name), f"{target}/{name}")
+        url = copy_to_url(local, f"ram://{uuid.uuid4().hex}/{os.path.basename(local)}")
         made.append(url)
         return url
 

@@ -28,7 +28,7 @@ import yaml
 import train
 from training.config import load_config
 from training.prepared_data import check_data_sources
-from video_fixtures import write_rawframes, write_text, write_video
+from video_fixtures import copy_to_url, write_rawframes, write_text, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 6  # frames of every generated item
@@ -278,23 +278,6 @@ def test_train_from_a_fresh_state(tmp_path, case):
     assert metrics["videos"] == expected["videos"][data.get("test_split", "test")]
 
 
-def _copy_to_url(local, url):
-    """`local` (a file or a folder) copied to `url` with tf.io.gfile."""
-    import tensorflow as tf
-
-    if os.path.isfile(local):
-        tf.io.gfile.makedirs(os.path.dirname(url))
-        tf.io.gfile.copy(local, url, overwrite=True)
-        return url
-    for directory, _, names in os.walk(local):
-        relative = os.path.relpath(directory, local)
-        target = url if relative == "." else f"{url}/{relative}"
-        tf.io.gfile.makedirs(target)
-        for name in names:
-            tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
-    return url
-
-
 def test_a_dataset_behind_a_url_prepares_trains_and_evaluates_from_there(tmp_path, capsys):
     # ram:// is TensorFlow's in-process file system: the same tf.io.gfile calls as gs://.
     import evaluate
@@ -302,8 +285,8 @@ def test_a_dataset_behind_a_url_prepares_trains_and_evaluates_from_there(tmp_pat
 
     data, expected = folders_with_lists(tmp_path)
     url = f"ram://train-layouts-{os.getpid()}"
-    data = {**data, "root": _copy_to_url(data["root"], f"{url}/videos"),
-            "lists": {split: _copy_to_url(path, f"{url}/{split}.txt")
+    data = {**data, "root": copy_to_url(data["root"], f"{url}/videos"),
+            "lists": {split: copy_to_url(path, f"{url}/{split}.txt")
                       for split, path in data["lists"].items()}}
     config_path = write_config(tmp_path, data)
     config = yaml.safe_load(open(config_path))

@@ -157,3 +157,23 @@ def write_text(path, text, crlf=False):
     with open(str(path), "w", newline="") as file:
         file.write(text.replace("\n", "\r\n") if crlf else text)
     return str(path)
+
+
+def copy_to_url(local, url):
+    """`local` (a file, or a folder and all under it) copied to `url` with tf.io.gfile, as a
+    user uploads a dataset to a bucket (tests use TensorFlow's in-process ram://); returns
+    `url`."""
+    import tensorflow as tf
+
+    local = str(local)
+    if os.path.isfile(local):
+        tf.io.gfile.makedirs(url.rsplit("/", 1)[0])
+        tf.io.gfile.copy(local, url, overwrite=True)
+        return url
+    for directory, _, names in os.walk(local):
+        relative = os.path.relpath(directory, local)
+        target = url if relative == "." else f"{url}/{relative.replace(os.sep, '/')}"
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
+    return url
