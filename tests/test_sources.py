@@ -12,7 +12,7 @@ from core.errors import UserError
 from core.tensorflow_env import import_tensorflow_quietly
 from data_prep.source_spec import DEFAULT_FILENAME_TEMPLATE as DEFAULT_TEMPLATE, SourceSpec
 from data_prep.sources import resolve_source
-from video_fixtures import copy_to_url, write_text
+from video_fixtures import copy_to_url, swap_prefix, write_text
 
 
 def touch(root, *relative_paths):
@@ -563,18 +563,6 @@ def ram_copy(gfile):
     yield copy
     for url in made:
         gfile.rmtree(url)
-
-
-def swap_prefix(value, local, url):
-    """`value` (paths in strings, lists, dicts, tuples) with the prefix `local` as `url`."""
-    if isinstance(value, str):
-        return url + value[len(local):].replace(os.sep, "/") if value.startswith(local) \
-            else value
-    if isinstance(value, (list, tuple)):
-        return type(value)(swap_prefix(part, local, url) for part in value)
-    if isinstance(value, dict):
-        return {key: swap_prefix(part, local, url) for key, part in value.items()}
-    return value
 
 
 def source_as_values(source):

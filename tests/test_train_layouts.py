@@ -26,9 +26,10 @@ import pytest
 import yaml
 
 import train
+from core import storage
 from training.config import load_config
 from training.prepared_data import check_data_sources
-from video_fixtures import copy_to_url, write_rawframes, write_text, write_video
+from video_fixtures import copy_to_url, swap_prefix, write_rawframes, write_text, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 6  # frames of every generated item
@@ -233,8 +234,7 @@ def run_train(*args):
 
 
 def assert_manifest(prepared_dir, expected):
-    with open(os.path.join(prepared_dir, "manifest.json")) as file:
-        manifest = json.load(file)
+    manifest = storage.read_json(storage.join(str(prepared_dir), "manifest.json"))
     assert manifest["classes"] == expected["classes"]
     assert {split: info["videos"] for split, info in manifest["splits"].items()} \
         == expected["videos"]
@@ -263,6 +263,24 @@ def test_prepare_only_from_a_fresh_state(tmp_path, case, capsys):
     if isinstance(data["root"], dict):
         assert manifest["source"]["root"] == {split: os.path.abspath(root)
                                               for split, root in data["root"].items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+def test_prepare_only_from_a_fresh_state_behind_a_url(tmp_path, case, capsys):
+    # The same tree uploaded whole (videos, frame folders, lists) to ram://, TensorFlow's
+    # in-process file system (the tf.io.gfile calls of gs://), and prepared there.
+    data, expected = case(tmp_path / "local")
+    url = copy_to_url(tmp_path / "local", f"ram://layouts-{tmp_path.name}")
+    data = swap_prefix(data, str(tmp_path / "local"), url)
+    config_path = write_config(tmp_path, data)
+    config = yaml.safe_load(open(config_path))
+    config["data"]["prepared_dir"] = f"{url}/prepared"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert train.main(["--config", config_path, "--prepare-only"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"wrote {url}/prepared/manifest.json: ") and "error:" not in err, \
+        (out, err)
+    assert_manifest(f"{url}/prepared", expected)
 
 
 @pytest.mark.slow

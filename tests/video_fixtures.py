@@ -177,3 +177,15 @@ def copy_to_url(local, url):
         for name in names:
             tf.io.gfile.copy(os.path.join(directory, name), f"{target}/{name}", overwrite=True)
     return url
+
+
+def swap_prefix(value, local, url):
+    """`value` (paths in strings, lists, dicts, tuples) with the prefix `local` as `url`."""
+    if isinstance(value, str):
+        return url + value[len(local):].replace(os.sep, "/") if value.startswith(local) \
+            else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(swap_prefix(part, local, url) for part in value)
+    if isinstance(value, dict):
+        return {key: swap_prefix(part, local, url) for key, part in value.items()}
+    return value
